@@ -1,0 +1,1 @@
+//! vidflow GPU runtime
