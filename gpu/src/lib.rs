@@ -1,1 +1,14 @@
-//! vidflow GPU runtime
+//! vidflow's model runtime: the LTX-Video architecture (T5 text encoder, video
+//! transformer, video VAE, flow-matching sampler) on candle tensors.
+//!
+//! CPU is the default backend; the `cuda` feature is reserved for the GPU
+//! backend. Fidelity is proven against the reference implementation by the
+//! golden cases (see `golden`).
+
+pub mod error;
+pub mod golden;
+pub mod nn;
+pub mod weights;
+
+pub use error::{GpuError, Result};
+pub use weights::Weights;

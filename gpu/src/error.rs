@@ -1,0 +1,60 @@
+//! Typed errors for the model runtime.
+//!
+//! Every error that can come from user-supplied data (weight files, configs,
+//! prompts, generation parameters) names the file, tensor or field at fault so
+//! an operator can fix the input without reading our code.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weight file that cannot be parsed (truncated, bad header, bad index).
+    #[error("weight file {path}: {msg}")]
+    WeightFile { path: PathBuf, msg: String },
+    #[error("missing tensor `{name}` in {source_desc}")]
+    MissingTensor { name: String, source_desc: String },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor `{name}` has unsupported dtype {dtype} (supported: F32, F16, BF16, I64)")]
+    UnsupportedDtype { name: String, dtype: String },
+    /// A config that is not valid JSON, or lacks a required key.
+    #[error("config {source_desc}: {msg}")]
+    Config { source_desc: String, msg: String },
+    /// A generation parameter or input tensor outside what the model accepts.
+    #[error("invalid `{field}`: {msg}")]
+    InvalidInput { field: String, msg: String },
+    #[error("tokenizer {source_desc}: {msg}")]
+    Tokenizer { source_desc: String, msg: String },
+    /// Generation stopped because the per-step callback asked for it.
+    #[error("cancelled at step {step}")]
+    Cancelled { step: usize },
+    #[error("tensor backend: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, GpuError>;
+
+impl GpuError {
+    pub fn invalid(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        GpuError::InvalidInput {
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn config(source_desc: impl Into<String>, msg: impl Into<String>) -> Self {
+        GpuError::Config {
+            source_desc: source_desc.into(),
+            msg: msg.into(),
+        }
+    }
+}

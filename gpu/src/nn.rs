@@ -1,0 +1,131 @@
+//! Small building blocks shared by the T5, transformer and VAE code.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// A PyTorch-layout linear layer: weight `[out, in]`, optional bias `[out]`.
+#[derive(Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `{name}.weight` (and `{name}.bias` when `bias`), shape-checked.
+    pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias {
+            Some(w.get(&format!("{name}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    /// Applies to the last dimension of `x`, any leading shape.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.out_dim();
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// RMS normalisation over the last dimension, computed in f32.
+pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let mut y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    if let Some(w) = weight {
+        y = y.broadcast_mul(&w.to_dtype(DType::F32)?)?;
+    }
+    Ok(y.to_dtype(dtype)?)
+}
+
+/// Layer normalisation over the last dimension without affine parameters.
+pub fn layer_norm_plain(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let mean = xf.mean_keepdim(D::Minus1)?;
+    let xc = xf.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?)
+}
+
+/// Sinusoidal timestep features as diffusers' `get_timestep_embedding`.
+/// `t` is 1-D `[N]`; output `[N, dim]`.
+pub fn timestep_embedding(
+    t: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| {
+            let e = -(10000f64.ln()) * i as f64 / (half as f64 - freq_shift);
+            // The reference computes the exponent in f32.
+            (e as f32).exp()
+        })
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
+    let (sin, cos) = (args.sin()?, args.cos()?);
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(&[cos, sin], 1)?
+    } else {
+        Tensor::cat(&[sin, cos], 1)?
+    };
+    if dim % 2 == 1 {
+        let n = emb.dim(0)?;
+        let z = Tensor::zeros((n, 1), DType::F32, t.device())?;
+        return Ok(Tensor::cat(&[emb, z], 1)?);
+    }
+    Ok(emb)
+}
+
+/// `linear_1 -> SiLU -> linear_2` over 256-channel sinusoids (flip to cos/sin,
+/// shift 0): diffusers' `TimestepEmbedding` behind `Timesteps(256, True, 0)`.
+#[derive(Clone)]
+pub struct TimestepEmbedder {
+    pub linear_1: Linear,
+    pub linear_2: Linear,
+}
+
+impl TimestepEmbedder {
+    pub const FREQ_DIM: usize = 256;
+
+    pub fn load(w: &Weights, dim: usize) -> Result<Self> {
+        Ok(TimestepEmbedder {
+            linear_1: Linear::load(w, "linear_1", Self::FREQ_DIM, dim, true)?,
+            linear_2: Linear::load(w, "linear_2", dim, dim, true)?,
+        })
+    }
+
+    /// `t`: `[N]` in the model's timestep units. Output `[N, dim]` in the
+    /// weights' dtype.
+    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
+        let f = timestep_embedding(t, Self::FREQ_DIM, true, 0.0)?
+            .to_dtype(self.linear_1.weight.dtype())?;
+        let h = self.linear_1.forward(&f)?.silu()?;
+        self.linear_2.forward(&h)
+    }
+}
