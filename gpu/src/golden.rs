@@ -167,6 +167,12 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Resul
 /// the names in `expected.safetensors`.
 pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
     match case.kind.as_str() {
+        "ltx_transformer" => crate::transformer::run_golden(case),
+        "ltx_vae_decoder" => crate::vae::run_golden_decoder(case),
+        "ltx_vae_encoder" => crate::vae::run_golden_encoder(case),
+        "t5_encoder" => crate::t5::run_golden(case),
+        "flow_match_schedule" => crate::scheduler::run_golden(case),
+        "ltx_pipeline_t2v" => crate::pipeline::run_golden(case),
         other => Err(GpuError::config(
             case.case_desc(),
             format!("unknown case kind `{other}`"),

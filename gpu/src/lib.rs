@@ -8,6 +8,12 @@
 pub mod error;
 pub mod golden;
 pub mod nn;
+pub mod pipeline;
+pub mod scheduler;
+pub mod t5;
+pub mod tokenizer;
+pub mod transformer;
+pub mod vae;
 pub mod weights;
 
 pub use error::{GpuError, Result};

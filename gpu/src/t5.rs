@@ -1,0 +1,10 @@
+//! T5 v1.1 encoder (gated-GELU). Work in progress.
+
+use candle_core::Tensor;
+
+use crate::error::{GpuError, Result};
+use crate::golden::Case;
+
+pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    Err(GpuError::config(case.case_desc(), "T5 encoder not implemented yet"))
+}

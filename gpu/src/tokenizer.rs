@@ -1,0 +1,1 @@
+//! Prompt tokenisation. Work in progress.
