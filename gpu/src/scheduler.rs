@@ -1,10 +1,192 @@
-//! Flow-matching schedule. Work in progress.
+//! The LTX flow-matching schedule: linear sigmas, a resolution-dependent
+//! ("dynamic") shift from the token count, a terminal stretch so the last
+//! sigma lands on `shift_terminal`, and the Euler update.
+//!
+//! Arithmetic is done in f32 in the reference's order, so timesteps match the
+//! reference bit-for-bit or within an ulp (they feed the time embedding).
 
 use candle_core::Tensor;
+use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
+use crate::weights::parse_config;
 
+fn d_1024() -> usize {
+    1024
+}
+fn d_4096() -> usize {
+    4096
+}
+fn d_095() -> f64 {
+    0.95
+}
+fn d_205() -> f64 {
+    2.05
+}
+fn d_term() -> Option<f64> {
+    Some(0.1)
+}
+fn d_1000() -> usize {
+    1000
+}
+fn d_true() -> bool {
+    true
+}
+fn d_one() -> f64 {
+    1.0
+}
+
+/// `scheduler/scheduler_config.json` (diffusers `FlowMatchEulerDiscreteScheduler`).
+/// Defaults are the LTX-Video release values, not the generic scheduler's,
+/// because every LTX checkpoint ships these.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct SchedulerConfig {
+    #[serde(default = "d_1024")]
+    pub base_image_seq_len: usize,
+    #[serde(default = "d_4096")]
+    pub max_image_seq_len: usize,
+    #[serde(default = "d_095")]
+    pub base_shift: f64,
+    #[serde(default = "d_205")]
+    pub max_shift: f64,
+    #[serde(default = "d_term")]
+    pub shift_terminal: Option<f64>,
+    #[serde(default = "d_1000")]
+    pub num_train_timesteps: usize,
+    #[serde(default = "d_true")]
+    pub use_dynamic_shifting: bool,
+    /// Static shift, used only when dynamic shifting is off.
+    #[serde(default = "d_one")]
+    pub shift: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        parse_config(serde_json::json!({}), "defaults").expect("all fields have defaults")
+    }
+}
+
+/// A concrete schedule for one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Model timesteps (sigma * num_train_timesteps), one per step.
+    pub timesteps: Vec<f32>,
+    /// Sigmas, one per step plus the final 0.
+    pub sigmas: Vec<f32>,
+}
+
+impl Schedule {
+    pub fn steps(&self) -> usize {
+        self.timesteps.len()
+    }
+}
+
+impl SchedulerConfig {
+    /// The shift exponent for `tokens` latent tokens (linear in the token
+    /// count, extrapolated beyond the configured range).
+    pub fn mu(&self, tokens: usize) -> f64 {
+        let m = (self.max_shift - self.base_shift)
+            / (self.max_image_seq_len as f64 - self.base_image_seq_len as f64);
+        let b = self.base_shift - m * self.base_image_seq_len as f64;
+        tokens as f64 * m + b
+    }
+
+    pub fn schedule(&self, tokens: usize, steps: usize) -> Result<Schedule> {
+        if steps == 0 {
+            return Err(GpuError::invalid("steps", "must be at least 1"));
+        }
+        if steps > 10_000 {
+            return Err(GpuError::invalid("steps", format!("{steps} exceeds the limit of 10000")));
+        }
+        let n = steps;
+        // linspace(1, 1/N, N) in f64, then f32 as the scheduler stores it.
+        let lin: Vec<f32> = (0..n)
+            .map(|i| {
+                let end = 1.0 / n as f64;
+                if n == 1 {
+                    1.0
+                } else {
+                    (1.0 + (end - 1.0) * i as f64 / (n - 1) as f64) as f32
+                }
+            })
+            .collect();
+        let mut sig: Vec<f32> = if self.use_dynamic_shifting {
+            let e = self.mu(tokens).exp() as f32;
+            lin.iter().map(|&t| e / (e + (1.0f32 / t - 1.0))).collect()
+        } else {
+            let s = self.shift as f32;
+            lin.iter().map(|&t| s * t / (1.0 + (s - 1.0) * t)).collect()
+        };
+        if let Some(term) = self.shift_terminal {
+            let last = 1.0f32 - sig[n - 1];
+            let scale = last / (1.0 - term) as f32;
+            for s in sig.iter_mut() {
+                *s = 1.0 - (1.0 - *s) / scale;
+            }
+        }
+        let k = self.num_train_timesteps as f32;
+        let timesteps = sig.iter().map(|s| s * k).collect();
+        sig.push(0.0);
+        Ok(Schedule {
+            timesteps,
+            sigmas: sig,
+        })
+    }
+}
+
+/// Euler update in f32: `x + (sigma_next - sigma) * v`.
+pub fn euler_step(x: &Tensor, v: &Tensor, sigma: f32, sigma_next: f32) -> Result<Tensor> {
+    let dt = x.dtype();
+    let xf = x.to_dtype(candle_core::DType::F32)?;
+    let vf = v.to_dtype(candle_core::DType::F32)?;
+    Ok((xf + (vf * (sigma_next - sigma) as f64)?)?.to_dtype(dt)?)
+}
+
+/// Golden runner for `flow_match_schedule` cases.
 pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    Err(GpuError::config(case.case_desc(), "scheduler not implemented yet"))
+    let cfg: SchedulerConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let pairs = case
+        .scalars
+        .get("pairs")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `pairs`"))?;
+    let mut out = Vec::new();
+    for p in pairs {
+        let (s, n) = match p.as_array().map(|a| a.as_slice()) {
+            Some([s, n]) => (s.as_u64(), n.as_u64()),
+            _ => (None, None),
+        };
+        let (Some(s), Some(n)) = (s, n) else {
+            return Err(GpuError::config(case.case_desc(), format!("bad pair {p}")));
+        };
+        let sch = cfg.schedule(s as usize, n as usize)?;
+        let dev = &candle_core::Device::Cpu;
+        out.push((format!("timesteps_{s}_{n}"), Tensor::new(sch.timesteps.as_slice(), dev)?));
+        out.push((format!("sigmas_{s}_{n}"), Tensor::new(sch.sigmas.as_slice(), dev)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_sigma_and_monotone() {
+        let cfg = SchedulerConfig::default();
+        for (tok, n) in [(12, 4), (6144, 50), (100_000, 3), (1, 1)] {
+            let s = cfg.schedule(tok, n).unwrap();
+            assert_eq!(s.sigmas.len(), n + 1);
+            assert_eq!(*s.sigmas.last().unwrap(), 0.0);
+            assert!((s.sigmas[n - 1] - 0.1).abs() < 1e-5, "{:?}", s.sigmas);
+            assert!(s.sigmas.windows(2).all(|w| w[0] >= w[1]), "{:?}", s.sigmas);
+        }
+    }
+
+    #[test]
+    fn zero_steps_is_an_error() {
+        let e = SchedulerConfig::default().schedule(10, 0).unwrap_err();
+        assert!(e.to_string().contains("steps"), "{e}");
+    }
 }

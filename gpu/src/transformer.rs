@@ -1,10 +1,588 @@
-//! LTX-Video transformer. Work in progress.
+//! The LTX-Video transformer (diffusers `LTXVideoTransformer3DModel`): a DiT
+//! over patch-1 video tokens with adaLN-single time modulation, 3D RoPE on
+//! self-attention, and cross-attention to projected T5 states.
+//!
+//! Text conditioning is prepared once per job (`prepare_text`): the caption
+//! projection and every layer's cross-attention keys and values do not change
+//! across denoising steps, so recomputing them each step would be waste.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor, D};
+use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
+use crate::nn::{layer_norm_plain, rms_norm, Linear, TimestepEmbedder};
+use crate::weights::{parse_config, Weights};
 
+fn d_128() -> usize {
+    128
+}
+fn d_1() -> usize {
+    1
+}
+fn d_32() -> usize {
+    32
+}
+fn d_64() -> usize {
+    64
+}
+fn d_2048() -> usize {
+    2048
+}
+fn d_28() -> usize {
+    28
+}
+fn d_4096() -> usize {
+    4096
+}
+fn d_eps() -> f64 {
+    1e-6
+}
+fn d_true() -> bool {
+    true
+}
+fn d_gelu() -> String {
+    "gelu-approximate".into()
+}
+fn d_qk() -> String {
+    "rms_norm_across_heads".into()
+}
+
+/// `transformer/config.json`, diffusers key names and defaults.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TransformerConfig {
+    #[serde(default = "d_128")]
+    pub in_channels: usize,
+    #[serde(default = "d_128")]
+    pub out_channels: usize,
+    #[serde(default = "d_1")]
+    pub patch_size: usize,
+    #[serde(default = "d_1")]
+    pub patch_size_t: usize,
+    #[serde(default = "d_32")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_64")]
+    pub attention_head_dim: usize,
+    #[serde(default = "d_2048")]
+    pub cross_attention_dim: usize,
+    #[serde(default = "d_28")]
+    pub num_layers: usize,
+    #[serde(default = "d_gelu")]
+    pub activation_fn: String,
+    #[serde(default = "d_qk")]
+    pub qk_norm: String,
+    #[serde(default)]
+    pub norm_elementwise_affine: bool,
+    #[serde(default = "d_eps")]
+    pub norm_eps: f64,
+    #[serde(default = "d_4096")]
+    pub caption_channels: usize,
+    #[serde(default = "d_true")]
+    pub attention_bias: bool,
+    #[serde(default = "d_true")]
+    pub attention_out_bias: bool,
+}
+
+impl TransformerConfig {
+    pub fn inner_dim(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |k: &str, m: String| Err(GpuError::config("transformer config", format!("`{k}`: {m}")));
+        if self.patch_size != 1 || self.patch_size_t != 1 {
+            return bad("patch_size", "only patch size 1 (all LTX-Video releases) is supported".into());
+        }
+        if self.activation_fn != "gelu-approximate" {
+            return bad("activation_fn", format!("`{}` unsupported (gelu-approximate only)", self.activation_fn));
+        }
+        if self.qk_norm != "rms_norm_across_heads" {
+            return bad("qk_norm", format!("`{}` unsupported (rms_norm_across_heads only)", self.qk_norm));
+        }
+        if self.norm_elementwise_affine {
+            return bad("norm_elementwise_affine", "true is not supported by LTX-Video".into());
+        }
+        if self.inner_dim() == 0 || self.in_channels == 0 || self.out_channels == 0 {
+            return bad("num_attention_heads", "model width must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Every tensor `LtxTransformer::load` reads, with its shape.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let d = self.inner_dim();
+        let (c, x) = (self.caption_channels, self.cross_attention_dim);
+        let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+        let lin = |v: &mut Vec<(String, Vec<usize>)>, n: &str, i: usize, o: usize, b: bool| {
+            v.push((format!("{n}.weight"), vec![o, i]));
+            if b {
+                v.push((format!("{n}.bias"), vec![o]));
+            }
+        };
+        lin(&mut v, "proj_in", self.in_channels, d, true);
+        lin(&mut v, "proj_out", d, self.out_channels, true);
+        v.push(("scale_shift_table".into(), vec![2, d]));
+        lin(&mut v, "time_embed.emb.timestep_embedder.linear_1", 256, d, true);
+        lin(&mut v, "time_embed.emb.timestep_embedder.linear_2", d, d, true);
+        lin(&mut v, "time_embed.linear", d, 6 * d, true);
+        lin(&mut v, "caption_projection.linear_1", c, d, true);
+        lin(&mut v, "caption_projection.linear_2", d, d, true);
+        for i in 0..self.num_layers {
+            let p = format!("transformer_blocks.{i}");
+            for (a, kv_in) in [("attn1", d), ("attn2", x)] {
+                lin(&mut v, &format!("{p}.{a}.to_q"), d, d, self.attention_bias);
+                lin(&mut v, &format!("{p}.{a}.to_k"), kv_in, d, self.attention_bias);
+                lin(&mut v, &format!("{p}.{a}.to_v"), kv_in, d, self.attention_bias);
+                lin(&mut v, &format!("{p}.{a}.to_out.0"), d, d, self.attention_out_bias);
+                v.push((format!("{p}.{a}.norm_q.weight"), vec![d]));
+                v.push((format!("{p}.{a}.norm_k.weight"), vec![d]));
+            }
+            lin(&mut v, &format!("{p}.ff.net.0.proj"), d, 4 * d, true);
+            lin(&mut v, &format!("{p}.ff.net.2"), 4 * d, d, true);
+            v.push((format!("{p}.scale_shift_table"), vec![6, d]));
+        }
+        v
+    }
+}
+
+struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    norm_q: Tensor,
+    norm_k: Tensor,
+}
+
+/// RMSNorm on q/k spans all heads together ("across heads"), eps fixed by the
+/// reference at 1e-5 regardless of the config's norm_eps.
+const QK_NORM_EPS: f64 = 1e-5;
+
+impl Attention {
+    fn load(w: &Weights, d: usize, kv_in: usize, cfg: &TransformerConfig) -> Result<Self> {
+        Ok(Attention {
+            to_q: Linear::load(w, "to_q", d, d, cfg.attention_bias)?,
+            to_k: Linear::load(w, "to_k", kv_in, d, cfg.attention_bias)?,
+            to_v: Linear::load(w, "to_v", kv_in, d, cfg.attention_bias)?,
+            to_out: Linear::load(w, "to_out.0", d, d, cfg.attention_out_bias)?,
+            norm_q: w.get("norm_q.weight", &[d])?,
+            norm_k: w.get("norm_k.weight", &[d])?,
+        })
+    }
+
+    fn keys_values(&self, ctx: &Tensor, heads: usize) -> Result<(Tensor, Tensor)> {
+        let k = rms_norm(&self.to_k.forward(ctx)?, Some(&self.norm_k), QK_NORM_EPS)?;
+        let v = self.to_v.forward(ctx)?;
+        Ok((split_heads(&k, heads)?, split_heads(&v, heads)?))
+    }
+}
+
+/// `[B,S,D]` -> `[B,H,S,D/H]`, contiguous.
+fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, s, d) = x.dims3()?;
+    Ok(x.reshape((b, s, heads, d / heads))?.transpose(1, 2)?.contiguous()?)
+}
+
+/// Bounds the `[B,H,S_q,S_k]` score matrix (CPU memory) by processing query
+/// rows in chunks; the result is identical to one pass.
+const MAX_SCORE_ELEMS: usize = 1 << 26;
+
+/// Softmax attention over `[B,H,S,dh]` tensors; `bias` broadcasts to the
+/// scores (`[B,1,1,S_k]` for the text mask).
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, h, sq, dh) = q.dims4()?;
+    let sk = k.dim(2)?;
+    let q = (q * (1.0 / (dh as f64).sqrt()))?;
+    let kt = k.t()?;
+    let rows = (MAX_SCORE_ELEMS / (b * h * sk).max(1)).max(1);
+    if sq == 0 {
+        return Ok(q.clone());
+    }
+    let mut outs = Vec::new();
+    let mut start = 0;
+    while start < sq {
+        let n = rows.min(sq - start);
+        let qc = if n == sq { q.clone() } else { q.narrow(2, start, n)? };
+        let mut s = qc.matmul(&kt)?;
+        if let Some(bias) = bias {
+            s = s.broadcast_add(bias)?;
+        }
+        let p = candle_nn::ops::softmax_last_dim(&s)?;
+        outs.push(p.matmul(v)?);
+        start += n;
+    }
+    if outs.len() == 1 {
+        Ok(outs.remove(0))
+    } else {
+        Ok(Tensor::cat(&outs, 2)?)
+    }
+}
+
+/// `[B,H,S,dh]` -> `[B,S,H*dh]`.
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, s, dh) = x.dims4()?;
+    Ok(x.transpose(1, 2)?.reshape((b, s, h * dh))?)
+}
+
+struct Block {
+    attn1: Attention,
+    attn2: Attention,
+    ff_in: Linear,
+    ff_out: Linear,
+    table: Tensor,
+}
+
+/// Per-job (or per-batch) text conditioning, computed once and reused across
+/// denoising steps.
+pub struct TextCond {
+    /// Cross-attention keys/values per layer, `[B,H,L,dh]`.
+    kv: Vec<(Tensor, Tensor)>,
+    /// Additive key bias `[B,1,1,L]`: 0 keep, -10000 pad.
+    bias: Tensor,
+    batch: usize,
+}
+
+impl TextCond {
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Concatenates conditionings along the batch (for CFG and cross-job
+    /// batching). All must come from the same model and text length.
+    pub fn cat(parts: &[&TextCond]) -> Result<TextCond> {
+        let layers = parts.first().map(|p| p.kv.len()).unwrap_or(0);
+        let mut kv = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let ks: Vec<&Tensor> = parts.iter().map(|p| &p.kv[l].0).collect();
+            let vs: Vec<&Tensor> = parts.iter().map(|p| &p.kv[l].1).collect();
+            kv.push((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?));
+        }
+        let bs: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        Ok(TextCond {
+            kv,
+            bias: Tensor::cat(&bs, 0)?,
+            batch: parts.iter().map(|p| p.batch).sum(),
+        })
+    }
+}
+
+/// Where the tokens sit in the latent video, for RoPE.
+#[derive(Debug, Clone, Copy)]
+pub struct LatentGrid {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// The pipeline's `(temporal_compression/fps, spatial, spatial)`.
+    pub rope_scale: [f64; 3],
+}
+
+impl LatentGrid {
+    pub fn tokens(&self) -> usize {
+        self.frames * self.height * self.width
+    }
+}
+
+pub struct LtxTransformer {
+    pub config: TransformerConfig,
+    proj_in: Linear,
+    proj_out: Linear,
+    table_out: Tensor,
+    t_embedder: TimestepEmbedder,
+    t_linear: Linear,
+    cap1: Linear,
+    cap2: Linear,
+    blocks: Vec<Block>,
+}
+
+impl LtxTransformer {
+    pub fn load(w: &Weights, cfg: &TransformerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.inner_dim();
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let bw = w.pp(format!("transformer_blocks.{i}"));
+            blocks.push(Block {
+                attn1: Attention::load(&bw.pp("attn1"), d, d, cfg)?,
+                attn2: Attention::load(&bw.pp("attn2"), d, cfg.cross_attention_dim, cfg)?,
+                ff_in: Linear::load(&bw, "ff.net.0.proj", d, 4 * d, true)?,
+                ff_out: Linear::load(&bw, "ff.net.2", 4 * d, d, true)?,
+                table: bw.get("scale_shift_table", &[6, d])?,
+            });
+        }
+        if cfg.cross_attention_dim != d {
+            // The caption projection outputs width D, which attn2 consumes.
+            return Err(GpuError::config(
+                "transformer config",
+                format!(
+                    "`cross_attention_dim` {} must equal num_attention_heads*attention_head_dim {d}",
+                    cfg.cross_attention_dim
+                ),
+            ));
+        }
+        Ok(LtxTransformer {
+            config: cfg.clone(),
+            proj_in: Linear::load(w, "proj_in", cfg.in_channels, d, true)?,
+            proj_out: Linear::load(w, "proj_out", d, cfg.out_channels, true)?,
+            table_out: w.get("scale_shift_table", &[2, d])?,
+            t_embedder: TimestepEmbedder::load(&w.pp("time_embed.emb.timestep_embedder"), d)?,
+            t_linear: Linear::load(w, "time_embed.linear", d, 6 * d, true)?,
+            cap1: Linear::load(w, "caption_projection.linear_1", cfg.caption_channels, d, true)?,
+            cap2: Linear::load(w, "caption_projection.linear_2", d, d, true)?,
+            blocks,
+        })
+    }
+
+    /// Projects text states `[B,L,caption_channels]` and precomputes every
+    /// layer's cross-attention keys/values; `mask` `[B,L]` is 1 keep / 0 pad.
+    pub fn prepare_text(&self, text: &Tensor, mask: &Tensor) -> Result<TextCond> {
+        let (b, l, c) = text.dims3().map_err(|_| {
+            GpuError::invalid("encoder_hidden_states", format!("expected [B,L,C], got {:?}", text.dims()))
+        })?;
+        if c != self.config.caption_channels {
+            return Err(GpuError::invalid(
+                "encoder_hidden_states",
+                format!("has {c} channels, the model expects caption_channels={}", self.config.caption_channels),
+            ));
+        }
+        if mask.dims() != [b, l] {
+            return Err(GpuError::invalid(
+                "encoder_attention_mask",
+                format!("shape {:?}, expected [{b}, {l}]", mask.dims()),
+            ));
+        }
+        let dt = self.proj_in.weight.dtype();
+        let ctx = self.cap2.forward(&self.cap1.forward(&text.to_dtype(dt)?)?.gelu()?)?;
+        let heads = self.config.num_attention_heads;
+        let kv = self
+            .blocks
+            .iter()
+            .map(|blk| blk.attn2.keys_values(&ctx, heads))
+            .collect::<Result<Vec<_>>>()?;
+        let bias = ((mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)? * -10000.0)?)
+            .to_dtype(dt)?
+            .reshape((b, 1, 1, l))?;
+        Ok(TextCond { kv, bias, batch: b })
+    }
+
+    /// RoPE cos/sin `[S, D]` for the grid, computed in f32.
+    pub fn rope(&self, grid: &LatentGrid, device: &Device) -> Result<(Tensor, Tensor)> {
+        let d = self.config.inner_dim();
+        let n = d / 6;
+        let pad = d % 6;
+        let theta = 10000f64;
+        let freqs: Vec<f64> = (0..n)
+            .map(|k| {
+                let e = if n > 1 { k as f64 / (n - 1) as f64 } else { 0.0 };
+                theta.powf(e) * std::f64::consts::PI / 2.0
+            })
+            .collect();
+        let base = [20.0, 2048.0, 2048.0];
+        let s = grid.tokens();
+        let mut cos = vec![0f32; s * d];
+        let mut sin = vec![0f32; s * d];
+        let mut tok = 0;
+        for f in 0..grid.frames {
+            for h in 0..grid.height {
+                for w in 0..grid.width {
+                    let pos = [f as f64, h as f64, w as f64];
+                    let row = &mut cos[tok * d..(tok + 1) * d];
+                    let rows = &mut sin[tok * d..(tok + 1) * d];
+                    for c in 0..pad {
+                        row[c] = 1.0;
+                        rows[c] = 0.0;
+                    }
+                    for (k, fk) in freqs.iter().enumerate() {
+                        for a in 0..3 {
+                            // f32 like the reference's grid arithmetic.
+                            let p = (pos[a] as f32 * grid.rope_scale[a] as f32) / base[a] as f32;
+                            let ang = (*fk as f32) * (p * 2.0 - 1.0);
+                            let idx = pad + 2 * (k * 3 + a);
+                            let (sv, cv) = ang.sin_cos();
+                            row[idx] = cv;
+                            row[idx + 1] = cv;
+                            rows[idx] = sv;
+                            rows[idx + 1] = sv;
+                        }
+                    }
+                    tok += 1;
+                }
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (s, d), device)?,
+            Tensor::from_vec(sin, (s, d), device)?,
+        ))
+    }
+
+    /// Time embedding for `timestep` `[B]` or `[B,S]` (sigma*1000). Returns
+    /// (`temb` `[B,T,6D]`, `embedded` `[B,T,D]`) with T = 1 or S. Distinct
+    /// values are embedded once: per-token timesteps take only a few values
+    /// (image-to-video: 0 and t), and per-token MLPs would cost far more.
+    fn time_embed(&self, timestep: &Tensor, b: usize, s: usize) -> Result<(Tensor, Tensor)> {
+        let t_per = match timestep.dims() {
+            [tb] if *tb == b => 1,
+            [tb, ts] if *tb == b && *ts == s => s,
+            other => {
+                return Err(GpuError::invalid(
+                    "timestep",
+                    format!("shape {other:?}, expected [{b}] or [{b}, {s}]"),
+                ))
+            }
+        };
+        let vals: Vec<f32> = timestep.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut uniq: Vec<f32> = Vec::new();
+        let mut index: Vec<u32> = Vec::with_capacity(vals.len());
+        for v in &vals {
+            let pos = match uniq.iter().position(|u| u.to_bits() == v.to_bits()) {
+                Some(p) => p,
+                None => {
+                    uniq.push(*v);
+                    uniq.len() - 1
+                }
+            };
+            index.push(pos as u32);
+        }
+        let dev = timestep.device();
+        let n = uniq.len();
+        let ut = Tensor::from_vec(uniq, n, dev)?;
+        let emb = self.t_embedder.forward(&ut)?; // [n, D]
+        let temb = self.t_linear.forward(&emb.silu()?)?; // [n, 6D]
+        let idx = Tensor::from_vec(index, vals.len(), dev)?;
+        let d = self.config.inner_dim();
+        let emb = emb.index_select(&idx, 0)?.reshape((b, t_per, d))?;
+        let temb = temb.index_select(&idx, 0)?.reshape((b, t_per, 6 * d))?;
+        Ok((temb, emb))
+    }
+
+    /// One forward pass: packed latents `x` `[B,S,in]` -> velocity `[B,S,out]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        text: &TextCond,
+        timestep: &Tensor,
+        grid: &LatentGrid,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, s, c) = x.dims3().map_err(|_| {
+            GpuError::invalid("hidden_states", format!("expected [B,S,C], got {:?}", x.dims()))
+        })?;
+        if c != cfg.in_channels {
+            return Err(GpuError::invalid(
+                "hidden_states",
+                format!("has {c} channels, the model expects in_channels={}", cfg.in_channels),
+            ));
+        }
+        if s != grid.tokens() {
+            return Err(GpuError::invalid(
+                "hidden_states",
+                format!("{s} tokens but the latent grid {}x{}x{} has {}", grid.frames, grid.height, grid.width, grid.tokens()),
+            ));
+        }
+        if text.batch != b {
+            return Err(GpuError::invalid(
+                "encoder_hidden_states",
+                format!("batch {} does not match hidden_states batch {b}", text.batch),
+            ));
+        }
+        let d = cfg.inner_dim();
+        let heads = cfg.num_attention_heads;
+        let dt = self.proj_in.weight.dtype();
+        let (cos, sin) = self.rope(grid, x.device())?;
+        let (temb, emb) = self.time_embed(timestep, b, s)?;
+        let temb = temb.to_dtype(dt)?;
+        let t_per = temb.dim(1)?;
+
+        let mut h = self.proj_in.forward(&x.to_dtype(dt)?)?;
+        for (blk, (ck, cv)) in self.blocks.iter().zip(&text.kv) {
+            let ada = temb
+                .reshape((b, t_per, 6, d))?
+                .broadcast_add(&blk.table.unsqueeze(0)?.unsqueeze(0)?)?;
+            let m = |i: usize| -> Result<Tensor> { Ok(ada.narrow(2, i, 1)?.squeeze(2)?) };
+            let (shift_msa, scale_msa, gate_msa) = (m(0)?, m(1)?, m(2)?);
+            let (shift_mlp, scale_mlp, gate_mlp) = (m(3)?, m(4)?, m(5)?);
+
+            // Self-attention with RoPE.
+            let nh = modulate(&rms_norm(&h, None, cfg.norm_eps)?, &shift_msa, &scale_msa)?;
+            let a = &blk.attn1;
+            let q = rms_norm(&a.to_q.forward(&nh)?, Some(&a.norm_q), QK_NORM_EPS)?;
+            let k = rms_norm(&a.to_k.forward(&nh)?, Some(&a.norm_k), QK_NORM_EPS)?;
+            let v = a.to_v.forward(&nh)?;
+            let q = apply_rope(&q, &cos, &sin)?;
+            let k = apply_rope(&k, &cos, &sin)?;
+            let o = attention(
+                &split_heads(&q, heads)?,
+                &split_heads(&k, heads)?,
+                &split_heads(&v, heads)?,
+                None,
+            )?;
+            let o = a.to_out.forward(&merge_heads(&o)?)?;
+            h = (h + o.broadcast_mul(&gate_msa)?)?;
+
+            // Cross-attention: unnormalised input, ungated residual.
+            let a = &blk.attn2;
+            let q = rms_norm(&a.to_q.forward(&h)?, Some(&a.norm_q), QK_NORM_EPS)?;
+            let o = attention(&split_heads(&q, heads)?, ck, cv, Some(&text.bias))?;
+            h = (&h + a.to_out.forward(&merge_heads(&o)?)?)?;
+
+            // Feed-forward.
+            let nh = modulate(&rms_norm(&h, None, cfg.norm_eps)?, &shift_mlp, &scale_mlp)?;
+            let ff = blk.ff_out.forward(&blk.ff_in.forward(&nh)?.gelu()?)?;
+            h = (h + ff.broadcast_mul(&gate_mlp)?)?;
+        }
+        let ss = emb
+            .to_dtype(dt)?
+            .unsqueeze(2)?
+            .broadcast_add(&self.table_out.unsqueeze(0)?.unsqueeze(0)?)?; // [B,T,2,D]
+        let shift = ss.narrow(2, 0, 1)?.squeeze(2)?;
+        let scale = ss.narrow(2, 1, 1)?.squeeze(2)?;
+        let h = modulate(&layer_norm_plain(&h, 1e-6)?, &shift, &scale)?;
+        self.proj_out.forward(&h)
+    }
+}
+
+/// `x * (1 + scale) + shift`, with `[B,T,D]` modulation broadcast over tokens.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+}
+
+/// Rotates adjacent channel pairs: (x0,x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, s, d) = x.dims3()?;
+    let dt = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let pairs = xf.reshape((b, s, d / 2, 2))?;
+    let x0 = pairs.narrow(D::Minus1, 0, 1)?;
+    let x1 = pairs.narrow(D::Minus1, 1, 1)?;
+    let rotated = Tensor::cat(&[x1.neg()?, x0], D::Minus1)?.reshape((b, s, d))?;
+    let out = (xf.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
+    Ok(out.to_dtype(dt)?)
+}
+
+/// Golden runner for `ltx_transformer` cases.
 pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    Err(GpuError::config(case.case_desc(), "transformer not implemented yet"))
+    let cfg: TransformerConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let model = LtxTransformer::load(case.weights()?, &cfg)?;
+    let rs = case
+        .scalars
+        .get("rope_interpolation_scale")
+        .and_then(|v| v.as_array())
+        .filter(|a| a.len() == 3)
+        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `rope_interpolation_scale` [3]"))?;
+    let rope_scale = [
+        rs[0].as_f64().unwrap_or(f64::NAN),
+        rs[1].as_f64().unwrap_or(f64::NAN),
+        rs[2].as_f64().unwrap_or(f64::NAN),
+    ];
+    let grid = LatentGrid {
+        frames: case.scalar_usize("num_frames")?,
+        height: case.scalar_usize("height")?,
+        width: case.scalar_usize("width")?,
+        rope_scale,
+    };
+    let text = model.prepare_text(
+        &case.input("encoder_hidden_states")?,
+        &case.input("encoder_attention_mask")?,
+    )?;
+    let out = model.forward(&case.input("hidden_states")?, &text, &case.input("timestep")?, &grid)?;
+    Ok(vec![("output".into(), out)])
 }
