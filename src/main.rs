@@ -1,1 +1,43 @@
-fn main() {}
+//! The `vidflow` binary. `anyhow` lives only here, at the edge; library
+//! crates return typed errors.
+
+mod model_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "vidflow", version, about = "Text/image-to-video serving on LTX-Video")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Model runtime tools: parity checks, checkpoint info, sampling.
+    Model {
+        #[command(subcommand)]
+        cmd: model_cmd::ModelCmd,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Model { cmd } => model_cmd::run(cmd),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

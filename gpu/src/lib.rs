@@ -7,10 +7,13 @@
 
 pub mod error;
 pub mod golden;
+pub mod info;
 pub mod nn;
 pub mod pipeline;
+pub mod rng;
 pub mod scheduler;
 pub mod t5;
+pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
 pub mod vae;

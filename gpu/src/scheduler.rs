@@ -92,7 +92,46 @@ impl SchedulerConfig {
         tokens as f64 * m + b
     }
 
+    /// Time shift in f32, in the reference's operation order (bit-exact
+    /// timesteps for every size the reference handles).
+    fn shifted_f32(&self, mu: f64, lin: &[f32]) -> Vec<f32> {
+        if self.use_dynamic_shifting {
+            let e = mu.exp() as f32;
+            lin.iter().map(|&t| e / (e + (1.0f32 / t - 1.0))).collect()
+        } else {
+            let s = self.shift as f32;
+            lin.iter().map(|&t| s * t / (1.0 + (s - 1.0) * t)).collect()
+        }
+    }
+
+    /// Shift plus terminal stretch in log space: with q = e^-mu (1/t - 1),
+    /// 1 - sigma' = q/(1+q), and the stretch only needs ratios of that.
+    fn shifted_stable(&self, mu: f64, lin: &[f32]) -> Vec<f32> {
+        let log_one_minus = |t: f32| -> f64 {
+            let r = 1.0 / t as f64 - 1.0;
+            if r <= 0.0 {
+                return f64::NEG_INFINITY;
+            }
+            let lq = -mu + r.ln();
+            lq - lq.exp().ln_1p()
+        };
+        let n = lin.len();
+        let last = log_one_minus(lin[n - 1]);
+        let term = self.shift_terminal.unwrap_or(0.0);
+        lin.iter()
+            .map(|&t| {
+                let l = log_one_minus(t);
+                if self.shift_terminal.is_some() && last.is_finite() {
+                    (1.0 - (l - last).exp() * (1.0 - term)) as f32
+                } else {
+                    (1.0 - l.exp()) as f32
+                }
+            })
+            .collect()
+    }
+
     pub fn schedule(&self, tokens: usize, steps: usize) -> Result<Schedule> {
+        let mu = self.mu(tokens);
         if steps == 0 {
             return Err(GpuError::invalid("steps", "must be at least 1"));
         }
@@ -111,14 +150,16 @@ impl SchedulerConfig {
                 }
             })
             .collect();
-        let mut sig: Vec<f32> = if self.use_dynamic_shifting {
-            let e = self.mu(tokens).exp() as f32;
-            lin.iter().map(|&t| e / (e + (1.0f32 / t - 1.0))).collect()
-        } else {
-            let s = self.shift as f32;
-            lin.iter().map(|&t| s * t / (1.0 + (s - 1.0) * t)).collect()
-        };
-        if let Some(term) = self.shift_terminal {
+        let mut sig = self.shifted_f32(mu, &lin);
+        let degenerate = sig.iter().any(|s| !s.is_finite()) || (n > 1 && sig[n - 1] >= 1.0);
+        if degenerate && self.use_dynamic_shifting {
+            // Very long/large videos push mu so high that exp(mu) saturates
+            // f32 and every sigma rounds to 1 (the reference then divides
+            // 0/0). The same curve in log space stays well defined.
+            sig = self.shifted_stable(mu, &lin);
+        } else if let Some(term) = self.shift_terminal.filter(|_| sig[n - 1] < 1.0) {
+            // With a single step the only sigma is 1 and the stretch would
+            // divide by zero; there is nothing to stretch.
             let last = 1.0f32 - sig[n - 1];
             let scale = last / (1.0 - term) as f32;
             for s in sig.iter_mut() {
@@ -175,11 +216,15 @@ mod tests {
     #[test]
     fn terminal_sigma_and_monotone() {
         let cfg = SchedulerConfig::default();
-        for (tok, n) in [(12, 4), (6144, 50), (100_000, 3), (1, 1)] {
+        for (tok, n) in [(12, 4), (6144, 50), (100_000, 3), (1_500_000, 40), (1, 1)] {
             let s = cfg.schedule(tok, n).unwrap();
             assert_eq!(s.sigmas.len(), n + 1);
             assert_eq!(*s.sigmas.last().unwrap(), 0.0);
-            assert!((s.sigmas[n - 1] - 0.1).abs() < 1e-5, "{:?}", s.sigmas);
+            if n > 1 {
+                assert!((s.sigmas[n - 1] - 0.1).abs() < 1e-5, "{:?}", s.sigmas);
+            } else {
+                assert_eq!(s.sigmas, vec![1.0, 0.0]);
+            }
             assert!(s.sigmas.windows(2).all(|w| w[0] >= w[1]), "{:?}", s.sigmas);
         }
     }

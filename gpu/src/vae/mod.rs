@@ -1,14 +1,147 @@
-//! LTX-Video causal video VAE (0.9.0 and 0.9.1 layouts). Work in progress.
+//! LTX-Video causal video VAE (diffusers `AutoencoderKLLTXVideo`): the 0.9.0
+//! layout, 0.9.1 timestep conditioning / residual upsamplers / noise
+//! injection, and 0.9.5 down blocks.
+//!
+//! Public tensors use `[B, C, F, H, W]`; internally activations are
+//! frame-major (see `ops`).
+
+mod blocks;
+mod config;
+mod decoder;
+mod encoder;
+mod ops;
+#[cfg(test)]
+mod tests;
 
 use candle_core::Tensor;
 
+pub use config::VaeConfig;
+
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
+use crate::weights::{parse_config, Weights};
+use decoder::Decoder;
+use encoder::Encoder;
+use ops::{NoiseRng, Params};
+
+/// The VAE: encoder, decoder and the latent statistics stored with them.
+pub struct LtxVae {
+    pub config: VaeConfig,
+    /// Seed of the decoder's noise injection (0.9.1 layouts with
+    /// `decoder_inject_noise`); unused otherwise.
+    pub noise_seed: u64,
+    encoder: Encoder,
+    decoder: Decoder,
+    latents_mean: Tensor,
+    latents_std: Tensor,
+}
+
+fn load_with(p: &Params, cfg: &VaeConfig) -> Result<(Encoder, Decoder, Tensor, Tensor)> {
+    cfg.validate()?;
+    let c = cfg.latent_channels;
+    let encoder = Encoder::load(&p.pp("encoder"), cfg)?;
+    let decoder = Decoder::load(&p.pp("decoder"), cfg)?;
+    let mean = p.get("latents_mean", &[c])?;
+    let std = p.get("latents_std", &[c])?;
+    Ok((encoder, decoder, mean, std))
+}
+
+/// Every tensor (name relative to the VAE root, shape) that `LtxVae::load`
+/// reads for `cfg`, in load order. Fails on a config that `load` rejects.
+pub fn try_expected_tensor_shapes(cfg: &VaeConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    let (p, log) = Params::recorder();
+    load_with(&p, cfg)?;
+    let v = log.borrow().clone();
+    Ok(v)
+}
+
+/// As `try_expected_tensor_shapes`; empty for a config `load` rejects.
+pub fn expected_tensor_shapes(cfg: &VaeConfig) -> Vec<(String, Vec<usize>)> {
+    try_expected_tensor_shapes(cfg).unwrap_or_default()
+}
+
+impl LtxVae {
+    /// `w`: the VAE root (`encoder.*`, `decoder.*`, `latents_mean`,
+    /// `latents_std`). Computation runs in `w`'s dtype on its device.
+    pub fn load(w: &Weights, cfg: &VaeConfig) -> Result<Self> {
+        let (encoder, decoder, latents_mean, latents_std) = load_with(&Params::load(w), cfg)?;
+        Ok(LtxVae {
+            config: cfg.clone(),
+            noise_seed: 0,
+            encoder,
+            decoder,
+            latents_mean,
+            latents_std,
+        })
+    }
+
+    pub fn latent_channels(&self) -> usize {
+        self.config.latent_channels
+    }
+
+    /// Decodes de-normalised latents `[B, C, F, H, W]` to video
+    /// `[B, 3, (F-1)*8+1, H*32, W*32]`, about [-1, 1], not clamped.
+    /// Timestep-conditioned decoders need `timestep` (e.g. 0.05); others
+    /// ignore it.
+    pub fn decode(&self, z: &Tensor, timestep: Option<f64>) -> Result<Tensor> {
+        let mut rng = NoiseRng::new(self.noise_seed);
+        self.decoder.forward(z, timestep, &mut rng)
+    }
+
+    /// Encodes video `[B, 3, F, H, W]` in [-1, 1] (H, W multiples of the
+    /// spatial compression) to the latent distribution's (mean, std).
+    pub fn encode(&self, video: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.encoder.forward(video)
+    }
+
+    fn stats(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c = self.latent_channels();
+        let dims = z.dims();
+        if dims.len() != 5 || dims[1] != c {
+            return Err(GpuError::invalid(
+                "latents",
+                format!("expected [B, {c}, F, H, W], got shape {dims:?}"),
+            ));
+        }
+        let shape = (1, c, 1, 1, 1);
+        let mean = self.latents_mean.to_dtype(z.dtype())?.to_device(z.device())?;
+        let std = self.latents_std.to_dtype(z.dtype())?.to_device(z.device())?;
+        Ok((mean.reshape(shape)?, std.reshape(shape)?))
+    }
+
+    /// `(z - mean) * scaling_factor / std`, per channel.
+    pub fn normalize_latents(&self, z: &Tensor) -> Result<Tensor> {
+        let (mean, std) = self.stats(z)?;
+        Ok((z.broadcast_sub(&mean)? * self.config.scaling_factor)?.broadcast_div(&std)?)
+    }
+
+    /// `z * std / scaling_factor + mean`, per channel.
+    pub fn denormalize_latents(&self, z: &Tensor) -> Result<Tensor> {
+        let (mean, std) = self.stats(z)?;
+        Ok((z.broadcast_mul(&std)? / self.config.scaling_factor)?.broadcast_add(&mean)?)
+    }
+}
+
+fn golden_vae(case: &Case) -> Result<LtxVae> {
+    let cfg: VaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    LtxVae::load(case.weights()?, &cfg)
+}
 
 pub fn run_golden_decoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    Err(GpuError::config(case.case_desc(), "VAE decoder not implemented yet"))
+    let vae = golden_vae(case)?;
+    let t = match case.scalars.get("decode_timestep") {
+        Some(_) => Some(case.scalar_f64("decode_timestep")?),
+        None => None,
+    };
+    let video = vae.decode(&case.input("latents")?, t)?;
+    Ok(vec![("video".to_string(), video)])
 }
 
 pub fn run_golden_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    Err(GpuError::config(case.case_desc(), "VAE encoder not implemented yet"))
+    let vae = golden_vae(case)?;
+    let (mean, std) = vae.encode(&case.input("video")?)?;
+    Ok(vec![
+        ("latent_mean".to_string(), mean),
+        ("latent_std".to_string(), std),
+    ])
 }

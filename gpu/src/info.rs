@@ -1,0 +1,160 @@
+//! Checkpoint inspection and the VRAM estimate used by admission.
+//!
+//! `inspect_dir` reads only configs and safetensors headers (no weights), so
+//! it is instant even for a 20 GB checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::transformer::TransformerConfig;
+use crate::vae::VaeConfig;
+use crate::weights::{read_config, Weights};
+
+/// One component folder.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub params: u64,
+    /// Parameter count per on-disk dtype.
+    pub dtypes: BTreeMap<String, u64>,
+    /// Bytes of tensor data on disk.
+    pub bytes: u64,
+    pub tensors: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    pub components: Vec<ComponentInfo>,
+    pub transformer: Option<TransformerConfig>,
+    pub vae: Option<VaeConfig>,
+    pub text_encoder_present: bool,
+    pub tokenizer: String,
+}
+
+fn dtype_bytes(d: &str) -> u64 {
+    match d {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        _ => 1,
+    }
+}
+
+/// Summarises a weight set (any source).
+pub fn summarize(name: &str, w: &Weights) -> ComponentInfo {
+    let mut info = ComponentInfo {
+        name: name.to_string(),
+        params: 0,
+        dtypes: BTreeMap::new(),
+        bytes: 0,
+        tensors: 0,
+    };
+    for m in w.metas() {
+        let n: u64 = m.shape.iter().map(|d| *d as u64).product();
+        info.params += n;
+        info.bytes += n * dtype_bytes(&m.dtype);
+        *info.dtypes.entry(m.dtype).or_default() += n;
+        info.tensors += 1;
+    }
+    info
+}
+
+/// Reads a diffusers-format checkpoint directory's configs and headers.
+pub fn inspect_dir(dir: &Path) -> Result<CheckpointInfo> {
+    let mut components = Vec::new();
+    for name in ["transformer", "vae", "text_encoder"] {
+        let d = dir.join(name);
+        if d.is_dir() {
+            components.push(summarize(name, &Weights::from_dir(&d)?));
+        }
+    }
+    let tp = dir.join("transformer").join("config.json");
+    let vp = dir.join("vae").join("config.json");
+    let tk = dir.join("tokenizer");
+    let tokenizer = if tk.join("tokenizer.json").is_file() {
+        "tokenizer.json".to_string()
+    } else if tk.join("spiece.model").is_file() {
+        "spiece.model only (needs tokenizer.json)".to_string()
+    } else if tk.join("tokenizer_config.json").is_file() {
+        "tokenizer_config.json".to_string()
+    } else {
+        "missing".to_string()
+    };
+    Ok(CheckpointInfo {
+        components,
+        transformer: if tp.exists() { Some(read_config(&tp)?) } else { None },
+        vae: if vp.exists() { Some(read_config(&vp)?) } else { None },
+        text_encoder_present: dir.join("text_encoder").is_dir(),
+        tokenizer,
+    })
+}
+
+/// The VRAM a generation needs, by part. An estimate: it counts the large
+/// tensors each stage holds at once and adds no allocator slack.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VramEstimate {
+    /// Transformer + VAE (+ text encoder when co-resident) weights.
+    pub weights_bytes: u64,
+    /// The latent video: frames/t x H/s x W/s x channels, per batch item.
+    pub latent_bytes: u64,
+    /// Peak activations of one transformer forward (CFG batch included).
+    pub transformer_workspace_bytes: u64,
+    /// Peak activations of the VAE decode.
+    pub vae_workspace_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Shape of a generation for the estimate.
+#[derive(Debug, Clone, Copy)]
+pub struct EstimateInput {
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    /// Bytes per activation element (4 f32, 2 bf16).
+    pub act_bytes: u64,
+    /// 2 with classifier-free guidance.
+    pub cfg_batch: u64,
+    pub text_len: usize,
+}
+
+/// Attention score elements our CPU path materialises at most per chunk
+/// (see `transformer::MAX_SCORE_ELEMS`); a flash kernel needs none.
+const SCORE_CHUNK_ELEMS: u64 = 1 << 26;
+
+pub fn estimate_vram(
+    t: &TransformerConfig,
+    v: &VaeConfig,
+    weights_bytes: u64,
+    x: &EstimateInput,
+) -> VramEstimate {
+    let s = v.spatial_compression().max(1);
+    let tc = v.temporal_compression().max(1);
+    let lf = (x.frames.saturating_sub(1) / tc + 1) as u64;
+    let (lh, lw) = ((x.height / s) as u64, (x.width / s) as u64);
+    let tokens = lf * lh * lw;
+    let latent_bytes = tokens * v.latent_channels as u64 * 4; // latents stay f32
+    let d = t.inner_dim() as u64;
+    let b = x.cfg_batch.max(1);
+    // Live at once in one block: residual, normed copy, q/k/v, attention out,
+    // FF hidden (4D) and its activation (4D), plus the text K/V of all layers.
+    let per_token = 15 * d;
+    let scores = (b * t.num_attention_heads as u64 * tokens * tokens).min(SCORE_CHUNK_ELEMS) * 2;
+    let text_kv = t.num_layers as u64 * 2 * b * x.text_len as u64 * d;
+    let transformer_workspace_bytes = (b * tokens * per_token + scores + text_kv) * x.act_bytes;
+    // Decoder: the widest activation is at the finest level (pixel/patch
+    // resolution, full frame count); ~4 such tensors live at once in a
+    // resnet (input, conv out, norm temp, residual).
+    let patch = v.patch_size.max(1) as u64;
+    let c0 = v.decoder_block_out_channels.first().copied().unwrap_or(128) as u64;
+    let finest = c0 * x.frames as u64 * (x.height as u64 / patch) * (x.width as u64 / patch);
+    let vae_workspace_bytes = 4 * finest * x.act_bytes;
+    let total_bytes = weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
+    VramEstimate {
+        weights_bytes,
+        latent_bytes,
+        transformer_workspace_bytes,
+        vae_workspace_bytes,
+        total_bytes,
+    }
+}
