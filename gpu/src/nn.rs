@@ -76,13 +76,11 @@ pub fn timestep_embedding(
     freq_shift: f64,
 ) -> Result<Tensor> {
     let half = dim / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| {
-            let e = -(10000f64.ln()) * i as f64 / (half as f64 - freq_shift);
-            // The reference computes the exponent in f32.
-            (e as f32).exp()
-        })
-        .collect();
+    // f32 throughout, in the reference's order: at t ~ 1000 the argument's
+    // last bit matters for sin/cos.
+    let neg_log = -(10000f64.ln() as f32);
+    let denom = (half as f64 - freq_shift) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| (neg_log * i as f32 / denom).exp()).collect();
     let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
     let args = t
         .to_dtype(DType::F32)?

@@ -369,11 +369,13 @@ impl LtxTransformer {
         let d = self.config.inner_dim();
         let n = d / 6;
         let pad = d % 6;
-        let theta = 10000f64;
-        let freqs: Vec<f64> = (0..n)
+        // All f32 in the reference's operation order: the top frequency is
+        // ~15708, where one f32 ulp of the frequency moves angles by 1e-3.
+        let theta = 10000f32;
+        let freqs: Vec<f32> = (0..n)
             .map(|k| {
-                let e = if n > 1 { k as f64 / (n - 1) as f64 } else { 0.0 };
-                theta.powf(e) * std::f64::consts::PI / 2.0
+                let e = linspace01_f32(k, n);
+                theta.powf(e) * std::f32::consts::PI / 2.0
             })
             .collect();
         let base = [20.0, 2048.0, 2048.0];
@@ -395,7 +397,7 @@ impl LtxTransformer {
                         for a in 0..3 {
                             // f32 like the reference's grid arithmetic.
                             let p = (pos[a] as f32 * grid.rope_scale[a] as f32) / base[a] as f32;
-                            let ang = (*fk as f32) * (p * 2.0 - 1.0);
+                            let ang = *fk * (p * 2.0 - 1.0);
                             let idx = pad + 2 * (k * 3 + a);
                             let (sv, cv) = ang.sin_cos();
                             row[idx] = cv;
@@ -537,6 +539,20 @@ impl LtxTransformer {
         let scale = ss.narrow(2, 1, 1)?.squeeze(2)?;
         let h = modulate(&layer_norm_plain(&h, 1e-6)?, &shift, &scale)?;
         self.proj_out.forward(&h)
+    }
+}
+
+/// Element `k` of torch's f32 `linspace(0, 1, n)`: the first half counts up
+/// from 0, the second half down from 1, with a rounded f32 step.
+fn linspace01_f32(k: usize, n: usize) -> f32 {
+    if n < 2 {
+        return 0.0;
+    }
+    let step = 1.0f32 / (n - 1) as f32;
+    if k < n / 2 {
+        step * k as f32
+    } else {
+        1.0 - step * (n - 1 - k) as f32
     }
 }
 
