@@ -46,7 +46,15 @@ impl ResnetBlock {
         let shortcut = if in_c != out_c {
             Some((
                 ChannelLayerNorm::load(p, "norm3", in_c, eps)?,
-                Conv3d::load(&p.pp("conv_shortcut"), "conv", in_c, out_c, 1, (1, 1), causal)?,
+                Conv3d::load(
+                    &p.pp("conv_shortcut"),
+                    "conv",
+                    in_c,
+                    out_c,
+                    1,
+                    (1, 1),
+                    causal,
+                )?,
             ))
         } else {
             None
@@ -76,8 +84,8 @@ impl ResnetBlock {
 
     fn add_noise(h: &Tensor, scale: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
         let (_, _, c, hh, ww) = h.dims5()?;
-        let noise = Tensor::from_vec(rng.normal(hh * ww), (1, hh, ww), h.device())?
-            .to_dtype(h.dtype())?;
+        let noise =
+            Tensor::from_vec(rng.normal(hh * ww), (1, hh, ww), h.device())?.to_dtype(h.dtype())?;
         let scaled = noise.broadcast_mul(scale)?.reshape((1, 1, c, hh, ww))?;
         Ok(h.broadcast_add(&scaled)?)
     }
@@ -157,7 +165,13 @@ impl Downsampler {
         let stride = match kind {
             "conv" => {
                 return Ok(Downsampler::Conv(Conv3d::load(
-                    p, "conv", in_c, in_c, 3, (2, 2), causal,
+                    p,
+                    "conv",
+                    in_c,
+                    in_c,
+                    3,
+                    (2, 2),
+                    causal,
                 )?))
             }
             "spatial" => (1, 2, 2),
@@ -171,7 +185,7 @@ impl Downsampler {
             }
         };
         let n = stride.0 * stride.1 * stride.2;
-        if out_c % n != 0 || (in_c * n) % out_c != 0 {
+        if !out_c.is_multiple_of(n) || !(in_c * n).is_multiple_of(out_c) {
             return Err(GpuError::config(
                 "VAE config",
                 format!("down block {in_c}->{out_c} channels does not fit a {kind} downsampler"),
@@ -201,9 +215,7 @@ impl Downsampler {
                 };
                 let r = space_to_depth(&x, *stride)?;
                 let (b, f, _, h, w) = r.dims5()?;
-                let r = r
-                    .reshape(vec![b, f, *out_c, *group_size, h, w])?
-                    .mean(3)?;
+                let r = r.reshape(vec![b, f, *out_c, *group_size, h, w])?.mean(3)?;
                 let y = space_to_depth(&conv.forward(&x)?, *stride)?;
                 Ok((y + r)?)
             }
@@ -231,13 +243,18 @@ impl Upsampler {
         upscale_factor: usize,
     ) -> Result<Self> {
         let n = UP_STRIDE.0 * UP_STRIDE.1 * UP_STRIDE.2;
-        if upscale_factor == 0 || n % upscale_factor != 0 || (in_c * n / upscale_factor) % n != 0 {
+        if upscale_factor == 0
+            || !n.is_multiple_of(upscale_factor)
+            || !(in_c * n / upscale_factor).is_multiple_of(n)
+        {
             return Err(GpuError::config(
                 "VAE config",
-                format!("upsampler with {in_c} channels cannot use upsample_factor {upscale_factor}"),
+                format!(
+                    "upsampler with {in_c} channels cannot use upsample_factor {upscale_factor}"
+                ),
             ));
         }
-        if residual && in_c % n != 0 {
+        if residual && !in_c.is_multiple_of(n) {
             return Err(GpuError::config(
                 "VAE config",
                 format!("residual upsampler needs channels divisible by {n}, got {in_c}"),
@@ -300,7 +317,15 @@ impl DownBlock {
     pub(crate) fn load(p: &Params, s: &DownBlockSpec) -> Result<Self> {
         let resnets = (0..s.layers)
             .map(|i| {
-                ResnetBlock::load(&p.pp(format!("resnets.{i}")), s.in_c, s.in_c, s.eps, s.causal, false, false)
+                ResnetBlock::load(
+                    &p.pp(format!("resnets.{i}")),
+                    s.in_c,
+                    s.in_c,
+                    s.eps,
+                    s.causal,
+                    false,
+                    false,
+                )
             })
             .collect::<Result<_>>()?;
         let dp = p.pp("downsamplers.0");
@@ -312,7 +337,15 @@ impl DownBlock {
                     None
                 };
                 let c = if s.in_c != s.out_c {
-                    Some(ResnetBlock::load(&p.pp("conv_out"), s.in_c, s.out_c, s.eps, s.causal, false, false)?)
+                    Some(ResnetBlock::load(
+                        &p.pp("conv_out"),
+                        s.in_c,
+                        s.out_c,
+                        s.eps,
+                        s.causal,
+                        false,
+                        false,
+                    )?)
                 } else {
                     None
                 };
@@ -371,7 +404,17 @@ impl MidBlock {
             None
         };
         let resnets = (0..layers)
-            .map(|i| ResnetBlock::load(&p.pp(format!("resnets.{i}")), c, c, eps, causal, inject_noise, cond))
+            .map(|i| {
+                ResnetBlock::load(
+                    &p.pp(format!("resnets.{i}")),
+                    c,
+                    c,
+                    eps,
+                    causal,
+                    inject_noise,
+                    cond,
+                )
+            })
             .collect::<Result<_>>()?;
         Ok(MidBlock {
             time_embedder,
@@ -379,7 +422,12 @@ impl MidBlock {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, t: Option<&Tensor>, rng: &mut NoiseRng) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        t: Option<&Tensor>,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
         let temb = embed(&self.time_embedder, t)?;
         let mut h = x.clone();
         for r in &self.resnets {
@@ -425,7 +473,15 @@ impl UpBlock {
                     ),
                 ));
             }
-            Some(ResnetBlock::load(&p.pp("conv_in"), s.in_c, s.out_c, s.eps, s.causal, false, false)?)
+            Some(ResnetBlock::load(
+                &p.pp("conv_in"),
+                s.in_c,
+                s.out_c,
+                s.eps,
+                s.causal,
+                false,
+                false,
+            )?)
         } else {
             None
         };
@@ -466,7 +522,12 @@ impl UpBlock {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, t: Option<&Tensor>, rng: &mut NoiseRng) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        t: Option<&Tensor>,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
         let mut h = match &self.conv_in {
             Some(c) => c.forward(x, None, rng)?,
             None => x.clone(),
@@ -487,7 +548,9 @@ impl UpBlock {
 pub(crate) fn final_shift_scale(temb: &Tensor, table: &Tensor) -> Result<(Tensor, Tensor)> {
     let (b, two_c) = temb.dims2()?;
     let c = two_c / 2;
-    let m = temb.reshape((b, 2, c))?.broadcast_add(&table.unsqueeze(0)?)?;
+    let m = temb
+        .reshape((b, 2, c))?
+        .broadcast_add(&table.unsqueeze(0)?)?;
     let shift = per_channel(&m.narrow(1, 0, 1)?.squeeze(1)?)?;
     let scale = per_channel(&m.narrow(1, 1, 1)?.squeeze(1)?)?;
     Ok((shift, scale))

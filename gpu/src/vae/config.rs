@@ -156,7 +156,10 @@ impl VaeConfig {
         if self.patch_size_t != 1 {
             return Err(err(
                 "patch_size_t",
-                format!("only 1 is supported (as in the reference), got {}", self.patch_size_t),
+                format!(
+                    "only 1 is supported (as in the reference), got {}",
+                    self.patch_size_t
+                ),
             ));
         }
         for (k, v) in [
@@ -171,15 +174,24 @@ impl VaeConfig {
         }
         for (k, v) in [
             ("block_out_channels", &self.block_out_channels),
-            ("decoder_block_out_channels", &self.decoder_block_out_channels),
+            (
+                "decoder_block_out_channels",
+                &self.decoder_block_out_channels,
+            ),
             ("upsample_factor", &self.upsample_factor),
         ] {
             if v.is_empty() || v.contains(&0) {
-                return Err(err(k, "must be a non-empty list of positive integers".into()));
+                return Err(err(
+                    k,
+                    "must be a non-empty list of positive integers".into(),
+                ));
             }
         }
         if self.n_scaling() > 16 {
-            return Err(err("spatio_temporal_scaling", "too many scaling stages".into()));
+            return Err(err(
+                "spatio_temporal_scaling",
+                "too many scaling stages".into(),
+            ));
         }
         Ok(())
     }
@@ -190,7 +202,11 @@ pub(crate) fn at<T: Clone>(list: &[T], i: usize, key: &str) -> Result<T> {
     list.get(i).cloned().ok_or_else(|| {
         GpuError::config(
             "VAE config",
-            format!("`{key}` has {} entries, needs at least {}", list.len(), i + 1),
+            format!(
+                "`{key}` has {} entries, needs at least {}",
+                list.len(),
+                i + 1
+            ),
         )
     })
 }

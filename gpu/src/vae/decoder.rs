@@ -36,7 +36,15 @@ impl Decoder {
         let cond = cfg.timestep_conditioning;
         let blocks = &cfg.decoder_block_out_channels;
         let mut ch = at_rev(blocks, 0, "decoder_block_out_channels")?;
-        let conv_in = Conv3d::load(&p.pp("conv_in"), "conv", cfg.latent_channels, ch, 3, (1, 1), causal)?;
+        let conv_in = Conv3d::load(
+            &p.pp("conv_in"),
+            "conv",
+            cfg.latent_channels,
+            ch,
+            3,
+            (1, 1),
+            causal,
+        )?;
         let layers = &cfg.decoder_layers_per_block;
         let noise = &cfg.decoder_inject_noise;
         let mid_block = MidBlock::load(
@@ -109,7 +117,12 @@ impl Decoder {
     /// `z` `[B, C, F, H, W]` -> video `[B, out, (F-1)*8+1, H*32, W*32]`
     /// (for the standard layout). `timestep` is in the pipeline's units
     /// (e.g. 0.05); the stored multiplier is applied here.
-    pub(crate) fn forward(&self, z: &Tensor, timestep: Option<f64>, rng: &mut NoiseRng) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        z: &Tensor,
+        timestep: Option<f64>,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
         let dims = z.dims();
         if dims.len() != 5 || dims[1] != self.latent_channels {
             return Err(GpuError::invalid(
@@ -125,7 +138,10 @@ impl Decoder {
         let t = match (&self.time, timestep) {
             (Some(tc), Some(ts)) => {
                 if !ts.is_finite() {
-                    return Err(GpuError::invalid("timestep", format!("must be finite, got {ts}")));
+                    return Err(GpuError::invalid(
+                        "timestep",
+                        format!("must be finite, got {ts}"),
+                    ));
                 }
                 let m = tc.multiplier.to_dtype(DType::F32)?.to_scalar::<f32>()?;
                 let v = ts as f32 * m;

@@ -70,10 +70,19 @@ impl Encoder {
             };
             down_blocks.push(DownBlock::load(&p.pp(format!("down_blocks.{i}")), &spec)?);
         }
-        let mid_layers = *cfg.layers_per_block.last().ok_or_else(|| {
-            GpuError::config("VAE config", "`layers_per_block` is empty")
-        })?;
-        let mid_block = MidBlock::load(&p.pp("mid_block"), ch, mid_layers, eps, causal, false, false)?;
+        let mid_layers = *cfg
+            .layers_per_block
+            .last()
+            .ok_or_else(|| GpuError::config("VAE config", "`layers_per_block` is empty"))?;
+        let mid_block = MidBlock::load(
+            &p.pp("mid_block"),
+            ch,
+            mid_layers,
+            eps,
+            causal,
+            false,
+            false,
+        )?;
         let conv_out = Conv3d::load(
             &p.pp("conv_out"),
             "conv",

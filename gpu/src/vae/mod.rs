@@ -104,8 +104,14 @@ impl LtxVae {
             ));
         }
         let shape = (1, c, 1, 1, 1);
-        let mean = self.latents_mean.to_dtype(z.dtype())?.to_device(z.device())?;
-        let std = self.latents_std.to_dtype(z.dtype())?.to_device(z.device())?;
+        let mean = self
+            .latents_mean
+            .to_dtype(z.dtype())?
+            .to_device(z.device())?;
+        let std = self
+            .latents_std
+            .to_dtype(z.dtype())?
+            .to_device(z.device())?;
         Ok((mean.reshape(shape)?, std.reshape(shape)?))
     }
 

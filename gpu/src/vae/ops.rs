@@ -19,6 +19,9 @@ use crate::weights::Weights;
 /// Where parameters come from: a weight store, or a recorder that only
 /// notes every (name, shape) that loading asks for (for
 /// `expected_tensor_shapes`). Names are relative to the VAE root.
+/// Names and shapes requested while recording.
+pub(crate) type ShapeLog = Rc<RefCell<Vec<(String, Vec<usize>)>>>;
+
 #[derive(Clone)]
 pub(crate) struct Params {
     src: Src,
@@ -28,7 +31,7 @@ pub(crate) struct Params {
 #[derive(Clone)]
 enum Src {
     Load(Weights),
-    Record(Rc<RefCell<Vec<(String, Vec<usize>)>>>),
+    Record(ShapeLog),
 }
 
 impl Params {
@@ -39,7 +42,7 @@ impl Params {
         }
     }
 
-    pub(crate) fn recorder() -> (Self, Rc<RefCell<Vec<(String, Vec<usize>)>>>) {
+    pub(crate) fn recorder() -> (Self, ShapeLog) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let p = Params {
             src: Src::Record(log.clone()),
@@ -163,7 +166,10 @@ impl Conv3d {
         if c != self.in_c {
             return Err(GpuError::invalid(
                 &self.name,
-                format!("input has {c} channels, the convolution expects {}", self.in_c),
+                format!(
+                    "input has {c} channels, the convolution expects {}",
+                    self.in_c
+                ),
             ));
         }
         let k = self.k;
@@ -256,8 +262,7 @@ pub(crate) fn depth_to_space(x: &Tensor, s: (usize, usize, usize)) -> Result<Ten
         ));
     }
     let co = c / n;
-    Ok(x
-        .reshape(vec![b, f, co, s.0, s.1, s.2, h, w])?
+    Ok(x.reshape(vec![b, f, co, s.0, s.1, s.2, h, w])?
         .permute(vec![0, 1, 3, 2, 6, 4, 7, 5])?
         .contiguous()?
         .reshape((b, f * s.0, co, h * s.1, w * s.2))?)
@@ -276,8 +281,7 @@ pub(crate) fn space_to_depth(x: &Tensor, s: (usize, usize, usize)) -> Result<Ten
         ));
     }
     let (fo, ho, wo) = (f / s.0, h / s.1, w / s.2);
-    Ok(x
-        .reshape(vec![b, fo, s.0, c, ho, s.1, wo, s.2])?
+    Ok(x.reshape(vec![b, fo, s.0, c, ho, s.1, wo, s.2])?
         .permute(vec![0, 1, 3, 2, 5, 7, 4, 6])?
         .contiguous()?
         .reshape((b, fo, c * s.0 * s.1 * s.2, ho, wo))?)
@@ -294,8 +298,7 @@ pub(crate) fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
         ));
     }
     let (ho, wo) = (h / p, w / p);
-    Ok(x
-        .reshape(vec![b, c, f, ho, p, wo, p])?
+    Ok(x.reshape(vec![b, c, f, ho, p, wo, p])?
         .permute(vec![0, 2, 1, 6, 4, 3, 5])?
         .contiguous()?
         .reshape((b, f, c * p * p, ho, wo))?)
@@ -311,8 +314,7 @@ pub(crate) fn unpatchify(x: &Tensor, p: usize) -> Result<Tensor> {
         ));
     }
     let c = cp / (p * p);
-    Ok(x
-        .reshape(vec![b, f, c, p, p, h, w])?
+    Ok(x.reshape(vec![b, f, c, p, p, h, w])?
         .permute(vec![0, 2, 1, 5, 4, 6, 3])?
         .contiguous()?
         .reshape((b, c, f, h * p, w * p))?)

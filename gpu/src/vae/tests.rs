@@ -6,10 +6,14 @@ use super::ops::{depth_to_space, patchify, space_to_depth, swap_cf, unpatchify, 
 use super::*;
 
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -51,7 +55,9 @@ fn naive_conv3d(
                         let mut acc = bv[oi];
                         for ci in 0..c {
                             for kt in 0..k {
-                                let src_t = ((t * st + kt) as i64 - front as i64).clamp(0, f as i64 - 1) as usize;
+                                let src_t = ((t * st + kt) as i64 - front as i64)
+                                    .clamp(0, f as i64 - 1)
+                                    as usize;
                                 for ky in 0..k {
                                     for kx in 0..k {
                                         let sy = (y * ss + ky) as i64 - ps as i64;
@@ -59,7 +65,9 @@ fn naive_conv3d(
                                         if sy < 0 || sx < 0 || sy >= h as i64 || sx >= wd as i64 {
                                             continue;
                                         }
-                                        let xi = (((bi * c + ci) * f + src_t) * h + sy as usize) * wd + sx as usize;
+                                        let xi = (((bi * c + ci) * f + src_t) * h + sy as usize)
+                                            * wd
+                                            + sx as usize;
                                         let wi = (((oi * c + ci) * k + kt) * k + ky) * k + kx;
                                         acc += xv[xi] * wv[wi];
                                     }
@@ -77,7 +85,16 @@ fn naive_conv3d(
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -132,7 +149,10 @@ fn space_depth_and_patch_roundtrip() {
         }
         t.to_scalar().unwrap()
     };
-    assert_eq!(v(&p, &[1, 2, 3 * 16 + 2 * 4 + 1, 1, 2]), v(&x, &[1, 3, 2, 4 + 1, 8 + 2]));
+    assert_eq!(
+        v(&p, &[1, 2, 3 * 16 + 2 * 4 + 1, 1, 2]),
+        v(&x, &[1, 3, 2, 4 + 1, 8 + 2])
+    );
 
     let z = rand_t(6, &[1, 2, 16, 3, 4]);
     let s = (2, 2, 2);
@@ -140,7 +160,10 @@ fn space_depth_and_patch_roundtrip() {
     assert_eq!(d.dims(), &[1, 4, 2, 6, 8]);
     assert_eq!(max_diff(&space_to_depth(&d, s).unwrap(), &z), 0.0);
     // Channel c*8 + i*4 + j*2 + l of (f, h, w) lands at (2f+i, 2h+j, 2w+l).
-    assert_eq!(v(&d, &[0, 2 + 1, 1, 2 * 2, 2 * 3 + 1]), v(&z, &[0, 1, 8 + 4 + 1, 2, 3]));
+    assert_eq!(
+        v(&d, &[0, 2 + 1, 1, 2 * 2, 2 * 3 + 1]),
+        v(&z, &[0, 1, 8 + 4 + 1, 2, 3])
+    );
 }
 
 fn tiny_config(extra: serde_json::Value) -> VaeConfig {
@@ -181,16 +204,27 @@ fn defaults_and_compression() {
     assert_eq!(cfg.latent_channels, 128);
     assert_eq!(cfg.spatial_compression(), 32);
     assert_eq!(cfg.temporal_compression(), 8);
-    assert_eq!(VaeConfig::default().block_out_channels, vec![128, 256, 512, 512]);
+    assert_eq!(
+        VaeConfig::default().block_out_channels,
+        vec![128, 256, 512, 512]
+    );
     let shapes = expected_tensor_shapes(&cfg);
-    assert!(shapes.iter().any(|(n, s)| n == "decoder.conv_out.conv.weight" && s == &[48, 128, 3, 3, 3]));
-    assert!(shapes.iter().any(|(n, _)| n == "encoder.down_blocks.0.conv_out.norm3.weight"));
+    assert!(shapes
+        .iter()
+        .any(|(n, s)| n == "decoder.conv_out.conv.weight" && s == &[48, 128, 3, 3, 3]));
+    assert!(shapes
+        .iter()
+        .any(|(n, _)| n == "encoder.down_blocks.0.conv_out.norm3.weight"));
 }
 
 #[test]
 fn shapes_match_golden_weight_files() {
     let root = crate::golden::default_golden_dir();
-    for name in ["ltx_vae_decoder", "ltx_vae_decoder_timestep_conditioned", "ltx_vae_encoder"] {
+    for name in [
+        "ltx_vae_decoder",
+        "ltx_vae_decoder_timestep_conditioned",
+        "ltx_vae_encoder",
+    ] {
         let case = crate::golden::Case::load(&root.join(name)).unwrap();
         let cfg: VaeConfig = parse_config(case.config.clone(), name).unwrap();
         let mut want: Vec<(String, Vec<usize>)> = case
@@ -258,17 +292,34 @@ fn missing_and_misshapen_tensors_are_named() {
     let shapes = expected_tensor_shapes(&cfg);
     let mut m: HashMap<String, Tensor> = shapes
         .iter()
-        .map(|(n, s)| (n.clone(), Tensor::zeros(s.as_slice(), DType::F32, &Device::Cpu).unwrap()))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                Tensor::zeros(s.as_slice(), DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
         .collect();
     m.remove("decoder.mid_block.resnets.0.conv2.conv.bias");
-    let err = LtxVae::load(&Weights::from_tensors(m.clone(), "t"), &cfg).err().unwrap();
-    assert!(err.to_string().contains("decoder.mid_block.resnets.0.conv2.conv.bias"), "{err}");
+    let err = LtxVae::load(&Weights::from_tensors(m.clone(), "t"), &cfg)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("decoder.mid_block.resnets.0.conv2.conv.bias"),
+        "{err}"
+    );
     m.insert(
         "decoder.mid_block.resnets.0.conv2.conv.bias".into(),
         Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
     );
-    let err = LtxVae::load(&Weights::from_tensors(m, "t"), &cfg).err().unwrap();
-    assert!(err.to_string().contains("decoder.mid_block.resnets.0.conv2.conv.bias"), "{err}");
+    let err = LtxVae::load(&Weights::from_tensors(m, "t"), &cfg)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("decoder.mid_block.resnets.0.conv2.conv.bias"),
+        "{err}"
+    );
     let bad = tiny_config(serde_json::json!({"decoder_layers_per_block": [1, 1]}));
     assert!(try_expected_tensor_shapes(&bad).is_err());
 }
