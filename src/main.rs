@@ -6,7 +6,11 @@ mod model_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vidflow", version, about = "Text/image-to-video serving on LTX-Video")]
+#[command(
+    name = "vidflow",
+    version,
+    about = "Text/image-to-video serving on LTX-Video"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

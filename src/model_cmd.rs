@@ -83,10 +83,18 @@ pub struct SampleArgs {
 pub fn run(cmd: ModelCmd) -> Result<i32> {
     match cmd {
         ModelCmd::Check { dirs } => check(&dirs),
-        ModelCmd::Info { model, shape, dtype, no_cfg } => info(&model, &shape, &dtype, no_cfg),
+        ModelCmd::Info {
+            model,
+            shape,
+            dtype,
+            no_cfg,
+        } => info(&model, &shape, &dtype, no_cfg),
         ModelCmd::ExportTiny { dir } => {
             tiny::write_checkpoint(&dir).with_context(|| format!("writing {}", dir.display()))?;
-            println!("wrote the built-in tiny model (UNTRAINED) to {}", dir.display());
+            println!(
+                "wrote the built-in tiny model (UNTRAINED) to {}",
+                dir.display()
+            );
             Ok(0)
         }
         ModelCmd::Sample(a) => sample(a),
@@ -95,9 +103,15 @@ pub fn run(cmd: ModelCmd) -> Result<i32> {
 
 fn check(dirs: &[PathBuf]) -> Result<i32> {
     let mut failed = 0;
-    println!("{:<48} {:<20} {:>12} {:>20}  result", "case", "kind", "max_abs_err", "tolerance (a/r)");
+    println!(
+        "{:<48} {:<20} {:>12} {:>20}  result",
+        "case", "kind", "max_abs_err", "tolerance (a/r)"
+    );
     for d in dirs {
-        let name = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| d.display().to_string());
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| d.display().to_string());
         match check_case(d) {
             Ok(r) => {
                 let pass = r.pass();
@@ -114,13 +128,19 @@ fn check(dirs: &[PathBuf]) -> Result<i32> {
                 );
                 if !pass {
                     for t in r.tensors.iter().filter(|t| !t.pass) {
-                        println!("    {}: max abs err {:.3e}, exceeds tolerance by {:.3e}", t.name, t.max_abs_err, t.worst_excess);
+                        println!(
+                            "    {}: max abs err {:.3e}, exceeds tolerance by {:.3e}",
+                            t.name, t.max_abs_err, t.worst_excess
+                        );
                     }
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("{:<48} {:<20} {:>12} {:>20}  FAIL ({e})", name, "?", "-", "-");
+                println!(
+                    "{:<48} {:<20} {:>12} {:>20}  FAIL ({e})",
+                    name, "?", "-", "-"
+                );
             }
         }
     }
@@ -137,36 +157,81 @@ fn info(model: &str, shape: &ShapeArgs, dtype: &str, no_cfg: bool) -> Result<i32
     let (comps, tcfg, vcfg, tok) = if model == BUILTIN_TINY {
         let p = tiny::pipeline()?;
         let shapes = [
-            ("transformer", tiny::seeded_weights(&tiny::transformer_config().tensor_shapes(), 0, "t")?),
-            ("vae", tiny::seeded_weights(&vidflow_gpu::vae::expected_tensor_shapes(&tiny::vae_config()), 0, "v")?),
-            ("text_encoder", tiny::seeded_weights(&vidflow_gpu::t5::expected_tensor_shapes(&tiny::t5_config()), 0, "e")?),
+            (
+                "transformer",
+                tiny::seeded_weights(&tiny::transformer_config().tensor_shapes(), 0, "t")?,
+            ),
+            (
+                "vae",
+                tiny::seeded_weights(
+                    &vidflow_gpu::vae::expected_tensor_shapes(&tiny::vae_config()),
+                    0,
+                    "v",
+                )?,
+            ),
+            (
+                "text_encoder",
+                tiny::seeded_weights(
+                    &vidflow_gpu::t5::expected_tensor_shapes(&tiny::t5_config()),
+                    0,
+                    "e",
+                )?,
+            ),
         ];
         let comps: Vec<_> = shapes.iter().map(|(n, w)| summarize(n, w)).collect();
-        (comps, p.transformer.config.clone(), p.vae.config.clone(), "byte-level (ByT5)".to_string())
+        (
+            comps,
+            p.transformer.config.clone(),
+            p.vae.config.clone(),
+            "byte-level (ByT5)".to_string(),
+        )
     } else {
         let dir = Path::new(model);
         let i = inspect_dir(dir)?;
-        let Some(t) = i.transformer else { bail!("{}: no transformer/config.json", dir.display()) };
-        let Some(v) = i.vae else { bail!("{}: no vae/config.json", dir.display()) };
+        let Some(t) = i.transformer else {
+            bail!("{}: no transformer/config.json", dir.display())
+        };
+        let Some(v) = i.vae else {
+            bail!("{}: no vae/config.json", dir.display())
+        };
         (i.components, t, v, i.tokenizer)
     };
     println!("model: {model}");
     if model == BUILTIN_TINY {
         println!("note: the built-in tiny model is UNTRAINED (seeded weights); its videos are noise-like");
     }
-    println!("{:<14} {:>16} {:>12} {:>8}  dtypes", "component", "params", "bytes", "tensors");
+    println!(
+        "{:<14} {:>16} {:>12} {:>8}  dtypes",
+        "component", "params", "bytes", "tensors"
+    );
     for c in &comps {
         let dt: Vec<String> = c.dtypes.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        println!("{:<14} {:>16} {:>12} {:>8}  {}", c.name, c.params, gib(c.bytes), c.tensors, dt.join(" "));
+        println!(
+            "{:<14} {:>16} {:>12} {:>8}  {}",
+            c.name,
+            c.params,
+            gib(c.bytes),
+            c.tensors,
+            dt.join(" ")
+        );
     }
     println!("tokenizer: {tok}");
     println!(
         "transformer: {} layers, {} heads x {} = {} wide, in/out {}/{}, caption {}",
-        tcfg.num_layers, tcfg.num_attention_heads, tcfg.attention_head_dim, tcfg.inner_dim(), tcfg.in_channels, tcfg.out_channels, tcfg.caption_channels
+        tcfg.num_layers,
+        tcfg.num_attention_heads,
+        tcfg.attention_head_dim,
+        tcfg.inner_dim(),
+        tcfg.in_channels,
+        tcfg.out_channels,
+        tcfg.caption_channels
     );
     println!(
         "vae: latent {} ch, compression {}x spatial, {}x temporal, timestep conditioning {}",
-        vcfg.latent_channels, vcfg.spatial_compression(), vcfg.temporal_compression(), vcfg.timestep_conditioning
+        vcfg.latent_channels,
+        vcfg.spatial_compression(),
+        vcfg.temporal_compression(),
+        vcfg.timestep_conditioning
     );
     // Weights in the activation dtype (what a GPU run would hold).
     let weight_params: u64 = comps.iter().map(|c| c.params).sum();
@@ -188,12 +253,22 @@ fn info(model: &str, shape: &ShapeArgs, dtype: &str, no_cfg: bool) -> Result<i32
     let t = vcfg.temporal_compression();
     println!(
         "VRAM estimate for {}x{}, {} frames ({}, {}): latent {}x{}x{}x{}",
-        shape.width, shape.height, shape.frames, dtype, if no_cfg { "no CFG" } else { "CFG batch 2" },
-        (shape.frames.saturating_sub(1)) / t + 1, shape.height / s, shape.width / s, vcfg.latent_channels
+        shape.width,
+        shape.height,
+        shape.frames,
+        dtype,
+        if no_cfg { "no CFG" } else { "CFG batch 2" },
+        (shape.frames.saturating_sub(1)) / t + 1,
+        shape.height / s,
+        shape.width / s,
+        vcfg.latent_channels
     );
     println!("  weights               {}", gib(est.weights_bytes));
     println!("  latents               {}", gib(est.latent_bytes));
-    println!("  transformer workspace {}", gib(est.transformer_workspace_bytes));
+    println!(
+        "  transformer workspace {}",
+        gib(est.transformer_workspace_bytes)
+    );
     println!("  vae decode workspace  {}", gib(est.vae_workspace_bytes));
     println!("  total                 {}", gib(est.total_bytes));
     Ok(0)
@@ -224,12 +299,25 @@ fn read_ppm(path: &Path) -> Result<RgbImage> {
     }
     i += 1;
     if fields[0] != "P6" || fields[3] != "255" {
-        bail!("{}: only binary 8-bit PPM (P6, maxval 255) is supported", path.display());
+        bail!(
+            "{}: only binary 8-bit PPM (P6, maxval 255) is supported",
+            path.display()
+        );
     }
-    let w: usize = fields[1].parse().with_context(|| format!("{}: bad width", path.display()))?;
-    let h: usize = fields[2].parse().with_context(|| format!("{}: bad height", path.display()))?;
-    let data = bytes.get(i..i + w * h * 3).with_context(|| format!("{}: truncated pixel data", path.display()))?;
-    Ok(RgbImage { width: w, height: h, data: data.to_vec() })
+    let w: usize = fields[1]
+        .parse()
+        .with_context(|| format!("{}: bad width", path.display()))?;
+    let h: usize = fields[2]
+        .parse()
+        .with_context(|| format!("{}: bad height", path.display()))?;
+    let data = bytes
+        .get(i..i + w * h * 3)
+        .with_context(|| format!("{}: truncated pixel data", path.display()))?;
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        data: data.to_vec(),
+    })
 }
 
 fn sample(a: SampleArgs) -> Result<i32> {
@@ -239,7 +327,10 @@ fn sample(a: SampleArgs) -> Result<i32> {
         LtxPipeline::from_dir(Path::new(&a.model))?
     };
     if pipe.untrained {
-        eprintln!("note: {}: output is from an UNTRAINED model (noise-like frames, not the prompt)", pipe.name);
+        eprintln!(
+            "note: {}: output is from an UNTRAINED model (noise-like frames, not the prompt)",
+            pipe.name
+        );
     }
     let image = a.image.as_deref().map(read_ppm).transpose()?;
     let req = GenerateRequest {
@@ -278,7 +369,11 @@ fn sample(a: SampleArgs) -> Result<i32> {
         video.fps,
         t0.elapsed().as_secs_f64(),
         a.out.display(),
-        if video.untrained { " [UNTRAINED model]" } else { "" }
+        if video.untrained {
+            " [UNTRAINED model]"
+        } else {
+            ""
+        }
     );
     Ok(0)
 }

@@ -5,7 +5,11 @@ use std::process::Command;
 
 fn golden_root() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/ltx");
-    assert!(p.is_dir(), "golden cases missing: {} (tests read ../shared/golden/ltx)", p.display());
+    assert!(
+        p.is_dir(),
+        "golden cases missing: {} (tests read ../shared/golden/ltx)",
+        p.display()
+    );
     p
 }
 
@@ -16,10 +20,23 @@ fn vidflow() -> Command {
 #[test]
 fn check_passes_all_golden_cases() {
     let root = golden_root();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 8, "expected the 8 golden cases in {}", root.display());
-    let out = vidflow().args(["model", "check"]).args(&dirs).output().unwrap();
+    assert_eq!(
+        dirs.len(),
+        8,
+        "expected the 8 golden cases in {}",
+        root.display()
+    );
+    let out = vidflow()
+        .args(["model", "check"])
+        .args(&dirs)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "model check failed:\n{stdout}");
@@ -34,7 +51,12 @@ fn check_fails_on_a_corrupted_weight() {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join("ltx_transformer_t2v_corrupted");
     std::fs::create_dir(&dst).unwrap();
-    for f in ["case.json", "inputs.safetensors", "expected.safetensors", "weights.safetensors"] {
+    for f in [
+        "case.json",
+        "inputs.safetensors",
+        "expected.safetensors",
+        "weights.safetensors",
+    ] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     // Locate proj_out.bias in the header and overwrite its first f32.
@@ -47,7 +69,11 @@ fn check_fails_on_a_corrupted_weight() {
     bytes[at..at + 4].copy_from_slice(&1.5f32.to_le_bytes());
     std::fs::write(&wpath, bytes).unwrap();
 
-    let out = vidflow().args(["model", "check"]).arg(&dst).output().unwrap();
+    let out = vidflow()
+        .args(["model", "check"])
+        .arg(&dst)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "corrupted case passed:\n{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
@@ -55,7 +81,10 @@ fn check_fails_on_a_corrupted_weight() {
 
 #[test]
 fn check_missing_folder_fails_naming_it() {
-    let out = vidflow().args(["model", "check", "/nonexistent/case_dir"]).output().unwrap();
+    let out = vidflow()
+        .args(["model", "check", "/nonexistent/case_dir"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("/nonexistent/case_dir"), "{stdout}");
@@ -65,12 +94,33 @@ fn check_missing_folder_fails_naming_it() {
 fn info_reads_an_exported_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tiny");
-    let st = vidflow().args(["model", "export-tiny"]).arg(&dir).status().unwrap();
+    let st = vidflow()
+        .args(["model", "export-tiny"])
+        .arg(&dir)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let out = vidflow().args(["model", "info"]).arg(&dir).args(["--width", "96", "--height", "64", "--frames", "9"]).output().unwrap();
+    let out = vidflow()
+        .args(["model", "info"])
+        .arg(&dir)
+        .args(["--width", "96", "--height", "64", "--frames", "9"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["transformer", "vae", "text_encoder", "F32", "VRAM estimate", "latent 2x2x3x8", "total"] {
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "transformer",
+        "vae",
+        "text_encoder",
+        "F32",
+        "VRAM estimate",
+        "latent 2x2x3x8",
+        "total",
+    ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
 }
@@ -88,7 +138,13 @@ fn sample_same_seed_same_bytes_and_labelled_untrained() {
         let s = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(s.contains("UNTRAINED"), "{s}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("UNTRAINED"));
-        s.split("sha256 ").nth(1).unwrap().split(')').next().unwrap().to_string()
+        s.split("sha256 ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
+            .to_string()
     };
     let a = run(&tmp.path().join("a"), "7");
     let b = run(&tmp.path().join("b"), "7");

@@ -81,11 +81,20 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
     let tc: TransformerConfig = parse_config(shape.transformer.clone(), "bench transformer")?;
     let vc: VaeConfig = parse_config(shape.vae.clone(), "bench vae")?;
     let tw = tiny::seeded_weights(&tc.tensor_shapes(), 1, "bench transformer")?;
-    let vw = tiny::seeded_weights(&vidflow_gpu::vae::expected_tensor_shapes(&vc), 1, "bench vae")?;
+    let vw = tiny::seeded_weights(
+        &vidflow_gpu::vae::expected_tensor_shapes(&vc),
+        1,
+        "bench vae",
+    )?;
     let model = LtxTransformer::load(&tw, &tc)?;
     let vae = LtxVae::load(&vw, &vc)?;
     let (f, h, w) = shape.grid;
-    let grid = LatentGrid { frames: f, height: h, width: w, rope_scale: [8.0 / 25.0, 32.0, 32.0] };
+    let grid = LatentGrid {
+        frames: f,
+        height: h,
+        width: w,
+        rope_scale: [8.0 / 25.0, 32.0, 32.0],
+    };
     let s = grid.tokens();
     let mut rng = NoiseRng::new(5);
     let x = rng.randn(&[2, s, tc.in_channels], &dev)?;
@@ -95,7 +104,10 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 
     // As served: text conditioning prepared once per job, reused every step.
     let cond = model.prepare_text(&text, &mask)?;
-    let (step_ms, step_all) = median_ms(|| Ok(model.forward(&x, &cond, &ts, &grid).map(|_| ())?), args.repeats)?;
+    let (step_ms, step_all) = median_ms(
+        || Ok(model.forward(&x, &cond, &ts, &grid).map(|_| ())?),
+        args.repeats,
+    )?;
     // Like-for-like with the PyTorch forward, which projects the text each call.
     let (step_text_ms, _) = median_ms(
         || {
@@ -105,7 +117,11 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
         args.repeats,
     )?;
     let z = rng.randn(&[1, vc.latent_channels, f, h, w], &dev)?;
-    let reps = if shape.name == "mid" { args.decode_repeats } else { args.repeats };
+    let reps = if shape.name == "mid" {
+        args.decode_repeats
+    } else {
+        args.repeats
+    };
     let mut out_dims = Vec::new();
     let (decode_ms, decode_all) = median_ms(
         || {
@@ -116,7 +132,10 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
         reps,
     )?;
     let expect = [1, 3, shape.video.0, shape.video.1, shape.video.2];
-    anyhow::ensure!(out_dims == expect, "decode produced {out_dims:?}, expected {expect:?}");
+    anyhow::ensure!(
+        out_dims == expect,
+        "decode produced {out_dims:?}, expected {expect:?}"
+    );
     Ok(serde_json::json!({
         "tokens": s,
         "step_ms": step_ms,
@@ -131,7 +150,13 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let mut out = serde_json::Map::new();
-    out.insert("threads".into(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).into());
+    out.insert(
+        "threads".into(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .into(),
+    );
     out.insert("backend".into(), "candle 0.11 CPU, f32".into());
     for shape in shapes() {
         if args.config == "all" || args.config == shape.name {
@@ -139,6 +164,9 @@ fn main() -> Result<()> {
             out.insert(shape.name.into(), bench(&shape, &args)?);
         }
     }
-    println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(out))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(out))?
+    );
     Ok(())
 }

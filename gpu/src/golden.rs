@@ -128,7 +128,10 @@ impl CaseReport {
         !self.tensors.is_empty() && self.tensors.iter().all(|t| t.pass)
     }
     pub fn max_abs_err(&self) -> f64 {
-        self.tensors.iter().map(|t| t.max_abs_err).fold(0.0, f64::max)
+        self.tensors
+            .iter()
+            .map(|t| t.max_abs_err)
+            .fold(0.0, f64::max)
     }
 }
 

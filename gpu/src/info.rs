@@ -83,8 +83,16 @@ pub fn inspect_dir(dir: &Path) -> Result<CheckpointInfo> {
     };
     Ok(CheckpointInfo {
         components,
-        transformer: if tp.exists() { Some(read_config(&tp)?) } else { None },
-        vae: if vp.exists() { Some(read_config(&vp)?) } else { None },
+        transformer: if tp.exists() {
+            Some(read_config(&tp)?)
+        } else {
+            None
+        },
+        vae: if vp.exists() {
+            Some(read_config(&vp)?)
+        } else {
+            None
+        },
         text_encoder_present: dir.join("text_encoder").is_dir(),
         tokenizer,
     })
@@ -149,7 +157,8 @@ pub fn estimate_vram(
     let c0 = v.decoder_block_out_channels.first().copied().unwrap_or(128) as u64;
     let finest = c0 * x.frames as u64 * (x.height as u64 / patch) * (x.width as u64 / patch);
     let vae_workspace_bytes = 4 * finest * x.act_bytes;
-    let total_bytes = weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
+    let total_bytes =
+        weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
     VramEstimate {
         weights_bytes,
         latent_bytes,

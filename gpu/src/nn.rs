@@ -14,7 +14,13 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{name}.weight` (and `{name}.bias` when `bias`), shape-checked.
-    pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(w.get(&format!("{name}.bias"), &[out_dim])?)
@@ -80,7 +86,9 @@ pub fn timestep_embedding(
     // last bit matters for sin/cos.
     let neg_log = -(10000f64.ln() as f32);
     let denom = (half as f64 - freq_shift) as f32;
-    let freqs: Vec<f32> = (0..half).map(|i| (neg_log * i as f32 / denom).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (neg_log * i as f32 / denom).exp())
+        .collect();
     let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
     let args = t
         .to_dtype(DType::F32)?

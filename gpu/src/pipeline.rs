@@ -185,14 +185,20 @@ impl LtxPipeline {
         if t.caption_channels != d {
             return Err(GpuError::config(
                 "pipeline",
-                format!("transformer caption_channels {} != text encoder d_model {d}", t.caption_channels),
+                format!(
+                    "transformer caption_channels {} != text encoder d_model {d}",
+                    t.caption_channels
+                ),
             ));
         }
         let c = self.vae.latent_channels();
         if t.in_channels != c || t.out_channels != c {
             return Err(GpuError::config(
                 "pipeline",
-                format!("transformer in/out channels {}/{} != VAE latent channels {c}", t.in_channels, t.out_channels),
+                format!(
+                    "transformer in/out channels {}/{} != VAE latent channels {c}",
+                    t.in_channels, t.out_channels
+                ),
             ));
         }
         Ok(())
@@ -220,7 +226,13 @@ impl LtxPipeline {
     }
 
     /// Validates sizes against the model's compression and returns the grid.
-    pub fn latent_grid(&self, width: usize, height: usize, frames: usize, fps: f64) -> Result<LatentGrid> {
+    pub fn latent_grid(
+        &self,
+        width: usize,
+        height: usize,
+        frames: usize,
+        fps: f64,
+    ) -> Result<LatentGrid> {
         let s = self.spatial_compression();
         let t = self.temporal_compression();
         let nearest = |v: usize, m: usize| {
@@ -232,20 +244,40 @@ impl LtxPipeline {
             }
         };
         if width == 0 || width % s != 0 {
-            return Err(GpuError::invalid("width", format!("{width} must be a positive multiple of {s} (nearest: {})", nearest(width, s))));
+            return Err(GpuError::invalid(
+                "width",
+                format!(
+                    "{width} must be a positive multiple of {s} (nearest: {})",
+                    nearest(width, s)
+                ),
+            ));
         }
         if height == 0 || height % s != 0 {
-            return Err(GpuError::invalid("height", format!("{height} must be a positive multiple of {s} (nearest: {})", nearest(height, s))));
+            return Err(GpuError::invalid(
+                "height",
+                format!(
+                    "{height} must be a positive multiple of {s} (nearest: {})",
+                    nearest(height, s)
+                ),
+            ));
         }
         if frames == 0 || (frames - 1) % t != 0 {
             let lo = frames.saturating_sub(1) / t * t + 1;
             return Err(GpuError::invalid(
                 "num_frames",
-                format!("{frames} must be {t}*n+1 (1, {}, {}, ...; nearest: {lo} or {})", t + 1, 2 * t + 1, lo + t),
+                format!(
+                    "{frames} must be {t}*n+1 (1, {}, {}, ...; nearest: {lo} or {})",
+                    t + 1,
+                    2 * t + 1,
+                    lo + t
+                ),
             ));
         }
         if !(fps.is_finite() && fps > 0.0) {
-            return Err(GpuError::invalid("fps", format!("{fps} must be a positive number")));
+            return Err(GpuError::invalid(
+                "fps",
+                format!("{fps} must be a positive number"),
+            ));
         }
         Ok(LatentGrid {
             frames: (frames - 1) / t + 1,
@@ -260,7 +292,10 @@ impl LtxPipeline {
     pub fn prepare(&self, req: &GenerateRequest) -> Result<DenoiseState> {
         let grid = self.latent_grid(req.width, req.height, req.num_frames, req.fps)?;
         if !(req.guidance_scale.is_finite() && req.guidance_scale >= 0.0) {
-            return Err(GpuError::invalid("guidance_scale", format!("{} must be a finite number >= 0", req.guidance_scale)));
+            return Err(GpuError::invalid(
+                "guidance_scale",
+                format!("{} must be a finite number >= 0", req.guidance_scale),
+            ));
         }
         let schedule = self.scheduler.schedule(grid.tokens(), req.steps)?;
         let c = self.transformer.config.in_channels;
@@ -296,7 +331,14 @@ impl LtxPipeline {
             ));
         }
         if img.data.len() != width * height * 3 {
-            return Err(GpuError::invalid("image", format!("has {} bytes, expected {}", img.data.len(), width * height * 3)));
+            return Err(GpuError::invalid(
+                "image",
+                format!(
+                    "has {} bytes, expected {}",
+                    img.data.len(),
+                    width * height * 3
+                ),
+            ));
         }
         let x = Tensor::from_vec(img.data.clone(), (height, width, 3), &self.device)?
             .to_dtype(DType::F32)?
@@ -309,9 +351,16 @@ impl LtxPipeline {
 
     /// Classifier-free guidance conditioning for one job: batch
     /// `[negative, positive]` when guidance applies, else `[positive]`.
-    pub fn text_condition(&self, pos: &PromptEmbeds, neg: Option<&PromptEmbeds>, guidance: f64) -> Result<TextCond> {
+    pub fn text_condition(
+        &self,
+        pos: &PromptEmbeds,
+        neg: Option<&PromptEmbeds>,
+        guidance: f64,
+    ) -> Result<TextCond> {
         if guidance > 1.0 {
-            let neg = neg.ok_or_else(|| GpuError::invalid("negative_prompt", "needed when guidance_scale > 1"))?;
+            let neg = neg.ok_or_else(|| {
+                GpuError::invalid("negative_prompt", "needed when guidance_scale > 1")
+            })?;
             let e = Tensor::cat(&[&neg.embeds, &pos.embeds], 0)?;
             let m = Tensor::cat(&[&neg.mask, &pos.mask], 0)?;
             self.transformer.prepare_text(&e, &m)
@@ -331,10 +380,21 @@ impl LtxPipeline {
     pub fn velocity(&self, st: &DenoiseState, text: &TextCond) -> Result<Tensor> {
         let cfg = st.guidance_scale > 1.0;
         let t = *st.schedule.timesteps.get(st.step).ok_or_else(|| {
-            GpuError::invalid("step", format!("{} is past the schedule's {} steps", st.step, st.schedule.steps()))
+            GpuError::invalid(
+                "step",
+                format!(
+                    "{} is past the schedule's {} steps",
+                    st.step,
+                    st.schedule.steps()
+                ),
+            )
         })?;
         let b = if cfg { 2 } else { 1 };
-        let x = if cfg { Tensor::cat(&[&st.latents, &st.latents], 0)? } else { st.latents.clone() };
+        let x = if cfg {
+            Tensor::cat(&[&st.latents, &st.latents], 0)?
+        } else {
+            st.latents.clone()
+        };
         let s = st.grid.tokens();
         let ts = if st.frozen_tokens > 0 {
             let mut v = vec![t; s];
@@ -344,7 +404,10 @@ impl LtxPipeline {
         } else {
             Tensor::from_vec(vec![t; b], b, &self.device)?
         };
-        let v = self.transformer.forward(&x, text, &ts, &st.grid)?.to_dtype(DType::F32)?;
+        let v = self
+            .transformer
+            .forward(&x, text, &ts, &st.grid)?
+            .to_dtype(DType::F32)?;
         if cfg {
             let vu = v.narrow(0, 0, 1)?;
             let vc = v.narrow(0, 1, 1)?;
@@ -410,11 +473,20 @@ impl LtxPipeline {
     }
 
     /// The whole text/image-to-video generation.
-    pub fn generate(&self, req: &GenerateRequest, on_step: &mut dyn FnMut(&StepInfo) -> Flow) -> Result<Video> {
+    pub fn generate(
+        &self,
+        req: &GenerateRequest,
+        on_step: &mut dyn FnMut(&StepInfo) -> Flow,
+    ) -> Result<Video> {
         let mut st = self.prepare(req)?;
-        let pos = self.encode_prompt(&req.prompt).map_err(rename_field("prompt"))?;
+        let pos = self
+            .encode_prompt(&req.prompt)
+            .map_err(rename_field("prompt"))?;
         let neg = if req.guidance_scale > 1.0 {
-            Some(self.encode_prompt(&req.negative_prompt).map_err(rename_field("negative_prompt"))?)
+            Some(
+                self.encode_prompt(&req.negative_prompt)
+                    .map_err(rename_field("negative_prompt"))?,
+            )
         } else {
             None
         };
@@ -438,7 +510,10 @@ impl LtxPipeline {
 /// must be named as itself.
 fn rename_field(field: &'static str) -> impl Fn(GpuError) -> GpuError {
     move |e| match e {
-        GpuError::InvalidInput { msg, .. } => GpuError::InvalidInput { field: field.into(), msg },
+        GpuError::InvalidInput { msg, .. } => GpuError::InvalidInput {
+            field: field.into(),
+            msg,
+        },
         other => other,
     }
 }
@@ -452,7 +527,9 @@ pub fn pack_latents(z: &Tensor) -> Result<Tensor> {
 /// Inverse of `pack_latents`.
 pub fn unpack_latents(x: &Tensor, f: usize, h: usize, w: usize) -> Result<Tensor> {
     let (b, _s, c) = x.dims3()?;
-    Ok(x.reshape((b, f, h, w, c))?.permute((0, 4, 1, 2, 3))?.contiguous()?)
+    Ok(x.reshape((b, f, h, w, c))?
+        .permute((0, 4, 1, 2, 3))?
+        .contiguous()?)
 }
 
 /// Decoder output `[B,3,F,H,W]` in [-1,1] -> frames `[B,F,3,H,W]` in [0,1].
@@ -494,7 +571,10 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let steps = case.scalar_usize("num_inference_steps")?;
     let guidance = case.scalar_f64("guidance_scale")?;
     let fps = case.scalar_f64("frame_rate")?;
-    let (s, t) = (cfg.vae.spatial_compression(), cfg.vae.temporal_compression());
+    let (s, t) = (
+        cfg.vae.spatial_compression(),
+        cfg.vae.temporal_compression(),
+    );
     let grid = LatentGrid {
         frames: (frames - 1) / t + 1,
         height: height / s,
@@ -502,7 +582,10 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
         rope_scale: [t as f64 / fps, s as f64, s as f64],
     };
     let sched = SchedulerConfig::default().schedule(grid.tokens(), steps)?;
-    let pos = PromptEmbeds { embeds: case.input("prompt_embeds")?, mask: case.input("prompt_attention_mask")? };
+    let pos = PromptEmbeds {
+        embeds: case.input("prompt_embeds")?,
+        mask: case.input("prompt_attention_mask")?,
+    };
     let neg = PromptEmbeds {
         embeds: case.input("negative_prompt_embeds")?,
         mask: case.input("negative_prompt_attention_mask")?,
@@ -518,7 +601,11 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let mut x = case.input("latents")?;
     for i in 0..sched.steps() {
         let t = sched.timesteps[i];
-        let (xin, b) = if guidance > 1.0 { (Tensor::cat(&[&x, &x], 0)?, 2) } else { (x.clone(), 1) };
+        let (xin, b) = if guidance > 1.0 {
+            (Tensor::cat(&[&x, &x], 0)?, 2)
+        } else {
+            (x.clone(), 1)
+        };
         let ts = Tensor::from_vec(vec![t; b], b, &Device::Cpu)?;
         let v = transformer.forward(&xin, &text, &ts, &grid)?;
         let v = if guidance > 1.0 {
@@ -531,7 +618,14 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
     }
     let z = vae.denormalize_latents(&unpack_latents(&x, grid.frames, grid.height, grid.width)?)?;
     let ts = case.scalars.get("decode_timestep").and_then(|v| v.as_f64());
-    let video = vae.decode(&z, if cfg.vae.timestep_conditioning { ts.or(Some(0.05)) } else { None })?;
+    let video = vae.decode(
+        &z,
+        if cfg.vae.timestep_conditioning {
+            ts.or(Some(0.05))
+        } else {
+            None
+        },
+    )?;
     Ok(vec![("video".into(), postprocess(&video)?)])
 }
 
@@ -541,7 +635,10 @@ mod tests {
 
     #[test]
     fn pack_unpack_roundtrip_and_order() {
-        let z = Tensor::arange(0f32, 72.0, &Device::Cpu).unwrap().reshape((2, 2, 3, 2, 3)).unwrap();
+        let z = Tensor::arange(0f32, 72.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 2, 3, 2, 3))
+            .unwrap();
         let p = pack_latents(&z).unwrap();
         assert_eq!(p.dims(), &[2, 18, 2]);
         // token 1 is (f0,h0,w1): channel 0 value = w index 1.
@@ -551,7 +648,14 @@ mod tests {
         assert_eq!(v[6][0], 6.0); // (f1,h0,w0)
         assert_eq!(v[6][1], 24.0); // channel 1 of the same token
         let u = unpack_latents(&p, 3, 2, 3).unwrap();
-        let d = (u - &z).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (u - &z)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0);
     }
 }

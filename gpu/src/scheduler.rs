@@ -136,7 +136,10 @@ impl SchedulerConfig {
             return Err(GpuError::invalid("steps", "must be at least 1"));
         }
         if steps > 10_000 {
-            return Err(GpuError::invalid("steps", format!("{steps} exceeds the limit of 10000")));
+            return Err(GpuError::invalid(
+                "steps",
+                format!("{steps} exceeds the limit of 10000"),
+            ));
         }
         let n = steps;
         // linspace(1, 1/N, N) in f64, then f32 as the scheduler stores it.
@@ -203,8 +206,14 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
         };
         let sch = cfg.schedule(s as usize, n as usize)?;
         let dev = &candle_core::Device::Cpu;
-        out.push((format!("timesteps_{s}_{n}"), Tensor::new(sch.timesteps.as_slice(), dev)?));
-        out.push((format!("sigmas_{s}_{n}"), Tensor::new(sch.sigmas.as_slice(), dev)?));
+        out.push((
+            format!("timesteps_{s}_{n}"),
+            Tensor::new(sch.timesteps.as_slice(), dev)?,
+        ));
+        out.push((
+            format!("sigmas_{s}_{n}"),
+            Tensor::new(sch.sigmas.as_slice(), dev)?,
+        ));
     }
     Ok(out)
 }

@@ -73,8 +73,9 @@ pub fn vae_config() -> VaeConfig {
 
 fn name_hash(name: &str) -> u64 {
     // FNV-1a: a fixed, dependency-free name -> stream id map.
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Draws one tensor with a scale that keeps activations O(1) through the
@@ -125,8 +126,16 @@ pub fn pipeline() -> Result<LtxPipeline> {
     let vc = vae_config();
     let ec = t5_config();
     let tw = seeded_weights(&tc.tensor_shapes(), TINY_SEED, "builtin tiny transformer")?;
-    let vw = seeded_weights(&crate::vae::expected_tensor_shapes(&vc), TINY_SEED, "builtin tiny vae")?;
-    let ew = seeded_weights(&crate::t5::expected_tensor_shapes(&ec), TINY_SEED, "builtin tiny text encoder")?;
+    let vw = seeded_weights(
+        &crate::vae::expected_tensor_shapes(&vc),
+        TINY_SEED,
+        "builtin tiny vae",
+    )?;
+    let ew = seeded_weights(
+        &crate::t5::expected_tensor_shapes(&ec),
+        TINY_SEED,
+        "builtin tiny text encoder",
+    )?;
     let p = LtxPipeline {
         transformer: LtxTransformer::load(&tw, &tc)?,
         vae: LtxVae::load(&vw, &vc)?,
@@ -150,16 +159,35 @@ pub fn pipeline() -> Result<LtxPipeline> {
 pub fn write_checkpoint(dir: &Path) -> Result<()> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| GpuError::Io { path: p.clone(), source }
+        move |source| GpuError::Io {
+            path: p.clone(),
+            source,
+        }
     };
     let write_json = |p: &Path, v: &serde_json::Value| -> Result<()> {
-        let text = serde_json::to_string_pretty(v).map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
+        let text = serde_json::to_string_pretty(v)
+            .map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
         std::fs::write(p, text).map_err(io(p))
     };
     let comps: [(&str, serde_json::Value, Vec<(String, Vec<usize>)>, &str); 3] = [
-        ("transformer", transformer_json(), transformer_config().tensor_shapes(), "diffusion_pytorch_model.safetensors"),
-        ("vae", vae_json(), crate::vae::expected_tensor_shapes(&vae_config()), "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", t5_json(), crate::t5::expected_tensor_shapes(&t5_config()), "model.safetensors"),
+        (
+            "transformer",
+            transformer_json(),
+            transformer_config().tensor_shapes(),
+            "diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "vae",
+            vae_json(),
+            crate::vae::expected_tensor_shapes(&vae_config()),
+            "diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "text_encoder",
+            t5_json(),
+            crate::t5::expected_tensor_shapes(&t5_config()),
+            "model.safetensors",
+        ),
     ];
     for (name, cfg, shapes, file) in comps {
         let d = dir.join(name);
@@ -173,10 +201,16 @@ pub fn write_checkpoint(dir: &Path) -> Result<()> {
     }
     let tk = dir.join("tokenizer");
     std::fs::create_dir_all(&tk).map_err(io(&tk))?;
-    write_json(&tk.join("tokenizer_config.json"), &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}))?;
+    write_json(
+        &tk.join("tokenizer_config.json"),
+        &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}),
+    )?;
     let sc = dir.join("scheduler");
     std::fs::create_dir_all(&sc).map_err(io(&sc))?;
-    write_json(&sc.join("scheduler_config.json"), &serde_json::to_value(SchedulerConfig::default()).unwrap_or_default())?;
+    write_json(
+        &sc.join("scheduler_config.json"),
+        &serde_json::to_value(SchedulerConfig::default()).unwrap_or_default(),
+    )?;
     write_json(
         &dir.join("model_index.json"),
         &serde_json::json!({"_class_name": "LTXPipeline", "_vidflow_note": "built-in tiny model, UNTRAINED seeded weights"}),

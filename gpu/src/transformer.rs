@@ -89,18 +89,41 @@ impl TransformerConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |k: &str, m: String| Err(GpuError::config("transformer config", format!("`{k}`: {m}")));
+        let bad = |k: &str, m: String| {
+            Err(GpuError::config(
+                "transformer config",
+                format!("`{k}`: {m}"),
+            ))
+        };
         if self.patch_size != 1 || self.patch_size_t != 1 {
-            return bad("patch_size", "only patch size 1 (all LTX-Video releases) is supported".into());
+            return bad(
+                "patch_size",
+                "only patch size 1 (all LTX-Video releases) is supported".into(),
+            );
         }
         if self.activation_fn != "gelu-approximate" {
-            return bad("activation_fn", format!("`{}` unsupported (gelu-approximate only)", self.activation_fn));
+            return bad(
+                "activation_fn",
+                format!(
+                    "`{}` unsupported (gelu-approximate only)",
+                    self.activation_fn
+                ),
+            );
         }
         if self.qk_norm != "rms_norm_across_heads" {
-            return bad("qk_norm", format!("`{}` unsupported (rms_norm_across_heads only)", self.qk_norm));
+            return bad(
+                "qk_norm",
+                format!(
+                    "`{}` unsupported (rms_norm_across_heads only)",
+                    self.qk_norm
+                ),
+            );
         }
         if self.norm_elementwise_affine {
-            return bad("norm_elementwise_affine", "true is not supported by LTX-Video".into());
+            return bad(
+                "norm_elementwise_affine",
+                "true is not supported by LTX-Video".into(),
+            );
         }
         if self.inner_dim() == 0 || self.in_channels == 0 || self.out_channels == 0 {
             return bad("num_attention_heads", "model width must be positive".into());
@@ -122,8 +145,20 @@ impl TransformerConfig {
         lin(&mut v, "proj_in", self.in_channels, d, true);
         lin(&mut v, "proj_out", d, self.out_channels, true);
         v.push(("scale_shift_table".into(), vec![2, d]));
-        lin(&mut v, "time_embed.emb.timestep_embedder.linear_1", 256, d, true);
-        lin(&mut v, "time_embed.emb.timestep_embedder.linear_2", d, d, true);
+        lin(
+            &mut v,
+            "time_embed.emb.timestep_embedder.linear_1",
+            256,
+            d,
+            true,
+        );
+        lin(
+            &mut v,
+            "time_embed.emb.timestep_embedder.linear_2",
+            d,
+            d,
+            true,
+        );
         lin(&mut v, "time_embed.linear", d, 6 * d, true);
         lin(&mut v, "caption_projection.linear_1", c, d, true);
         lin(&mut v, "caption_projection.linear_2", d, d, true);
@@ -131,9 +166,27 @@ impl TransformerConfig {
             let p = format!("transformer_blocks.{i}");
             for (a, kv_in) in [("attn1", d), ("attn2", x)] {
                 lin(&mut v, &format!("{p}.{a}.to_q"), d, d, self.attention_bias);
-                lin(&mut v, &format!("{p}.{a}.to_k"), kv_in, d, self.attention_bias);
-                lin(&mut v, &format!("{p}.{a}.to_v"), kv_in, d, self.attention_bias);
-                lin(&mut v, &format!("{p}.{a}.to_out.0"), d, d, self.attention_out_bias);
+                lin(
+                    &mut v,
+                    &format!("{p}.{a}.to_k"),
+                    kv_in,
+                    d,
+                    self.attention_bias,
+                );
+                lin(
+                    &mut v,
+                    &format!("{p}.{a}.to_v"),
+                    kv_in,
+                    d,
+                    self.attention_bias,
+                );
+                lin(
+                    &mut v,
+                    &format!("{p}.{a}.to_out.0"),
+                    d,
+                    d,
+                    self.attention_out_bias,
+                );
                 v.push((format!("{p}.{a}.norm_q.weight"), vec![d]));
                 v.push((format!("{p}.{a}.norm_k.weight"), vec![d]));
             }
@@ -180,7 +233,9 @@ impl Attention {
 /// `[B,S,D]` -> `[B,H,S,D/H]`, contiguous.
 fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, d) = x.dims3()?;
-    Ok(x.reshape((b, s, heads, d / heads))?.transpose(1, 2)?.contiguous()?)
+    Ok(x.reshape((b, s, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
 }
 
 /// Bounds the `[B,H,S_q,S_k]` score matrix (CPU memory) by processing query
@@ -202,7 +257,11 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Resul
     let mut start = 0;
     while start < sq {
         let n = rows.min(sq - start);
-        let qc = if n == sq { q.clone() } else { q.narrow(2, start, n)? };
+        let qc = if n == sq {
+            q.clone()
+        } else {
+            q.narrow(2, start, n)?
+        };
         let mut s = qc.matmul(&kt)?;
         if let Some(bias) = bias {
             s = s.broadcast_add(bias)?;
@@ -326,7 +385,13 @@ impl LtxTransformer {
             table_out: w.get("scale_shift_table", &[2, d])?,
             t_embedder: TimestepEmbedder::load(&w.pp("time_embed.emb.timestep_embedder"), d)?,
             t_linear: Linear::load(w, "time_embed.linear", d, 6 * d, true)?,
-            cap1: Linear::load(w, "caption_projection.linear_1", cfg.caption_channels, d, true)?,
+            cap1: Linear::load(
+                w,
+                "caption_projection.linear_1",
+                cfg.caption_channels,
+                d,
+                true,
+            )?,
             cap2: Linear::load(w, "caption_projection.linear_2", d, d, true)?,
             blocks,
         })
@@ -336,12 +401,18 @@ impl LtxTransformer {
     /// layer's cross-attention keys/values; `mask` `[B,L]` is 1 keep / 0 pad.
     pub fn prepare_text(&self, text: &Tensor, mask: &Tensor) -> Result<TextCond> {
         let (b, l, c) = text.dims3().map_err(|_| {
-            GpuError::invalid("encoder_hidden_states", format!("expected [B,L,C], got {:?}", text.dims()))
+            GpuError::invalid(
+                "encoder_hidden_states",
+                format!("expected [B,L,C], got {:?}", text.dims()),
+            )
         })?;
         if c != self.config.caption_channels {
             return Err(GpuError::invalid(
                 "encoder_hidden_states",
-                format!("has {c} channels, the model expects caption_channels={}", self.config.caption_channels),
+                format!(
+                    "has {c} channels, the model expects caption_channels={}",
+                    self.config.caption_channels
+                ),
             ));
         }
         if mask.dims() != [b, l] {
@@ -351,7 +422,9 @@ impl LtxTransformer {
             ));
         }
         let dt = self.proj_in.weight.dtype();
-        let ctx = self.cap2.forward(&self.cap1.forward(&text.to_dtype(dt)?)?.gelu()?)?;
+        let ctx = self
+            .cap2
+            .forward(&self.cap1.forward(&text.to_dtype(dt)?)?.gelu()?)?;
         let heads = self.config.num_attention_heads;
         let kv = self
             .blocks
@@ -466,24 +539,39 @@ impl LtxTransformer {
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, s, c) = x.dims3().map_err(|_| {
-            GpuError::invalid("hidden_states", format!("expected [B,S,C], got {:?}", x.dims()))
+            GpuError::invalid(
+                "hidden_states",
+                format!("expected [B,S,C], got {:?}", x.dims()),
+            )
         })?;
         if c != cfg.in_channels {
             return Err(GpuError::invalid(
                 "hidden_states",
-                format!("has {c} channels, the model expects in_channels={}", cfg.in_channels),
+                format!(
+                    "has {c} channels, the model expects in_channels={}",
+                    cfg.in_channels
+                ),
             ));
         }
         if s != grid.tokens() {
             return Err(GpuError::invalid(
                 "hidden_states",
-                format!("{s} tokens but the latent grid {}x{}x{} has {}", grid.frames, grid.height, grid.width, grid.tokens()),
+                format!(
+                    "{s} tokens but the latent grid {}x{}x{} has {}",
+                    grid.frames,
+                    grid.height,
+                    grid.width,
+                    grid.tokens()
+                ),
             ));
         }
         if text.batch != b {
             return Err(GpuError::invalid(
                 "encoder_hidden_states",
-                format!("batch {} does not match hidden_states batch {b}", text.batch),
+                format!(
+                    "batch {} does not match hidden_states batch {b}",
+                    text.batch
+                ),
             ));
         }
         let d = cfg.inner_dim();
@@ -583,7 +671,12 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
         .get("rope_interpolation_scale")
         .and_then(|v| v.as_array())
         .filter(|a| a.len() == 3)
-        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `rope_interpolation_scale` [3]"))?;
+        .ok_or_else(|| {
+            GpuError::config(
+                case.case_desc(),
+                "missing scalar `rope_interpolation_scale` [3]",
+            )
+        })?;
     let rope_scale = [
         rs[0].as_f64().unwrap_or(f64::NAN),
         rs[1].as_f64().unwrap_or(f64::NAN),
@@ -599,6 +692,11 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
         &case.input("encoder_hidden_states")?,
         &case.input("encoder_attention_mask")?,
     )?;
-    let out = model.forward(&case.input("hidden_states")?, &text, &case.input("timestep")?, &grid)?;
+    let out = model.forward(
+        &case.input("hidden_states")?,
+        &text,
+        &case.input("timestep")?,
+        &grid,
+    )?;
     Ok(vec![("output".into(), out)])
 }

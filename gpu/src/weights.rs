@@ -352,11 +352,17 @@ fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for f in files {
         if f.contains('/') || f.contains("..") {
-            return Err(wf(index, format!("shard name `{f}` must be a plain file name")));
+            return Err(wf(
+                index,
+                format!("shard name `{f}` must be a plain file name"),
+            ));
         }
         let p = dir.join(&f);
         if !p.exists() {
-            return Err(wf(index, format!("shard `{f}` listed in the index is missing")));
+            return Err(wf(
+                index,
+                format!("shard `{f}` listed in the index is missing"),
+            ));
         }
         out.push(p);
     }

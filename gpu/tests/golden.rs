@@ -21,7 +21,11 @@ fn run(name: &str) {
             if t.pass { "PASS" } else { "FAIL" }
         );
     }
-    assert!(report.pass(), "{name}: outside tolerance: {:?}", report.tensors);
+    assert!(
+        report.pass(),
+        "{name}: outside tolerance: {:?}",
+        report.tensors
+    );
 }
 
 #[test]
