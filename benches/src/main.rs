@@ -26,6 +26,9 @@ struct Args {
     /// Timed repeats for the mid VAE decode.
     #[arg(long, default_value_t = 1)]
     decode_repeats: usize,
+    /// Time only this part: `step` or `decode` (for profiling).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 struct Shape {
@@ -102,6 +105,14 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
     let mask = Tensor::ones((2, TEXT_LEN), candle_core::DType::F32, &dev)?;
     let ts = Tensor::new(&[500f32, 500.0], &dev)?;
 
+    if args.only.as_deref() == Some("decode") {
+        let z = rng.randn(&[1, vc.latent_channels, f, h, w], &dev)?;
+        let (ms, all) = median_ms(
+            || Ok(vae.decode(&z, None).map(|_| ())?),
+            args.decode_repeats,
+        )?;
+        return Ok(serde_json::json!({"decode_ms": ms, "decode_ms_all": all}));
+    }
     // As served: text conditioning prepared once per job, reused every step.
     let cond = model.prepare_text(&text, &mask)?;
     let (step_ms, step_all) = median_ms(

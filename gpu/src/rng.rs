@@ -65,6 +65,7 @@ impl NoiseRng {
 /// Stream ids, fixed forever: changing one changes every seeded video.
 pub const STREAM_LATENTS: u64 = 1;
 pub const STREAM_DECODE: u64 = 2;
+pub const STREAM_VAE_INJECT: u64 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 
 mod blocks;
 mod config;
+mod conv_cpu;
 mod decoder;
 mod encoder;
 mod ops;

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
 use crate::error::{GpuError, Result};
 use crate::nn::{Linear, TimestepEmbedder};
@@ -187,6 +187,43 @@ impl Conv3d {
         }
         let fo = (padded - k) / self.stride_t + 1;
         let x = x.contiguous()?;
+        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            let o = self.weight.dim(0)?;
+            let g = super::conv_cpu::ConvGeom {
+                b,
+                f,
+                c,
+                h,
+                w,
+                o,
+                k,
+                stride_t: self.stride_t,
+                stride_s: self.stride_s,
+                front,
+                fo,
+            };
+            let out = {
+                let (xs, xl) = x.storage_and_layout();
+                let (ws, wl) = self.weight.storage_and_layout();
+                let (bs, bl) = self.bias.storage_and_layout();
+                match (&*xs, &*ws, &*bs) {
+                    (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(bs)) => {
+                        let xv = &xs.as_slice::<f32>()?[xl.start_offset()..];
+                        let wv = &ws.as_slice::<f32>()?[wl.start_offset()..];
+                        let bv = &bs.as_slice::<f32>()?[bl.start_offset()..];
+                        Some(super::conv_cpu::conv3d(xv, wv, bv, &g))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(out) = out {
+                return Ok(Tensor::from_vec(
+                    out,
+                    (b, fo, o, g.ho(), g.wo()),
+                    x.device(),
+                )?);
+            }
+        }
         let stacked = if k == 1 && self.stride_t == 1 {
             x.reshape((b * f, c, h, w))?
         } else {
@@ -325,41 +362,19 @@ pub(crate) fn swap_cf(x: &Tensor) -> Result<Tensor> {
     Ok(x.permute((0, 2, 1, 3, 4))?.contiguous()?)
 }
 
-/// Deterministic standard-normal noise for the decoder's noise injection
-/// (splitmix64 + Box-Muller): small `[H, W]` planes, so a CPU loop is fine.
-pub(crate) struct NoiseRng {
-    state: u64,
-}
+/// Seeded noise for the decoder's noise injection: the crate-wide generator
+/// on its own stream, so it never shifts the sampler's draws.
+pub(crate) struct NoiseRng(crate::rng::NoiseRng);
 
 impl NoiseRng {
     pub(crate) fn new(seed: u64) -> Self {
-        NoiseRng {
-            state: seed ^ 0x5DEE_CE66_D1CE_4E5B,
-        }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        NoiseRng(crate::rng::NoiseRng::stream(
+            seed,
+            crate::rng::STREAM_VAE_INJECT,
+        ))
     }
 
     pub(crate) fn normal(&mut self, n: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(n + 1);
-        while out.len() < n {
-            let (u1, u2) = (self.uniform(), self.uniform());
-            let r = (-2.0 * u1.ln()).sqrt();
-            let a = std::f64::consts::TAU * u2;
-            out.push((r * a.cos()) as f32);
-            out.push((r * a.sin()) as f32);
-        }
-        out.truncate(n);
-        out
+        self.0.normal_vec(n)
     }
 }
