@@ -45,7 +45,7 @@ fn im2col(x: &[f32], g: &ConvGeom, bi: usize, t: usize, cols: &mut [f32]) {
     let (ho, wo, pad, s) = (g.ho(), g.wo(), g.pad() as isize, g.stride_s);
     let frame = c * h * w;
     let n = ho * wo;
-    cols.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+    cols.chunks_mut(n).enumerate().for_each(|(r, row)| {
         let dx = r % k;
         let dy = (r / k) % k;
         let ci = (r / (k * k)) % c;
@@ -88,6 +88,10 @@ fn im2col(x: &[f32], g: &ConvGeom, bi: usize, t: usize, cols: &mut [f32]) {
 
 /// `x`: `[B, F, C, H, W]` contiguous; `weight`: `[O, k*C*k*k]` contiguous;
 /// returns `[B, Fo, O, Ho, Wo]`.
+///
+/// Output frames are independent, so threads split the frames and each runs
+/// a single-threaded GEMM on its own im2col buffer: no synchronisation inside
+/// a GEMM, and each thread's buffers stay in its own cache.
 pub(crate) fn conv3d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (ho, wo) = (g.ho(), g.wo());
     let n = ho * wo;
@@ -95,20 +99,20 @@ pub(crate) fn conv3d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom) -> V
     let out_frame = g.o * n;
     let mut out = vec![0f32; g.b * g.fo * out_frame];
     let one_by_one = g.k == 1 && g.stride_s == 1;
-    let mut cols = if one_by_one {
-        Vec::new()
+    let frames = g.b * g.fo;
+    let threads = rayon::current_num_threads().max(1);
+    // Few frames (the coarse levels, single images): parallelise inside the
+    // GEMM instead.
+    let (per_frame_par, chunk) = if frames >= 2 * threads {
+        (gemm::Parallelism::None, frames.div_ceil(threads))
     } else {
-        vec![0f32; kk * n]
+        (gemm::Parallelism::Rayon(threads), frames)
     };
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    for bi in 0..g.b {
-        for t in 0..g.fo {
-            let dst = &mut out[(bi * g.fo + t) * out_frame..][..out_frame];
+    out.par_chunks_mut(chunk * out_frame).enumerate().for_each(|(ci, dst_chunk)| {
+        let mut cols = if one_by_one { Vec::new() } else { vec![0f32; kk * n] };
+        for (fi, dst) in dst_chunk.chunks_mut(out_frame).enumerate() {
+            let idx = ci * chunk + fi;
+            let (bi, t) = (idx / g.fo, idx % g.fo);
             for (oi, row) in dst.chunks_mut(n).enumerate() {
                 row.fill(bias[oi]);
             }
@@ -141,10 +145,10 @@ pub(crate) fn conv3d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom) -> V
                     false,
                     false,
                     false,
-                    par,
+                    per_frame_par,
                 );
             }
         }
-    }
+    });
     out
 }
