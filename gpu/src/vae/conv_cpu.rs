@@ -108,47 +108,53 @@ pub(crate) fn conv3d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom) -> V
     } else {
         (gemm::Parallelism::Rayon(threads), frames)
     };
-    out.par_chunks_mut(chunk * out_frame).enumerate().for_each(|(ci, dst_chunk)| {
-        let mut cols = if one_by_one { Vec::new() } else { vec![0f32; kk * n] };
-        for (fi, dst) in dst_chunk.chunks_mut(out_frame).enumerate() {
-            let idx = ci * chunk + fi;
-            let (bi, t) = (idx / g.fo, idx % g.fo);
-            for (oi, row) in dst.chunks_mut(n).enumerate() {
-                row.fill(bias[oi]);
-            }
-            let rhs: &[f32] = if one_by_one {
-                let src_f = (t * g.stride_t).saturating_sub(g.front).min(g.f - 1);
-                &x[(bi * g.f + src_f) * g.c * n..][..g.c * n]
+    out.par_chunks_mut(chunk * out_frame)
+        .enumerate()
+        .for_each(|(ci, dst_chunk)| {
+            let mut cols = if one_by_one {
+                Vec::new()
             } else {
-                im2col(x, g, bi, t, &mut cols);
-                &cols
+                vec![0f32; kk * n]
             };
-            // SAFETY: all three matrices are dense row-major buffers whose
-            // sizes match (m=O, n=Ho*Wo, k=kk); dst does not alias lhs/rhs.
-            unsafe {
-                gemm::gemm(
-                    g.o,
-                    n,
-                    kk,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    weight.as_ptr(),
-                    1,
-                    kk as isize,
-                    rhs.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    per_frame_par,
-                );
+            for (fi, dst) in dst_chunk.chunks_mut(out_frame).enumerate() {
+                let idx = ci * chunk + fi;
+                let (bi, t) = (idx / g.fo, idx % g.fo);
+                for (oi, row) in dst.chunks_mut(n).enumerate() {
+                    row.fill(bias[oi]);
+                }
+                let rhs: &[f32] = if one_by_one {
+                    let src_f = (t * g.stride_t).saturating_sub(g.front).min(g.f - 1);
+                    &x[(bi * g.f + src_f) * g.c * n..][..g.c * n]
+                } else {
+                    im2col(x, g, bi, t, &mut cols);
+                    &cols
+                };
+                // SAFETY: all three matrices are dense row-major buffers whose
+                // sizes match (m=O, n=Ho*Wo, k=kk); dst does not alias lhs/rhs.
+                unsafe {
+                    gemm::gemm(
+                        g.o,
+                        n,
+                        kk,
+                        dst.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        true,
+                        weight.as_ptr(),
+                        1,
+                        kk as isize,
+                        rhs.as_ptr(),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        per_frame_par,
+                    );
+                }
             }
-        }
-    });
+        });
     out
 }

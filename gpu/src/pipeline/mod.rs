@@ -11,14 +11,19 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{GpuError, Result};
-use crate::golden::Case;
 use crate::rng::{NoiseRng, STREAM_DECODE, STREAM_LATENTS};
 use crate::scheduler::{euler_step, Schedule, SchedulerConfig};
 use crate::t5::{T5Config, T5Encoder};
 use crate::tokenizer::PromptTokenizer;
 use crate::transformer::{LatentGrid, LtxTransformer, TextCond, TransformerConfig};
 use crate::vae::{LtxVae, VaeConfig};
-use crate::weights::{parse_config, read_config, Weights};
+use crate::weights::{read_config, Weights};
+
+mod frames;
+mod golden;
+
+pub use frames::{pack_latents, postprocess, to_rgb8, unpack_latents};
+pub use golden::run_golden;
 
 /// T5 sequence length the LTX pipeline pads/truncates prompts to.
 pub const DEFAULT_MAX_TEXT_LEN: usize = 128;
@@ -515,147 +520,5 @@ fn rename_field(field: &'static str) -> impl Fn(GpuError) -> GpuError {
             msg,
         },
         other => other,
-    }
-}
-
-/// `[B,C,F,H,W]` -> `[B,F*H*W,C]` (frame-major, then height, then width).
-pub fn pack_latents(z: &Tensor) -> Result<Tensor> {
-    let (b, c, f, h, w) = z.dims5()?;
-    Ok(z.permute((0, 2, 3, 4, 1))?.reshape((b, f * h * w, c))?)
-}
-
-/// Inverse of `pack_latents`.
-pub fn unpack_latents(x: &Tensor, f: usize, h: usize, w: usize) -> Result<Tensor> {
-    let (b, _s, c) = x.dims3()?;
-    Ok(x.reshape((b, f, h, w, c))?
-        .permute((0, 4, 1, 2, 3))?
-        .contiguous()?)
-}
-
-/// Decoder output `[B,3,F,H,W]` in [-1,1] -> frames `[B,F,3,H,W]` in [0,1].
-pub fn postprocess(video: &Tensor) -> Result<Tensor> {
-    Ok(video
-        .affine(0.5, 0.5)?
-        .clamp(0f32, 1f32)?
-        .permute((0, 2, 1, 3, 4))?
-        .contiguous()?)
-}
-
-/// Frames `[1,F,3,H,W]` in [0,1] -> RGB8 bytes, frame by frame, HWC.
-pub fn to_rgb8(frames: &Tensor) -> Result<Vec<u8>> {
-    let x = frames
-        .squeeze(0)?
-        .permute((0, 2, 3, 1))?
-        .affine(255.0, 0.0)?
-        .round()?
-        .clamp(0f32, 255f32)?
-        .to_dtype(DType::U8)?;
-    Ok(x.flatten_all()?.to_vec1::<u8>()?)
-}
-
-/// Golden runner for `ltx_pipeline_t2v` cases: from given prompt embeddings
-/// and packed initial noise through guided Euler steps, decode and
-/// post-processing.
-pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        transformer: TransformerConfig,
-        vae: VaeConfig,
-    }
-    let cfg: Cfg = parse_config(case.config.clone(), &case.case_desc())?;
-    let w = case.weights()?;
-    let transformer = LtxTransformer::load(&w.pp("transformer"), &cfg.transformer)?;
-    let vae = LtxVae::load(&w.pp("vae"), &cfg.vae)?;
-    let (width, height) = (case.scalar_usize("width")?, case.scalar_usize("height")?);
-    let frames = case.scalar_usize("num_frames")?;
-    let steps = case.scalar_usize("num_inference_steps")?;
-    let guidance = case.scalar_f64("guidance_scale")?;
-    let fps = case.scalar_f64("frame_rate")?;
-    let (s, t) = (
-        cfg.vae.spatial_compression(),
-        cfg.vae.temporal_compression(),
-    );
-    let grid = LatentGrid {
-        frames: (frames - 1) / t + 1,
-        height: height / s,
-        width: width / s,
-        rope_scale: [t as f64 / fps, s as f64, s as f64],
-    };
-    let sched = SchedulerConfig::default().schedule(grid.tokens(), steps)?;
-    let pos = PromptEmbeds {
-        embeds: case.input("prompt_embeds")?,
-        mask: case.input("prompt_attention_mask")?,
-    };
-    let neg = PromptEmbeds {
-        embeds: case.input("negative_prompt_embeds")?,
-        mask: case.input("negative_prompt_attention_mask")?,
-    };
-    let text = if guidance > 1.0 {
-        transformer.prepare_text(
-            &Tensor::cat(&[&neg.embeds, &pos.embeds], 0)?,
-            &Tensor::cat(&[&neg.mask, &pos.mask], 0)?,
-        )?
-    } else {
-        transformer.prepare_text(&pos.embeds, &pos.mask)?
-    };
-    let mut x = case.input("latents")?;
-    for i in 0..sched.steps() {
-        let t = sched.timesteps[i];
-        let (xin, b) = if guidance > 1.0 {
-            (Tensor::cat(&[&x, &x], 0)?, 2)
-        } else {
-            (x.clone(), 1)
-        };
-        let ts = Tensor::from_vec(vec![t; b], b, &Device::Cpu)?;
-        let v = transformer.forward(&xin, &text, &ts, &grid)?;
-        let v = if guidance > 1.0 {
-            let vu = v.narrow(0, 0, 1)?;
-            (&vu + ((v.narrow(0, 1, 1)? - &vu)? * guidance)?)?
-        } else {
-            v
-        };
-        x = euler_step(&x, &v, sched.sigmas[i], sched.sigmas[i + 1])?;
-    }
-    let z = vae.denormalize_latents(&unpack_latents(&x, grid.frames, grid.height, grid.width)?)?;
-    let ts = case.scalars.get("decode_timestep").and_then(|v| v.as_f64());
-    let video = vae.decode(
-        &z,
-        if cfg.vae.timestep_conditioning {
-            ts.or(Some(0.05))
-        } else {
-            None
-        },
-    )?;
-    Ok(vec![("video".into(), postprocess(&video)?)])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pack_unpack_roundtrip_and_order() {
-        let z = Tensor::arange(0f32, 72.0, &Device::Cpu)
-            .unwrap()
-            .reshape((2, 2, 3, 2, 3))
-            .unwrap();
-        let p = pack_latents(&z).unwrap();
-        assert_eq!(p.dims(), &[2, 18, 2]);
-        // token 1 is (f0,h0,w1): channel 0 value = w index 1.
-        let v: Vec<Vec<f32>> = p.get(0).unwrap().to_vec2().unwrap();
-        assert_eq!(v[1][0], 1.0);
-        assert_eq!(v[3][0], 3.0); // (f0,h1,w0)
-        assert_eq!(v[6][0], 6.0); // (f1,h0,w0)
-        assert_eq!(v[6][1], 24.0); // channel 1 of the same token
-        let u = unpack_latents(&p, 3, 2, 3).unwrap();
-        let d = (u - &z)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(d, 0.0);
     }
 }

@@ -6,197 +6,19 @@
 //! projection and every layer's cross-attention keys and values do not change
 //! across denoising steps, so recomputing them each step would be waste.
 
-use candle_core::{DType, Device, Tensor, D};
-use serde::Deserialize;
+use candle_core::{DType, Tensor};
 
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
 use crate::nn::{layer_norm_plain, rms_norm, Linear, TimestepEmbedder};
 use crate::weights::{parse_config, Weights};
 
-fn d_128() -> usize {
-    128
-}
-fn d_1() -> usize {
-    1
-}
-fn d_32() -> usize {
-    32
-}
-fn d_64() -> usize {
-    64
-}
-fn d_2048() -> usize {
-    2048
-}
-fn d_28() -> usize {
-    28
-}
-fn d_4096() -> usize {
-    4096
-}
-fn d_eps() -> f64 {
-    1e-6
-}
-fn d_true() -> bool {
-    true
-}
-fn d_gelu() -> String {
-    "gelu-approximate".into()
-}
-fn d_qk() -> String {
-    "rms_norm_across_heads".into()
-}
+mod config;
+mod rope;
 
-/// `transformer/config.json`, diffusers key names and defaults.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct TransformerConfig {
-    #[serde(default = "d_128")]
-    pub in_channels: usize,
-    #[serde(default = "d_128")]
-    pub out_channels: usize,
-    #[serde(default = "d_1")]
-    pub patch_size: usize,
-    #[serde(default = "d_1")]
-    pub patch_size_t: usize,
-    #[serde(default = "d_32")]
-    pub num_attention_heads: usize,
-    #[serde(default = "d_64")]
-    pub attention_head_dim: usize,
-    #[serde(default = "d_2048")]
-    pub cross_attention_dim: usize,
-    #[serde(default = "d_28")]
-    pub num_layers: usize,
-    #[serde(default = "d_gelu")]
-    pub activation_fn: String,
-    #[serde(default = "d_qk")]
-    pub qk_norm: String,
-    #[serde(default)]
-    pub norm_elementwise_affine: bool,
-    #[serde(default = "d_eps")]
-    pub norm_eps: f64,
-    #[serde(default = "d_4096")]
-    pub caption_channels: usize,
-    #[serde(default = "d_true")]
-    pub attention_bias: bool,
-    #[serde(default = "d_true")]
-    pub attention_out_bias: bool,
-}
-
-impl TransformerConfig {
-    pub fn inner_dim(&self) -> usize {
-        self.num_attention_heads * self.attention_head_dim
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |k: &str, m: String| {
-            Err(GpuError::config(
-                "transformer config",
-                format!("`{k}`: {m}"),
-            ))
-        };
-        if self.patch_size != 1 || self.patch_size_t != 1 {
-            return bad(
-                "patch_size",
-                "only patch size 1 (all LTX-Video releases) is supported".into(),
-            );
-        }
-        if self.activation_fn != "gelu-approximate" {
-            return bad(
-                "activation_fn",
-                format!(
-                    "`{}` unsupported (gelu-approximate only)",
-                    self.activation_fn
-                ),
-            );
-        }
-        if self.qk_norm != "rms_norm_across_heads" {
-            return bad(
-                "qk_norm",
-                format!(
-                    "`{}` unsupported (rms_norm_across_heads only)",
-                    self.qk_norm
-                ),
-            );
-        }
-        if self.norm_elementwise_affine {
-            return bad(
-                "norm_elementwise_affine",
-                "true is not supported by LTX-Video".into(),
-            );
-        }
-        if self.inner_dim() == 0 || self.in_channels == 0 || self.out_channels == 0 {
-            return bad("num_attention_heads", "model width must be positive".into());
-        }
-        Ok(())
-    }
-
-    /// Every tensor `LtxTransformer::load` reads, with its shape.
-    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let d = self.inner_dim();
-        let (c, x) = (self.caption_channels, self.cross_attention_dim);
-        let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-        let lin = |v: &mut Vec<(String, Vec<usize>)>, n: &str, i: usize, o: usize, b: bool| {
-            v.push((format!("{n}.weight"), vec![o, i]));
-            if b {
-                v.push((format!("{n}.bias"), vec![o]));
-            }
-        };
-        lin(&mut v, "proj_in", self.in_channels, d, true);
-        lin(&mut v, "proj_out", d, self.out_channels, true);
-        v.push(("scale_shift_table".into(), vec![2, d]));
-        lin(
-            &mut v,
-            "time_embed.emb.timestep_embedder.linear_1",
-            256,
-            d,
-            true,
-        );
-        lin(
-            &mut v,
-            "time_embed.emb.timestep_embedder.linear_2",
-            d,
-            d,
-            true,
-        );
-        lin(&mut v, "time_embed.linear", d, 6 * d, true);
-        lin(&mut v, "caption_projection.linear_1", c, d, true);
-        lin(&mut v, "caption_projection.linear_2", d, d, true);
-        for i in 0..self.num_layers {
-            let p = format!("transformer_blocks.{i}");
-            for (a, kv_in) in [("attn1", d), ("attn2", x)] {
-                lin(&mut v, &format!("{p}.{a}.to_q"), d, d, self.attention_bias);
-                lin(
-                    &mut v,
-                    &format!("{p}.{a}.to_k"),
-                    kv_in,
-                    d,
-                    self.attention_bias,
-                );
-                lin(
-                    &mut v,
-                    &format!("{p}.{a}.to_v"),
-                    kv_in,
-                    d,
-                    self.attention_bias,
-                );
-                lin(
-                    &mut v,
-                    &format!("{p}.{a}.to_out.0"),
-                    d,
-                    d,
-                    self.attention_out_bias,
-                );
-                v.push((format!("{p}.{a}.norm_q.weight"), vec![d]));
-                v.push((format!("{p}.{a}.norm_k.weight"), vec![d]));
-            }
-            lin(&mut v, &format!("{p}.ff.net.0.proj"), d, 4 * d, true);
-            lin(&mut v, &format!("{p}.ff.net.2"), 4 * d, d, true);
-            v.push((format!("{p}.scale_shift_table"), vec![6, d]));
-        }
-        v
-    }
-}
+pub use config::TransformerConfig;
+use rope::apply_rope;
+pub use rope::{rope_tables, LatentGrid};
 
 struct Attention {
     to_q: Linear,
@@ -325,22 +147,6 @@ impl TextCond {
     }
 }
 
-/// Where the tokens sit in the latent video, for RoPE.
-#[derive(Debug, Clone, Copy)]
-pub struct LatentGrid {
-    pub frames: usize,
-    pub height: usize,
-    pub width: usize,
-    /// The pipeline's `(temporal_compression/fps, spatial, spatial)`.
-    pub rope_scale: [f64; 3],
-}
-
-impl LatentGrid {
-    pub fn tokens(&self) -> usize {
-        self.frames * self.height * self.width
-    }
-}
-
 pub struct LtxTransformer {
     pub config: TransformerConfig,
     proj_in: Linear,
@@ -437,58 +243,6 @@ impl LtxTransformer {
         Ok(TextCond { kv, bias, batch: b })
     }
 
-    /// RoPE cos/sin `[S, D]` for the grid, computed in f32.
-    pub fn rope(&self, grid: &LatentGrid, device: &Device) -> Result<(Tensor, Tensor)> {
-        let d = self.config.inner_dim();
-        let n = d / 6;
-        let pad = d % 6;
-        // All f32 in the reference's operation order: the top frequency is
-        // ~15708, where one f32 ulp of the frequency moves angles by 1e-3.
-        let theta = 10000f32;
-        let freqs: Vec<f32> = (0..n)
-            .map(|k| {
-                let e = linspace01_f32(k, n);
-                theta.powf(e) * std::f32::consts::PI / 2.0
-            })
-            .collect();
-        let base = [20.0, 2048.0, 2048.0];
-        let s = grid.tokens();
-        let mut cos = vec![0f32; s * d];
-        let mut sin = vec![0f32; s * d];
-        let mut tok = 0;
-        for f in 0..grid.frames {
-            for h in 0..grid.height {
-                for w in 0..grid.width {
-                    let pos = [f as f64, h as f64, w as f64];
-                    let row = &mut cos[tok * d..(tok + 1) * d];
-                    let rows = &mut sin[tok * d..(tok + 1) * d];
-                    for c in 0..pad {
-                        row[c] = 1.0;
-                        rows[c] = 0.0;
-                    }
-                    for (k, fk) in freqs.iter().enumerate() {
-                        for a in 0..3 {
-                            // f32 like the reference's grid arithmetic.
-                            let p = (pos[a] as f32 * grid.rope_scale[a] as f32) / base[a] as f32;
-                            let ang = *fk * (p * 2.0 - 1.0);
-                            let idx = pad + 2 * (k * 3 + a);
-                            let (sv, cv) = ang.sin_cos();
-                            row[idx] = cv;
-                            row[idx + 1] = cv;
-                            rows[idx] = sv;
-                            rows[idx + 1] = sv;
-                        }
-                    }
-                    tok += 1;
-                }
-            }
-        }
-        Ok((
-            Tensor::from_vec(cos, (s, d), device)?,
-            Tensor::from_vec(sin, (s, d), device)?,
-        ))
-    }
-
     /// Time embedding for `timestep` `[B]` or `[B,S]` (sigma*1000). Returns
     /// (`temb` `[B,T,6D]`, `embedded` `[B,T,D]`) with T = 1 or S. Distinct
     /// values are embedded once: per-token timesteps take only a few values
@@ -577,7 +331,7 @@ impl LtxTransformer {
         let d = cfg.inner_dim();
         let heads = cfg.num_attention_heads;
         let dt = self.proj_in.weight.dtype();
-        let (cos, sin) = self.rope(grid, x.device())?;
+        let (cos, sin) = rope_tables(cfg.inner_dim(), grid, x.device())?;
         let (temb, emb) = self.time_embed(timestep, b, s)?;
         let temb = temb.to_dtype(dt)?;
         let t_per = temb.dim(1)?;
@@ -630,36 +384,9 @@ impl LtxTransformer {
     }
 }
 
-/// Element `k` of torch's f32 `linspace(0, 1, n)`: the first half counts up
-/// from 0, the second half down from 1, with a rounded f32 step.
-fn linspace01_f32(k: usize, n: usize) -> f32 {
-    if n < 2 {
-        return 0.0;
-    }
-    let step = 1.0f32 / (n - 1) as f32;
-    if k < n / 2 {
-        step * k as f32
-    } else {
-        1.0 - step * (n - 1 - k) as f32
-    }
-}
-
 /// `x * (1 + scale) + shift`, with `[B,T,D]` modulation broadcast over tokens.
 fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
-}
-
-/// Rotates adjacent channel pairs: (x0,x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (b, s, d) = x.dims3()?;
-    let dt = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let pairs = xf.reshape((b, s, d / 2, 2))?;
-    let x0 = pairs.narrow(D::Minus1, 0, 1)?;
-    let x1 = pairs.narrow(D::Minus1, 1, 1)?;
-    let rotated = Tensor::cat(&[x1.neg()?, x0], D::Minus1)?.reshape((b, s, d))?;
-    let out = (xf.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
-    Ok(out.to_dtype(dt)?)
 }
 
 /// Golden runner for `ltx_transformer` cases.
