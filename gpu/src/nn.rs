@@ -35,7 +35,18 @@ impl Linear {
     }
 
     /// Applies to the last dimension of `x`, any leading shape.
+    ///
+    /// A 3-D input `[B,S,in]` runs one GEMM per batch item: a single
+    /// `(B*S, in)` GEMM would pick its blocking from B*S, so a job's bits
+    /// would depend on which other jobs share its batch. Per-item GEMMs keep
+    /// step-level batching bit-identical to running alone.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.rank() == 3 && x.dim(0)? > 1 {
+            let items = (0..x.dim(0)?)
+                .map(|i| self.forward(&x.narrow(0, i, 1)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&items, 0)?);
+        }
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();

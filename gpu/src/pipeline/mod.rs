@@ -383,43 +383,97 @@ impl LtxPipeline {
 
     /// Guided velocity for the job's current step.
     pub fn velocity(&self, st: &DenoiseState, text: &TextCond) -> Result<Tensor> {
-        let cfg = st.guidance_scale > 1.0;
-        let t = *st.schedule.timesteps.get(st.step).ok_or_else(|| {
-            GpuError::invalid(
-                "step",
-                format!(
-                    "{} is past the schedule's {} steps",
-                    st.step,
-                    st.schedule.steps()
-                ),
-            )
-        })?;
-        let b = if cfg { 2 } else { 1 };
-        let x = if cfg {
-            Tensor::cat(&[&st.latents, &st.latents], 0)?
-        } else {
-            st.latents.clone()
+        Ok(self.velocity_batched(&[(st, text)])?.remove(0))
+    }
+
+    /// Guided velocities for several jobs in one transformer forward (the
+    /// dataflow's step-level batching). Jobs must share the latent grid
+    /// (shape and RoPE scale); each may be at a different step, with or
+    /// without guidance, text- or image-conditioned.
+    pub fn velocity_batched(&self, jobs: &[(&DenoiseState, &TextCond)]) -> Result<Vec<Tensor>> {
+        let Some((first, _)) = jobs.first() else {
+            return Ok(Vec::new());
         };
-        let s = st.grid.tokens();
-        let ts = if st.frozen_tokens > 0 {
-            let mut v = vec![t; s];
-            v[..st.frozen_tokens].iter_mut().for_each(|x| *x = 0.0);
-            let row = Tensor::from_vec(v, (1, s), &self.device)?;
-            Tensor::cat(&vec![&row; b], 0)?
+        let grid = first.grid;
+        let s = grid.tokens();
+        let per_token = jobs.iter().any(|(st, _)| st.frozen_tokens > 0);
+        let mut xs = Vec::new();
+        let mut ts: Vec<f32> = Vec::new();
+        let mut conds = Vec::new();
+        let mut rows = Vec::new();
+        for (st, text) in jobs {
+            if (st.grid.frames, st.grid.height, st.grid.width)
+                != (grid.frames, grid.height, grid.width)
+                || st.grid.rope_scale != grid.rope_scale
+            {
+                return Err(GpuError::invalid(
+                    "batch",
+                    "jobs in one batch must share the latent grid and fps",
+                ));
+            }
+            let t = *st.schedule.timesteps.get(st.step).ok_or_else(|| {
+                GpuError::invalid(
+                    "step",
+                    format!(
+                        "{} is past the schedule's {} steps",
+                        st.step,
+                        st.schedule.steps()
+                    ),
+                )
+            })?;
+            let b = if st.guidance_scale > 1.0 { 2 } else { 1 };
+            if text.batch() != b {
+                return Err(GpuError::invalid(
+                    "text",
+                    format!(
+                        "conditioning has batch {}, the job needs {b} (guidance {})",
+                        text.batch(),
+                        st.guidance_scale
+                    ),
+                ));
+            }
+            for _ in 0..b {
+                xs.push(&st.latents);
+                if per_token {
+                    ts.extend((0..s).map(|i| if i < st.frozen_tokens { 0.0 } else { t }));
+                } else {
+                    ts.push(t);
+                }
+            }
+            conds.push(*text);
+            rows.push(b);
+        }
+        let bsz: usize = rows.iter().sum();
+        let x = Tensor::cat(&xs, 0)?;
+        let ts = if per_token {
+            Tensor::from_vec(ts, (bsz, s), &self.device)?
         } else {
-            Tensor::from_vec(vec![t; b], b, &self.device)?
+            Tensor::from_vec(ts, bsz, &self.device)?
         };
+        let text = if conds.len() == 1 {
+            None
+        } else {
+            Some(TextCond::cat(&conds)?)
+        };
+        let text = text.as_ref().unwrap_or(conds[0]);
         let v = self
             .transformer
-            .forward(&x, text, &ts, &st.grid)?
+            .forward(&x, text, &ts, &grid)?
             .to_dtype(DType::F32)?;
-        if cfg {
-            let vu = v.narrow(0, 0, 1)?;
-            let vc = v.narrow(0, 1, 1)?;
-            Ok((&vu + ((vc - &vu)? * st.guidance_scale)?)?)
-        } else {
-            Ok(v)
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut row = 0;
+        for ((st, _), b) in jobs.iter().zip(rows) {
+            let vj = if b == 2 {
+                let vu = v.narrow(0, row, 1)?;
+                let vc = v.narrow(0, row + 1, 1)?;
+                (&vu + ((vc - &vu)? * st.guidance_scale)?)?
+            } else {
+                v.narrow(0, row, 1)?
+            };
+            out.push(vj);
+            row += b;
         }
+        Ok(out)
     }
 
     /// Euler update; frozen (conditioning) tokens are kept bit-exact.

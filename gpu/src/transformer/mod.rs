@@ -65,15 +65,31 @@ fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 const MAX_SCORE_ELEMS: usize = 1 << 26;
 
 /// Softmax attention over `[B,H,S,dh]` tensors; `bias` broadcasts to the
-/// scores (`[B,1,1,S_k]` for the text mask).
+/// scores (`[B,1,1,S_k]` for the text mask). Batch items run separately
+/// with chunking that depends only on the item's own shape, so a job's
+/// result does not depend on what it is batched with.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (b, h, sq, dh) = q.dims4()?;
+    if b > 1 {
+        let items = (0..b)
+            .map(|i| {
+                let bi = bias.map(|t| t.narrow(0, i, 1)).transpose()?;
+                attention(
+                    &q.narrow(0, i, 1)?,
+                    &k.narrow(0, i, 1)?,
+                    &v.narrow(0, i, 1)?,
+                    bi.as_ref(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Tensor::cat(&items, 0)?);
+    }
     let sk = k.dim(2)?;
     let q = (q * (1.0 / (dh as f64).sqrt()))?;
     let kt = k.t()?;
-    let rows = (MAX_SCORE_ELEMS / (b * h * sk).max(1)).max(1);
+    let rows = (MAX_SCORE_ELEMS / (h * sk).max(1)).max(1);
     if sq == 0 {
-        return Ok(q.clone());
+        return Ok(q);
     }
     let mut outs = Vec::new();
     let mut start = 0;
@@ -272,10 +288,19 @@ impl LtxTransformer {
             index.push(pos as u32);
         }
         let dev = timestep.device();
-        let n = uniq.len();
-        let ut = Tensor::from_vec(uniq, n, dev)?;
-        let emb = self.t_embedder.forward(&ut)?; // [n, D]
-        let temb = self.t_linear.forward(&emb.silu()?)?; // [n, 6D]
+        // One value at a time: the embedding MLP's GEMM shape then never
+        // depends on how many distinct timesteps the batch holds.
+        let mut embs = Vec::with_capacity(uniq.len());
+        let mut tembs = Vec::with_capacity(uniq.len());
+        for u in &uniq {
+            let e = self
+                .t_embedder
+                .forward(&Tensor::from_vec(vec![*u], 1, dev)?)?; // [1, D]
+            tembs.push(self.t_linear.forward(&e.silu()?)?); // [1, 6D]
+            embs.push(e);
+        }
+        let emb = Tensor::cat(&embs, 0)?;
+        let temb = Tensor::cat(&tembs, 0)?;
         let idx = Tensor::from_vec(index, vals.len(), dev)?;
         let d = self.config.inner_dim();
         let emb = emb.index_select(&idx, 0)?.reshape((b, t_per, d))?;
