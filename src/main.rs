@@ -1,6 +1,7 @@
 //! The `vidflow` binary. `anyhow` lives only here, at the edge; library
 //! crates return typed errors.
 
+mod generate_cmd;
 mod model_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Generate one video through the embedded pipeline (no broker; built-in
+    /// tiny model unless --model-dir; local storage).
+    Generate(generate_cmd::GenerateArgs),
     /// Model runtime tools: parity checks, checkpoint info, sampling.
     Model {
         #[command(subcommand)]
@@ -36,6 +40,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Model { cmd } => model_cmd::run(cmd),
+        Cmd::Generate(a) => generate_cmd::run(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -1,1 +1,22 @@
-//! Placeholder: see README.md for what this crate will own.
+//! The vidflow dataflow: a `timely` graph whose operators are the stages of a
+//! job's life (admission, prompt encoding, step-batched denoising, decode,
+//! MP4 output, report), with heavy compute on executor threads.
+
+pub mod events;
+pub mod graph;
+pub mod offload;
+pub mod stages;
+
+pub use events::{EventSink, JobEvent, Stage};
+pub use graph::{run_jobs, Engine, EngineConfig};
+pub use stages::JobResult;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    #[error("model `{id}`: {msg}")]
+    Model { id: String, msg: String },
+    #[error("output store: {0}")]
+    Store(String),
+    #[error("timely: {0}")]
+    Timely(String),
+}

@@ -1,0 +1,236 @@
+//! The timely graph: intake → admit → encode → denoise → decode → output →
+//! report. Admission is cheap and runs on the worker; every heavy stage is
+//! offloaded (`offload.rs`) to executors shared by all workers of the
+//! process. Jobs are spread over workers by a hash of their id.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use vidflow_connectors::store::OutputStore;
+use vidflow_gpu::pipeline::{GenerateRequest, LtxPipeline};
+use vidflow_operators::{validate, AdmissionConfig, ImageInput, JobSpec, ValidatedJob};
+
+use crate::events::{EventSink, JobEvent, Stage};
+use crate::offload::{offload, Executor};
+use crate::stages::{
+    decode_stage, encode_stage, output_stage, AdmittedJob, DecodedJob, Denoiser, DenoisedJob, EncodedJob, Failure,
+    JobMeta, JobResult, Models, Msg, StageCtx,
+};
+use crate::DataflowError;
+
+/// How an embedded engine runs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub admission: AdmissionConfig,
+    /// Root of the local object store for outputs.
+    pub out_dir: PathBuf,
+    /// Most jobs denoised together in one step.
+    pub max_batch: usize,
+    /// timely worker threads in this process.
+    pub workers: usize,
+}
+
+/// Process-wide state: loaded models, stage executors, events, cancellation.
+pub struct Engine {
+    pub ctx: StageCtx,
+    pub admission: Arc<AdmissionConfig>,
+    encode: Arc<dyn Executor<Msg<AdmittedJob>, Msg<EncodedJob>>>,
+    denoise: Arc<dyn Executor<Msg<EncodedJob>, Msg<DenoisedJob>>>,
+    decode: Arc<dyn Executor<Msg<DenoisedJob>, Msg<DecodedJob>>>,
+    output: Arc<dyn Executor<Msg<DecodedJob>, Msg<JobResult>>>,
+}
+
+/// Loads every configured model once per process.
+pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, DataflowError> {
+    let mut m = HashMap::new();
+    for p in &cfg.models {
+        let pipe = if p.path == "builtin:tiny" {
+            vidflow_gpu::tiny::pipeline()
+        } else {
+            LtxPipeline::from_dir(p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)))
+        }
+        .map_err(|e| DataflowError::Model { id: p.id.clone(), msg: e.to_string() })?;
+        m.insert(p.id.clone(), Arc::new(pipe));
+    }
+    Ok(Arc::new(m))
+}
+
+impl Engine {
+    pub fn new(cfg: &EngineConfig, events: EventSink) -> Result<Arc<Engine>, DataflowError> {
+        let models = load_models(&cfg.admission)?;
+        let store = Arc::new(
+            OutputStore::local(&cfg.out_dir).map_err(|e| DataflowError::Store(e.to_string()))?,
+        );
+        let ctx = StageCtx { models, events, cancelled: Arc::new(Mutex::new(Default::default())) };
+        Ok(Arc::new(Engine {
+            admission: Arc::new(cfg.admission.clone()),
+            encode: Arc::new(encode_stage(ctx.clone())),
+            denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
+            decode: Arc::new(decode_stage(ctx.clone())),
+            output: Arc::new(output_stage(ctx.clone(), store)),
+            ctx,
+        }))
+    }
+
+    /// Asks a job to stop; it does so before its next denoising step.
+    pub fn cancel(&self, job_id: &str) {
+        if let Ok(mut s) = self.ctx.cancelled.lock() {
+            s.insert(job_id.to_string());
+        }
+    }
+
+    /// Validation and request building: cheap, runs on the timely worker.
+    fn admit(&self, spec: JobSpec) -> Msg<AdmittedJob> {
+        let today = today_utc();
+        let fallback_id = spec.job_id.clone().unwrap_or_default();
+        let meta0 = |job_id: String, tenant: String, model_id: String| JobMeta {
+            job_id,
+            tenant,
+            model_id,
+            date: today,
+            timings: Vec::new(),
+            batch_sizes: Vec::new(),
+        };
+        match validate(&spec, &self.admission) {
+            Err(e) => {
+                let f = Failure {
+                    meta: meta0(fallback_id, spec.tenant.clone(), String::new()),
+                    stage: Stage::Admit,
+                    error: e.to_string(),
+                    cancelled_at: None,
+                };
+                Err(f)
+            }
+            Ok(v) => {
+                let meta = meta0(v.job_id.clone(), v.tenant.clone(), v.model_id.clone());
+                match to_request(&v) {
+                    Ok(req) => {
+                        self.ctx.events.emit(JobEvent::Accepted { job_id: v.job_id.clone(), tenant: v.tenant.clone() });
+                        Ok(AdmittedJob { meta, req })
+                    }
+                    Err(error) => Err(Failure { meta, stage: Stage::Admit, error, cancelled_at: None }),
+                }
+            }
+        }
+    }
+}
+
+/// The runtime request for a validated job.
+pub fn to_request(v: &ValidatedJob) -> Result<GenerateRequest, String> {
+    let image = match &v.image {
+        None => None,
+        Some(ImageInput::Decoded(img)) => Some(img.clone()),
+        Some(ImageInput::Key(k)) => {
+            return Err(format!("invalid `image`: object-store key `{k}` inputs are not wired into the embedded engine yet; send the image inline"))
+        }
+    };
+    Ok(GenerateRequest {
+        prompt: v.prompt.clone().into_bytes(),
+        negative_prompt: v.negative_prompt.clone().into_bytes(),
+        width: v.width as usize,
+        height: v.height as usize,
+        num_frames: v.num_frames as usize,
+        fps: v.fps,
+        steps: v.steps as usize,
+        guidance_scale: v.guidance,
+        seed: v.seed,
+        image,
+        ..Default::default()
+    })
+}
+
+/// Today's UTC date from the system clock (civil-from-days, no tz crate).
+pub fn today_utc() -> chrono::NaiveDate {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i32;
+    // 719_163 days from 0001-01-01 (CE day 1) to 1970-01-01.
+    chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).unwrap_or_default()
+}
+
+fn route(job_id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    job_id.hash(&mut h);
+    h.finish()
+}
+
+/// Runs a bounded set of jobs through the graph with `cfg.workers` timely
+/// workers in this process and returns one result per job (any order).
+pub fn run_jobs(engine: Arc<Engine>, workers: usize, specs: Vec<JobSpec>) -> Result<Vec<JobResult>, DataflowError> {
+    let (tx, rx) = channel::<JobResult>();
+    let tx = Arc::new(Mutex::new(tx));
+    // Ids are fixed before jobs spread over workers, so a job keeps its id
+    // (and default seed) wherever it runs.
+    let specs: Vec<JobSpec> = specs
+        .into_iter()
+        .map(|mut s| {
+            if s.job_id.is_none() {
+                s.job_id = Some(vidflow_operators::generate_job_id());
+            }
+            s
+        })
+        .collect();
+    let specs = Arc::new(Mutex::new(Some(specs)));
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+        let engine = engine.clone();
+        let tx = tx.clone();
+        let mut input = InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<JobSpec>>>::new();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let admit_engine = engine.clone();
+            let admitted = scope
+                .input_from(&mut input)
+                .exchange(|s: &JobSpec| route(s.job_id.as_deref().unwrap_or("")))
+                .map(move |s| admit_engine.admit(s));
+            let encoded = offload(admitted, "encode", engine.encode.clone());
+            let denoised = offload(encoded, "denoise", engine.denoise.clone());
+            let decoded = offload(denoised, "decode", engine.decode.clone());
+            let events = engine.ctx.events.clone();
+            offload(decoded, "output", engine.output.clone())
+                .inspect(move |r: &Msg<JobResult>| {
+                    let res = match r {
+                        Ok(r) => r.clone(),
+                        Err(f) => {
+                            if f.cancelled_at.is_none() {
+                                events.emit(JobEvent::Failed {
+                                    job_id: f.meta.job_id.clone(),
+                                    stage: f.stage,
+                                    error: f.error.clone(),
+                                });
+                            }
+                            JobResult::from_failure(f.clone())
+                        }
+                    };
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(res);
+                    }
+                })
+                .probe_with(&probe);
+        });
+        if worker.index() == 0 {
+            if let Some(all) = specs.lock().ok().and_then(|mut s| s.take()) {
+                for s in all {
+                    input.send(s);
+                }
+            }
+        }
+        input.advance_to(1);
+        drop(input);
+        while !probe.done() {
+            worker.step_or_park(None);
+        }
+    })
+    .map_err(DataflowError::Timely)?;
+    for g in guards.join() {
+        g.map_err(DataflowError::Timely)?;
+    }
+    Ok(rx.try_iter().collect())
+}

@@ -1,0 +1,490 @@
+//! The compute behind each offloaded stage: prompt encoding (with a cache),
+//! step-level batched denoising, VAE decode, and MP4 output. Plain threads
+//! and channels; the timely wiring is in `graph.rs`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vidflow_connectors::store::OutputStore;
+use vidflow_gpu::pipeline::{DenoiseState, GenerateRequest, LtxPipeline, PromptEmbeds, Video};
+use vidflow_gpu::transformer::TextCond;
+
+use crate::events::{EventSink, JobEvent, Stage};
+use crate::offload::{Executor, Reply};
+
+/// What every stage carries about a job besides its tensors.
+#[derive(Clone, Debug)]
+pub struct JobMeta {
+    pub job_id: String,
+    pub tenant: String,
+    pub model_id: String,
+    /// UTC date of admission, `yyyy-mm-dd`: part of the output key.
+    pub date: chrono::NaiveDate,
+    /// Seconds spent per stage, in order.
+    pub timings: Vec<(Stage, f64)>,
+    /// Batch sizes of this job's denoising steps.
+    pub batch_sizes: Vec<usize>,
+}
+
+/// A job that left the pipeline early, and why.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub meta: JobMeta,
+    pub stage: Stage,
+    pub error: String,
+    pub cancelled_at: Option<usize>,
+}
+
+pub type Msg<T> = Result<T, Failure>;
+
+#[derive(Clone)]
+pub struct AdmittedJob {
+    pub meta: JobMeta,
+    pub req: GenerateRequest,
+}
+
+#[derive(Clone)]
+pub struct EncodedJob {
+    pub meta: JobMeta,
+    pub req: GenerateRequest,
+    pub state: DenoiseState,
+    pub text: Arc<TextCond>,
+}
+
+#[derive(Clone)]
+pub struct DenoisedJob {
+    pub meta: JobMeta,
+    pub req: GenerateRequest,
+    pub state: DenoiseState,
+}
+
+#[derive(Clone)]
+pub struct DecodedJob {
+    pub meta: JobMeta,
+    pub video: Arc<Video>,
+}
+
+/// The end of a job's path: stored output or failure.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobResult {
+    pub job_id: String,
+    pub tenant: String,
+    /// completed, failed or cancelled.
+    pub status: String,
+    pub error: Option<String>,
+    pub key: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub untrained: bool,
+    pub timings: Vec<(String, f64)>,
+    pub batch_sizes: Vec<usize>,
+}
+
+/// Models by id, shared by all stages and workers of a process.
+pub type Models = Arc<HashMap<String, Arc<LtxPipeline>>>;
+
+/// Shared pieces every stage may need.
+#[derive(Clone)]
+pub struct StageCtx {
+    pub models: Models,
+    pub events: EventSink,
+    pub cancelled: Arc<Mutex<HashSet<String>>>,
+}
+
+impl StageCtx {
+    fn model(&self, id: &str) -> Result<&Arc<LtxPipeline>, String> {
+        self.models.get(id).ok_or_else(|| format!("model `{id}` is not loaded in this worker"))
+    }
+
+    fn is_cancelled(&self, job_id: &str) -> bool {
+        self.cancelled.lock().map(|s| s.contains(job_id)).unwrap_or(false)
+    }
+
+    fn fail(&self, meta: JobMeta, stage: Stage, error: String) -> Failure {
+        Failure { meta, stage, error, cancelled_at: None }
+    }
+}
+
+/// A stage with one worker thread running `work` on each item in turn;
+/// failures pass straight through.
+pub struct ThreadStage<I, O> {
+    tx: Mutex<Sender<(I, Reply<Msg<O>>)>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> ThreadStage<I, O> {
+    pub fn spawn(name: &str, mut work: impl FnMut(I) -> Msg<O> + Send + 'static) -> Self {
+        let (tx, rx) = channel::<(I, Reply<Msg<O>>)>();
+        std::thread::Builder::new()
+            .name(format!("vidflow-{name}"))
+            .spawn(move || {
+                while let Ok((item, reply)) = rx.recv() {
+                    reply.send(work(item));
+                }
+            })
+            .expect("spawning a stage thread");
+        ThreadStage { tx: Mutex::new(tx) }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Executor<Msg<I>, Msg<O>> for ThreadStage<I, O> {
+    fn submit(&self, item: Msg<I>, reply: Reply<Msg<O>>) {
+        match item {
+            Err(f) => reply.send(Err(f)),
+            Ok(i) => {
+                if let Ok(tx) = self.tx.lock() {
+                    let _ = tx.send((i, reply));
+                }
+            }
+        }
+    }
+}
+
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// Prompt embeddings keyed by (text encoder = model id, prompt bytes). A
+/// platform sees the same prompts (and the empty negative prompt) again and
+/// again; T5-XXL is the costliest per-job step before denoising.
+pub struct PromptCache {
+    map: HashMap<(String, Vec<u8>), PromptEmbeds>,
+    order: VecDeque<(String, Vec<u8>)>,
+    capacity: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl PromptCache {
+    pub fn new(capacity: usize) -> Self {
+        PromptCache { map: HashMap::new(), order: VecDeque::new(), capacity, hits: 0, misses: 0 }
+    }
+
+    pub fn get_or_encode(&mut self, model_id: &str, p: &LtxPipeline, prompt: &[u8]) -> vidflow_gpu::Result<PromptEmbeds> {
+        let key = (model_id.to_string(), prompt.to_vec());
+        if let Some(e) = self.map.get(&key) {
+            self.hits += 1;
+            return Ok(e.clone());
+        }
+        self.misses += 1;
+        let e = p.encode_prompt(prompt)?;
+        if self.map.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(key, e.clone());
+        Ok(e)
+    }
+}
+
+/// Encode stage: prompt (cached) and negative prompt, initial latents.
+pub fn encode_stage(ctx: StageCtx) -> ThreadStage<AdmittedJob, EncodedJob> {
+    let mut cache = PromptCache::new(1024);
+    ThreadStage::spawn("encode", move |j: AdmittedJob| {
+        let t0 = Instant::now();
+        let AdmittedJob { mut meta, req } = j;
+        ctx.events.emit(JobEvent::Progress {
+            job_id: meta.job_id.clone(),
+            stage: Stage::Encode,
+            step: 0,
+            total: req.steps,
+            eta_s: None,
+            batch: 0,
+        });
+        let res = (|| -> Result<EncodedJob, String> {
+            let p = ctx.model(&meta.model_id)?;
+            let pos = cache.get_or_encode(&meta.model_id, p, &req.prompt).map_err(|e| e.to_string())?;
+            let neg = if req.guidance_scale > 1.0 {
+                Some(cache.get_or_encode(&meta.model_id, p, &req.negative_prompt).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            let text = p.text_condition(&pos, neg.as_ref(), req.guidance_scale).map_err(|e| e.to_string())?;
+            let state = p.prepare(&req).map_err(|e| e.to_string())?;
+            meta.timings.push((Stage::Encode, secs(t0)));
+            Ok(EncodedJob { meta: meta.clone(), req: req.clone(), state, text: Arc::new(text) })
+        })();
+        res.map_err(|e| ctx.fail(meta, Stage::Encode, e))
+    })
+}
+
+/// One job inside the denoiser.
+struct Active {
+    job: EncodedJob,
+    reply: Reply<Msg<DenoisedJob>>,
+    started: Instant,
+    /// When this job last reported progress (heartbeat while steps are long).
+    last_report: Instant,
+}
+
+/// Step-level continuous batching: jobs whose latents share model, grid and
+/// fps are denoised in one forward per step; a job joins between steps and
+/// leaves when its schedule ends. Batching never changes a job's bits (see
+/// `vidflow_gpu` `velocity_batched`).
+pub struct Denoiser {
+    tx: Mutex<Sender<(EncodedJob, Reply<Msg<DenoisedJob>>)>>,
+}
+
+/// Batch key: same model, same latent grid, same RoPE (fps).
+fn batch_key(j: &EncodedJob) -> (String, usize, usize, usize, [u64; 3]) {
+    let g = &j.state.grid;
+    (j.meta.model_id.clone(), g.frames, g.height, g.width, g.rope_scale.map(f64::to_bits))
+}
+
+impl Denoiser {
+    pub fn spawn(ctx: StageCtx, max_batch: usize) -> Self {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("vidflow-denoise".into())
+            .spawn(move || denoise_loop(ctx, rx, max_batch.max(1)))
+            .expect("spawning the denoiser");
+        Denoiser { tx: Mutex::new(tx) }
+    }
+}
+
+impl Executor<Msg<EncodedJob>, Msg<DenoisedJob>> for Denoiser {
+    fn submit(&self, item: Msg<EncodedJob>, reply: Reply<Msg<DenoisedJob>>) {
+        match item {
+            Err(f) => reply.send(Err(f)),
+            Ok(j) => {
+                if let Ok(tx) = self.tx.lock() {
+                    let _ = tx.send((j, reply));
+                }
+            }
+        }
+    }
+}
+
+fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>)>, max_batch: usize) {
+    let mut active: Vec<Active> = Vec::new();
+    // Exponentially averaged seconds per step, per batch key, for ETAs.
+    let mut step_time: HashMap<(String, usize, usize, usize, [u64; 3]), f64> = HashMap::new();
+    loop {
+        // Admit new jobs between steps; block only when idle.
+        let first = if active.is_empty() {
+            match rx.recv() {
+                Ok(x) => Some(x),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_millis(0)) {
+                Ok(x) => Some(x),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if active.is_empty() {
+                        return;
+                    }
+                    None
+                }
+            }
+        };
+        for (job, reply) in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            let now = Instant::now();
+            active.push(Active { job, reply, started: now, last_report: now });
+        }
+        // Cancellation takes effect here, between steps.
+        let mut i = 0;
+        while i < active.len() {
+            let id = active[i].job.meta.job_id.clone();
+            if ctx.is_cancelled(&id) {
+                let a = active.swap_remove(i);
+                let step = a.job.state.step;
+                ctx.events.emit(JobEvent::Cancelled { job_id: id, step });
+                a.reply.send(Err(Failure {
+                    meta: a.job.meta,
+                    stage: Stage::Denoise,
+                    error: format!("cancelled at step {step}"),
+                    cancelled_at: Some(step),
+                }));
+            } else {
+                i += 1;
+            }
+        }
+        if active.is_empty() {
+            continue;
+        }
+        // The group of the longest-waiting job goes next (no starvation).
+        let key = batch_key(&active[0].job);
+        let members: Vec<usize> =
+            (0..active.len()).filter(|&i| batch_key(&active[i].job) == key).take(max_batch).collect();
+        let model = match ctx.model(&key.0) {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                for idx in members.into_iter().rev() {
+                    let a = active.swap_remove(idx);
+                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, e.clone())));
+                }
+                continue;
+            }
+        };
+        let t0 = Instant::now();
+        let result = {
+            let pairs: Vec<(&DenoiseState, &TextCond)> =
+                members.iter().map(|&i| (&active[i].job.state, &*active[i].job.text)).collect();
+            model.velocity_batched(&pairs)
+        };
+        let n = members.len();
+        match result {
+            Err(e) => {
+                let msg = e.to_string();
+                for idx in members.into_iter().rev() {
+                    let a = active.swap_remove(idx);
+                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, msg.clone())));
+                }
+                continue;
+            }
+            Ok(vs) => {
+                let mut apply_err = Vec::new();
+                for (&idx, v) in members.iter().zip(vs) {
+                    let a = &mut active[idx];
+                    if let Err(e) = model.apply_velocity(&mut a.job.state, &v) {
+                        apply_err.push((idx, e.to_string()));
+                    }
+                    a.job.meta.batch_sizes.push(n);
+                }
+                for (idx, e) in apply_err.into_iter().rev() {
+                    let a = active.swap_remove(idx);
+                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, e)));
+                }
+            }
+        }
+        let dt = secs(t0);
+        let avg = step_time.entry(key.clone()).or_insert(dt);
+        *avg = 0.7 * *avg + 0.3 * dt;
+        let avg = *avg;
+        // Report progress for every job (the stepped ones, and a heartbeat
+        // for waiting ones so nobody goes 2 s without news).
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for (i, a) in active.iter_mut().enumerate() {
+            let st = &a.job.state;
+            let total = st.schedule.steps();
+            let stepped = batch_key(&a.job) == key && a.job.meta.batch_sizes.len() == st.step;
+            if stepped || now.duration_since(a.last_report) >= Duration::from_secs(1) {
+                ctx.events.emit(JobEvent::Progress {
+                    job_id: a.job.meta.job_id.clone(),
+                    stage: Stage::Denoise,
+                    step: st.step,
+                    total,
+                    eta_s: Some(avg * (total - st.step) as f64),
+                    batch: if stepped { n } else { 0 },
+                });
+                a.last_report = now;
+            }
+            if st.step >= total {
+                done.push(i);
+            }
+        }
+        for idx in done.into_iter().rev() {
+            let mut a = active.swap_remove(idx);
+            a.job.meta.timings.push((Stage::Denoise, secs(a.started)));
+            let EncodedJob { meta, req, state, .. } = a.job;
+            a.reply.send(Ok(DenoisedJob { meta, req, state }));
+        }
+    }
+}
+
+/// Decode stage: latents to RGB frames.
+pub fn decode_stage(ctx: StageCtx) -> ThreadStage<DenoisedJob, DecodedJob> {
+    ThreadStage::spawn("decode", move |j: DenoisedJob| {
+        let t0 = Instant::now();
+        let DenoisedJob { mut meta, req, state } = j;
+        let total = state.schedule.steps();
+        ctx.events.emit(JobEvent::Progress {
+            job_id: meta.job_id.clone(),
+            stage: Stage::Decode,
+            step: total,
+            total,
+            eta_s: None,
+            batch: 0,
+        });
+        let res = (|| -> Result<Video, String> {
+            let p = ctx.model(&meta.model_id)?;
+            let v = p.decode_latents(&state, &req).map_err(|e| e.to_string())?;
+            let frames = vidflow_gpu::pipeline::postprocess(&v).map_err(|e| e.to_string())?;
+            let (_, f, _, h, w) = frames.dims5().map_err(|e| e.to_string())?;
+            Ok(Video {
+                width: w,
+                height: h,
+                frames: f,
+                fps: req.fps,
+                rgb: vidflow_gpu::pipeline::to_rgb8(&frames).map_err(|e| e.to_string())?,
+                untrained: p.untrained,
+            })
+        })();
+        match res {
+            Ok(video) => {
+                meta.timings.push((Stage::Decode, secs(t0)));
+                Ok(DecodedJob { meta, video: Arc::new(video) })
+            }
+            Err(e) => Err(ctx.fail(meta, Stage::Decode, e)),
+        }
+    })
+}
+
+/// Output stage: MP4 encode and atomic store; emits the terminal event.
+pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<DecodedJob, JobResult> {
+    ThreadStage::spawn("output", move |j: DecodedJob| {
+        let t0 = Instant::now();
+        let DecodedJob { mut meta, video } = j;
+        let res = (|| -> Result<_, String> {
+            let mp4 = vidflow_connectors::mp4::encode_mp4(
+                &video.rgb,
+                video.width as u32,
+                video.height as u32,
+                video.frames as u32,
+                video.fps,
+            )
+            .map_err(|e| e.to_string())?;
+            let key = vidflow_connectors::store::output_key(&meta.tenant, meta.date, &meta.job_id)
+                .map_err(|e| e.to_string())?;
+            store.put_atomic_blocking(&key, mp4).map_err(|e| e.to_string())
+        })();
+        match res {
+            Ok(obj) => {
+                meta.timings.push((Stage::Output, secs(t0)));
+                ctx.events.emit(JobEvent::Completed {
+                    job_id: meta.job_id.clone(),
+                    key: obj.key.to_string(),
+                    size: obj.size,
+                    sha256: obj.sha256_hex.clone(),
+                    untrained: video.untrained,
+                });
+                Ok(JobResult {
+                    job_id: meta.job_id,
+                    tenant: meta.tenant,
+                    status: "completed".into(),
+                    error: None,
+                    key: Some(obj.key.to_string()),
+                    size: Some(obj.size),
+                    sha256: Some(obj.sha256_hex),
+                    untrained: video.untrained,
+                    timings: meta.timings.iter().map(|(s, t)| (format!("{s:?}").to_lowercase(), *t)).collect(),
+                    batch_sizes: meta.batch_sizes,
+                })
+            }
+            Err(e) => Err(ctx.fail(meta, Stage::Output, e)),
+        }
+    })
+}
+
+impl JobResult {
+    /// The terminal record of a job that failed or was cancelled.
+    pub fn from_failure(f: Failure) -> Self {
+        JobResult {
+            job_id: f.meta.job_id,
+            tenant: f.meta.tenant,
+            status: if f.cancelled_at.is_some() { "cancelled".into() } else { "failed".into() },
+            error: Some(f.error),
+            key: None,
+            size: None,
+            sha256: None,
+            untrained: false,
+            timings: f.meta.timings.iter().map(|(s, t)| (format!("{s:?}").to_lowercase(), *t)).collect(),
+            batch_sizes: f.meta.batch_sizes,
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The job spec as clients send it (JSON through serde; the protobuf form is
+//! in [`crate::proto`]). Nothing here is checked beyond types: see
+//! [`crate::validate`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{display_value, JobError};
+use crate::id::generate_job_id;
+
+/// Service tier of the tenant that submitted the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Premium,
+    Standard,
+    Free,
+}
+
+/// Text-to-video or image-to-video (first frame given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobKind {
+    #[serde(rename = "t2v")]
+    T2v,
+    #[serde(rename = "i2v")]
+    I2v,
+}
+
+/// Quality/latency trade-off; its step count, guidance and default duration
+/// come from `configs/modes.toml`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Realtime,
+    #[default]
+    Standard,
+    Cinema,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Premium => "premium",
+            Tier::Standard => "standard",
+            Tier::Free => "free",
+        }
+    }
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::T2v => "t2v",
+            JobKind::I2v => "i2v",
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Realtime => "realtime",
+            Mode::Standard => "standard",
+            Mode::Cinema => "cinema",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the first frame of an image-to-video job comes from.
+///
+/// JSON: `{"key": "tenant/uploads/a.png"}` or `{"inline_base64": "iVBORw0..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// An object-store key, fetched at admission in the dataflow.
+    Key(String),
+    /// PNG or JPEG bytes, standard base64 (padding optional).
+    InlineBase64(String),
+}
+
+/// A generation request as submitted. Unknown fields are errors so a typo
+/// (`"step": 30`) is reported instead of silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Client idempotency key; generated (time-ordered, ULID-style) if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    pub tenant: String,
+    pub tier: Tier,
+    pub kind: JobKind,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Required for `i2v`, forbidden for `t2v`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+    /// A preset (`480p`, `720p`, `768p`, `1080p`, `4k`) or `WxH`.
+    pub resolution: String,
+    /// Duration; at most one of `seconds` and `frames`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
+    /// Frames per second (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Overrides the mode's step count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// Overrides the mode's guidance scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// Default: derived from the job id, so a redelivered job is identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Model id from `configs/models.toml` (default: its `default_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Generate an audio track (not supported yet: rejected).
+    #[serde(default)]
+    pub audio: bool,
+}
+
+impl JobSpec {
+    /// A minimal spec with every optional field unset.
+    pub fn new(
+        tenant: impl Into<String>,
+        tier: Tier,
+        kind: JobKind,
+        prompt: impl Into<String>,
+        resolution: impl Into<String>,
+    ) -> JobSpec {
+        JobSpec {
+            job_id: None,
+            tenant: tenant.into(),
+            tier,
+            kind,
+            prompt: prompt.into(),
+            negative_prompt: None,
+            image: None,
+            resolution: resolution.into(),
+            seconds: None,
+            frames: None,
+            fps: None,
+            mode: Mode::default(),
+            steps: None,
+            guidance: None,
+            seed: None,
+            model: None,
+            audio: false,
+        }
+    }
+
+    /// Parses JSON. A type error names the field it is in (`-5` for
+    /// `steps` gives `Invalid { field: "steps", value: "-5", .. }`), an
+    /// unknown or missing field names that field.
+    pub fn from_json(text: &str) -> Result<JobSpec, JobError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| JobError::Invalid {
+                field: "(body)".into(),
+                value: display_value(text),
+                reason: format!("not valid JSON: {e}"),
+            })?;
+        Self::from_json_value(value)
+    }
+
+    /// As [`JobSpec::from_json`], from an already parsed value.
+    pub fn from_json_value(value: serde_json::Value) -> Result<JobSpec, JobError> {
+        match serde_path_to_error::deserialize::<_, JobSpec>(&value) {
+            Ok(spec) => Ok(spec),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let msg = strip_position(&inner.to_string());
+                // Unknown/missing fields are reported at the parent path;
+                // the field's name is in the message between backticks.
+                let named = msg
+                    .strip_prefix("unknown field `")
+                    .or_else(|| msg.strip_prefix("missing field `"))
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_string);
+                let field = match named {
+                    Some(name) if path == "." => name,
+                    Some(name) if path == name || path.ends_with(&format!(".{name}")) => {
+                        path.clone()
+                    }
+                    Some(name) => format!("{path}.{name}"),
+                    None => path.clone(),
+                };
+                let value = lookup(&value, &path)
+                    .map(|v| display_value(&v.to_string()))
+                    .filter(|_| path != ".")
+                    .unwrap_or_else(|| "-".to_string());
+                Err(JobError::Invalid {
+                    field,
+                    value,
+                    reason: msg,
+                })
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("JobSpec serialises")
+    }
+
+    /// Gives the spec a generated job id if it has none, and returns the id.
+    /// Intake calls this before enqueueing, so every redelivery of the job
+    /// carries the same id (and so the same default seed).
+    pub fn ensure_job_id(&mut self) -> &str {
+        self.job_id.get_or_insert_with(generate_job_id)
+    }
+}
+
+/// serde_json appends " at line L column C", meaningless for a `Value`.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn lookup<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if path == "." {
+        return Some(root);
+    }
+    let mut v = root;
+    for part in path.split('.') {
+        v = match part.parse::<usize>() {
+            Ok(i) if v.is_array() => v.get(i)?,
+            _ => v.get(part)?,
+        };
+    }
+    Some(v)
+}

@@ -1,0 +1,492 @@
+//! Validation: a [`JobSpec`] becomes a [`ValidatedJob`] (every default
+//! filled in, every size checked against LTX-Video's compression and the
+//! service limits, inline images decoded, VRAM admitted) or a [`JobError`]
+//! naming the field, the value and what is allowed.
+
+use std::io::Cursor;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use image::imageops::FilterType;
+use image::ImageFormat;
+use vidflow_gpu::pipeline::RgbImage;
+
+use crate::config::AdmissionConfig;
+use crate::error::JobError;
+use crate::id::{default_seed, generate_job_id, is_safe_id};
+use crate::spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
+
+/// W and H must be multiples of this (VAE 32x spatial compression).
+pub const SIZE_MULTIPLE: u32 = 32;
+/// Smallest accepted width or height.
+pub const MIN_SIDE: u32 = 256;
+/// Largest accepted width or height.
+pub const MAX_SIDE: u32 = 3840;
+/// Largest accepted frame area: the 4K preset, 3840x2176.
+pub const MAX_PIXELS: u64 = 3840 * 2176;
+/// Frame counts are 8n+1 (VAE 8x temporal compression plus the first frame).
+pub const FRAME_MULTIPLE: u32 = 8;
+/// 60 s at 24 fps.
+pub const MAX_FRAMES: u32 = 1441;
+pub const MIN_FPS: f64 = 1.0;
+pub const MAX_FPS: f64 = 60.0;
+pub const DEFAULT_FPS: f64 = 24.0;
+pub const MAX_STEPS: u32 = 200;
+pub const MAX_GUIDANCE: f64 = 20.0;
+/// Prompt and negative prompt length limit, in characters.
+pub const MAX_PROMPT_CHARS: usize = 2000;
+/// Largest decoded inline image, bytes.
+pub const MAX_INLINE_IMAGE_BYTES: usize = 32 << 20;
+/// Largest object-store key, bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Resolution presets, `(name, width, height)`: the common names rounded
+/// up (or, for 480p's width, to the nearest) to multiples of 32.
+pub const PRESETS: &[(&str, u32, u32)] = &[
+    ("480p", 832, 480),
+    ("720p", 1280, 704),
+    ("768p", 1344, 768),
+    ("1080p", 1920, 1088),
+    ("4k", 3840, 2176),
+];
+
+/// The first frame of an image-to-video job, as the pipeline consumes it.
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    /// An object-store key, not fetched by [`validate`]: the dataflow's
+    /// admission stage reads it from the object store and passes the bytes
+    /// through [`decode_image`] (same formats, limits and resize as inline
+    /// images) before the job reaches encoding.
+    Key(String),
+    /// Decoded RGB8, already the video's width x height.
+    Decoded(RgbImage),
+}
+
+/// A job with every default applied and every limit checked: what the
+/// pipeline consumes.
+#[derive(Debug, Clone)]
+pub struct ValidatedJob {
+    pub job_id: String,
+    pub tenant: String,
+    pub tier: Tier,
+    pub kind: JobKind,
+    pub prompt: String,
+    /// Empty when the spec gave none.
+    pub negative_prompt: String,
+    /// `Some` exactly for image-to-video.
+    pub image: Option<ImageInput>,
+    pub width: u32,
+    pub height: u32,
+    /// 8n+1.
+    pub num_frames: u32,
+    pub fps: f64,
+    pub steps: u32,
+    pub guidance: f64,
+    pub seed: u64,
+    pub model_id: String,
+    pub mode: Mode,
+    /// The runtime's VRAM estimate for this job alone (admitted: at most
+    /// the worker limit).
+    pub estimated_vram_bytes: u64,
+}
+
+/// Checks a spec against the limits and `cfg`, fills in defaults and decodes
+/// an inline image. A spec without `job_id` gets a generated one (intake
+/// should call [`JobSpec::ensure_job_id`] first, so redeliveries keep it).
+pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, JobError> {
+    let job_id = match &spec.job_id {
+        Some(id) => {
+            check_id("job_id", id)?;
+            id.clone()
+        }
+        None => generate_job_id(),
+    };
+    check_id("tenant", &spec.tenant)?;
+    if spec.audio {
+        return Err(JobError::Unsupported {
+            field: "audio".into(),
+            reason: "audio is not supported yet".into(),
+        });
+    }
+    check_prompt("prompt", &spec.prompt, false)?;
+    if let Some(n) = &spec.negative_prompt {
+        check_prompt("negative_prompt", n, true)?;
+    }
+    match (spec.kind, &spec.image) {
+        (JobKind::I2v, None) => {
+            return Err(JobError::invalid(
+                "image",
+                "null",
+                "kind \"i2v\" requires an image ({\"key\": ...} or {\"inline_base64\": ...})",
+            ))
+        }
+        (JobKind::T2v, Some(_)) => {
+            return Err(JobError::invalid(
+                "image",
+                "(given)",
+                "kind \"t2v\" takes no image (use kind \"i2v\" for image-to-video)",
+            ))
+        }
+        _ => {}
+    }
+    let (width, height) = parse_resolution(&spec.resolution)?;
+    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+    if !(fps.is_finite() && (MIN_FPS..=MAX_FPS).contains(&fps)) {
+        return Err(JobError::invalid(
+            "fps",
+            fps,
+            format!("must be in {MIN_FPS}..={MAX_FPS}"),
+        ));
+    }
+    let defaults = cfg.modes.get(spec.mode);
+    let num_frames = match (spec.seconds, spec.frames) {
+        (Some(s), Some(f)) => {
+            return Err(JobError::invalid(
+                "frames",
+                f,
+                format!("give either seconds ({s}) or frames, not both"),
+            ))
+        }
+        (None, Some(f)) => check_frames(f)?,
+        (Some(s), None) => seconds_to_frames("seconds", s, fps)?,
+        (None, None) => seconds_to_frames("seconds", defaults.seconds, fps)?,
+    };
+    let steps = spec.steps.unwrap_or(defaults.steps);
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(JobError::invalid(
+            "steps",
+            steps,
+            format!("must be in 1..={MAX_STEPS}"),
+        ));
+    }
+    let guidance = spec.guidance.unwrap_or(defaults.guidance);
+    if !(guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&guidance)) {
+        return Err(JobError::invalid(
+            "guidance",
+            guidance,
+            format!("must be a number in 0..={MAX_GUIDANCE}"),
+        ));
+    }
+    let model_id = spec
+        .model
+        .clone()
+        .unwrap_or_else(|| cfg.default_model.clone());
+    let Some(model) = cfg.model(&model_id) else {
+        return Err(JobError::UnknownModel {
+            model: model_id,
+            known: cfg.model_ids(),
+        });
+    };
+    let est = model.estimate(width, height, num_frames, guidance);
+    if est.total_bytes > cfg.worker_vram_bytes {
+        return Err(JobError::TooLarge {
+            needed_bytes: est.total_bytes,
+            limit_bytes: cfg.worker_vram_bytes,
+            model: model_id,
+            width,
+            height,
+            num_frames,
+        });
+    }
+    let image = match &spec.image {
+        None => None,
+        Some(ImageSource::Key(key)) => {
+            check_key(key)?;
+            Some(ImageInput::Key(key.clone()))
+        }
+        Some(ImageSource::InlineBase64(b64)) => {
+            let bytes = decode_base64(b64)?;
+            Some(ImageInput::Decoded(
+                decode_image(&bytes, width, height).map_err(|e| match e {
+                    JobError::Invalid { field, reason, .. } => JobError::Invalid {
+                        field,
+                        value: crate::error::display_value(b64),
+                        reason,
+                    },
+                    other => other,
+                })?,
+            ))
+        }
+    };
+    let seed = spec.seed.unwrap_or_else(|| default_seed(&job_id));
+    Ok(ValidatedJob {
+        job_id,
+        tenant: spec.tenant.clone(),
+        tier: spec.tier,
+        kind: spec.kind,
+        prompt: spec.prompt.clone(),
+        negative_prompt: spec.negative_prompt.clone().unwrap_or_default(),
+        image,
+        width,
+        height,
+        num_frames,
+        fps,
+        steps,
+        guidance,
+        seed,
+        model_id,
+        mode: spec.mode,
+        estimated_vram_bytes: est.total_bytes,
+    })
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), JobError> {
+    if is_safe_id(id) {
+        Ok(())
+    } else {
+        Err(JobError::invalid(
+            field,
+            format!("{id:?}"),
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ - (no paths)",
+        ))
+    }
+}
+
+fn check_prompt(field: &str, text: &str, may_be_empty: bool) -> Result<(), JobError> {
+    let n = text.chars().count();
+    if (!may_be_empty && text.trim().is_empty()) || n > MAX_PROMPT_CHARS {
+        let min = if may_be_empty { 0 } else { 1 };
+        return Err(JobError::invalid(
+            field,
+            format!("{text:?}"),
+            format!(
+                "must be {min} to {MAX_PROMPT_CHARS} characters{} (got {n})",
+                if may_be_empty { "" } else { ", not blank" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a preset name (case-insensitive) or `WxH` and checks the size.
+pub fn parse_resolution(res: &str) -> Result<(u32, u32), JobError> {
+    let value = format!("{res:?}");
+    let lower = res.trim().to_ascii_lowercase();
+    if let Some((_, w, h)) = PRESETS.iter().find(|(n, _, _)| *n == lower) {
+        return Ok((*w, *h));
+    }
+    let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+    let bad_format = || {
+        JobError::invalid(
+            "resolution",
+            &value,
+            format!(
+                "must be a preset ({}) or WxH, e.g. 1280x704",
+                names.join(", ")
+            ),
+        )
+    };
+    let (w, h) = lower.split_once('x').ok_or_else(bad_format)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad_format())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad_format())?;
+    for (side, v) in [("width", w), ("height", h)] {
+        let near = nearest_list(&nearest_multiples(v, SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE));
+        if v % SIZE_MULTIPLE != 0 {
+            return Err(JobError::invalid(
+                "resolution",
+                &value,
+                format!("{side} {v} must be a multiple of {SIZE_MULTIPLE} (nearest: {near})"),
+            ));
+        }
+        if !(MIN_SIDE..=MAX_SIDE).contains(&v) {
+            return Err(JobError::invalid(
+                "resolution",
+                &value,
+                format!("{side} {v} must be in {MIN_SIDE}..={MAX_SIDE} (nearest: {near})"),
+            ));
+        }
+    }
+    let pixels = w as u64 * h as u64;
+    if pixels > MAX_PIXELS {
+        return Err(JobError::invalid(
+            "resolution",
+            &value,
+            format!(
+                "{w}x{h} = {pixels} pixels exceeds the 4K limit 3840x2176 = {MAX_PIXELS} pixels"
+            ),
+        ));
+    }
+    Ok((w, h))
+}
+
+/// The valid values either side of `v` (multiples of `step` in
+/// `min..=max`), deduplicated.
+fn nearest_multiples(v: u32, step: u32, min: u32, max: u32) -> Vec<u32> {
+    let lo = v / step * step;
+    let mut out: Vec<u32> = Vec::new();
+    for c in [lo, lo.saturating_add(step)] {
+        let c = c.clamp(min, max);
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn nearest_list(v: &[u32]) -> String {
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Checks a frame count: 8n+1 in 1..=1441.
+pub fn check_frames(n: u32) -> Result<u32, JobError> {
+    if (1..=MAX_FRAMES).contains(&n) && (n - 1) % FRAME_MULTIPLE == 0 {
+        return Ok(n);
+    }
+    let near: Vec<u32> = if n == 0 {
+        vec![1]
+    } else {
+        let lo = (n - 1) / FRAME_MULTIPLE * FRAME_MULTIPLE + 1;
+        let mut out: Vec<u32> = Vec::new();
+        for c in [lo, lo.saturating_add(FRAME_MULTIPLE)] {
+            let c = c.clamp(1, MAX_FRAMES);
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    Err(JobError::invalid(
+        "frames",
+        n,
+        format!(
+            "must be 8n+1 in 1..={MAX_FRAMES} (1, 9, 17, ..., 1441) (nearest: {})",
+            nearest_list(&near)
+        ),
+    ))
+}
+
+/// Seconds to frames: the smallest 8n+1 >= round(seconds * fps).
+pub fn seconds_to_frames(field: &str, seconds: f64, fps: f64) -> Result<u32, JobError> {
+    let max_s = MAX_FRAMES as f64 / fps;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(JobError::invalid(
+            field,
+            seconds,
+            format!("must be > 0 and at most {max_s:.2} s at {fps} fps ({MAX_FRAMES} frames)"),
+        ));
+    }
+    let raw = (seconds * fps).round().max(1.0);
+    let n = if raw > MAX_FRAMES as f64 {
+        u32::MAX
+    } else {
+        let raw = raw as u32;
+        (raw - 1).div_ceil(FRAME_MULTIPLE) * FRAME_MULTIPLE + 1
+    };
+    if n > MAX_FRAMES {
+        return Err(JobError::invalid(
+            field,
+            seconds,
+            format!("must be at most {max_s:.2} s at {fps} fps ({MAX_FRAMES} frames)"),
+        ));
+    }
+    Ok(n)
+}
+
+fn check_key(key: &str) -> Result<(), JobError> {
+    let bad = key.is_empty()
+        || key.len() > MAX_KEY_LEN
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.chars().any(char::is_control)
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(JobError::invalid(
+            "image",
+            format!("{{\"key\": {key:?}}}"),
+            format!(
+                "key must be a relative object-store key of 1 to {MAX_KEY_LEN} bytes \
+                 (segments separated by '/', none empty, '.' or '..')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes `inline_base64` (standard alphabet, padding optional, a
+/// `data:...;base64,` prefix and whitespace tolerated).
+pub(crate) fn decode_base64(b64: &str) -> Result<Vec<u8>, JobError> {
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    // Tolerate a data URL prefix and line breaks.
+    let body = match b64.split_once(";base64,") {
+        Some((head, rest)) if head.starts_with("data:") => rest,
+        _ => b64,
+    };
+    let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if body.len() / 4 * 3 > MAX_INLINE_IMAGE_BYTES {
+        return Err(JobError::invalid(
+            "image",
+            b64,
+            format!(
+                "inline image larger than {} MiB (upload it and send its key)",
+                MAX_INLINE_IMAGE_BYTES >> 20
+            ),
+        ));
+    }
+    ENGINE.decode(body.as_bytes()).map_err(|e| {
+        JobError::invalid(
+            "image",
+            b64,
+            format!("inline_base64 is not valid base64: {e}"),
+        )
+    })
+}
+
+/// Decodes PNG or JPEG bytes to RGB8 (alpha dropped, grey expanded) and
+/// fits them to `width` x `height`: scaled to cover the frame keeping the
+/// aspect ratio, centre-cropped, Lanczos3 resampling. Errors name `image`
+/// and carry the decoder's message.
+pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, JobError> {
+    let value = format!("({} bytes)", bytes.len());
+    let err = |reason: String| JobError::invalid("image", &value, reason);
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(format!("cannot read image: {e}")))?;
+    let format = match reader.format() {
+        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
+        other => {
+            return Err(err(format!(
+                "must be a PNG or JPEG image (detected: {})",
+                other
+                    .map(|f| format!("{f:?}"))
+                    .unwrap_or_else(|| "unknown".into())
+            )))
+        }
+    };
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16384);
+    limits.max_image_height = Some(16384);
+    limits.max_alloc = Some(1 << 30);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| err(format!("cannot decode {format:?}: {e}")))?
+        .to_rgb8();
+    let (sw, sh) = img.dimensions();
+    if sw == 0 || sh == 0 {
+        return Err(err("image has no pixels".into()));
+    }
+    let fitted = if (sw, sh) == (width, height) {
+        img
+    } else {
+        // Crop the largest centred region of the target aspect, then scale.
+        let scale = (width as f64 / sw as f64).max(height as f64 / sh as f64);
+        let cw = ((width as f64 / scale).round() as u32).clamp(1, sw);
+        let ch = ((height as f64 / scale).round() as u32).clamp(1, sh);
+        let crop = image::imageops::crop_imm(&img, (sw - cw) / 2, (sh - ch) / 2, cw, ch).to_image();
+        image::imageops::resize(&crop, width, height, FilterType::Lanczos3)
+    };
+    Ok(RgbImage {
+        width: width as usize,
+        height: height as usize,
+        data: fitted.into_raw(),
+    })
+}

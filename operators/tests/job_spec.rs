@@ -1,0 +1,694 @@
+//! Job spec parsing, validation and admission: every rejection names its
+//! field; valid specs get the documented defaults.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use base64::Engine;
+use prost::Message;
+use vidflow_operators::id::job_id_from_parts;
+use vidflow_operators::{
+    default_seed, generate_job_id, job_id_timestamp_ms, proto, validate, AdmissionConfig,
+    ImageInput, ImageSource, JobError, JobKind, JobSpec, Mode, Tier, ValidatedJob,
+};
+
+fn cfg() -> AdmissionConfig {
+    AdmissionConfig::builtin_default()
+}
+
+fn t2v() -> JobSpec {
+    JobSpec::new(
+        "acme",
+        Tier::Standard,
+        JobKind::T2v,
+        "a red fox in snow",
+        "480p",
+    )
+}
+
+fn i2v(image: ImageSource) -> JobSpec {
+    let mut s = t2v();
+    s.kind = JobKind::I2v;
+    s.image = Some(image);
+    s
+}
+
+fn ok(spec: &JobSpec) -> ValidatedJob {
+    validate(spec, &cfg()).unwrap_or_else(|e| panic!("{spec:?}: {e}"))
+}
+
+/// Validates and expects `Invalid` naming `field`, with `reason_part` in the
+/// message; returns the message.
+fn invalid(spec: &JobSpec, field: &str, reason_part: &str) -> String {
+    invalid_with(spec, &cfg(), field, reason_part)
+}
+
+fn invalid_with(spec: &JobSpec, cfg: &AdmissionConfig, field: &str, part: &str) -> String {
+    match validate(spec, cfg) {
+        Err(e @ JobError::Invalid { .. }) => {
+            let msg = e.to_string();
+            assert_eq!(e.field(), field, "{msg}");
+            assert!(msg.contains(part), "{msg:?} lacks {part:?}");
+            msg
+        }
+        other => panic!("expected Invalid {field}, got {other:?}"),
+    }
+}
+
+fn json_err(json: &str, field: &str, part: &str) -> JobError {
+    let e = JobSpec::from_json(json).expect_err(json);
+    assert_eq!(e.field(), field, "{e}");
+    assert!(e.to_string().contains(part), "{e} lacks {part:?}");
+    e
+}
+
+fn png_bytes(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+const BASE_JSON: &str =
+    r#""tenant":"acme","tier":"free","kind":"t2v","prompt":"p","resolution":"480p""#;
+
+// ---------------------------------------------------------------- invalid
+
+#[test]
+fn width_not_multiple_of_32_names_nearest() {
+    let mut s = t2v();
+    s.resolution = "1000x512".into();
+    let msg = invalid(
+        &s,
+        "resolution",
+        "width 1000 must be a multiple of 32 (nearest: 992 or 1024)",
+    );
+    assert!(msg.contains("\"1000x512\""), "{msg}");
+}
+
+#[test]
+fn height_not_multiple_of_32() {
+    let mut s = t2v();
+    s.resolution = "832x500".into();
+    invalid(
+        &s,
+        "resolution",
+        "height 500 must be a multiple of 32 (nearest: 480 or 512)",
+    );
+}
+
+#[test]
+fn side_below_256_rejected() {
+    let mut s = t2v();
+    s.resolution = "832x128".into();
+    invalid(
+        &s,
+        "resolution",
+        "height 128 must be in 256..=3840 (nearest: 256)",
+    );
+    s.resolution = "100x480".into();
+    invalid(&s, "resolution", "nearest: 256");
+}
+
+#[test]
+fn above_4k_pixels_rejected() {
+    let mut s = t2v();
+    s.resolution = "3840x3840".into();
+    invalid(&s, "resolution", "exceeds the 4K limit 3840x2176");
+    s.resolution = "4096x2176".into();
+    invalid(
+        &s,
+        "resolution",
+        "width 4096 must be in 256..=3840 (nearest: 3840)",
+    );
+}
+
+#[test]
+fn unknown_resolution_format() {
+    let mut s = t2v();
+    s.resolution = "8k".into();
+    invalid(
+        &s,
+        "resolution",
+        "must be a preset (480p, 720p, 768p, 1080p, 4k) or WxH",
+    );
+}
+
+#[test]
+fn ten_frames_names_9_or_17() {
+    let mut s = t2v();
+    s.frames = Some(10);
+    invalid(&s, "frames", "must be 8n+1");
+    invalid(&s, "frames", "(nearest: 9 or 17)");
+}
+
+#[test]
+fn frames_zero_and_too_many() {
+    let mut s = t2v();
+    s.frames = Some(0);
+    invalid(&s, "frames", "(nearest: 1)");
+    s.frames = Some(1449);
+    invalid(&s, "frames", "(nearest: 1441)");
+    s.frames = Some(1442);
+    invalid(&s, "frames", "(nearest: 1441)");
+}
+
+#[test]
+fn seconds_too_long_or_not_positive() {
+    let mut s = t2v();
+    s.seconds = Some(61.0);
+    invalid(&s, "seconds", "at most 60.04 s at 24 fps (1441 frames)");
+    s.seconds = Some(0.0);
+    invalid(&s, "seconds", "must be > 0");
+    s.seconds = Some(f64::INFINITY);
+    invalid(&s, "seconds", "must be > 0");
+}
+
+#[test]
+fn zero_steps_rejected() {
+    let mut s = t2v();
+    s.steps = Some(0);
+    invalid(&s, "steps", "must be in 1..=200");
+    s.steps = Some(201);
+    invalid(&s, "steps", "must be in 1..=200");
+}
+
+#[test]
+fn negative_steps_json_names_steps() {
+    let e = json_err(&format!(r#"{{{BASE_JSON},"steps":-5}}"#), "steps", "-5");
+    match e {
+        JobError::Invalid { value, reason, .. } => {
+            assert_eq!(value, "-5");
+            assert!(reason.contains("u32"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    json_err(
+        &format!(r#"{{{BASE_JSON},"steps":"many"}}"#),
+        "steps",
+        "\"many\"",
+    );
+}
+
+#[test]
+fn unknown_model_lists_known() {
+    let mut s = t2v();
+    s.model = Some("ltx-13b".into());
+    match validate(&s, &cfg()) {
+        Err(e @ JobError::UnknownModel { .. }) => {
+            assert_eq!(e.field(), "model");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("\"ltx-13b\"") && msg.contains("known: ltx-tiny"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn oversize_for_vram_rejected() {
+    let mut small = cfg();
+    small.worker_vram_bytes = 1 << 30; // a 1 GiB worker
+    let mut s = t2v();
+    s.resolution = "4k".into();
+    s.seconds = Some(10.0);
+    let e = validate(&s, &small).unwrap_err();
+    let msg = e.to_string();
+    println!("{msg}");
+    assert!(
+        msg.contains("3840x2176, 241 frames on model \"ltx-tiny\""),
+        "{msg}"
+    );
+    assert!(msg.contains("more than a worker's 1.00 GiB"), "{msg}");
+    match e {
+        JobError::TooLarge {
+            needed_bytes,
+            limit_bytes,
+            model,
+            width,
+            height,
+            num_frames,
+        } => {
+            assert!(needed_bytes > limit_bytes);
+            assert_eq!(limit_bytes, 1 << 30);
+            assert_eq!(
+                (model.as_str(), width, height, num_frames),
+                ("ltx-tiny", 3840, 2176, 241)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same small worker holds a small job.
+    let small_job = t2v();
+    let j = validate(&small_job, &small).unwrap();
+    assert!(j.estimated_vram_bytes <= 1 << 30);
+}
+
+#[test]
+fn i2v_without_image() {
+    let mut s = t2v();
+    s.kind = JobKind::I2v;
+    invalid(&s, "image", "kind \"i2v\" requires an image");
+}
+
+#[test]
+fn t2v_with_image() {
+    let mut s = t2v();
+    s.image = Some(ImageSource::Key("acme/a.png".into()));
+    invalid(&s, "image", "kind \"t2v\" takes no image");
+}
+
+#[test]
+fn corrupt_png_names_image_with_decoder_message() {
+    let mut png = png_bytes(64, 64, |x, y| [x as u8, y as u8, 0]);
+    png.truncate(png.len() / 2);
+    for b in &mut png[40..] {
+        *b ^= 0x5a;
+    }
+    let msg = invalid(
+        &i2v(ImageSource::InlineBase64(b64(&png))),
+        "image",
+        "cannot decode Png: ",
+    );
+    assert!(msg.len() > "cannot decode Png: ".len() + 20, "{msg}");
+}
+
+#[test]
+fn non_image_bytes_rejected() {
+    let s = i2v(ImageSource::InlineBase64(b64(b"GIF89a not really")));
+    invalid(&s, "image", "must be a PNG or JPEG image (detected: Gif)");
+    let s = i2v(ImageSource::InlineBase64(b64(b"hello world, plain text")));
+    invalid(
+        &s,
+        "image",
+        "must be a PNG or JPEG image (detected: unknown)",
+    );
+}
+
+#[test]
+fn bad_base64_names_image() {
+    let s = i2v(ImageSource::InlineBase64("not base64 at all!*".into()));
+    invalid(&s, "image", "not valid base64");
+}
+
+#[test]
+fn path_like_image_key_rejected() {
+    for key in ["../secret.png", "/etc/passwd", "a//b.png", "a/./b", ""] {
+        invalid(
+            &i2v(ImageSource::Key(key.into())),
+            "image",
+            "relative object-store key",
+        );
+    }
+}
+
+#[test]
+fn path_like_tenant_rejected() {
+    for t in ["../x", "a/b", "", "a b", &"x".repeat(65)] {
+        let mut s = t2v();
+        s.tenant = t.to_string();
+        invalid(
+            &s,
+            "tenant",
+            "must be 1 to 64 characters of A-Z a-z 0-9 _ - (no paths)",
+        );
+    }
+}
+
+#[test]
+fn path_like_job_id_rejected() {
+    for id in ["../x", "a/b", "a\\b", "x.mp4", ""] {
+        let mut s = t2v();
+        s.job_id = Some(id.to_string());
+        invalid(&s, "job_id", "no paths");
+    }
+}
+
+#[test]
+fn audio_not_supported_yet() {
+    let mut s = t2v();
+    s.audio = true;
+    let e = validate(&s, &cfg()).unwrap_err();
+    assert!(matches!(e, JobError::Unsupported { .. }), "{e:?}");
+    assert_eq!(e.field(), "audio");
+    assert_eq!(e.to_string(), "audio: audio is not supported yet");
+}
+
+#[test]
+fn seconds_and_frames_both_rejected() {
+    let mut s = t2v();
+    s.seconds = Some(2.0);
+    s.frames = Some(49);
+    invalid(&s, "frames", "give either seconds (2) or frames, not both");
+}
+
+#[test]
+fn unknown_and_missing_fields_named() {
+    json_err(
+        &format!(r#"{{{BASE_JSON},"step":30}}"#),
+        "step",
+        "unknown field `step`",
+    );
+    json_err(
+        r#"{"tier":"free","kind":"t2v","prompt":"p","resolution":"480p"}"#,
+        "tenant",
+        "missing field `tenant`",
+    );
+    json_err(
+        &format!(r#"{{{BASE_JSON},"image":{{"url":"x"}}}}"#),
+        "image",
+        "unknown variant `url`",
+    );
+    json_err(
+        &format!(r#"{{{BASE_JSON},"mode":"turbo"}}"#),
+        "mode",
+        "unknown variant `turbo`",
+    );
+    json_err("{not json", "(body)", "not valid JSON");
+}
+
+#[test]
+fn fps_out_of_range() {
+    let mut s = t2v();
+    s.fps = Some(0.0);
+    invalid(&s, "fps", "must be in 1..=60");
+    s.fps = Some(120.0);
+    invalid(&s, "fps", "must be in 1..=60");
+    s.fps = Some(f64::NAN);
+    invalid(&s, "fps", "must be in 1..=60");
+}
+
+#[test]
+fn empty_blank_or_long_prompt() {
+    let mut s = t2v();
+    s.prompt = String::new();
+    invalid(
+        &s,
+        "prompt",
+        "must be 1 to 2000 characters, not blank (got 0)",
+    );
+    s.prompt = "   \n".into();
+    invalid(&s, "prompt", "not blank");
+    s.prompt = "é".repeat(2001);
+    let msg = invalid(&s, "prompt", "(got 2001)");
+    assert!(msg.len() < 400, "long values are shortened: {msg}");
+    s.prompt = "ok".into();
+    s.negative_prompt = Some("n".repeat(2001));
+    invalid(&s, "negative_prompt", "must be 0 to 2000 characters");
+}
+
+#[test]
+fn guidance_nan_or_too_large() {
+    let mut s = t2v();
+    s.guidance = Some(f64::NAN);
+    invalid(&s, "guidance", "must be a number in 0..=20");
+    s.guidance = Some(20.5);
+    invalid(&s, "guidance", "must be a number in 0..=20");
+    s.guidance = Some(-1.0);
+    invalid(&s, "guidance", "must be a number in 0..=20");
+}
+
+#[test]
+fn proto_unspecified_enums_rejected() {
+    let mut p = proto::JobSpec::try_from(&t2v()).unwrap();
+    p.tier = 0;
+    let e = JobSpec::try_from(p.clone()).unwrap_err();
+    assert_eq!(e.field(), "tier", "{e}");
+    p.tier = proto::Tier::Free as i32;
+    p.kind = 7;
+    assert_eq!(JobSpec::try_from(p).unwrap_err().field(), "kind");
+}
+
+// ------------------------------------------------------------------ valid
+
+#[test]
+fn presets_map_to_multiples_of_32() {
+    let want = [
+        ("480p", 832, 480),
+        ("720p", 1280, 704),
+        ("768p", 1344, 768),
+        ("1080p", 1920, 1088),
+        ("4k", 3840, 2176),
+        ("4K", 3840, 2176),
+        ("1024x576", 1024, 576),
+        ("256X256", 256, 256),
+        ("2176x3840", 2176, 3840),
+    ];
+    for (res, w, h) in want {
+        let mut s = t2v();
+        s.resolution = res.into();
+        s.frames = Some(9);
+        let j = ok(&s);
+        assert_eq!((j.width, j.height), (w, h), "{res}");
+    }
+}
+
+#[test]
+fn seconds_convert_to_8n_plus_1() {
+    for (secs, fps, frames) in [
+        (5.0, 24.0, 121),
+        (2.0, 24.0, 49),
+        (1.0, 25.0, 25),
+        (1.1, 25.0, 33),
+        (0.01, 24.0, 1),
+        (60.0, 24.0, 1441),
+        (10.0, 30.0, 305),
+    ] {
+        let mut s = t2v();
+        s.seconds = Some(secs);
+        s.fps = Some(fps);
+        assert_eq!(ok(&s).num_frames, frames, "{secs} s at {fps} fps");
+    }
+}
+
+#[test]
+fn mode_defaults_apply_and_overrides_win() {
+    let j = ok(&t2v());
+    assert_eq!(
+        (j.mode, j.steps, j.guidance, j.num_frames, j.fps),
+        (Mode::Standard, 30, 3.0, 121, 24.0)
+    );
+    let mut s = t2v();
+    s.mode = Mode::Realtime;
+    let j = ok(&s);
+    assert_eq!((j.steps, j.guidance, j.num_frames), (8, 1.0, 49));
+    s.mode = Mode::Cinema;
+    s.steps = Some(12);
+    s.guidance = Some(4.5);
+    s.frames = Some(17);
+    let j = ok(&s);
+    assert_eq!((j.steps, j.guidance, j.num_frames), (12, 4.5, 17));
+    assert_eq!(j.model_id, "ltx-tiny");
+    assert_eq!(j.negative_prompt, "");
+    assert!(j.image.is_none());
+}
+
+#[test]
+fn default_seed_is_stable_per_job_id() {
+    let mut s = t2v();
+    s.job_id = Some("order-42".into());
+    let a = ok(&s).seed;
+    let b = ok(&s.clone()).seed;
+    assert_eq!(a, b);
+    assert_eq!(a, default_seed("order-42"));
+    // Pinned: changing the derivation changes every default-seeded video.
+    assert_eq!(
+        default_seed("order-42"),
+        default_seed(&String::from("order-42"))
+    );
+    s.job_id = Some("order-43".into());
+    assert_ne!(ok(&s).seed, a);
+    s.seed = Some(7);
+    assert_eq!(ok(&s).seed, 7);
+}
+
+#[test]
+fn generated_job_ids_sort_by_time() {
+    let early = job_id_from_parts(1_700_000_000_000, u128::MAX);
+    let late = job_id_from_parts(1_700_000_000_001, 0);
+    assert!(early < late);
+    assert_eq!(job_id_timestamp_ms(&late), Some(1_700_000_000_001));
+    let ids: Vec<String> = (0..200).map(|_| generate_job_id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ts = job_id_timestamp_ms(&ids[0]).unwrap();
+    assert!(now.abs_diff(ts) < 60_000, "{ts} vs {now}");
+    // A spec without an id gets one; ensure_job_id pins it.
+    let j = ok(&t2v());
+    assert_eq!(j.job_id.len(), 26);
+    let mut s = t2v();
+    let id = s.ensure_job_id().to_string();
+    assert_eq!(s.ensure_job_id(), id);
+    assert_eq!(ok(&s).seed, ok(&s).seed);
+}
+
+#[test]
+fn inline_png_decoded_and_cover_resized() {
+    // 200x100: left half red, right half blue. The 832x480 frame (aspect
+    // 1.73) is covered by scaling the 2:1 image and cropping its sides.
+    let png = png_bytes(
+        200,
+        100,
+        |x, _| if x < 100 { [255, 0, 0] } else { [0, 0, 255] },
+    );
+    let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
+    let Some(ImageInput::Decoded(img)) = &j.image else {
+        panic!("{:?}", j.image)
+    };
+    assert_eq!((img.width, img.height), (832, 480));
+    assert_eq!(img.data.len(), 832 * 480 * 3);
+    let px = |x: usize, y: usize| &img.data[(y * 832 + x) * 3..(y * 832 + x) * 3 + 3];
+    assert_eq!(px(0, 240), &[255, 0, 0]);
+    assert_eq!(px(831, 240), &[0, 0, 255]);
+    assert_eq!(px(200, 0), &[255, 0, 0]);
+    // Data URL prefix and missing padding are accepted; same pixels.
+    let url = format!("data:image/png;base64,{}", b64(&png).trim_end_matches('='));
+    let j2 = ok(&i2v(ImageSource::InlineBase64(url)));
+    let Some(ImageInput::Decoded(img2)) = &j2.image else {
+        panic!()
+    };
+    assert_eq!(img.data, img2.data);
+}
+
+#[test]
+fn inline_jpeg_and_exact_size_png() {
+    let img = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([x as u8, y as u8, 128]));
+    let mut jpg = Vec::new();
+    img.write_to(&mut Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let j = ok(&i2v(ImageSource::InlineBase64(b64(&jpg))));
+    assert!(matches!(&j.image, Some(ImageInput::Decoded(i)) if (i.width, i.height) == (832, 480)));
+    // Already the video size: passed through unchanged.
+    let png = png_bytes(832, 480, |x, y| [(x % 256) as u8, (y % 256) as u8, 7]);
+    let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
+    let Some(ImageInput::Decoded(i)) = &j.image else {
+        panic!()
+    };
+    assert_eq!(&i.data[..6], &[0, 0, 7, 1, 0, 7]);
+}
+
+#[test]
+fn image_key_stays_a_key() {
+    let j = ok(&i2v(ImageSource::Key("acme/uploads/first.png".into())));
+    assert!(matches!(&j.image, Some(ImageInput::Key(k)) if k == "acme/uploads/first.png"));
+}
+
+#[test]
+fn json_parses_defaults_and_roundtrips() {
+    let s = JobSpec::from_json(&format!(r#"{{{BASE_JSON}}}"#)).unwrap();
+    assert_eq!(
+        (s.mode, s.audio, s.tier),
+        (Mode::Standard, false, Tier::Free)
+    );
+    let json = r#"{"job_id":"j1","tenant":"acme","tier":"premium","kind":"i2v","prompt":"p",
+        "negative_prompt":"blurry","image":{"key":"acme/a.png"},"resolution":"720p","seconds":3.5,
+        "fps":30,"mode":"cinema","steps":40,"guidance":2.5,"seed":99,"model":"ltx-tiny","audio":false}"#;
+    let s = JobSpec::from_json(json).unwrap();
+    assert_eq!(s.image, Some(ImageSource::Key("acme/a.png".into())));
+    assert_eq!(JobSpec::from_json(&s.to_json()).unwrap(), s);
+    let j = ok(&s);
+    assert_eq!(
+        (j.width, j.height, j.num_frames, j.seed),
+        (1280, 704, 105, 99)
+    );
+    let s2 = JobSpec::from_json(r#"{"tenant":"a","tier":"free","kind":"i2v","prompt":"p","resolution":"480p","image":{"inline_base64":"AAAA"}}"#).unwrap();
+    assert_eq!(s2.image, Some(ImageSource::InlineBase64("AAAA".into())));
+}
+
+#[test]
+fn proto_roundtrip() {
+    let png = png_bytes(16, 16, |x, y| [x as u8 * 16, y as u8 * 16, 0]);
+    let mut s = i2v(ImageSource::InlineBase64(b64(&png)));
+    s.job_id = Some("job-1".into());
+    s.negative_prompt = Some("blurry".into());
+    s.seconds = Some(2.5);
+    s.fps = Some(25.0);
+    s.mode = Mode::Realtime;
+    s.steps = Some(4);
+    s.guidance = Some(1.0);
+    s.seed = Some(u64::MAX);
+    s.model = Some("ltx-tiny".into());
+    s.tier = Tier::Premium;
+    for spec in [s, t2v(), i2v(ImageSource::Key("k/a.png".into()))] {
+        let p = proto::JobSpec::try_from(&spec).unwrap();
+        let wire = p.encode_to_vec();
+        let back = proto::JobSpec::decode(wire.as_slice()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(JobSpec::try_from(back).unwrap(), spec);
+    }
+    // Unspecified mode means standard.
+    let mut p = proto::JobSpec::try_from(&t2v()).unwrap();
+    p.mode = 0;
+    assert_eq!(JobSpec::try_from(p).unwrap().mode, Mode::Standard);
+}
+
+#[test]
+fn config_dir_loads_and_matches_builtin() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let c = AdmissionConfig::load(&dir).unwrap();
+    let b = cfg();
+    assert_eq!(c.modes, b.modes);
+    assert_eq!(c.default_model, "ltx-tiny");
+    assert_eq!(c.worker_vram_bytes, 80 << 30);
+    assert_eq!(c.model_ids(), vec!["ltx-tiny".to_string()]);
+    assert!(c.models[0].untrained);
+    assert_eq!(c.models[0].weights_bytes, b.models[0].weights_bytes);
+    assert_eq!(
+        (
+            c.modes.realtime.steps,
+            c.modes.standard.steps,
+            c.modes.cinema.steps
+        ),
+        (8, 30, 50)
+    );
+}
+
+#[test]
+fn config_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let modes = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/modes.toml"),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("modes.toml"), &modes).unwrap();
+    let write_models = |text: &str| std::fs::write(tmp.path().join("models.toml"), text).unwrap();
+
+    write_models("[[model]]\nid = \"m\"\npath = \"builtin:tiny\"\ntypo = 1\n");
+    let e = AdmissionConfig::load(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("models.toml") && e.contains("typo"), "{e}");
+
+    write_models("default_model = \"x\"\n[[model]]\nid = \"m\"\npath = \"builtin:tiny\"\n");
+    let e = AdmissionConfig::load(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("default_model \"x\""), "{e}");
+
+    write_models("[[model]]\nid = \"real\"\npath = \"no-such-checkpoint\"\n");
+    let e = AdmissionConfig::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("real") && e.contains("no-such-checkpoint"),
+        "{e}"
+    );
+
+    // A checkpoint directory: geometry and weight sizes come from the runtime.
+    let ck = tmp.path().join("ck");
+    vidflow_gpu::tiny::write_checkpoint(&ck).unwrap();
+    write_models("worker_vram_bytes = 1073741824\n[[model]]\nid = \"ck\"\npath = \"ck\"\n");
+    let c = AdmissionConfig::load(tmp.path()).unwrap();
+    assert_eq!(c.worker_vram_bytes, 1 << 30);
+    assert_eq!(c.models[0].dir.as_deref(), Some(ck.as_path()));
+    assert_eq!(c.models[0].weights_bytes, cfg().models[0].weights_bytes);
+    let mut s = t2v();
+    s.model = Some("ck".into());
+    assert_eq!(validate(&s, &c).unwrap().model_id, "ck");
+}

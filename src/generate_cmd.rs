@@ -1,0 +1,173 @@
+//! `vidflow generate`: one job through the embedded pipeline (in-process
+//! intake, the timely graph, local object store), with a progress bar.
+
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobEvent, Stage};
+use vidflow_operators::config::ModelEntry;
+use vidflow_operators::{AdmissionConfig, ImageSource, JobKind, JobSpec, Mode, ModelProfile, Tier};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// What the video shows.
+    pub prompt: String,
+    /// Also copy the MP4 here.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// First frame (PNG or JPEG) for image-to-video.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// 480p, 720p, 768p, 1080p, 4k or WxH.
+    #[arg(long, default_value = "480p")]
+    pub resolution: String,
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// realtime, standard or cinema (step/guidance defaults from configs/modes.toml).
+    #[arg(long, default_value = "realtime")]
+    pub mode: String,
+    #[arg(long)]
+    pub steps: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// A diffusers-format LTX-Video checkpoint; default: the built-in tiny model (untrained).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Configuration folder (modes.toml, models.toml); default: built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Local object-store root for outputs.
+    #[arg(long, default_value = "out/videos")]
+    pub out_dir: PathBuf,
+    #[arg(long, default_value = "local")]
+    pub tenant: String,
+    /// timely worker threads.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    pub workers: usize,
+}
+
+pub fn run(a: GenerateArgs) -> Result<i32> {
+    let mut admission = match &a.config {
+        Some(dir) => AdmissionConfig::load(dir)?,
+        None => AdmissionConfig::builtin_default(),
+    };
+    if let Some(dir) = &a.model_dir {
+        let entry = ModelEntry {
+            id: "model-dir".into(),
+            path: dir.display().to_string(),
+            untrained: false,
+            dtype: Default::default(),
+        };
+        let profile = ModelProfile::resolve(&entry, &std::env::current_dir()?)?;
+        admission.models.push(profile);
+        admission.default_model = "model-dir".into();
+    }
+    let mode = match a.mode.as_str() {
+        "realtime" => Mode::Realtime,
+        "standard" => Mode::Standard,
+        "cinema" => Mode::Cinema,
+        other => bail!("invalid --mode `{other}` (realtime, standard or cinema)"),
+    };
+    let image = match &a.image {
+        Some(p) => Some(ImageSource::InlineBase64(base64_encode(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let spec = JobSpec {
+        job_id: None,
+        tenant: a.tenant.clone(),
+        tier: Tier::Standard,
+        kind: if image.is_some() { JobKind::I2v } else { JobKind::T2v },
+        prompt: a.prompt.clone(),
+        negative_prompt: Some(a.negative_prompt.clone()).filter(|s| !s.is_empty()),
+        image,
+        resolution: a.resolution.clone(),
+        seconds: Some(a.seconds),
+        frames: None,
+        fps: a.fps,
+        mode,
+        steps: a.steps,
+        guidance: None,
+        seed: a.seed,
+        model: None,
+        audio: false,
+    };
+    let (tx, rx) = channel();
+    let engine = Engine::new(
+        &EngineConfig { admission, out_dir: a.out_dir.clone(), max_batch: 8, workers: a.workers },
+        EventSink::new(tx),
+    )?;
+    let untrained = engine.ctx.models.values().any(|m| m.untrained);
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {pos}/{len} steps, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let watcher = {
+        let bar = bar.clone();
+        std::thread::spawn(move || {
+            for e in rx {
+                match e {
+                    JobEvent::Progress { stage, step, total, .. } => {
+                        bar.set_length(total.max(1) as u64);
+                        bar.set_position(step as u64);
+                        bar.set_message(match stage {
+                            Stage::Admit => "admit",
+                            Stage::Encode => "encode",
+                            Stage::Denoise => "denoise",
+                            Stage::Decode => "decode",
+                            Stage::Output => "output",
+                        });
+                    }
+                    JobEvent::Failed { error, .. } => bar.println(format!("failed: {error}")),
+                    _ => {}
+                }
+            }
+        })
+    };
+    let results = run_jobs(Arc::clone(&engine), a.workers, vec![spec])?;
+    drop(engine);
+    bar.finish_and_clear();
+    let _ = watcher.join();
+    let Some(r) = results.into_iter().next() else { bail!("the pipeline returned no result") };
+    if r.status != "completed" {
+        bail!("job {} {}: {}", r.job_id, r.status, r.error.unwrap_or_default());
+    }
+    let key = r.key.unwrap_or_default();
+    let path = a.out_dir.join(&key);
+    if let Some(o) = &a.output {
+        std::fs::copy(&path, o).with_context(|| format!("copying to {}", o.display()))?;
+    }
+    println!("job {}", r.job_id);
+    println!("output {}", a.output.as_ref().unwrap_or(&path).display());
+    println!("sha256 {} ({} bytes)", r.sha256.unwrap_or_default(), r.size.unwrap_or(0));
+    if untrained || r.untrained {
+        println!("note: made by the built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
+    }
+    Ok(0)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
