@@ -8,4 +8,5 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust (rustup) first" >&2
   exit 1
 fi
+bash scripts/setup-system.sh
 cargo test --workspace --locked "$@"

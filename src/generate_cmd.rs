@@ -86,7 +86,11 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         job_id: None,
         tenant: a.tenant.clone(),
         tier: Tier::Standard,
-        kind: if image.is_some() { JobKind::I2v } else { JobKind::T2v },
+        kind: if image.is_some() {
+            JobKind::I2v
+        } else {
+            JobKind::T2v
+        },
         prompt: a.prompt.clone(),
         negative_prompt: Some(a.negative_prompt.clone()).filter(|s| !s.is_empty()),
         image,
@@ -103,7 +107,12 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     };
     let (tx, rx) = channel();
     let engine = Engine::new(
-        &EngineConfig { admission, out_dir: a.out_dir.clone(), max_batch: 8, workers: a.workers },
+        &EngineConfig {
+            admission,
+            out_dir: a.out_dir.clone(),
+            max_batch: 8,
+            workers: a.workers,
+        },
         EventSink::new(tx),
     )?;
     let untrained = engine.ctx.models.values().any(|m| m.untrained);
@@ -117,7 +126,9 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         std::thread::spawn(move || {
             for e in rx {
                 match e {
-                    JobEvent::Progress { stage, step, total, .. } => {
+                    JobEvent::Progress {
+                        stage, step, total, ..
+                    } => {
                         bar.set_length(total.max(1) as u64);
                         bar.set_position(step as u64);
                         bar.set_message(match stage {
@@ -138,9 +149,16 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     drop(engine);
     bar.finish_and_clear();
     let _ = watcher.join();
-    let Some(r) = results.into_iter().next() else { bail!("the pipeline returned no result") };
+    let Some(r) = results.into_iter().next() else {
+        bail!("the pipeline returned no result")
+    };
     if r.status != "completed" {
-        bail!("job {} {}: {}", r.job_id, r.status, r.error.unwrap_or_default());
+        bail!(
+            "job {} {}: {}",
+            r.job_id,
+            r.status,
+            r.error.unwrap_or_default()
+        );
     }
     let key = r.key.unwrap_or_default();
     let path = a.out_dir.join(&key);
@@ -149,7 +167,11 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     }
     println!("job {}", r.job_id);
     println!("output {}", a.output.as_ref().unwrap_or(&path).display());
-    println!("sha256 {} ({} bytes)", r.sha256.unwrap_or_default(), r.size.unwrap_or(0));
+    println!(
+        "sha256 {} ({} bytes)",
+        r.sha256.unwrap_or_default(),
+        r.size.unwrap_or(0)
+    );
     if untrained || r.untrained {
         println!("note: made by the built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
     }
@@ -160,7 +182,9 @@ fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);

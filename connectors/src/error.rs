@@ -53,6 +53,9 @@ impl OutputError {
 
     /// True when the object store reported that the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, OutputError::Store(object_store::Error::NotFound { .. }))
+        matches!(
+            self,
+            OutputError::Store(object_store::Error::NotFound { .. })
+        )
     }
 }

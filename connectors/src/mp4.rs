@@ -96,7 +96,13 @@ pub fn encode_mp4(
 }
 
 /// Checks the arguments of [`encode_mp4`]; returns the byte length of one frame.
-fn validate(rgb_len: usize, width: u32, height: u32, frames: u32, fps: f64) -> Result<usize, OutputError> {
+fn validate(
+    rgb_len: usize,
+    width: u32,
+    height: u32,
+    frames: u32,
+    fps: f64,
+) -> Result<usize, OutputError> {
     for (field, value) in [("width", width), ("height", height)] {
         if !(MIN_DIM..=MAX_DIM).contains(&value) || value % 2 != 0 {
             return Err(OutputError::invalid(
@@ -129,10 +135,18 @@ fn validate(rgb_len: usize, width: u32, height: u32, frames: u32, fps: f64) -> R
     let expected = frame_len.checked_mul(frames as usize);
     if expected != Some(rgb_len) {
         let expected = match expected {
-            Some(n) => format!("{n} bytes (frames {frames} x height {height} x width {width} x 3, RGB8)"),
-            None => format!("frames {frames} x height {height} x width {width} x 3 bytes, which overflows"),
+            Some(n) => {
+                format!("{n} bytes (frames {frames} x height {height} x width {width} x 3, RGB8)")
+            }
+            None => format!(
+                "frames {frames} x height {height} x width {width} x 3 bytes, which overflows"
+            ),
         };
-        return Err(OutputError::invalid("rgb", format!("{rgb_len} bytes"), expected));
+        return Err(OutputError::invalid(
+            "rgb",
+            format!("{rgb_len} bytes"),
+            expected,
+        ));
     }
     Ok(frame_len)
 }

@@ -123,7 +123,11 @@ impl OutputStore {
         std::fs::create_dir_all(&root).map_err(|source| {
             OutputError::Store(object_store::Error::Generic {
                 store: "LocalFileSystem",
-                source: format!("cannot create output directory {}: {source}", root.display()).into(),
+                source: format!(
+                    "cannot create output directory {}: {source}",
+                    root.display()
+                )
+                .into(),
             })
         })?;
         let root = root.canonicalize().unwrap_or(root);
@@ -143,15 +147,20 @@ impl OutputStore {
     /// The file `key` is (or would be) stored in, for a store made by
     /// [`OutputStore::local`]; `None` for other stores.
     pub fn local_path(&self, key: &Path) -> Option<PathBuf> {
-        self.local_root
-            .as_ref()
-            .map(|root| key.parts().fold(root.clone(), |p, part| p.join(part.as_ref())))
+        self.local_root.as_ref().map(|root| {
+            key.parts()
+                .fold(root.clone(), |p, part| p.join(part.as_ref()))
+        })
     }
 
     /// Stores `bytes` under `key` atomically (see the module docs: a reader
     /// never sees a partial object), replacing any previous object, and
     /// returns its size and SHA-256.
-    pub async fn put_atomic(&self, key: &Path, bytes: Vec<u8>) -> Result<StoredObject, OutputError> {
+    pub async fn put_atomic(
+        &self,
+        key: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<StoredObject, OutputError> {
         let stored = StoredObject {
             key: key.clone(),
             size: bytes.len() as u64,
@@ -161,7 +170,9 @@ impl OutputStore {
             mode: PutMode::Overwrite,
             ..PutOptions::default()
         };
-        self.store.put_opts(key, PutPayload::from(bytes), opts).await?;
+        self.store
+            .put_opts(key, PutPayload::from(bytes), opts)
+            .await?;
         Ok(stored)
     }
 
@@ -181,7 +192,11 @@ impl OutputStore {
     }
 
     /// [`OutputStore::put_atomic`] for non-async threads (see the module docs).
-    pub fn put_atomic_blocking(&self, key: &Path, bytes: Vec<u8>) -> Result<StoredObject, OutputError> {
+    pub fn put_atomic_blocking(
+        &self,
+        key: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<StoredObject, OutputError> {
         self.block_on(self.put_atomic(key, bytes))
     }
 

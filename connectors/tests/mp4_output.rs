@@ -57,7 +57,11 @@ fn ffprobe(file: &std::path::Path) -> serde_json::Value {
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "ffprobe reported errors: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "ffprobe reported errors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     println!("ffprobe {}:\n{text}", file.display());
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -82,7 +86,10 @@ fn check_case(width: u32, height: u32, frames: u32, fps: f64, r_frame_rate: Opti
     let on_disk = std::fs::read(&file).unwrap();
     assert_eq!(stored.key, key);
     assert_eq!(stored.size, on_disk.len() as u64);
-    assert_eq!(stored.sha256_hex, vidflow_connectors::store::sha256_hex(&on_disk));
+    assert_eq!(
+        stored.sha256_hex,
+        vidflow_connectors::store::sha256_hex(&on_disk)
+    );
     assert_eq!(stored.sha256_hex.len(), 64);
     // No staging file is left next to the published one.
     let siblings: Vec<_> = std::fs::read_dir(file.parent().unwrap())
@@ -138,7 +145,9 @@ fn invalid_inputs_name_their_field() {
     let rgb = moving_pattern(32, 32, 2);
     let field = |r: Result<Vec<u8>, OutputError>| {
         let e = r.unwrap_err();
-        let f = e.field().unwrap_or_else(|| panic!("not an Invalid error: {e}"));
+        let f = e
+            .field()
+            .unwrap_or_else(|| panic!("not an Invalid error: {e}"));
         assert!(e.to_string().contains(f), "{e}");
         f
     };
@@ -160,8 +169,16 @@ fn key_validation() {
     );
     let long = "x".repeat(65);
     for bad in ["../x", "a/b", ".", "", "ünï", long.as_str()] {
-        assert_eq!(output_key(bad, date, "j").unwrap_err().field(), Some("tenant"), "{bad:?}");
-        assert_eq!(output_key("t", date, bad).unwrap_err().field(), Some("job_id"), "{bad:?}");
+        assert_eq!(
+            output_key(bad, date, "j").unwrap_err().field(),
+            Some("tenant"),
+            "{bad:?}"
+        );
+        assert_eq!(
+            output_key("t", date, bad).unwrap_err().field(),
+            Some("job_id"),
+            "{bad:?}"
+        );
     }
 }
 
@@ -191,5 +208,8 @@ async fn async_api_and_blocking_guard() {
     store.put_atomic(&key, b"bye".to_vec()).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), b"bye");
     // Blocking calls inside a runtime are refused, not a panic.
-    assert!(matches!(store.exists_blocking(&key), Err(OutputError::Runtime(_))));
+    assert!(matches!(
+        store.exists_blocking(&key),
+        Err(OutputError::Runtime(_))
+    ));
 }

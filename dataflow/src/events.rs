@@ -64,7 +64,10 @@ impl JobEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobEvent::Completed { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled { .. })
+        matches!(
+            self,
+            JobEvent::Completed { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled { .. }
+        )
     }
 }
 

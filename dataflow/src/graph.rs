@@ -19,8 +19,8 @@ use vidflow_operators::{validate, AdmissionConfig, ImageInput, JobSpec, Validate
 use crate::events::{EventSink, JobEvent, Stage};
 use crate::offload::{offload, Executor};
 use crate::stages::{
-    decode_stage, encode_stage, output_stage, AdmittedJob, DecodedJob, Denoiser, DenoisedJob, EncodedJob, Failure,
-    JobMeta, JobResult, Models, Msg, StageCtx,
+    decode_stage, encode_stage, output_stage, AdmittedJob, DecodedJob, DenoisedJob, Denoiser,
+    EncodedJob, Failure, JobMeta, JobResult, Models, Msg, StageCtx,
 };
 use crate::DataflowError;
 
@@ -55,7 +55,10 @@ pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, DataflowError> {
         } else {
             LtxPipeline::from_dir(p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)))
         }
-        .map_err(|e| DataflowError::Model { id: p.id.clone(), msg: e.to_string() })?;
+        .map_err(|e| DataflowError::Model {
+            id: p.id.clone(),
+            msg: e.to_string(),
+        })?;
         m.insert(p.id.clone(), Arc::new(pipe));
     }
     Ok(Arc::new(m))
@@ -67,7 +70,11 @@ impl Engine {
         let store = Arc::new(
             OutputStore::local(&cfg.out_dir).map_err(|e| DataflowError::Store(e.to_string()))?,
         );
-        let ctx = StageCtx { models, events, cancelled: Arc::new(Mutex::new(Default::default())) };
+        let ctx = StageCtx {
+            models,
+            events,
+            cancelled: Arc::new(Mutex::new(Default::default())),
+        };
         Ok(Arc::new(Engine {
             admission: Arc::new(cfg.admission.clone()),
             encode: Arc::new(encode_stage(ctx.clone())),
@@ -111,10 +118,18 @@ impl Engine {
                 let meta = meta0(v.job_id.clone(), v.tenant.clone(), v.model_id.clone());
                 match to_request(&v) {
                     Ok(req) => {
-                        self.ctx.events.emit(JobEvent::Accepted { job_id: v.job_id.clone(), tenant: v.tenant.clone() });
+                        self.ctx.events.emit(JobEvent::Accepted {
+                            job_id: v.job_id.clone(),
+                            tenant: v.tenant.clone(),
+                        });
                         Ok(AdmittedJob { meta, req })
                     }
-                    Err(error) => Err(Failure { meta, stage: Stage::Admit, error, cancelled_at: None }),
+                    Err(error) => Err(Failure {
+                        meta,
+                        stage: Stage::Admit,
+                        error,
+                        cancelled_at: None,
+                    }),
                 }
             }
         }
@@ -164,7 +179,11 @@ fn route(job_id: &str) -> u64 {
 
 /// Runs a bounded set of jobs through the graph with `cfg.workers` timely
 /// workers in this process and returns one result per job (any order).
-pub fn run_jobs(engine: Arc<Engine>, workers: usize, specs: Vec<JobSpec>) -> Result<Vec<JobResult>, DataflowError> {
+pub fn run_jobs(
+    engine: Arc<Engine>,
+    workers: usize,
+    specs: Vec<JobSpec>,
+) -> Result<Vec<JobResult>, DataflowError> {
     let (tx, rx) = channel::<JobResult>();
     let tx = Arc::new(Mutex::new(tx));
     // Ids are fixed before jobs spread over workers, so a job keeps its id
@@ -182,7 +201,8 @@ pub fn run_jobs(engine: Arc<Engine>, workers: usize, specs: Vec<JobSpec>) -> Res
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let engine = engine.clone();
         let tx = tx.clone();
-        let mut input = InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<JobSpec>>>::new();
+        let mut input =
+            InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<JobSpec>>>::new();
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
             let admit_engine = engine.clone();

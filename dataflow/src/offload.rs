@@ -52,12 +52,21 @@ where
         let mut next_id = 0u64;
         move |input, output| {
             input.for_each_stamp(|cap, data| {
-                let Some(cap) = cap.retain_least(0) else { return };
+                let Some(cap) = cap.retain_least(0) else {
+                    return;
+                };
                 for batch in data {
                     for item in batch.drain(..) {
                         next_id += 1;
                         inflight.insert(next_id, cap.clone());
-                        exec.submit(item, Reply { id: next_id, tx: tx.clone(), activator: activator.clone() });
+                        exec.submit(
+                            item,
+                            Reply {
+                                id: next_id,
+                                tx: tx.clone(),
+                                activator: activator.clone(),
+                            },
+                        );
                     }
                 }
             });

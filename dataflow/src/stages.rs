@@ -95,15 +95,25 @@ pub struct StageCtx {
 
 impl StageCtx {
     fn model(&self, id: &str) -> Result<&Arc<LtxPipeline>, String> {
-        self.models.get(id).ok_or_else(|| format!("model `{id}` is not loaded in this worker"))
+        self.models
+            .get(id)
+            .ok_or_else(|| format!("model `{id}` is not loaded in this worker"))
     }
 
     fn is_cancelled(&self, job_id: &str) -> bool {
-        self.cancelled.lock().map(|s| s.contains(job_id)).unwrap_or(false)
+        self.cancelled
+            .lock()
+            .map(|s| s.contains(job_id))
+            .unwrap_or(false)
     }
 
     fn fail(&self, meta: JobMeta, stage: Stage, error: String) -> Failure {
-        Failure { meta, stage, error, cancelled_at: None }
+        Failure {
+            meta,
+            stage,
+            error,
+            cancelled_at: None,
+        }
     }
 }
 
@@ -158,10 +168,21 @@ pub struct PromptCache {
 
 impl PromptCache {
     pub fn new(capacity: usize) -> Self {
-        PromptCache { map: HashMap::new(), order: VecDeque::new(), capacity, hits: 0, misses: 0 }
+        PromptCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+            hits: 0,
+            misses: 0,
+        }
     }
 
-    pub fn get_or_encode(&mut self, model_id: &str, p: &LtxPipeline, prompt: &[u8]) -> vidflow_gpu::Result<PromptEmbeds> {
+    pub fn get_or_encode(
+        &mut self,
+        model_id: &str,
+        p: &LtxPipeline,
+        prompt: &[u8],
+    ) -> vidflow_gpu::Result<PromptEmbeds> {
         let key = (model_id.to_string(), prompt.to_vec());
         if let Some(e) = self.map.get(&key) {
             self.hits += 1;
@@ -196,16 +217,29 @@ pub fn encode_stage(ctx: StageCtx) -> ThreadStage<AdmittedJob, EncodedJob> {
         });
         let res = (|| -> Result<EncodedJob, String> {
             let p = ctx.model(&meta.model_id)?;
-            let pos = cache.get_or_encode(&meta.model_id, p, &req.prompt).map_err(|e| e.to_string())?;
+            let pos = cache
+                .get_or_encode(&meta.model_id, p, &req.prompt)
+                .map_err(|e| e.to_string())?;
             let neg = if req.guidance_scale > 1.0 {
-                Some(cache.get_or_encode(&meta.model_id, p, &req.negative_prompt).map_err(|e| e.to_string())?)
+                Some(
+                    cache
+                        .get_or_encode(&meta.model_id, p, &req.negative_prompt)
+                        .map_err(|e| e.to_string())?,
+                )
             } else {
                 None
             };
-            let text = p.text_condition(&pos, neg.as_ref(), req.guidance_scale).map_err(|e| e.to_string())?;
+            let text = p
+                .text_condition(&pos, neg.as_ref(), req.guidance_scale)
+                .map_err(|e| e.to_string())?;
             let state = p.prepare(&req).map_err(|e| e.to_string())?;
             meta.timings.push((Stage::Encode, secs(t0)));
-            Ok(EncodedJob { meta: meta.clone(), req: req.clone(), state, text: Arc::new(text) })
+            Ok(EncodedJob {
+                meta: meta.clone(),
+                req: req.clone(),
+                state,
+                text: Arc::new(text),
+            })
         })();
         res.map_err(|e| ctx.fail(meta, Stage::Encode, e))
     })
@@ -231,7 +265,13 @@ pub struct Denoiser {
 /// Batch key: same model, same latent grid, same RoPE (fps).
 fn batch_key(j: &EncodedJob) -> (String, usize, usize, usize, [u64; 3]) {
     let g = &j.state.grid;
-    (j.meta.model_id.clone(), g.frames, g.height, g.width, g.rope_scale.map(f64::to_bits))
+    (
+        j.meta.model_id.clone(),
+        g.frames,
+        g.height,
+        g.width,
+        g.rope_scale.map(f64::to_bits),
+    )
 }
 
 impl Denoiser {
@@ -258,7 +298,11 @@ impl Executor<Msg<EncodedJob>, Msg<DenoisedJob>> for Denoiser {
     }
 }
 
-fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>)>, max_batch: usize) {
+fn denoise_loop(
+    ctx: StageCtx,
+    rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>)>,
+    max_batch: usize,
+) {
     let mut active: Vec<Active> = Vec::new();
     // Exponentially averaged seconds per step, per batch key, for ETAs.
     let mut step_time: HashMap<(String, usize, usize, usize, [u64; 3]), f64> = HashMap::new();
@@ -281,9 +325,17 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>
                 }
             }
         };
-        for (job, reply) in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        for (job, reply) in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             let now = Instant::now();
-            active.push(Active { job, reply, started: now, last_report: now });
+            active.push(Active {
+                job,
+                reply,
+                started: now,
+                last_report: now,
+            });
         }
         // Cancellation takes effect here, between steps.
         let mut i = 0;
@@ -308,22 +360,27 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>
         }
         // The group of the longest-waiting job goes next (no starvation).
         let key = batch_key(&active[0].job);
-        let members: Vec<usize> =
-            (0..active.len()).filter(|&i| batch_key(&active[i].job) == key).take(max_batch).collect();
+        let members: Vec<usize> = (0..active.len())
+            .filter(|&i| batch_key(&active[i].job) == key)
+            .take(max_batch)
+            .collect();
         let model = match ctx.model(&key.0) {
             Ok(m) => m.clone(),
             Err(e) => {
                 for idx in members.into_iter().rev() {
                     let a = active.swap_remove(idx);
-                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, e.clone())));
+                    a.reply
+                        .send(Err(ctx.fail(a.job.meta, Stage::Denoise, e.clone())));
                 }
                 continue;
             }
         };
         let t0 = Instant::now();
         let result = {
-            let pairs: Vec<(&DenoiseState, &TextCond)> =
-                members.iter().map(|&i| (&active[i].job.state, &*active[i].job.text)).collect();
+            let pairs: Vec<(&DenoiseState, &TextCond)> = members
+                .iter()
+                .map(|&i| (&active[i].job.state, &*active[i].job.text))
+                .collect();
             model.velocity_batched(&pairs)
         };
         let n = members.len();
@@ -332,7 +389,8 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>
                 let msg = e.to_string();
                 for idx in members.into_iter().rev() {
                     let a = active.swap_remove(idx);
-                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, msg.clone())));
+                    a.reply
+                        .send(Err(ctx.fail(a.job.meta, Stage::Denoise, msg.clone())));
                 }
                 continue;
             }
@@ -381,7 +439,9 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>
         for idx in done.into_iter().rev() {
             let mut a = active.swap_remove(idx);
             a.job.meta.timings.push((Stage::Denoise, secs(a.started)));
-            let EncodedJob { meta, req, state, .. } = a.job;
+            let EncodedJob {
+                meta, req, state, ..
+            } = a.job;
             a.reply.send(Ok(DenoisedJob { meta, req, state }));
         }
     }
@@ -391,7 +451,11 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<(EncodedJob, Reply<Msg<DenoisedJob>>
 pub fn decode_stage(ctx: StageCtx) -> ThreadStage<DenoisedJob, DecodedJob> {
     ThreadStage::spawn("decode", move |j: DenoisedJob| {
         let t0 = Instant::now();
-        let DenoisedJob { mut meta, req, state } = j;
+        let DenoisedJob {
+            mut meta,
+            req,
+            state,
+        } = j;
         let total = state.schedule.steps();
         ctx.events.emit(JobEvent::Progress {
             job_id: meta.job_id.clone(),
@@ -418,7 +482,10 @@ pub fn decode_stage(ctx: StageCtx) -> ThreadStage<DenoisedJob, DecodedJob> {
         match res {
             Ok(video) => {
                 meta.timings.push((Stage::Decode, secs(t0)));
-                Ok(DecodedJob { meta, video: Arc::new(video) })
+                Ok(DecodedJob {
+                    meta,
+                    video: Arc::new(video),
+                })
             }
             Err(e) => Err(ctx.fail(meta, Stage::Decode, e)),
         }
@@ -441,7 +508,9 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
             .map_err(|e| e.to_string())?;
             let key = vidflow_connectors::store::output_key(&meta.tenant, meta.date, &meta.job_id)
                 .map_err(|e| e.to_string())?;
-            store.put_atomic_blocking(&key, mp4).map_err(|e| e.to_string())
+            store
+                .put_atomic_blocking(&key, mp4)
+                .map_err(|e| e.to_string())
         })();
         match res {
             Ok(obj) => {
@@ -462,7 +531,11 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
                     size: Some(obj.size),
                     sha256: Some(obj.sha256_hex),
                     untrained: video.untrained,
-                    timings: meta.timings.iter().map(|(s, t)| (format!("{s:?}").to_lowercase(), *t)).collect(),
+                    timings: meta
+                        .timings
+                        .iter()
+                        .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
+                        .collect(),
                     batch_sizes: meta.batch_sizes,
                 })
             }
@@ -477,13 +550,22 @@ impl JobResult {
         JobResult {
             job_id: f.meta.job_id,
             tenant: f.meta.tenant,
-            status: if f.cancelled_at.is_some() { "cancelled".into() } else { "failed".into() },
+            status: if f.cancelled_at.is_some() {
+                "cancelled".into()
+            } else {
+                "failed".into()
+            },
             error: Some(f.error),
             key: None,
             size: None,
             sha256: None,
             untrained: false,
-            timings: f.meta.timings.iter().map(|(s, t)| (format!("{s:?}").to_lowercase(), *t)).collect(),
+            timings: f
+                .meta
+                .timings
+                .iter()
+                .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
+                .collect(),
             batch_sizes: f.meta.batch_sizes,
         }
     }

@@ -139,7 +139,7 @@ impl ModelProfile {
         let wrap = |source| ConfigError::Model {
             id: entry.id.clone(),
             path: entry.path.clone(),
-            source,
+            source: Box::new(source),
         };
         let (transformer, vae, params, dir) = if entry.path == BUILTIN_TINY {
             let t = tiny::transformer_config();
@@ -206,7 +206,7 @@ impl ModelProfile {
     }
 }
 
-/// Everything [`crate::validate`] needs besides the spec.
+/// Everything [`crate::validate()`] needs besides the spec.
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
     pub modes: ModesConfig,

@@ -92,6 +92,6 @@ pub enum ConfigError {
         id: String,
         path: String,
         #[source]
-        source: vidflow_gpu::GpuError,
+        source: Box<vidflow_gpu::GpuError>,
     },
 }

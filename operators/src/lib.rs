@@ -1,7 +1,7 @@
 //! Stage logic of vidflow as plain, unit-testable Rust (no timely types).
 //!
 //! This issue: the job model. [`JobSpec`] is what clients send (JSON via
-//! serde, protobuf via [`proto`]); [`validate`] turns it, with an
+//! serde, protobuf via [`proto`]); [`validate()`] turns it, with an
 //! [`AdmissionConfig`] loaded from `configs/`, into a [`ValidatedJob`] the
 //! pipeline consumes, or a [`JobError`] naming the field, the value and what
 //! is allowed.

@@ -1,6 +1,6 @@
 //! The job spec as clients send it (JSON through serde; the protobuf form is
 //! in [`crate::proto`]). Nothing here is checked beyond types: see
-//! [`crate::validate`].
+//! [`mod@crate::validate`].
 
 use std::fmt;
 

@@ -282,7 +282,7 @@ pub fn parse_resolution(res: &str) -> Result<(u32, u32), JobError> {
     let h: u32 = h.trim().parse().map_err(|_| bad_format())?;
     for (side, v) in [("width", w), ("height", h)] {
         let near = nearest_list(&nearest_multiples(v, SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE));
-        if v % SIZE_MULTIPLE != 0 {
+        if !v.is_multiple_of(SIZE_MULTIPLE) {
             return Err(JobError::invalid(
                 "resolution",
                 &value,
@@ -333,7 +333,7 @@ fn nearest_list(v: &[u32]) -> String {
 
 /// Checks a frame count: 8n+1 in 1..=1441.
 pub fn check_frames(n: u32) -> Result<u32, JobError> {
-    if (1..=MAX_FRAMES).contains(&n) && (n - 1) % FRAME_MULTIPLE == 0 {
+    if (1..=MAX_FRAMES).contains(&n) && (n - 1).is_multiple_of(FRAME_MULTIPLE) {
         return Ok(n);
     }
     let near: Vec<u32> = if n == 0 {
