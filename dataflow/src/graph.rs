@@ -39,6 +39,8 @@ pub struct EngineConfig {
 /// Process-wide state: loaded models, stage executors, events, cancellation.
 pub struct Engine {
     pub ctx: StageCtx,
+    /// Outputs, and the inputs (i2v first frames) that jobs name by key.
+    pub store: Arc<OutputStore>,
     pub admission: Arc<AdmissionConfig>,
     encode: Arc<dyn Executor<Msg<AdmittedJob>, Msg<EncodedJob>>>,
     denoise: Arc<dyn Executor<Msg<EncodedJob>, Msg<DenoisedJob>>>,
@@ -80,7 +82,8 @@ impl Engine {
             encode: Arc::new(encode_stage(ctx.clone())),
             denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
             decode: Arc::new(decode_stage(ctx.clone())),
-            output: Arc::new(output_stage(ctx.clone(), store)),
+            output: Arc::new(output_stage(ctx.clone(), store.clone())),
+            store,
             ctx,
         }))
     }
@@ -116,7 +119,7 @@ impl Engine {
             }
             Ok(v) => {
                 let meta = meta0(v.job_id.clone(), v.tenant.clone(), v.model_id.clone());
-                match to_request(&v) {
+                match to_request(&v, &self.store) {
                     Ok(req) => {
                         self.ctx.events.emit(JobEvent::Accepted {
                             job_id: v.job_id.clone(),
@@ -136,13 +139,22 @@ impl Engine {
     }
 }
 
-/// The runtime request for a validated job.
-pub fn to_request(v: &ValidatedJob) -> Result<GenerateRequest, String> {
+/// The runtime request for a validated job. A first frame given by key is
+/// read from the object store and decoded like an inline image.
+pub fn to_request(v: &ValidatedJob, store: &OutputStore) -> Result<GenerateRequest, String> {
     let image = match &v.image {
         None => None,
         Some(ImageInput::Decoded(img)) => Some(img.clone()),
         Some(ImageInput::Key(k)) => {
-            return Err(format!("invalid `image`: object-store key `{k}` inputs are not wired into the embedded engine yet; send the image inline"))
+            let path = object_store::path::Path::parse(k)
+                .map_err(|e| format!("invalid `image` key `{k}`: {e}"))?;
+            let bytes = store
+                .get_blocking(&path)
+                .map_err(|e| format!("invalid `image` key `{k}`: {e}"))?;
+            Some(
+                vidflow_operators::decode_image(&bytes, v.width, v.height)
+                    .map_err(|e| e.to_string())?,
+            )
         }
     };
     Ok(GenerateRequest {

@@ -237,3 +237,48 @@ fn invalid_specs_fail_with_their_error_and_others_complete() {
         .count();
     assert_eq!(failed, 3);
 }
+
+/// Image-to-video with the first frame named by an object-store key; a
+/// missing key fails naming `image`.
+#[test]
+fn i2v_reads_the_first_frame_from_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::create_dir_all(tmp.path().join("acme/inputs")).unwrap();
+    std::fs::write(tmp.path().join("acme/inputs/first.png"), &png).unwrap();
+    let mk = |id: &str, key: &str| -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "job_id": id, "tenant": "acme", "tier": "standard", "kind": "i2v",
+            "prompt": "waves", "resolution": "256x256", "frames": 9, "steps": 2,
+            "image": {"key": key}
+        }))
+        .unwrap()
+    };
+    let res = run_jobs(
+        engine(tmp.path(), EventSink::discard()),
+        1,
+        vec![
+            mk("job-i2v", "acme/inputs/first.png"),
+            mk("job-i2v-missing", "acme/inputs/none.png"),
+        ],
+    )
+    .unwrap();
+    let by: HashMap<String, JobResult> = res.into_iter().map(|r| (r.job_id.clone(), r)).collect();
+    assert_eq!(
+        by["job-i2v"].status, "completed",
+        "{:?}",
+        by["job-i2v"].error
+    );
+    let miss = &by["job-i2v-missing"];
+    assert_eq!(miss.status, "failed");
+    assert!(
+        miss.error.as_ref().unwrap().contains("image"),
+        "{:?}",
+        miss.error
+    );
+}
