@@ -3,6 +3,8 @@
 //! `benches/run_cpu.sh` runs it next to the PyTorch peer
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
+mod pipeline;
+
 use std::time::Instant;
 
 use anyhow::Result;
@@ -26,6 +28,19 @@ struct Args {
     /// Timed repeats for the mid VAE decode.
     #[arg(long, default_value_t = 1)]
     decode_repeats: usize,
+    /// `runtime` (model step/decode vs PyTorch shapes) or `pipeline`
+    /// (orchestration overhead and batching throughput, tiny model).
+    #[arg(long, default_value = "runtime")]
+    suite: String,
+    /// pipeline suite: jobs, resolution, frames, steps.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+    #[arg(long, default_value = "256x256")]
+    resolution: String,
+    #[arg(long, default_value_t = 17)]
+    frames: u32,
+    #[arg(long, default_value_t = 8)]
+    steps: u32,
     /// Time only this part: `step` or `decode` (for profiling).
     #[arg(long)]
     only: Option<String>,
@@ -160,6 +175,11 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.suite == "pipeline" {
+        let r = pipeline::run(args.jobs, &args.resolution, args.frames, args.steps)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
     let mut out = serde_json::Map::new();
     out.insert(
         "threads".into(),

@@ -4,7 +4,6 @@
 //! process. Jobs are spread over workers by a hash of their id.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
@@ -183,23 +182,135 @@ pub fn today_utc() -> chrono::NaiveDate {
     chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).unwrap_or_default()
 }
 
+/// FNV-1a of the job id: stable across builds and Rust versions, so every
+/// process of a cluster agrees on who owns a job.
 fn route(job_id: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    job_id.hash(&mut h);
-    h.finish()
+    job_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
-/// Runs a bounded set of jobs through the graph with `cfg.workers` timely
+/// Which worker feeds a spec into the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intake {
+    /// Worker 0 of this process sends every spec; the exchange spreads them.
+    /// Specs without an id get a generated one first.
+    Worker0,
+    /// Every worker (of every process) holds the same spec list and sends
+    /// only the specs it owns (`owner(job_id, peers)`), so a multi-process
+    /// cluster shares a job list with no job data on the wire. Every spec
+    /// must carry a job id.
+    Partitioned,
+}
+
+/// Called on the timely worker thread for each result as it leaves the
+/// graph (before `run_jobs_with` returns).
+pub type ResultHook = Arc<dyn Fn(&JobResult) + Send + Sync>;
+
+/// How `run_jobs_with` runs: the timely configuration (one process with
+/// threads, or one process of a cluster), intake, and a per-result hook.
+pub struct RunOptions {
+    pub timely: timely::Config,
+    pub intake: Intake,
+    pub on_result: Option<ResultHook>,
+}
+
+impl RunOptions {
+    /// `workers` threads in this process, worker 0 feeding.
+    pub fn process(workers: usize) -> RunOptions {
+        RunOptions {
+            timely: timely::Config::process(workers.max(1)),
+            intake: Intake::Worker0,
+            on_result: None,
+        }
+    }
+}
+
+/// The timely configuration for process `process` of a cluster of
+/// `addresses.len()` processes (one `host:port` per process, same list and
+/// order in every process) with `threads` workers each. One address is a
+/// plain multi-threaded process.
+pub fn cluster_config(threads: usize, process: usize, addresses: Vec<String>) -> timely::Config {
+    let threads = threads.max(1);
+    let communication = if addresses.len() > 1 {
+        timely::CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
+    } else {
+        timely::CommunicationConfig::Process(threads)
+    };
+    timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    }
+}
+
+/// Reads a timely hosts file: one `host:port` per line, process 0 first;
+/// blank lines and `#` comments are skipped. Exactly `processes` entries
+/// are used (an error if there are fewer).
+pub fn read_hostfile(path: &std::path::Path, processes: usize) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading hosts file {}: {e}", path.display()))?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .take(processes)
+        .map(str::to_string)
+        .collect();
+    if hosts.len() < processes {
+        return Err(format!(
+            "hosts file {} has {} addresses, but --processes is {processes}",
+            path.display(),
+            hosts.len()
+        ));
+    }
+    Ok(hosts)
+}
+
+/// The global worker index (of `peers`) that owns a job: the one the graph's
+/// exchange routes it to, in any process of the cluster.
+pub fn owner(job_id: &str, peers: usize) -> usize {
+    (route(job_id) % peers.max(1) as u64) as usize
+}
+
+/// Runs a bounded set of jobs through the graph with `workers` timely
 /// workers in this process and returns one result per job (any order).
 pub fn run_jobs(
     engine: Arc<Engine>,
     workers: usize,
     specs: Vec<JobSpec>,
 ) -> Result<Vec<JobResult>, DataflowError> {
+    run_jobs_with(engine, specs, RunOptions::process(workers))
+}
+
+/// Runs a bounded set of jobs through the graph as `opts` says and returns
+/// the results of the jobs this process ran (any order). In a cluster every
+/// process calls this with the same specs (`Intake::Partitioned`); each
+/// gets back the results of the jobs its workers own.
+pub fn run_jobs_with(
+    engine: Arc<Engine>,
+    specs: Vec<JobSpec>,
+    opts: RunOptions,
+) -> Result<Vec<JobResult>, DataflowError> {
+    let RunOptions {
+        timely: config,
+        intake,
+        on_result,
+    } = opts;
     let (tx, rx) = channel::<JobResult>();
     let tx = Arc::new(Mutex::new(tx));
     // Ids are fixed before jobs spread over workers, so a job keeps its id
     // (and default seed) wherever it runs.
+    if intake == Intake::Partitioned && specs.iter().any(|s| s.job_id.is_none()) {
+        return Err(DataflowError::Timely(
+            "partitioned intake needs a job id on every spec".into(),
+        ));
+    }
     let specs: Vec<JobSpec> = specs
         .into_iter()
         .map(|mut s| {
@@ -209,10 +320,11 @@ pub fn run_jobs(
             s
         })
         .collect();
-    let specs = Arc::new(Mutex::new(Some(specs)));
-    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+    let specs = Arc::new(specs);
+    let guards = timely::execute(config, move |worker| {
         let engine = engine.clone();
         let tx = tx.clone();
+        let on_result = on_result.clone();
         let mut input =
             InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<JobSpec>>>::new();
         let probe = ProbeHandle::new();
@@ -241,16 +353,29 @@ pub fn run_jobs(
                             JobResult::from_failure(f.clone())
                         }
                     };
+                    if let Some(hook) = &on_result {
+                        hook(&res);
+                    }
                     if let Ok(tx) = tx.lock() {
                         let _ = tx.send(res);
                     }
                 })
                 .probe_with(&probe);
         });
-        if worker.index() == 0 {
-            if let Some(all) = specs.lock().ok().and_then(|mut s| s.take()) {
-                for s in all {
-                    input.send(s);
+        match intake {
+            Intake::Worker0 => {
+                if worker.index() == 0 {
+                    for s in specs.iter() {
+                        input.send(s.clone());
+                    }
+                }
+            }
+            Intake::Partitioned => {
+                let (me, peers) = (worker.index(), worker.peers());
+                for s in specs.iter() {
+                    if owner(s.job_id.as_deref().unwrap_or(""), peers) == me {
+                        input.send(s.clone());
+                    }
                 }
             }
         }

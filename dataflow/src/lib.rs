@@ -2,13 +2,17 @@
 //! job's life (admission, prompt encoding, step-batched denoising, decode,
 //! MP4 output, report), with heavy compute on executor threads.
 
+pub mod backfill;
 pub mod events;
 pub mod graph;
 pub mod offload;
 pub mod stages;
 
 pub use events::{EventSink, JobEvent, Stage};
-pub use graph::{run_jobs, Engine, EngineConfig};
+pub use backfill::{run_backfill, BackfillConfig, BackfillReport, ResultRow};
+pub use graph::{
+    cluster_config, read_hostfile, run_jobs, run_jobs_with, Engine, EngineConfig, Intake, RunOptions,
+};
 pub use stages::JobResult;
 
 #[derive(Debug, thiserror::Error)]

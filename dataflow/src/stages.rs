@@ -498,14 +498,9 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
         let t0 = Instant::now();
         let DecodedJob { mut meta, video } = j;
         let res = (|| -> Result<_, String> {
-            let mp4 = vidflow_connectors::mp4::encode_mp4(
-                &video.rgb,
-                video.width as u32,
-                video.height as u32,
-                video.frames as u32,
-                video.fps,
-            )
-            .map_err(|e| e.to_string())?;
+            let (rgb, w, h) = crop_to_encoder_limits(&video);
+            let mp4 = vidflow_connectors::mp4::encode_mp4(&rgb, w as u32, h as u32, video.frames as u32, video.fps)
+                .map_err(|e| e.to_string())?;
             let key = vidflow_connectors::store::output_key(&meta.tenant, meta.date, &meta.job_id)
                 .map_err(|e| e.to_string())?;
             store
@@ -544,6 +539,29 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
     })
 }
 
+/// LTX generates sizes in multiples of 32, so "4K" is generated at
+/// 3840x2176; H.264 encoders stop at 3840x2160. Such frames are centre-cropped
+/// to the limit (8 rows off top and bottom for 4K) rather than failing a job
+/// that has already been paid for in compute.
+fn crop_to_encoder_limits(v: &Video) -> (std::borrow::Cow<'_, [u8]>, usize, usize) {
+    use vidflow_connectors::mp4::{MAX_DIM, MAX_SHORT_DIM};
+    let (long, short) = (MAX_DIM as usize, MAX_SHORT_DIM as usize);
+    let (mw, mh) = if v.width >= v.height { (long, short) } else { (short, long) };
+    let (tw, th) = (v.width.min(mw) & !1, v.height.min(mh) & !1);
+    if (tw, th) == (v.width, v.height) {
+        return (std::borrow::Cow::Borrowed(&v.rgb), tw, th);
+    }
+    let (x0, y0) = ((v.width - tw) / 2, (v.height - th) / 2);
+    let mut out = Vec::with_capacity(v.frames * tw * th * 3);
+    for f in 0..v.frames {
+        for y in 0..th {
+            let row = (f * v.height + y0 + y) * v.width + x0;
+            out.extend_from_slice(&v.rgb[row * 3..(row + tw) * 3]);
+        }
+    }
+    (std::borrow::Cow::Owned(out), tw, th)
+}
+
 impl JobResult {
     /// The terminal record of a job that failed or was cancelled.
     pub fn from_failure(f: Failure) -> Self {
@@ -568,5 +586,24 @@ impl JobResult {
                 .collect(),
             batch_sizes: f.meta.batch_sizes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_k_is_cropped_to_the_encoder_limit_centred() {
+        let (w, h, f) = (3840usize, 2176usize, 1usize);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i / 3 / w) % 251) as u8).collect();
+        let v = Video { width: w, height: h, frames: f, fps: 24.0, rgb, untrained: true };
+        let (out, tw, th) = crop_to_encoder_limits(&v);
+        assert_eq!((tw, th), (3840, 2160));
+        assert_eq!(out.len(), tw * th * 3);
+        // First output row is input row 8.
+        assert_eq!(out[0], 8);
+        let small = Video { width: 256, height: 256, frames: 1, fps: 24.0, rgb: vec![1; 256 * 256 * 3], untrained: true };
+        assert!(matches!(crop_to_encoder_limits(&small).0, std::borrow::Cow::Borrowed(_)));
     }
 }
