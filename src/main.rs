@@ -1,6 +1,7 @@
 //! The `vidflow` binary. `anyhow` lives only here, at the edge; library
 //! crates return typed errors.
 
+mod backfill_cmd;
 mod generate_cmd;
 mod model_cmd;
 
@@ -22,6 +23,9 @@ enum Cmd {
     /// Generate one video through the embedded pipeline (no broker; built-in
     /// tiny model unless --model-dir; local storage).
     Generate(generate_cmd::GenerateArgs),
+    /// Run a file of job specs (JSONL or Parquet) through the pipeline;
+    /// resumable, and shareable by a multi-process timely cluster.
+    Backfill(backfill_cmd::BackfillArgs),
     /// Model runtime tools: parity checks, checkpoint info, sampling.
     Model {
         #[command(subcommand)]
@@ -41,6 +45,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Model { cmd } => model_cmd::run(cmd),
         Cmd::Generate(a) => generate_cmd::run(a),
+        Cmd::Backfill(a) => backfill_cmd::run(a),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -199,14 +199,17 @@ fn parse_job(line: u64, text: &str, what: &str) -> InputJob {
     }
 }
 
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
 /// Reads a job file: `.parquet` by extension, JSONL otherwise. Blank lines
 /// are skipped (their numbers still count); a line that is not a valid
 /// JobSpec becomes `InputJob::Bad`. A repeated job id is `Bad` from its
 /// second occurrence on.
 pub fn read_jobs(path: &Path) -> Result<Vec<InputJob>, BackfillError> {
-    let is_parquet = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let is_parquet = is_parquet(path);
     let mut jobs = if is_parquet {
         read_parquet_specs(path)?
             .into_iter()
@@ -303,6 +306,24 @@ fn strings(col: &ArrayRef, out: &mut Vec<Option<String>>) -> Result<(), DataType
         t => return Err(t.clone()),
     }
     Ok(())
+}
+
+/// Writes a job file for `backfill` in its Parquet form: one string column
+/// `spec`, one JobSpec JSON per row (`None` writes a null).
+pub fn write_specs_parquet(path: &Path, specs: &[Option<String>]) -> Result<(), BackfillError> {
+    let perr = |e: &dyn std::fmt::Display| BackfillError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("spec", DataType::Utf8, true)]));
+    let col: ArrayRef = Arc::new(specs.iter().map(|s| s.as_deref()).collect::<StringArray>());
+    let batch = RecordBatch::try_new(schema.clone(), vec![col]).map_err(|e| perr(&e))?;
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut w = ArrowWriter::try_new(file, schema, None).map_err(|e| perr(&e))?;
+    w.write(&batch).map_err(|e| perr(&e))?;
+    w.close().map_err(|e| perr(&e))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 fn results_schema() -> Arc<Schema> {
@@ -720,6 +741,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
         EventSink::new(tx),
     )?;
 
+    let what = if is_parquet(&cfg.input) { "row" } else { "line" };
     let parts = Arc::new(Mutex::new(parts));
     let first_error: Arc<Mutex<Option<BackfillError>>> = Arc::new(Mutex::new(None));
     let hook: ResultHook = {
@@ -729,7 +751,13 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
         let log = log.clone();
         let lines = Arc::new(lines);
         Arc::new(move |r: &JobResult| {
-            let row = ResultRow::from_result(r, lines.get(&r.job_id).copied());
+            let line = lines.get(&r.job_id).copied();
+            let mut row = ResultRow::from_result(r, line);
+            if let (Some(e), Some(l)) = (&row.error, line) {
+                // Admission and stage errors name the input line, like
+                // parse errors do.
+                row.error = Some(format!("{what} {l}: {e}"));
+            }
             let res = (|| -> Result<(), BackfillError> {
                 if row.status == "completed" && is_safe_id(&row.job_id) {
                     let rec = DoneRecord {

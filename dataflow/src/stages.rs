@@ -250,8 +250,6 @@ struct Active {
     job: EncodedJob,
     reply: Reply<Msg<DenoisedJob>>,
     started: Instant,
-    /// When this job last reported progress (heartbeat while steps are long).
-    last_report: Instant,
 }
 
 /// Step-level continuous batching: jobs whose latents share model, grid and
@@ -329,13 +327,7 @@ fn denoise_loop(
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
-            let now = Instant::now();
-            active.push(Active {
-                job,
-                reply,
-                started: now,
-                last_report: now,
-            });
+            active.push(Active { job, reply, started: Instant::now() });
         }
         // Cancellation takes effect here, between steps.
         let mut i = 0;
@@ -403,9 +395,13 @@ fn denoise_loop(
                     }
                     a.job.meta.batch_sizes.push(n);
                 }
-                for (idx, e) in apply_err.into_iter().rev() {
-                    let a = active.swap_remove(idx);
-                    a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, e)));
+                if !apply_err.is_empty() {
+                    // Indices shift as jobs leave: fail them and start over.
+                    for (idx, e) in apply_err.into_iter().rev() {
+                        let a = active.swap_remove(idx);
+                        a.reply.send(Err(ctx.fail(a.job.meta, Stage::Denoise, e)));
+                    }
+                    continue;
                 }
             }
         }
@@ -413,29 +409,26 @@ fn denoise_loop(
         let avg = step_time.entry(key.clone()).or_insert(dt);
         *avg = 0.7 * *avg + 0.3 * dt;
         let avg = *avg;
-        // Report progress for every job (the stepped ones, and a heartbeat
-        // for waiting ones so nobody goes 2 s without news).
-        let now = Instant::now();
+        // Progress for the jobs just stepped; the event sink's heartbeat
+        // covers jobs waiting for their group's turn.
         let mut done = Vec::new();
-        for (i, a) in active.iter_mut().enumerate() {
+        for &i in &members {
+            let a = &active[i];
             let st = &a.job.state;
             let total = st.schedule.steps();
-            let stepped = batch_key(&a.job) == key && a.job.meta.batch_sizes.len() == st.step;
-            if stepped || now.duration_since(a.last_report) >= Duration::from_secs(1) {
-                ctx.events.emit(JobEvent::Progress {
-                    job_id: a.job.meta.job_id.clone(),
-                    stage: Stage::Denoise,
-                    step: st.step,
-                    total,
-                    eta_s: Some(avg * (total - st.step) as f64),
-                    batch: if stepped { n } else { 0 },
-                });
-                a.last_report = now;
-            }
+            ctx.events.emit(JobEvent::Progress {
+                job_id: a.job.meta.job_id.clone(),
+                stage: Stage::Denoise,
+                step: st.step,
+                total,
+                eta_s: Some(avg * (total - st.step) as f64),
+                batch: n,
+            });
             if st.step >= total {
                 done.push(i);
             }
         }
+        done.sort_unstable();
         for idx in done.into_iter().rev() {
             let mut a = active.swap_remove(idx);
             a.job.meta.timings.push((Stage::Denoise, secs(a.started)));
