@@ -93,7 +93,12 @@ fn events(path: &Path, event: &str) -> HashMap<String, usize> {
 fn ffprobe_frames(path: &Path) -> String {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe not found: run `bash scripts/setup-system.sh` (installs ffmpeg)");
@@ -174,7 +179,9 @@ fn backfill_killed_midway_resumes_without_redoing_completed_jobs() {
     assert_eq!(after.len(), 20);
     let ids: HashSet<&str> = after.keys().map(String::as_str).collect();
     assert_eq!(ids.len(), 20);
-    assert!(ids.iter().any(|id| id.starts_with("bf-") && !id.starts_with("bf-job-")));
+    assert!(ids
+        .iter()
+        .any(|id| id.starts_with("bf-") && !id.starts_with("bf-job-")));
 
     // None completed twice: run 2 completed exactly the jobs run 1 had not,
     // each once; a job completed by run 1 kept its record, its MP4 bytes and
@@ -232,12 +239,14 @@ fn backfill_killed_midway_resumes_without_redoing_completed_jobs() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free loopback ports (both held while chosen).
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 /// job_id -> (status, sha256) over every results part of a folder.
@@ -274,22 +283,14 @@ fn two_timely_processes_share_a_backfill_like_one() {
     // Two processes on loopback, one worker each, sharing a hosts file.
     let cluster = tmp.path().join("cluster");
     let hosts = tmp.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
+    std::fs::write(&hosts, {
+        let (a, b) = free_ports();
+        format!("127.0.0.1:{a}\n127.0.0.1:{b}\n")
+    })
     .unwrap();
     let h = hosts.to_str().unwrap();
-    let p0 = spawn_backfill(
-        &jobs,
-        &cluster,
-        &["-n", "2", "-p", "0", "--hostfile", h],
-    );
-    let p1 = spawn_backfill(
-        &jobs,
-        &cluster,
-        &["-n", "2", "-p", "1", "--hostfile", h],
-    );
+    let p0 = spawn_backfill(&jobs, &cluster, &["-n", "2", "-p", "0", "--hostfile", h]);
+    let p1 = spawn_backfill(&jobs, &cluster, &["-n", "2", "-p", "1", "--hostfile", h]);
     let o0 = wait(p0, Duration::from_secs(120), "process 0");
     let o1 = wait(p1, Duration::from_secs(120), "process 1");
     let s0 = String::from_utf8_lossy(&o0.stdout).to_string();

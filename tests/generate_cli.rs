@@ -14,7 +14,16 @@ fn generate_writes_mp4_and_reports_sha256() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("clip.mp4");
     let o = vidflow()
-        .args(["generate", "a lighthouse at dusk", "--resolution", "256x256", "--seconds", "0.4", "--seed", "3"])
+        .args([
+            "generate",
+            "a lighthouse at dusk",
+            "--resolution",
+            "256x256",
+            "--seconds",
+            "0.4",
+            "--seed",
+            "3",
+        ])
         .args(["--steps", "2", "-w", "2", "--out-dir"])
         .arg(tmp.path().join("store"))
         .arg("-o")
@@ -22,10 +31,17 @@ fn generate_writes_mp4_and_reports_sha256() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(stdout.contains("UNTRAINED"), "{stdout}");
     let bytes = std::fs::read(&out).unwrap();
-    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(stdout.contains(&format!("sha256 {sha}")), "{stdout}");
 }
 
@@ -39,5 +55,8 @@ fn generate_rejects_bad_sizes_naming_the_field() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("resolution") && err.contains("992 or 1024"), "{err}");
+    assert!(
+        err.contains("resolution") && err.contains("992 or 1024"),
+        "{err}"
+    );
 }

@@ -26,7 +26,12 @@ fn spec(i: usize, res: &str, frames: u32, steps: u32) -> JobSpec {
 
 fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
     Ok(Engine::new(
-        &EngineConfig { admission: AdmissionConfig::builtin_default(), out_dir: dir.to_path_buf(), max_batch, workers: 1 },
+        &EngineConfig {
+            admission: AdmissionConfig::builtin_default(),
+            out_dir: dir.to_path_buf(),
+            max_batch,
+            workers: 1,
+        },
         EventSink::discard(),
     )?)
 }
@@ -48,7 +53,13 @@ pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json
         model.denoise(&mut st, &text, &mut |_| Flow::Continue)?;
         let frames_t = postprocess(&model.decode_latents(&st, &req)?)?;
         let (_, f, _, h, w) = frames_t.dims5()?;
-        let mp4 = vidflow_connectors::mp4::encode_mp4(&to_rgb8(&frames_t)?, w as u32, h as u32, f as u32, req.fps)?;
+        let mp4 = vidflow_connectors::mp4::encode_mp4(
+            &to_rgb8(&frames_t)?,
+            w as u32,
+            h as u32,
+            f as u32,
+            req.fps,
+        )?;
         let key = output_key("bench", vidflow_dataflow::graph::today_utc(), &v.job_id)?;
         store.put_atomic_blocking(&key, mp4)?;
     }
@@ -63,7 +74,9 @@ pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json
     let graph_s = t.elapsed().as_secs_f64();
     let per_job_ms = (graph_s - direct_s) / jobs as f64 * 1e3;
     // Throughput: all jobs at once, batched vs not.
-    let all: Vec<JobSpec> = (0..jobs).map(|i| spec(100 + i, res, frames, steps)).collect();
+    let all: Vec<JobSpec> = (0..jobs)
+        .map(|i| spec(100 + i, res, frames, steps))
+        .collect();
     let mut tp = serde_json::Map::new();
     for mb in [1usize, jobs] {
         let e = engine(&tmp.path().join(format!("tp{mb}")), mb)?;
@@ -71,8 +84,15 @@ pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json
         let r = run_jobs(e, 1, all.clone())?;
         let s = t.elapsed().as_secs_f64();
         anyhow::ensure!(r.iter().all(|r| r.status == "completed"));
-        let maxb = r.iter().flat_map(|r| r.batch_sizes.iter().copied()).max().unwrap_or(0);
-        tp.insert(format!("max_batch_{mb}"), serde_json::json!({"seconds": s, "jobs_per_s": jobs as f64 / s, "largest_batch": maxb}));
+        let maxb = r
+            .iter()
+            .flat_map(|r| r.batch_sizes.iter().copied())
+            .max()
+            .unwrap_or(0);
+        tp.insert(
+            format!("max_batch_{mb}"),
+            serde_json::json!({"seconds": s, "jobs_per_s": jobs as f64 / s, "largest_batch": maxb}),
+        );
     }
     Ok(serde_json::json!({
         "jobs": jobs, "resolution": res, "frames": frames, "steps": steps,

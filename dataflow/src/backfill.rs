@@ -158,8 +158,15 @@ pub struct DoneRecord {
 /// An input line: a spec with its (possibly derived) id, or why not.
 #[derive(Clone, Debug)]
 pub enum InputJob {
-    Spec { line: u64, spec: JobSpec },
-    Bad { line: u64, job_id: String, error: String },
+    Spec {
+        line: u64,
+        spec: Box<JobSpec>,
+    },
+    Bad {
+        line: u64,
+        job_id: String,
+        error: String,
+    },
 }
 
 impl InputJob {
@@ -189,7 +196,10 @@ fn parse_job(line: u64, text: &str, what: &str) -> InputJob {
             if spec.job_id.is_none() {
                 spec.job_id = Some(derived_job_id(line, text));
             }
-            InputJob::Spec { line, spec }
+            InputJob::Spec {
+                line,
+                spec: Box::new(spec),
+            }
         }
         Err(e) => InputJob::Bad {
             line,
@@ -438,7 +448,12 @@ pub fn read_results_file(path: &Path) -> Result<Vec<ResultRow>, BackfillError> {
             s("sha256")?,
         );
         let (size, batch_max, line) = (u("size")?, u("batch_max")?, u("line")?);
-        let (enc, den, dec, out) = (f("encode_s")?, f("denoise_s")?, f("decode_s")?, f("output_s")?);
+        let (enc, den, dec, out) = (
+            f("encode_s")?,
+            f("denoise_s")?,
+            f("decode_s")?,
+            f("output_s")?,
+        );
         for i in 0..b.num_rows() {
             rows.push(ResultRow {
                 job_id: job_id[i].clone().unwrap_or_default(),
@@ -709,7 +724,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             }
             InputJob::Spec { line, spec } => {
                 lines.insert(spec.job_id.clone().unwrap_or_default(), line);
-                specs.push(spec);
+                specs.push(*spec);
             }
         }
     }
@@ -741,7 +756,11 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
         EventSink::new(tx),
     )?;
 
-    let what = if is_parquet(&cfg.input) { "row" } else { "line" };
+    let what = if is_parquet(&cfg.input) {
+        "row"
+    } else {
+        "line"
+    };
     let parts = Arc::new(Mutex::new(parts));
     let first_error: Arc<Mutex<Option<BackfillError>>> = Arc::new(Mutex::new(None));
     let hook: ResultHook = {
@@ -780,7 +799,10 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
                         process,
                     );
                 }
-                parts.lock().map_err(|_| BackfillError::Input("poisoned".into()))?.push(row)
+                parts
+                    .lock()
+                    .map_err(|_| BackfillError::Input("poisoned".into()))?
+                    .push(row)
             })();
             if let Err(e) = res {
                 tracing::error!("backfill: {e}");

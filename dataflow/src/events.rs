@@ -92,32 +92,41 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl EventSink {
     pub fn new(tx: Sender<JobEvent>) -> Self {
-        let sink = EventSink { tx: Some(tx), live: Arc::new(Mutex::new(HashMap::new())) };
+        let sink = EventSink {
+            tx: Some(tx),
+            live: Arc::new(Mutex::new(HashMap::new())),
+        };
         let weak = Arc::downgrade(&sink.live);
         let tx = sink.tx.clone();
-        let _ = std::thread::Builder::new().name("vidflow-heartbeat".into()).spawn(move || loop {
-            std::thread::sleep(HEARTBEAT / 4);
-            // Stops once every clone of the sink is gone.
-            let Some(live) = weak.upgrade() else { return };
-            let Ok(mut live) = live.lock() else { return };
-            let now = Instant::now();
-            for (ev, last) in live.values_mut() {
-                if now.duration_since(*last) >= HEARTBEAT {
-                    if let JobEvent::Progress { eta_s, .. } = ev {
-                        *eta_s = eta_s.map(|e| (e - now.duration_since(*last).as_secs_f64()).max(0.0));
+        let _ = std::thread::Builder::new()
+            .name("vidflow-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(HEARTBEAT / 4);
+                // Stops once every clone of the sink is gone.
+                let Some(live) = weak.upgrade() else { return };
+                let Ok(mut live) = live.lock() else { return };
+                let now = Instant::now();
+                for (ev, last) in live.values_mut() {
+                    if now.duration_since(*last) >= HEARTBEAT {
+                        if let JobEvent::Progress { eta_s, .. } = ev {
+                            *eta_s = eta_s
+                                .map(|e| (e - now.duration_since(*last).as_secs_f64()).max(0.0));
+                        }
+                        if let Some(tx) = &tx {
+                            let _ = tx.send(ev.clone());
+                        }
+                        *last = now;
                     }
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(ev.clone());
-                    }
-                    *last = now;
                 }
-            }
-        });
+            });
         sink
     }
 
     pub fn discard() -> Self {
-        EventSink { tx: None, live: Arc::new(Mutex::new(HashMap::new())) }
+        EventSink {
+            tx: None,
+            live: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub fn emit(&self, e: JobEvent) {

@@ -8,10 +8,11 @@ pub mod graph;
 pub mod offload;
 pub mod stages;
 
-pub use events::{EventSink, JobEvent, Stage};
 pub use backfill::{run_backfill, BackfillConfig, BackfillReport, ResultRow};
+pub use events::{EventSink, JobEvent, Stage};
 pub use graph::{
-    cluster_config, read_hostfile, run_jobs, run_jobs_with, Engine, EngineConfig, Intake, RunOptions,
+    cluster_config, read_hostfile, run_jobs, run_jobs_with, Engine, EngineConfig, Intake,
+    RunOptions,
 };
 pub use stages::JobResult;
 

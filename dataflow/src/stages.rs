@@ -327,7 +327,11 @@ fn denoise_loop(
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
-            active.push(Active { job, reply, started: Instant::now() });
+            active.push(Active {
+                job,
+                reply,
+                started: Instant::now(),
+            });
         }
         // Cancellation takes effect here, between steps.
         let mut i = 0;
@@ -492,8 +496,14 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
         let DecodedJob { mut meta, video } = j;
         let res = (|| -> Result<_, String> {
             let (rgb, w, h) = crop_to_encoder_limits(&video);
-            let mp4 = vidflow_connectors::mp4::encode_mp4(&rgb, w as u32, h as u32, video.frames as u32, video.fps)
-                .map_err(|e| e.to_string())?;
+            let mp4 = vidflow_connectors::mp4::encode_mp4(
+                &rgb,
+                w as u32,
+                h as u32,
+                video.frames as u32,
+                video.fps,
+            )
+            .map_err(|e| e.to_string())?;
             let key = vidflow_connectors::store::output_key(&meta.tenant, meta.date, &meta.job_id)
                 .map_err(|e| e.to_string())?;
             store
@@ -539,7 +549,11 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
 fn crop_to_encoder_limits(v: &Video) -> (std::borrow::Cow<'_, [u8]>, usize, usize) {
     use vidflow_connectors::mp4::{MAX_DIM, MAX_SHORT_DIM};
     let (long, short) = (MAX_DIM as usize, MAX_SHORT_DIM as usize);
-    let (mw, mh) = if v.width >= v.height { (long, short) } else { (short, long) };
+    let (mw, mh) = if v.width >= v.height {
+        (long, short)
+    } else {
+        (short, long)
+    };
     let (tw, th) = (v.width.min(mw) & !1, v.height.min(mh) & !1);
     if (tw, th) == (v.width, v.height) {
         return (std::borrow::Cow::Borrowed(&v.rgb), tw, th);
@@ -590,13 +604,30 @@ mod tests {
     fn four_k_is_cropped_to_the_encoder_limit_centred() {
         let (w, h, f) = (3840usize, 2176usize, 1usize);
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i / 3 / w) % 251) as u8).collect();
-        let v = Video { width: w, height: h, frames: f, fps: 24.0, rgb, untrained: true };
+        let v = Video {
+            width: w,
+            height: h,
+            frames: f,
+            fps: 24.0,
+            rgb,
+            untrained: true,
+        };
         let (out, tw, th) = crop_to_encoder_limits(&v);
         assert_eq!((tw, th), (3840, 2160));
         assert_eq!(out.len(), tw * th * 3);
         // First output row is input row 8.
         assert_eq!(out[0], 8);
-        let small = Video { width: 256, height: 256, frames: 1, fps: 24.0, rgb: vec![1; 256 * 256 * 3], untrained: true };
-        assert!(matches!(crop_to_encoder_limits(&small).0, std::borrow::Cow::Borrowed(_)));
+        let small = Video {
+            width: 256,
+            height: 256,
+            frames: 1,
+            fps: 24.0,
+            rgb: vec![1; 256 * 256 * 3],
+            untrained: true,
+        };
+        assert!(matches!(
+            crop_to_encoder_limits(&small).0,
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -75,8 +75,16 @@ fn parquet_jobs_in_parquet_results_out_and_rerun_skips() {
     let err = |i: usize| rows[i].error.clone().unwrap();
     assert_eq!(rows[3].status, "failed");
     assert_eq!(err(3), "row 4: `spec` is null");
-    assert!(err(4).starts_with("row 5: ") && err(4).contains("frames"), "{}", err(4));
-    assert!(err(5).contains("duplicate job_id `pq-a` (first at row 1)"), "{}", err(5));
+    assert!(
+        err(4).starts_with("row 5: ") && err(4).contains("frames"),
+        "{}",
+        err(4)
+    );
+    assert!(
+        err(5).contains("duplicate job_id `pq-a` (first at row 1)"),
+        "{}",
+        err(5)
+    );
     assert_eq!(read_done(&out).unwrap().len(), 3);
 
     // Re-run: the completed three are skipped, the failures retried.
@@ -133,7 +141,10 @@ fn jsonl_input_lines_ids_and_errors() {
     }
     match &jobs[3] {
         InputJob::Bad { error, job_id, .. } => {
-            assert!(error.contains("duplicate job_id `j-1` (first at line 1)"), "{error}");
+            assert!(
+                error.contains("duplicate job_id `j-1` (first at line 1)"),
+                "{error}"
+            );
             assert_ne!(job_id, "j-1");
         }
         j => panic!("{j:?}"),
@@ -147,7 +158,11 @@ fn jsonl_input_lines_ids_and_errors() {
 fn hostfile_lists_processes_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path().join("hosts");
-    std::fs::write(&h, "# cluster\n127.0.0.1:2101\n\n127.0.0.1:2102\n127.0.0.1:2103\n").unwrap();
+    std::fs::write(
+        &h,
+        "# cluster\n127.0.0.1:2101\n\n127.0.0.1:2102\n127.0.0.1:2103\n",
+    )
+    .unwrap();
     assert_eq!(
         read_hostfile(&h, 2).unwrap(),
         ["127.0.0.1:2101", "127.0.0.1:2102"]
