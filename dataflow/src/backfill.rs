@@ -505,6 +505,30 @@ pub fn read_results(out: &Path) -> Result<Vec<ResultRow>, BackfillError> {
     Ok(rows)
 }
 
+/// A job whose MP4 is already in the store under today's key but has no
+/// completion record (its run died between the two writes). Outputs are
+/// written by atomic rename, so an existing file is a whole one.
+fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
+    let job_id = spec.job_id.as_deref()?;
+    let key =
+        vidflow_connectors::store::output_key(&spec.tenant, crate::graph::today_utc(), job_id)
+            .ok()?;
+    let bytes = fs::read(out.join("videos").join(key.as_ref())).ok()?;
+    let r = JobResult {
+        job_id: job_id.to_string(),
+        tenant: spec.tenant.clone(),
+        status: "completed".into(),
+        error: None,
+        key: Some(key.to_string()),
+        size: Some(bytes.len() as u64),
+        sha256: Some(vidflow_connectors::store::sha256_hex(&bytes)),
+        untrained: false,
+        timings: Vec::new(),
+        batch_sizes: Vec::new(),
+    };
+    Some(ResultRow::from_result(&r, Some(line)))
+}
+
 /// Completion records by job id.
 pub fn read_done(out: &Path) -> Result<HashMap<String, DoneRecord>, BackfillError> {
     let dir = out.join("done");
@@ -723,6 +747,31 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
                 report.failed += 1;
             }
             InputJob::Spec { line, spec } => {
+                if let Some(row) = adopt_stored(&out, &spec, line) {
+                    // The previous run stored the MP4 (atomically, so it is
+                    // whole) but was killed before writing the record:
+                    // record it instead of generating it again.
+                    let rec = DoneRecord {
+                        row: row.clone(),
+                        pid: std::process::id(),
+                        process,
+                        recorded_at: unix_now(),
+                    };
+                    let path = out.join("done").join(format!("{}.json", row.job_id));
+                    let text = serde_json::to_vec_pretty(&rec).map_err(|e| BackfillError::Io {
+                        path: path.clone(),
+                        msg: e.to_string(),
+                    })?;
+                    write_atomic(&path, &text)?;
+                    log.write(
+                        serde_json::json!({"event": "adopted", "job_id": row.job_id,
+                            "key": row.key, "sha256": row.sha256}),
+                        process,
+                    );
+                    parts.push(row)?;
+                    report.skipped += 1;
+                    continue;
+                }
                 lines.insert(spec.job_id.clone().unwrap_or_default(), line);
                 specs.push(*spec);
             }

@@ -170,3 +170,31 @@ fn hostfile_lists_processes_in_order() {
     let e = read_hostfile(&h, 4).unwrap_err();
     assert!(e.contains("has 3 addresses, but --processes is 4"), "{e}");
 }
+
+/// A run killed after storing an MP4 but before writing its completion
+/// record: the next run adopts the stored file (atomic, hence whole) and
+/// generates nothing again.
+#[test]
+fn stored_but_unrecorded_output_is_adopted_not_regenerated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("jobs.jsonl");
+    std::fs::write(&input, spec_json(Some("adopt-0"), 3) + "\n").unwrap();
+    let out = tmp.path().join("out");
+    run_backfill(&config(&input, &out)).unwrap();
+    let before = read_done(&out).unwrap()["adopt-0"].clone();
+    // As if killed between the MP4 rename and the record.
+    std::fs::remove_file(out.join("done/adopt-0.json")).unwrap();
+    std::fs::remove_dir_all(out.join("results")).unwrap();
+    // Both runs share this test process's pid, hence its event log.
+    let events = out.join(format!("events-{}.jsonl", std::process::id()));
+    let seen = std::fs::read_to_string(&events).unwrap().len();
+    let r = run_backfill(&config(&input, &out)).unwrap();
+    assert_eq!((r.completed, r.skipped), (0, 1), "{r:?}");
+    let log = std::fs::read_to_string(&r.events).unwrap()[seen..].to_string();
+    assert!(log.contains("\"adopted\""), "{log}");
+    assert!(!log.contains("\"completed\""), "{log}");
+    let after = read_done(&out).unwrap()["adopt-0"].clone();
+    assert_eq!(after.row.sha256, before.row.sha256);
+    assert_eq!(after.row.key, before.row.key);
+    assert_eq!(read_results(&out).unwrap().len(), 1);
+}
