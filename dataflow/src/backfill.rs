@@ -12,7 +12,8 @@
 //!
 //! A job is *completed* once its record exists; a re-run skips it (the
 //! record holds its key, so a re-run on another day still finds it). A job
-//! interrupted before its record is redone and its MP4 replaced atomically.
+//! interrupted after storing its MP4 but before its record is adopted from
+//! the store; one interrupted earlier is generated again.
 //! Failed jobs have no record and are retried by the next run.
 
 use std::collections::{HashMap, HashSet};
