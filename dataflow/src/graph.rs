@@ -15,11 +15,12 @@ use vidflow_connectors::store::OutputStore;
 use vidflow_gpu::pipeline::{GenerateRequest, LtxPipeline};
 use vidflow_operators::{validate, AdmissionConfig, ImageInput, JobSpec, ValidatedJob};
 
+use crate::denoise::Denoiser;
 use crate::events::{EventSink, JobEvent, Stage};
 use crate::offload::{offload, Executor};
 use crate::stages::{
-    decode_stage, encode_stage, output_stage, AdmittedJob, DecodedJob, DenoisedJob, Denoiser,
-    EncodedJob, Failure, JobMeta, JobResult, Models, Msg, StageCtx,
+    decode_stage, encode_stage, output_stage, AdmittedJob, DecodedJob, DenoisedJob, EncodedJob,
+    Failure, JobMeta, JobResult, Models, Msg, StageCtx,
 };
 use crate::DataflowError;
 

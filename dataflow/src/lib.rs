@@ -3,6 +3,7 @@
 //! MP4 output, report), with heavy compute on executor threads.
 
 pub mod backfill;
+pub mod denoise;
 pub mod events;
 pub mod graph;
 pub mod offload;
