@@ -115,7 +115,6 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         },
         EventSink::new(tx),
     )?;
-    let untrained = engine.ctx.models.values().any(|m| m.untrained);
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:<12} [{bar:30}] {pos}/{len} steps, eta {eta}")
@@ -172,7 +171,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         r.sha256.unwrap_or_default(),
         r.size.unwrap_or(0)
     );
-    if untrained || r.untrained {
+    if r.untrained {
         println!("note: made by the built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
     }
     Ok(0)

@@ -213,7 +213,11 @@ pub fn write_checkpoint(dir: &Path) -> Result<()> {
     )?;
     write_json(
         &dir.join("model_index.json"),
-        &serde_json::json!({"_class_name": "LTXPipeline", "_vidflow_note": "built-in tiny model, UNTRAINED seeded weights"}),
+        &serde_json::json!({
+            "_class_name": "LTXPipeline",
+            "_vidflow_note": "built-in tiny model, UNTRAINED seeded weights",
+            "_vidflow_untrained": true
+        }),
     )?;
     Ok(())
 }

@@ -119,6 +119,10 @@ fn exported_checkpoint_loads_and_matches_builtin() {
     let tmp = tempfile::tempdir().unwrap();
     export(tmp.path());
     let from_disk = LtxPipeline::from_dir(tmp.path()).unwrap();
+    assert!(
+        from_disk.untrained,
+        "an exported tiny model keeps its untrained label"
+    );
     let builtin = tiny::pipeline().unwrap();
     let req = GenerateRequest {
         steps: 2,

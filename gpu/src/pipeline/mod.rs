@@ -166,6 +166,13 @@ impl LtxPipeline {
         } else {
             SchedulerConfig::default()
         };
+        // Exported copies of the built-in tiny model say so in their index,
+        // so their output keeps its "untrained" label.
+        let untrained = std::fs::read_to_string(dir.join("model_index.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("_vidflow_untrained").and_then(|b| b.as_bool()))
+            .unwrap_or(false);
         let p = LtxPipeline {
             transformer,
             vae,
@@ -175,7 +182,7 @@ impl LtxPipeline {
                 max_len: DEFAULT_MAX_TEXT_LEN,
             },
             scheduler,
-            untrained: false,
+            untrained,
             name: dir.display().to_string(),
             device,
         };
