@@ -255,7 +255,7 @@ impl LtxPipeline {
                 format!("{lo} or {}", lo + m)
             }
         };
-        if width == 0 || width % s != 0 {
+        if width == 0 || !width.is_multiple_of(s) {
             return Err(GpuError::invalid(
                 "width",
                 format!(
@@ -264,7 +264,7 @@ impl LtxPipeline {
                 ),
             ));
         }
-        if height == 0 || height % s != 0 {
+        if height == 0 || !height.is_multiple_of(s) {
             return Err(GpuError::invalid(
                 "height",
                 format!(
@@ -273,7 +273,7 @@ impl LtxPipeline {
                 ),
             ));
         }
-        if frames == 0 || (frames - 1) % t != 0 {
+        if frames == 0 || !(frames - 1).is_multiple_of(t) {
             let lo = frames.saturating_sub(1) / t * t + 1;
             return Err(GpuError::invalid(
                 "num_frames",
