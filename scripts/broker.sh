@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A private RabbitMQ broker for tests and local use, bound to 127.0.0.1 with
+# its own data dir, so it never touches a system broker.
+#
+#   bash scripts/broker.sh start    # install rabbitmq-server if missing, start, wait until ready
+#   bash scripts/broker.sh stop
+#   bash scripts/broker.sh status
+#
+# Env: VIDFLOW_AMQP_PORT (default 5679), VIDFLOW_BROKER_DIR (default
+# ${TMPDIR:-/tmp}/vidflow-rabbitmq-$PORT). The Erlang distribution port is
+# pinned to PORT+20000 and the CLI tools' ports to PORT+20001..+20010, all on
+# loopback. The scripts in /usr/lib/rabbitmq/bin are run directly (the
+# /usr/sbin wrappers switch users and use the system node's settings).
+set -euo pipefail
+cmd="${1:-status}"
+PORT="${VIDFLOW_AMQP_PORT:-5679}"
+DIR="${VIDFLOW_BROKER_DIR:-${TMPDIR:-/tmp}/vidflow-rabbitmq-$PORT}"
+BIN=/usr/lib/rabbitmq/bin
+
+install_if_missing() {
+  [ -x "$BIN/rabbitmq-server" ] && return 0
+  echo "broker: installing rabbitmq-server (Debian package)" >&2
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  # Keep the package from starting the system-wide broker on install.
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  local log; log="$(mktemp)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server; } >"$log" 2>&1; then
+    cat "$log" >&2
+    $sudo rm -f /usr/sbin/policy-rc.d
+    echo "broker: could not install rabbitmq-server" >&2
+    exit 1
+  fi
+  $sudo rm -f /usr/sbin/policy-rc.d
+}
+
+setup_env() {
+  mkdir -p "$DIR/mnesia" "$DIR/log"
+  export HOME="$DIR"   # the Erlang cookie lives here
+  export RABBITMQ_NODENAME="vidflow$PORT@localhost"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$PORT"
+  export RABBITMQ_DIST_PORT=$((PORT + 20000))
+  export RABBITMQ_CTL_DIST_PORT_MIN=$((PORT + 20001))
+  export RABBITMQ_CTL_DIST_PORT_MAX=$((PORT + 20010))
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  # Erlang distribution on loopback too (it binds every interface by default).
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_MNESIA_BASE="$DIR/mnesia"
+  export RABBITMQ_LOG_BASE="$DIR/log"
+  export RABBITMQ_PID_FILE="$DIR/rabbitmq.pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq.conf"
+  [ -f "$DIR/enabled_plugins" ] || echo "[]." > "$DIR/enabled_plugins"
+  # Long generations hold a delivery unacked for minutes: raise the consumer
+  # acknowledgement timeout (30 min default; 3.10 has no per-queue override).
+  cat > "$DIR/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$PORT
+consumer_timeout = 7200000
+CONF
+}
+
+ready() { "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" status >/dev/null 2>&1; }
+
+case "$cmd" in
+  start)
+    install_if_missing
+    setup_env
+    if ready; then echo "broker: already running on 127.0.0.1:$PORT"; exit 0; fi
+    "$BIN/rabbitmq-server" >"$DIR/log/console.log" 2>&1 &
+    for _ in $(seq 1 60); do
+      if "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" await_startup --timeout 2 >/dev/null 2>&1 \
+         && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        echo "broker: ready on amqp://guest:guest@127.0.0.1:$PORT (data $DIR)"
+        exit 0
+      fi
+      sleep 1
+    done
+    echo "broker: did not start within 60 s; see $DIR/log" >&2
+    tail -20 "$DIR/log/console.log" >&2 || true
+    exit 1
+    ;;
+  stop)
+    setup_env
+    if ready; then "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" stop >/dev/null 2>&1 || true; fi
+    echo "broker: stopped"
+    ;;
+  status)
+    setup_env
+    if ready; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
+    ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
