@@ -112,6 +112,34 @@ fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
     Some(ResultRow::from_result(&r, Some(line)))
 }
 
+/// Writes a job's completion record (temp + rename) and logs `event`
+/// (`recorded`, or `adopted` for an output found already stored).
+fn write_record(
+    done_dir: &Path,
+    row: &ResultRow,
+    process: usize,
+    log: &EventLog,
+    event: &str,
+) -> Result<(), BackfillError> {
+    let rec = DoneRecord {
+        row: row.clone(),
+        pid: std::process::id(),
+        process,
+        recorded_at: unix_now(),
+    };
+    let path = done_dir.join(format!("{}.json", row.job_id));
+    let text = serde_json::to_vec_pretty(&rec).map_err(|e| BackfillError::Io {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    write_atomic(&path, &text)?;
+    log.write(
+        serde_json::json!({"event": event, "job_id": row.job_id, "key": row.key, "sha256": row.sha256}),
+        process,
+    );
+    Ok(())
+}
+
 /// Completion records by job id.
 pub fn read_done(out: &Path) -> Result<HashMap<String, DoneRecord>, BackfillError> {
     let dir = out.join("done");
@@ -276,23 +304,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
                     // The previous run stored the MP4 (atomically, so it is
                     // whole) but was killed before writing the record:
                     // record it instead of generating it again.
-                    let rec = DoneRecord {
-                        row: row.clone(),
-                        pid: std::process::id(),
-                        process,
-                        recorded_at: unix_now(),
-                    };
-                    let path = out.join("done").join(format!("{}.json", row.job_id));
-                    let text = serde_json::to_vec_pretty(&rec).map_err(|e| BackfillError::Io {
-                        path: path.clone(),
-                        msg: e.to_string(),
-                    })?;
-                    write_atomic(&path, &text)?;
-                    log.write(
-                        serde_json::json!({"event": "adopted", "job_id": row.job_id,
-                            "key": row.key, "sha256": row.sha256}),
-                        process,
-                    );
+                    write_record(&out.join("done"), &row, process, &log, "adopted")?;
                     parts.push(row)?;
                     report.skipped += 1;
                     continue;
@@ -353,25 +365,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             }
             let res = (|| -> Result<(), BackfillError> {
                 if row.status == "completed" && is_safe_id(&row.job_id) {
-                    let rec = DoneRecord {
-                        row: row.clone(),
-                        pid: std::process::id(),
-                        process,
-                        recorded_at: unix_now(),
-                    };
-                    let path = done_dir.join(format!("{}.json", row.job_id));
-                    let text = serde_json::to_vec_pretty(&rec).map_err(|e| BackfillError::Io {
-                        path: path.clone(),
-                        msg: e.to_string(),
-                    })?;
-                    write_atomic(&path, &text)?;
-                    log.write(
-                        serde_json::json!({
-                            "event": "recorded", "job_id": row.job_id,
-                            "key": row.key, "sha256": row.sha256,
-                        }),
-                        process,
-                    );
+                    write_record(&done_dir, &row, process, &log, "recorded")?;
                 }
                 parts
                     .lock()
