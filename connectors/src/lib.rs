@@ -1,9 +1,15 @@
-//! The edges of vidflow. Today: MP4 output ([`mp4::encode_mp4`]) and the
-//! output object store ([`store::OutputStore`]). AMQP, gRPC and Parquet come
-//! with later issues (see README.md).
+//! The edges of vidflow: MP4 output ([`mp4::encode_mp4`]), the object
+//! store ([`store::OutputStore`]) and the job records kept in it
+//! ([`records`]), RabbitMQ topology and message formats ([`amqp`]), API
+//! keys ([`auth`]) and the gRPC API ([`grpc`]). Parquet sinks come with a
+//! later issue (see README.md).
 
+pub mod amqp;
+pub mod auth;
 pub mod error;
+pub mod grpc;
 pub mod mp4;
+pub mod records;
 pub mod store;
 
 pub use error::OutputError;
@@ -12,4 +18,6 @@ pub use store::{output_key, OutputStore, StoredObject};
 
 /// Re-exported so callers can build dates and keys without naming the crates.
 pub use chrono::NaiveDate;
+pub use lapin;
 pub use object_store::path::Path as ObjectPath;
+pub use tonic;

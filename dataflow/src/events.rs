@@ -1,78 +1,13 @@
-//! Job events: what users see of a job while it runs. Stages publish them on
-//! a channel that the embedded CLI (and later the AMQP event exchange) reads.
+//! Job events: what users see of a job while it runs. Stages emit them into
+//! an [`EventSink`]: a channel the embedded CLI reads, or (in `vidflow
+//! serve`) the publisher of the AMQP events exchange.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-/// The pipeline stage a progress event comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Admit,
-    Encode,
-    Denoise,
-    Decode,
-    Output,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum JobEvent {
-    Accepted {
-        job_id: String,
-        tenant: String,
-    },
-    /// `step`/`total` count denoising steps; other stages report 0/1 or 1/1.
-    Progress {
-        job_id: String,
-        stage: Stage,
-        step: usize,
-        total: usize,
-        eta_s: Option<f64>,
-        /// Jobs denoised together in the step just taken (denoise only).
-        batch: usize,
-    },
-    Completed {
-        job_id: String,
-        key: String,
-        size: u64,
-        sha256: String,
-        /// The output came from the built-in untrained model.
-        untrained: bool,
-    },
-    Failed {
-        job_id: String,
-        stage: Stage,
-        error: String,
-    },
-    Cancelled {
-        job_id: String,
-        step: usize,
-    },
-}
-
-impl JobEvent {
-    pub fn job_id(&self) -> &str {
-        match self {
-            JobEvent::Accepted { job_id, .. }
-            | JobEvent::Progress { job_id, .. }
-            | JobEvent::Completed { job_id, .. }
-            | JobEvent::Failed { job_id, .. }
-            | JobEvent::Cancelled { job_id, .. } => job_id,
-        }
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            JobEvent::Completed { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled { .. }
-        )
-    }
-}
+pub use vidflow_operators::event::{JobEvent, Stage};
 
 /// Where events go. Sending never fails the pipeline: a consumer that went
 /// away must not stop generation.
@@ -83,17 +18,32 @@ impl JobEvent {
 /// or a decode is in progress.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: Option<Sender<JobEvent>>,
+    tx: Option<SendFn>,
     live: Arc<Mutex<HashMap<String, (JobEvent, Instant)>>>,
 }
 
 /// How long a job may go without an event before its progress is re-sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Where a sink delivers each event.
+pub type SendFn = Arc<dyn Fn(JobEvent) + Send + Sync>;
+
 impl EventSink {
+    /// Events go to a channel.
     pub fn new(tx: Sender<JobEvent>) -> Self {
+        let tx = Mutex::new(tx);
+        Self::from_fn(Arc::new(move |e| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(e);
+            }
+        }))
+    }
+
+    /// Events go to `send`, called on the emitting stage's thread (and the
+    /// heartbeat thread): it must not block for long.
+    pub fn from_fn(send: SendFn) -> Self {
         let sink = EventSink {
-            tx: Some(tx),
+            tx: Some(send),
             live: Arc::new(Mutex::new(HashMap::new())),
         };
         let weak = Arc::downgrade(&sink.live);
@@ -113,7 +63,7 @@ impl EventSink {
                                 .map(|e| (e - now.duration_since(*last).as_secs_f64()).max(0.0));
                         }
                         if let Some(tx) = &tx {
-                            let _ = tx.send(ev.clone());
+                            tx(ev.clone());
                         }
                         *last = now;
                     }
@@ -153,7 +103,7 @@ impl EventSink {
             }
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(e);
+            tx(e);
         }
     }
 }

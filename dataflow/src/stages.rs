@@ -80,6 +80,12 @@ pub struct JobResult {
     pub untrained: bool,
     pub timings: Vec<(String, f64)>,
     pub batch_sizes: Vec<usize>,
+    /// Where a failed job stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_stage: Option<Stage>,
+    /// Denoising steps a cancelled job had taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<usize>,
 }
 
 /// Models by id, shared by all stages and workers of a process.
@@ -336,6 +342,8 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
                         .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
                         .collect(),
                     batch_sizes: meta.batch_sizes,
+                    failed_stage: None,
+                    cancelled_at: None,
                 })
             }
             Err(e) => Err(ctx.fail(meta, Stage::Output, e)),
@@ -393,6 +401,8 @@ impl JobResult {
                 .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
                 .collect(),
             batch_sizes: f.meta.batch_sizes,
+            failed_stage: f.cancelled_at.is_none().then_some(f.stage),
+            cancelled_at: f.cancelled_at,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod id;
 pub mod proto;
 pub mod spec;

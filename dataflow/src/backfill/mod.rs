@@ -108,6 +108,8 @@ fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
         untrained: false,
         timings: Vec::new(),
         batch_sizes: Vec::new(),
+        failed_stage: None,
+        cancelled_at: None,
     };
     Some(ResultRow::from_result(&r, Some(line)))
 }

@@ -1,0 +1,132 @@
+//! The gRPC API (`vidflow.v1.JobService`, proto/api.proto): Submit
+//! enqueues through AMQP, Get/Watch/List read the job table fed by the
+//! events exchange (and the durable job records), Cancel fans a control
+//! message out to every serve process. API keys are checked by an
+//! interceptor; health and reflection are served without one.
+
+mod service;
+pub mod table;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
+use tokio::net::TcpListener;
+use vidflow_operators::event::EventEnvelope;
+use vidflow_operators::AdmissionConfig;
+
+pub use service::{client_job_id, Api};
+pub use table::JobTable;
+
+use crate::amqp::{self, Publisher, Topology};
+use crate::auth::KeyStore;
+use crate::store::OutputStore;
+
+/// Generated messages, client and server.
+pub mod pb {
+    tonic::include_proto!("vidflow.v1");
+}
+
+/// The encoded file descriptor set of the API (for reflection).
+pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vidflow_descriptor.bin"));
+
+/// What the API needs.
+pub struct ApiDeps {
+    pub keys: Arc<KeyStore>,
+    pub admission: Arc<AdmissionConfig>,
+    pub store: Arc<OutputStore>,
+    pub publisher: Arc<Publisher>,
+    pub table: Arc<JobTable>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(String),
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve_api(
+    listener: TcpListener,
+    deps: ApiDeps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    use pb::job_service_server::JobServiceServer;
+    let keys = deps.keys.clone();
+    let api = Api::new(deps);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<JobServiceServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ApiError::Reflection(e.to_string()))?;
+    let interceptor = move |req| service::authenticate(&keys, req);
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(JobServiceServer::with_interceptor(api, interceptor))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Keeps `table` up to date from the events exchange (every job of every
+/// serve process), reconnecting with back-off, until `stop` is set.
+pub async fn follow_events(
+    url: String,
+    topo: Topology,
+    table: Arc<JobTable>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut attempt = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let r: Result<(), lapin::Error> = async {
+            let conn = amqp::connect(&url, "vidflow-api-events").await?;
+            let ch = conn.create_channel().await?;
+            topo.declare(&ch).await?;
+            let q = topo.bind_events(&ch, "job.#").await?;
+            let mut consumer = ch
+                .basic_consume(
+                    q.as_str().into(),
+                    "vidflow-api".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            attempt = 0;
+            while let Some(d) = consumer.next().await {
+                let d = d?;
+                match serde_json::from_slice::<EventEnvelope>(&d.data) {
+                    Ok(env) => table.apply(&env),
+                    Err(e) => tracing::warn!(error = %e, "unreadable event on the events exchange"),
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "events follower lost the broker; reconnecting");
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(amqp::backoff(attempt).max(Duration::from_millis(200))).await;
+        attempt += 1;
+    }
+}
