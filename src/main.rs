@@ -3,7 +3,10 @@
 
 mod backfill_cmd;
 mod generate_cmd;
+mod key_cmd;
 mod model_cmd;
+mod serve_cmd;
+mod submit_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +29,15 @@ enum Cmd {
     /// Run a file of job specs (JSONL or Parquet) through the pipeline;
     /// resumable, and shareable by a multi-process timely cluster.
     Backfill(backfill_cmd::BackfillArgs),
+    /// Serve jobs from RabbitMQ and the gRPC API until SIGTERM.
+    Serve(serve_cmd::ServeArgs),
+    /// Submit a job spec (gRPC or AMQP) and optionally follow it.
+    Submit(submit_cmd::SubmitArgs),
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        cmd: key_cmd::KeyCmd,
+    },
     /// Model runtime tools: parity checks, checkpoint info, sampling.
     Model {
         #[command(subcommand)]
@@ -46,6 +58,9 @@ fn main() {
         Cmd::Model { cmd } => model_cmd::run(cmd),
         Cmd::Generate(a) => generate_cmd::run(a),
         Cmd::Backfill(a) => backfill_cmd::run(a),
+        Cmd::Serve(a) => serve_cmd::run(a),
+        Cmd::Submit(a) => submit_cmd::run(a),
+        Cmd::Key { cmd } => key_cmd::run(cmd),
     };
     match code {
         Ok(c) => std::process::exit(c),

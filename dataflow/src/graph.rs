@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use vidflow_connectors::store::OutputStore;
 use vidflow_gpu::pipeline::{GenerateRequest, LtxPipeline};
 use vidflow_operators::{validate, AdmissionConfig, ImageInput, JobSpec, ValidatedJob};
@@ -123,7 +124,6 @@ impl Engine {
                     Ok(req) => {
                         self.ctx.events.emit(JobEvent::Accepted {
                             job_id: v.job_id.clone(),
-                            tenant: v.tenant.clone(),
                         });
                         Ok(AdmittedJob { meta, req })
                     }
@@ -185,7 +185,7 @@ pub fn today_utc() -> chrono::NaiveDate {
 
 /// FNV-1a of the job id: stable across builds and Rust versions, so every
 /// process of a cluster agrees on who owns a job.
-fn route(job_id: &str) -> u64 {
+pub fn route(job_id: &str) -> u64 {
     job_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -279,6 +279,42 @@ pub fn owner(job_id: &str, peers: usize) -> usize {
     (route(job_id) % peers.max(1) as u64) as usize
 }
 
+/// What the graph does with each result as it leaves (on the worker).
+pub type Deliver = Rc<dyn Fn(JobResult)>;
+
+/// The job pipeline on a stream of specs already spread over workers:
+/// admit → encode → denoise → decode → output, every result (completed,
+/// failed or cancelled) handed to `deliver`. Returns the results stream for
+/// probing.
+pub fn pipeline<'s>(
+    specs: Stream<'s, u64, Vec<JobSpec>>,
+    engine: &Arc<Engine>,
+    deliver: Deliver,
+) -> Stream<'s, u64, Vec<Msg<JobResult>>> {
+    let admit_engine = engine.clone();
+    let admitted = specs.map(move |s| admit_engine.admit(s));
+    let encoded = offload(admitted, "encode", engine.encode.clone());
+    let denoised = offload(encoded, "denoise", engine.denoise.clone());
+    let decoded = offload(denoised, "decode", engine.decode.clone());
+    let events = engine.ctx.events.clone();
+    offload(decoded, "output", engine.output.clone()).inspect(move |r: &Msg<JobResult>| {
+        let res = match r {
+            Ok(r) => r.clone(),
+            Err(f) => {
+                if f.cancelled_at.is_none() {
+                    events.emit(JobEvent::Failed {
+                        job_id: f.meta.job_id.clone(),
+                        stage: f.stage,
+                        error: f.error.clone(),
+                    });
+                }
+                JobResult::from_failure(f.clone())
+            }
+        };
+        deliver(res);
+    })
+}
+
 /// Runs a bounded set of jobs through the graph with `workers` timely
 /// workers in this process and returns one result per job (any order).
 pub fn run_jobs(
@@ -330,38 +366,18 @@ pub fn run_jobs_with(
             InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<JobSpec>>>::new();
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
-            let admit_engine = engine.clone();
-            let admitted = scope
+            let specs = scope
                 .input_from(&mut input)
-                .exchange(|s: &JobSpec| route(s.job_id.as_deref().unwrap_or("")))
-                .map(move |s| admit_engine.admit(s));
-            let encoded = offload(admitted, "encode", engine.encode.clone());
-            let denoised = offload(encoded, "denoise", engine.denoise.clone());
-            let decoded = offload(denoised, "decode", engine.decode.clone());
-            let events = engine.ctx.events.clone();
-            offload(decoded, "output", engine.output.clone())
-                .inspect(move |r: &Msg<JobResult>| {
-                    let res = match r {
-                        Ok(r) => r.clone(),
-                        Err(f) => {
-                            if f.cancelled_at.is_none() {
-                                events.emit(JobEvent::Failed {
-                                    job_id: f.meta.job_id.clone(),
-                                    stage: f.stage,
-                                    error: f.error.clone(),
-                                });
-                            }
-                            JobResult::from_failure(f.clone())
-                        }
-                    };
-                    if let Some(hook) = &on_result {
-                        hook(&res);
-                    }
-                    if let Ok(tx) = tx.lock() {
-                        let _ = tx.send(res);
-                    }
-                })
-                .probe_with(&probe);
+                .exchange(|s: &JobSpec| route(s.job_id.as_deref().unwrap_or("")));
+            let deliver: Deliver = Rc::new(move |res: JobResult| {
+                if let Some(hook) = &on_result {
+                    hook(&res);
+                }
+                if let Ok(tx) = tx.lock() {
+                    let _ = tx.send(res);
+                }
+            });
+            pipeline(specs, &engine, deliver).probe_with(&probe);
         });
         match intake {
             Intake::Worker0 => {

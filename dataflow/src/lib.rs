@@ -7,6 +7,7 @@ pub mod denoise;
 pub mod events;
 pub mod graph;
 pub mod offload;
+pub mod serve;
 pub mod stages;
 
 pub use backfill::{run_backfill, BackfillConfig, BackfillReport, ResultRow};

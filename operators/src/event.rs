@@ -32,9 +32,10 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum JobEvent {
+    /// Admitted into the pipeline. (The tenant travels beside the event:
+    /// in [`EventEnvelope::tenant`] on the wire.)
     Accepted {
         job_id: String,
-        tenant: String,
     },
     /// `step`/`total` count denoising steps; other stages report 0/1 or 1/1.
     Progress {

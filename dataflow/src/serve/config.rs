@@ -1,0 +1,181 @@
+//! `configs/vidflow.toml`: what `vidflow serve` runs. Relative paths are
+//! relative to the current directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vidflow_connectors::amqp::AmqpConfig;
+use vidflow_connectors::auth::{KeyEntry, KeyStore};
+use vidflow_operators::AdmissionConfig;
+
+use super::ServeError;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub engine: EngineSection,
+}
+
+/// `[grpc]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Serve the API at all (a worker-only process sets false).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address; port 0 picks a free port (printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            enabled: true,
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[auth]`: API keys, stored as SHA-256 (see `vidflow key new`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A key file of `[[key]]` entries (tenant, sha256).
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// Entries given inline, same form.
+    #[serde(default)]
+    pub key: Vec<KeyEntry>,
+}
+
+/// `[engine]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Local object store root: videos, first frames (`image` keys) and
+    /// job records (`jobs/<tenant>/<id>.json`).
+    #[serde(default = "default_out")]
+    pub out_dir: PathBuf,
+    /// Folder with models.toml and modes.toml; absent = the built-in
+    /// defaults (tiny model).
+    #[serde(default)]
+    pub configs_dir: Option<PathBuf>,
+    /// timely worker threads.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Most jobs denoised together in one step.
+    #[serde(default = "four")]
+    pub max_batch: usize,
+    /// On SIGTERM, how long in-flight jobs may take to finish before the
+    /// rest are handed back to the broker (unacked, so redelivered).
+    #[serde(default = "default_drain")]
+    pub drain_timeout_s: f64,
+    /// Benchmark only: replace the model stages by a no-op that completes
+    /// each job at once, to measure the intake path alone.
+    #[serde(default)]
+    pub noop_model: bool,
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("out/serve")
+}
+fn one() -> usize {
+    1
+}
+fn four() -> usize {
+    4
+}
+fn default_drain() -> f64 {
+    60.0
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            out_dir: default_out(),
+            configs_dir: None,
+            workers: 1,
+            max_batch: 4,
+            drain_timeout_s: default_drain(),
+            noop_model: false,
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<ServeConfig, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// All API keys: the key file's and the inline ones.
+    pub fn keys(&self) -> Result<KeyStore, ServeError> {
+        let mut keys = KeyStore::from_entries(&self.auth.key, "[auth] key")
+            .map_err(|e| ServeError::Auth(e.to_string()))?;
+        if let Some(f) = &self.auth.keys_file {
+            keys.extend(KeyStore::load(f).map_err(|e| ServeError::Auth(e.to_string()))?);
+        }
+        Ok(keys)
+    }
+
+    pub fn admission(&self) -> Result<AdmissionConfig, ServeError> {
+        match &self.engine.configs_dir {
+            Some(d) => AdmissionConfig::load(d).map_err(|e| ServeError::Config {
+                path: d.display().to_string(),
+                msg: e.to_string(),
+            }),
+            None => Ok(AdmissionConfig::builtin_default()),
+        }
+    }
+
+    /// Unacked jobs held at once (see `AmqpConfig::prefetch`).
+    pub fn prefetch(&self) -> u16 {
+        match self.amqp.prefetch {
+            0 => (self.engine.max_batch.max(1) + 2).min(u16::MAX as usize) as u16,
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vidflow.toml");
+        let c = ServeConfig::load(&p).unwrap();
+        assert!(c.grpc.enabled);
+        assert_eq!(c.prefetch(), c.engine.max_batch as u16 + 2);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.toml");
+        std::fs::write(&p, "[engine]\nmax_bach = 3\n").unwrap();
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("v.toml") && e.contains("max_bach"), "{e}");
+    }
+}

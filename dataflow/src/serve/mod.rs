@@ -1,0 +1,408 @@
+//! `vidflow serve`: the pipeline behind RabbitMQ and the gRPC API.
+//!
+//! Threads and tasks:
+//! - the AMQP session (`session.rs`) consumes the intake queue, dead-letters
+//!   what is not a job, hands jobs to the graph, publishes events, and acks
+//!   each job's message(s) once its result is durable;
+//! - the timely graph (`graph::pipeline`) on its own threads, fed through a
+//!   channel that worker 0 drains;
+//! - the committer writes each job's terminal record to the object store
+//!   and passes the terminal event to the session to publish with a
+//!   confirm; only that confirm acks the message (the commit point);
+//! - the gRPC API (`vidflow_connectors::grpc`) with its own connection.
+//!
+//! Delivery is at least once (a crash before the ack redelivers); effects
+//! are idempotent on the job id (a job with a record is re-announced, not
+//! regenerated; a job already running here absorbs the duplicate delivery),
+//! so outputs happen once.
+
+mod config;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use vidflow_connectors::amqp::Publisher;
+use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
+use vidflow_connectors::lapin::Acker;
+use vidflow_connectors::records::{write_record, JobRecord};
+use vidflow_connectors::store::OutputStore;
+use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent, Stage};
+use vidflow_operators::JobSpec;
+
+pub use config::{AuthConfig, EngineSection, GrpcConfig, ServeConfig};
+
+use crate::events::EventSink;
+use crate::graph::{pipeline, route, Deliver, Engine, EngineConfig};
+use crate::stages::JobResult;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("config {path}: {msg}")]
+    Config { path: String, msg: String },
+    #[error("API keys: {0}")]
+    Auth(String),
+    #[error("engine: {0}")]
+    Engine(#[from] crate::DataflowError),
+    #[error("gRPC listen address {addr}: {msg}")]
+    Listen { addr: String, msg: String },
+    #[error("gRPC API: {0}")]
+    Api(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// A job this process holds unacked: its tenant and every delivery of its
+/// message (a redelivery while it runs adds one; all are acked together).
+pub(crate) struct InFlight {
+    pub tenant: String,
+    pub ackers: Vec<Acker>,
+    pub since: Instant,
+}
+
+pub(crate) type InFlightMap = Arc<Mutex<HashMap<String, InFlight>>>;
+
+/// What the session publishes.
+pub(crate) enum Outbound {
+    /// A progress/accepted event from the pipeline (terminal ones are
+    /// dropped: the committer sends those once they are durable).
+    Event(JobEvent),
+    /// A job's terminal event, after its record was written: publish with a
+    /// confirm, then ack the job's deliveries.
+    Terminal(EventEnvelope),
+}
+
+/// Called once the service is up: the gRPC address (if serving the API).
+pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
+
+/// Runs the service until SIGTERM/SIGINT, then drains and returns.
+pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> {
+    let admission = cfg.admission()?;
+    let keys = cfg.keys()?;
+    if cfg.grpc.enabled && keys.is_empty() {
+        tracing::warn!("no API keys configured: every gRPC call will be UNAUTHENTICATED");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let (out_tx, out_rx) = unbounded_channel::<Outbound>();
+    let ev_tx = out_tx.clone();
+    let events = EventSink::from_fn(Arc::new(move |e| {
+        let _ = ev_tx.send(Outbound::Event(e));
+    }));
+    let store = Arc::new(
+        OutputStore::local(&cfg.engine.out_dir)
+            .map_err(|e| ServeError::Engine(crate::DataflowError::Store(e.to_string())))?,
+    );
+    let engine = if cfg.engine.noop_model {
+        None
+    } else {
+        Some(Engine::new(
+            &EngineConfig {
+                admission: admission.clone(),
+                out_dir: cfg.engine.out_dir.clone(),
+                max_batch: cfg.engine.max_batch.max(1),
+                workers: cfg.engine.workers.max(1),
+            },
+            events,
+        )?)
+    };
+    let (intake_tx, intake_rx) = channel::<JobSpec>();
+    let (result_tx, result_rx) = unbounded_channel::<JobResult>();
+    let graph = spawn_graph(
+        engine.clone(),
+        cfg.engine.workers.max(1),
+        intake_rx,
+        result_tx,
+    );
+    let inflight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = cfg.amqp.effective_url();
+    let topo = cfg.amqp.topology();
+
+    rt.block_on(async move {
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        {
+            let (shutdown, stop) = (shutdown.clone(), stop.clone());
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown signal: draining");
+                stop.store(true, Ordering::SeqCst);
+                shutdown.notify_waiters();
+                shutdown.notify_one();
+            });
+        }
+        tokio::spawn(commit_loop(result_rx, store.clone(), out_tx.clone()));
+
+        // The API.
+        let mut api_addr = None;
+        let mut api_task = None;
+        if cfg.grpc.enabled {
+            let listener = tokio::net::TcpListener::bind(&cfg.grpc.listen)
+                .await
+                .map_err(|e| ServeError::Listen {
+                    addr: cfg.grpc.listen.clone(),
+                    msg: e.to_string(),
+                })?;
+            api_addr = listener.local_addr().ok();
+            let table = Arc::new(JobTable::default());
+            tokio::spawn(grpc::follow_events(
+                url.clone(),
+                topo.clone(),
+                table.clone(),
+                stop.clone(),
+            ));
+            let deps = ApiDeps {
+                keys: Arc::new(keys),
+                admission: Arc::new(admission.clone()),
+                store: store.clone(),
+                publisher: Arc::new(Publisher::new(&url, "vidflow-api", topo.clone())),
+                table,
+            };
+            let stop_api = stop.clone();
+            api_task = Some(tokio::spawn(grpc::serve_api(listener, deps, async move {
+                while !stop_api.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })));
+        }
+
+        let sess = session::Session {
+            url,
+            topo,
+            prefetch: cfg.prefetch(),
+            max_message_bytes: cfg.amqp.max_message_bytes,
+            admission: Arc::new(admission),
+            store,
+            engine,
+            inflight,
+            intake: intake_tx,
+            out_tx,
+            stop: stop.clone(),
+            shutdown,
+            drain: Duration::from_secs_f64(cfg.engine.drain_timeout_s.max(0.0)),
+        };
+        sess.run(out_rx, Some(Box::new(move || on_ready(api_addr))))
+            .await;
+        stop.store(true, Ordering::SeqCst);
+        if let Some(t) = api_task {
+            if let Ok(Err(e)) = t.await {
+                return Err(ServeError::Api(e.to_string()));
+            }
+        }
+        Ok(())
+    })?;
+    // The graph thread may still hold jobs that missed the drain deadline;
+    // their messages went back to the broker with the connection.
+    drop(graph);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the graph on its own threads: worker 0 feeds specs from `intake`
+/// (the exchange spreads them); every result goes to `results`.
+fn spawn_graph(
+    engine: Option<Arc<Engine>>,
+    workers: usize,
+    intake: Receiver<JobSpec>,
+    results: UnboundedSender<JobResult>,
+) -> std::thread::JoinHandle<()> {
+    let intake = Arc::new(Mutex::new(Some(intake)));
+    std::thread::Builder::new()
+        .name("vidflow-graph".into())
+        .spawn(move || {
+            let r = timely::execute(timely::Config::process(workers), move |worker| {
+                let mut input = InputHandle::<
+                    u64,
+                    timely::container::CapacityContainerBuilder<Vec<JobSpec>>,
+                >::new();
+                let probe = ProbeHandle::new();
+                let results = results.clone();
+                let engine = engine.clone();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let specs = scope
+                        .input_from(&mut input)
+                        .exchange(|s: &JobSpec| route(s.job_id.as_deref().unwrap_or("")));
+                    let deliver: Deliver = Rc::new(move |r: JobResult| {
+                        let _ = results.send(r);
+                    });
+                    match &engine {
+                        Some(engine) => {
+                            pipeline(specs, engine, deliver).probe_with(&probe);
+                        }
+                        None => {
+                            specs
+                                .map(noop_result)
+                                .inspect(move |r: &JobResult| deliver(r.clone()))
+                                .probe_with(&probe);
+                        }
+                    }
+                });
+                let rx = if worker.index() == 0 {
+                    intake.lock().ok().and_then(|mut g| g.take())
+                } else {
+                    None
+                };
+                let mut input = Some(input);
+                if rx.is_none() {
+                    input = None;
+                }
+                loop {
+                    if let (Some(rx), Some(inp)) = (&rx, &mut input) {
+                        let mut closed = false;
+                        loop {
+                            match rx.try_recv() {
+                                Ok(spec) => inp.send(spec),
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Disconnected) => {
+                                    closed = true;
+                                    break;
+                                }
+                            }
+                        }
+                        inp.flush();
+                        if closed {
+                            input = None;
+                        }
+                    }
+                    if input.is_none() && probe.done() {
+                        break;
+                    }
+                    worker.step_or_park(Some(Duration::from_millis(5)));
+                }
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %e, "the graph failed to start");
+            }
+        })
+        .expect("spawning the graph thread")
+}
+
+/// The benchmark's stand-in for the model stages.
+fn noop_result(s: JobSpec) -> JobResult {
+    JobResult {
+        job_id: s.job_id.unwrap_or_default(),
+        tenant: s.tenant,
+        status: "completed".into(),
+        error: None,
+        key: Some("noop".into()),
+        size: Some(0),
+        sha256: Some(String::new()),
+        untrained: true,
+        timings: Vec::new(),
+        batch_sizes: Vec::new(),
+        failed_stage: None,
+        cancelled_at: None,
+    }
+}
+
+/// The record a result is stored as.
+fn record_of(r: &JobResult) -> JobRecord {
+    JobRecord {
+        job_id: r.job_id.clone(),
+        tenant: r.tenant.clone(),
+        status: r.status.clone(),
+        error: r.error.clone(),
+        stage: r.failed_stage.map(|s| s.as_str().to_string()),
+        cancelled_at: r.cancelled_at,
+        key: r.key.clone(),
+        size: r.size,
+        sha256: r.sha256.clone(),
+        untrained: r.untrained,
+        finished_ms: now_ms(),
+        timings: r.timings.clone(),
+        batch_sizes: r.batch_sizes.clone(),
+    }
+}
+
+/// The terminal event a record announces.
+pub(crate) fn terminal_event(r: &JobRecord, replay: bool) -> EventEnvelope {
+    let event = match r.status.as_str() {
+        "completed" => JobEvent::Completed {
+            job_id: r.job_id.clone(),
+            key: r.key.clone().unwrap_or_default(),
+            size: r.size.unwrap_or(0),
+            sha256: r.sha256.clone().unwrap_or_default(),
+            untrained: r.untrained,
+        },
+        "cancelled" => JobEvent::Cancelled {
+            job_id: r.job_id.clone(),
+            step: r.cancelled_at.unwrap_or(0),
+        },
+        _ => JobEvent::Failed {
+            job_id: r.job_id.clone(),
+            stage: match r.stage.as_deref() {
+                Some("encode") => Stage::Encode,
+                Some("denoise") => Stage::Denoise,
+                Some("decode") => Stage::Decode,
+                Some("output") => Stage::Output,
+                _ => Stage::Admit,
+            },
+            error: r.error.clone().unwrap_or_default(),
+        },
+    };
+    EventEnvelope {
+        tenant: r.tenant.clone(),
+        ts_ms: now_ms(),
+        replay,
+        event,
+    }
+}
+
+/// Makes each result durable (its record), then hands its terminal event
+/// to the session. A failing store is retried with back-off: the job's
+/// message stays unacked meanwhile, so nothing is lost if we die here.
+async fn commit_loop(
+    mut results: UnboundedReceiver<JobResult>,
+    store: Arc<OutputStore>,
+    out: UnboundedSender<Outbound>,
+) {
+    while let Some(r) = results.recv().await {
+        let rec = record_of(&r);
+        let mut attempt = 0;
+        loop {
+            match write_record(&store, &rec).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(job_id = %rec.job_id, error = %e, attempt, "writing the job record failed; retrying");
+                    tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        tracing::info!(job_id = %rec.job_id, tenant = %rec.tenant, status = %rec.status, "job finished");
+        let _ = out.send(Outbound::Terminal(terminal_event(&rec, false)));
+    }
+}

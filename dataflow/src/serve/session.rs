@@ -1,0 +1,459 @@
+//! The AMQP side of `vidflow serve`: one connection with a consuming
+//! channel (intake, prefetch = jobs held at once), a confirm channel
+//! (events, dead letters) and a control consumer (cancels). Any broker
+//! error ends the session; the next one reconnects with back-off. Jobs keep
+//! running meanwhile: the broker requeues their unacked messages, and when
+//! they come back they join the running job instead of starting it again.
+//!
+//! The same path handles RabbitMQ's consumer acknowledgement timeout (the
+//! broker closes a channel that holds a message unacked too long): a long
+//! job is never cut, it just gets its message back on the new channel and
+//! acks that one. `scripts/broker.sh` still raises the timeout to 2 h so
+//! this is rare.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use vidflow_connectors::amqp::{self, decode_job, Control, Topology, Undecodable};
+use vidflow_connectors::lapin::message::Delivery;
+use vidflow_connectors::lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions,
+};
+use vidflow_connectors::lapin::types::FieldTable;
+use vidflow_connectors::lapin::{self, Channel, Confirmation};
+use vidflow_connectors::records::read_record;
+use vidflow_connectors::store::sha256_hex;
+use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
+use vidflow_operators::{validate, AdmissionConfig, JobSpec};
+
+use super::{terminal_event, InFlight, InFlightMap, Outbound};
+use crate::graph::Engine;
+
+pub(crate) struct Session {
+    pub url: String,
+    pub topo: Topology,
+    pub prefetch: u16,
+    pub max_message_bytes: usize,
+    pub admission: Arc<AdmissionConfig>,
+    pub store: Arc<vidflow_connectors::store::OutputStore>,
+    pub engine: Option<Arc<Engine>>,
+    pub inflight: InFlightMap,
+    pub intake: Sender<JobSpec>,
+    pub out_tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
+    pub stop: Arc<AtomicBool>,
+    pub shutdown: Arc<tokio::sync::Notify>,
+    pub drain: Duration,
+}
+
+/// How a session ended.
+enum End {
+    Drained,
+    Lost(lapin::Error),
+}
+
+type Ready = Option<Box<dyn FnOnce() + Send>>;
+
+impl Session {
+    /// Runs sessions until a drain completes.
+    pub async fn run(
+        self,
+        mut out_rx: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+        mut ready: Ready,
+    ) {
+        let mut pending: VecDeque<EventEnvelope> = VecDeque::new();
+        let mut attempt = 0u32;
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            match self
+                .session(&mut out_rx, &mut pending, &mut ready, &mut drain_deadline)
+                .await
+            {
+                End::Drained => return,
+                End::Lost(e) => {
+                    tracing::warn!(error = %e, attempt, "broker session lost; reconnecting");
+                }
+            }
+            if let Some(d) = drain_deadline {
+                if Instant::now() >= d {
+                    return;
+                }
+            }
+            tokio::time::sleep(amqp::backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn session(
+        &self,
+        out_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+        pending: &mut VecDeque<EventEnvelope>,
+        ready: &mut Ready,
+        drain_deadline: &mut Option<Instant>,
+    ) -> End {
+        let conn = match amqp::connect(&self.url, "vidflow-serve").await {
+            Ok(c) => c,
+            Err(e) => return End::Lost(e),
+        };
+        let r = self
+            .consume(&conn, out_rx, pending, ready, drain_deadline)
+            .await;
+        // Closing hands every unacked message back to the broker.
+        let _ = conn.close(200, "vidflow serve stopping".into()).await;
+        match r {
+            Ok(()) => End::Drained,
+            Err(e) => End::Lost(e),
+        }
+    }
+
+    async fn consume(
+        &self,
+        conn: &lapin::Connection,
+        out_rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+        pending: &mut VecDeque<EventEnvelope>,
+        ready: &mut Ready,
+        drain_deadline: &mut Option<Instant>,
+    ) -> Result<(), lapin::Error> {
+        let pub_ch = amqp::confirm_channel(conn).await?;
+        self.topo.declare(&pub_ch).await?;
+        let cons_ch = conn.create_channel().await?;
+        cons_ch
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("vidflow-serve-{}", std::process::id());
+        let mut consuming = drain_deadline.is_none();
+        let mut consumer = cons_ch
+            .basic_consume(
+                self.topo.jobs.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        if !consuming {
+            cons_ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+        }
+        let ctl_ch = conn.create_channel().await?;
+        let ctl_q = self.topo.bind_control(&ctl_ch).await?;
+        let mut control = ctl_ch
+            .basic_consume(
+                ctl_q.as_str().into(),
+                "vidflow-serve-control".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %self.topo.jobs, prefetch = self.prefetch, "consuming");
+        if let Some(f) = ready.take() {
+            f();
+        }
+        // Terminal events whose publish failed in an earlier session.
+        while let Some(env) = pending.pop_front() {
+            self.publish_terminal(&pub_ch, env).await?;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            if self.stop.load(Ordering::SeqCst) && consuming {
+                consuming = false;
+                *drain_deadline = Some(Instant::now() + self.drain);
+                let _ = cons_ch
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                tracing::info!(in_flight = self.in_flight(), "stopped consuming; draining");
+            }
+            if let Some(d) = *drain_deadline {
+                let left = self.in_flight();
+                if left == 0 {
+                    tracing::info!("drained: every job finished and acked");
+                    return Ok(());
+                }
+                if Instant::now() >= d {
+                    tracing::warn!(
+                        in_flight = left,
+                        "drain timeout: handing unfinished jobs back to the broker"
+                    );
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                d = consumer.next(), if consuming => match d {
+                    Some(Ok(d)) => self.on_delivery(&pub_ch, d).await?,
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(lapin::Error::from(std::io::Error::other(
+                        "the broker cancelled the intake consumer",
+                    ))),
+                },
+                c = control.next() => match c {
+                    Some(Ok(d)) => self.on_control(&d.data),
+                    Some(Err(e)) => return Err(e),
+                    None => {}
+                },
+                o = out_rx.recv() => match o {
+                    Some(Outbound::Event(e)) => self.publish_event(&pub_ch, e).await?,
+                    Some(Outbound::Terminal(env)) => {
+                        if let Err(e) = self.publish_terminal(&pub_ch, env.clone()).await {
+                            pending.push_back(env);
+                            return Err(e);
+                        }
+                    }
+                    None => {}
+                },
+                _ = tick.tick() => {}
+                _ = self.shutdown.notified() => {}
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// One intake message: dead-letter it, re-announce it, join it to the
+    /// running job, or start it.
+    async fn on_delivery(&self, ch: &Channel, d: Delivery) -> Result<(), lapin::Error> {
+        let ct = d.properties.content_type().as_ref().map(|s| s.as_str().to_string());
+        let msg_id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string());
+        let spec = decode_job(&d.data, ct.as_deref(), self.max_message_bytes);
+        let mut spec = match spec {
+            Ok(s) => s,
+            Err(u) => {
+                let id = msg_id.unwrap_or_else(|| "_".into());
+                return self.reject(ch, &d, "_", &id, u).await;
+            }
+        };
+        if spec.job_id.is_none() {
+            // Deterministic, so a redelivery gets the same id (and seed).
+            spec.job_id = Some(msg_id.clone().unwrap_or_else(|| {
+                format!("m-{}", &sha256_hex(&d.data)[..32])
+            }));
+        }
+        let job_id = spec.job_id.clone().unwrap_or_default();
+        if let Err(e) = validate(&spec, &self.admission) {
+            let tenant = spec.tenant.clone();
+            let u = Undecodable {
+                field: e.field().to_string(),
+                error: e.to_string(),
+            };
+            return self.reject(ch, &d, &tenant, &job_id, u).await;
+        }
+        let tenant = spec.tenant.clone();
+        {
+            let mut map = self.inflight.lock().expect("in-flight map poisoned");
+            if let Some(j) = map.get_mut(&job_id) {
+                if j.tenant == tenant {
+                    tracing::info!(job_id = %job_id, "duplicate delivery of a running job: not started again");
+                    j.ackers.push(d.acker);
+                    return Ok(());
+                }
+                drop(map);
+                let u = Undecodable {
+                    field: "job_id".into(),
+                    error: format!("invalid job_id = {job_id:?}: in use by a running job"),
+                };
+                return self.reject(ch, &d, &tenant, &job_id, u).await;
+            }
+        }
+        match read_record(&self.store, &tenant, &job_id).await {
+            Ok(Some(rec)) => {
+                tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
+                let env = terminal_event(&rec, true);
+                amqp::publish_confirmed(
+                    ch,
+                    &self.topo.events,
+                    &env.routing_key(),
+                    &amqp::event_body(&env),
+                    amqp::event_properties(),
+                    false,
+                )
+                .await
+                .map_err(to_lapin)?;
+                d.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Unreadable record: never guess "absent" (that would run
+                // the job twice); park the message with the reason.
+                let u = Undecodable {
+                    field: "job_id".into(),
+                    error: format!("job record unreadable: {e}"),
+                };
+                return self.reject(ch, &d, &tenant, &job_id, u).await;
+            }
+        }
+        self.inflight
+            .lock()
+            .expect("in-flight map poisoned")
+            .insert(
+                job_id.clone(),
+                InFlight {
+                    tenant: tenant.clone(),
+                    ackers: vec![d.acker],
+                    since: Instant::now(),
+                },
+            );
+        tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, "job taken");
+        if self.intake.send(spec).is_err() {
+            // The graph is gone (shutting down): hand the job back.
+            if let Some(j) = self.inflight.lock().expect("poisoned").remove(&job_id) {
+                for a in j.ackers {
+                    let _ = a
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a message with the reason, announces the rejection,
+    /// then acks it. If the dead-letter publish fails the message is not
+    /// acked (the session ends and the broker redelivers it).
+    async fn reject(
+        &self,
+        ch: &Channel,
+        d: &Delivery,
+        tenant: &str,
+        job_id: &str,
+        u: Undecodable,
+    ) -> Result<(), lapin::Error> {
+        tracing::warn!(job_id = %job_id, field = %u.field, error = %u.error, "dead-lettering message");
+        amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error)
+            .await
+            .map_err(to_lapin)?;
+        let env = EventEnvelope {
+            tenant: tenant.to_string(),
+            ts_ms: now_ms(),
+            replay: false,
+            event: JobEvent::Rejected {
+                job_id: job_id.to_string(),
+                field: u.field,
+                error: u.error,
+            },
+        };
+        publish_nowait(ch, &self.topo, &env).await?;
+        d.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    fn on_control(&self, body: &[u8]) {
+        match serde_json::from_slice::<Control>(body) {
+            Ok(Control::Cancel { tenant, job_id }) => {
+                let owned = self
+                    .inflight
+                    .lock()
+                    .map(|m| m.get(&job_id).map(|j| j.tenant == tenant))
+                    .unwrap_or(None);
+                // Not here yet (or on another process): remember it, so it
+                // stops as soon as it starts here.
+                if owned != Some(false) {
+                    if let Some(e) = &self.engine {
+                        tracing::info!(job_id = %job_id, "cancel received");
+                        e.cancel(&job_id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable control message"),
+        }
+    }
+
+    async fn publish_event(&self, ch: &Channel, e: JobEvent) -> Result<(), lapin::Error> {
+        if e.is_terminal() {
+            return Ok(());
+        }
+        // Every job the pipeline runs here is in the map until acked.
+        let tenant = match self
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(e.job_id()).map(|j| j.tenant.clone()))
+        {
+            Some(t) => t,
+            None => return Ok(()),
+        };
+        let env = EventEnvelope {
+            tenant,
+            ts_ms: now_ms(),
+            replay: false,
+            event: e,
+        };
+        publish_nowait(ch, &self.topo, &env).await
+    }
+
+    /// Publishes a terminal event; when the broker confirms it, acks every
+    /// delivery of the job. That confirm is the commit point: the record
+    /// and the output were already durable.
+    async fn publish_terminal(&self, ch: &Channel, env: EventEnvelope) -> Result<(), lapin::Error> {
+        let confirm = ch
+            .basic_publish(
+                self.topo.events.as_str().into(),
+                env.routing_key().as_str().into(),
+                BasicPublishOptions::default(),
+                &amqp::event_body(&env),
+                amqp::event_properties(),
+            )
+            .await?;
+        let inflight = self.inflight.clone();
+        let out_tx = self.out_tx.clone();
+        tokio::spawn(async move {
+            let job_id = env.event.job_id().to_string();
+            match confirm.await {
+                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
+                    let job = inflight.lock().ok().and_then(|mut m| m.remove(&job_id));
+                    if let Some(j) = job {
+                        tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = j.ackers.len(), "acking");
+                        for a in j.ackers {
+                            // A delivery from a channel that died since is
+                            // back in the queue; its redelivery finds the
+                            // record and is acked then.
+                            let _ = a.ack(BasicAckOptions::default()).await;
+                        }
+                    }
+                }
+                other => {
+                    tracing::warn!(job_id = %job_id, outcome = ?other.map(|c| c.is_ack()), "terminal event not confirmed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = out_tx.send(Outbound::Terminal(env));
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn publish_nowait(ch: &Channel, topo: &Topology, env: &EventEnvelope) -> Result<(), lapin::Error> {
+    // The confirm is not awaited: progress is best-effort and frequent.
+    let _confirm = ch
+        .basic_publish(
+            topo.events.as_str().into(),
+            env.routing_key().as_str().into(),
+            BasicPublishOptions::default(),
+            &amqp::event_body(env),
+            amqp::event_properties(),
+        )
+        .await?;
+    Ok(())
+}
+
+fn to_lapin(e: amqp::PublishError) -> lapin::Error {
+    match e {
+        amqp::PublishError::Amqp(e) => e,
+        other => lapin::Error::from(std::io::Error::other(other.to_string())),
+    }
+}
