@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). Sets up what the tests need,
-# then runs every test in the workspace. Golden cases are read from
+# starts a private RabbitMQ, then runs every test in the workspace. Golden cases are read from
 # ../shared/golden/ltx; the tests fail (never skip) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 bash scripts/setup-system.sh
+# The serve tests need a real RabbitMQ: a private one on loopback, stopped
+# when the tests end (pass or fail).
+export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"
+export VIDFLOW_AMQP_URL="amqp://127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
+bash scripts/broker.sh start
+trap 'bash scripts/broker.sh stop' EXIT
 cargo test --workspace --locked "$@"

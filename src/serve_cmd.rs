@@ -34,7 +34,9 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         cfg,
         Box::new(move |addr| {
             // One line on stdout that scripts (and tests) wait for.
-            let api = addr.map(|a| format!("; gRPC API on {a}")).unwrap_or_default();
+            let api = addr
+                .map(|a| format!("; gRPC API on {a}"))
+                .unwrap_or_default();
             println!("vidflow serve: ready, consuming {queue}{api}");
             let _ = std::io::stdout().flush();
         }),

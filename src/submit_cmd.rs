@@ -41,7 +41,11 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub client_key: Option<String>,
     /// Broker URL (or VIDFLOW_AMQP_URL).
-    #[arg(long, env = "VIDFLOW_AMQP_URL", default_value = "amqp://127.0.0.1:5679/%2f")]
+    #[arg(
+        long,
+        env = "VIDFLOW_AMQP_URL",
+        default_value = "amqp://127.0.0.1:5679/%2f"
+    )]
     pub amqp: String,
     /// Queue/exchange name prefix (`[amqp] prefix`).
     #[arg(long, default_value = "vidflow")]
@@ -55,8 +59,7 @@ pub fn run(a: SubmitArgs) -> Result<i32> {
     let text = if a.spec.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading the spec from stdin")?
     } else {
-        std::fs::read_to_string(&a.spec)
-            .with_context(|| format!("reading {}", a.spec.display()))?
+        std::fs::read_to_string(&a.spec).with_context(|| format!("reading {}", a.spec.display()))?
     };
     let spec = JobSpec::from_json(&text).with_context(|| format!("{}", a.spec.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -134,7 +137,10 @@ async fn via_grpc(a: &SubmitArgs, spec: JobSpec) -> Result<i32> {
         bar.set_message(match s.state() {
             JobState::Queued => "queued".to_string(),
             JobState::Running => s.stage.clone(),
-            other => other.as_str_name().trim_start_matches("JOB_STATE_").to_lowercase(),
+            other => other
+                .as_str_name()
+                .trim_start_matches("JOB_STATE_")
+                .to_lowercase(),
         });
         last = Some(s);
     }
@@ -174,9 +180,7 @@ async fn via_amqp(a: &SubmitArgs, mut spec: JobSpec) -> Result<i32> {
         let conn = amqp::connect(&a.amqp, "vidflow-submit-follow").await?;
         let ch = conn.create_channel().await?;
         topo.declare(&ch).await?;
-        let q = topo
-            .bind_events(&ch, &format!("job.*.{job_id}.*"))
-            .await?;
+        let q = topo.bind_events(&ch, &format!("job.*.{job_id}.*")).await?;
         let consumer = ch
             .basic_consume(
                 q.as_str().into(),
@@ -226,11 +230,23 @@ async fn via_amqp(a: &SubmitArgs, mut spec: JobSpec) -> Result<i32> {
             }
             JobEvent::Cancelled { step, .. } => {
                 bar.finish_and_clear();
-                return Ok(report(false, &job_id, "", &format!("cancelled at step {step}"), false));
+                return Ok(report(
+                    false,
+                    &job_id,
+                    "",
+                    &format!("cancelled at step {step}"),
+                    false,
+                ));
             }
             JobEvent::Rejected { field, error, .. } => {
                 bar.finish_and_clear();
-                return Ok(report(false, &job_id, "", &format!("rejected ({field}): {error}"), false));
+                return Ok(report(
+                    false,
+                    &job_id,
+                    "",
+                    &format!("rejected ({field}): {error}"),
+                    false,
+                ));
             }
         }
     }

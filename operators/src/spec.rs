@@ -190,6 +190,13 @@ impl JobSpec {
 
     /// As [`JobSpec::from_json`], from an already parsed value.
     pub fn from_json_value(value: serde_json::Value) -> Result<JobSpec, JobError> {
+        if !value.is_object() {
+            return Err(JobError::Invalid {
+                field: "(body)".into(),
+                value: display_value(&value.to_string()),
+                reason: "a job spec is a JSON object".into(),
+            });
+        }
         match serde_path_to_error::deserialize::<_, JobSpec>(&value) {
             Ok(spec) => Ok(spec),
             Err(e) => {

@@ -220,7 +220,11 @@ impl Session {
     /// One intake message: dead-letter it, re-announce it, join it to the
     /// running job, or start it.
     async fn on_delivery(&self, ch: &Channel, d: Delivery) -> Result<(), lapin::Error> {
-        let ct = d.properties.content_type().as_ref().map(|s| s.as_str().to_string());
+        let ct = d
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_string());
         let msg_id = d
             .properties
             .message_id()
@@ -236,9 +240,11 @@ impl Session {
         };
         if spec.job_id.is_none() {
             // Deterministic, so a redelivery gets the same id (and seed).
-            spec.job_id = Some(msg_id.clone().unwrap_or_else(|| {
-                format!("m-{}", &sha256_hex(&d.data)[..32])
-            }));
+            spec.job_id = Some(
+                msg_id
+                    .clone()
+                    .unwrap_or_else(|| format!("m-{}", &sha256_hex(&d.data)[..32])),
+            );
         }
         let job_id = spec.job_id.clone().unwrap_or_default();
         if let Err(e) = validate(&spec, &self.admission) {
@@ -437,7 +443,11 @@ impl Session {
     }
 }
 
-async fn publish_nowait(ch: &Channel, topo: &Topology, env: &EventEnvelope) -> Result<(), lapin::Error> {
+async fn publish_nowait(
+    ch: &Channel,
+    topo: &Topology,
+    env: &EventEnvelope,
+) -> Result<(), lapin::Error> {
     // The confirm is not awaited: progress is best-effort and frequent.
     let _confirm = ch
         .basic_publish(

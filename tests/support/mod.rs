@@ -1,0 +1,289 @@
+//! Helpers for the `vidflow serve` tests: a real RabbitMQ (started by
+//! scripts/test.sh), the real binary, an events follower.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use vidflow_connectors::amqp::{self, Topology};
+use vidflow_connectors::auth::hash_key;
+use vidflow_connectors::lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use vidflow_connectors::lapin::types::FieldTable;
+use vidflow_connectors::lapin::{Channel, Connection, Consumer};
+use vidflow_operators::event::{EventEnvelope, JobEvent};
+use vidflow_operators::JobSpec;
+
+pub fn amqp_url() -> String {
+    std::env::var("VIDFLOW_AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5679/%2f".into())
+}
+
+/// A connection to the test broker; a missing broker fails the test with
+/// what to do (it is never skipped).
+pub async fn broker() -> Connection {
+    let url = amqp_url();
+    match amqp::connect(&url, "vidflow-test").await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "no RabbitMQ at {url} ({e}): run the tests with `bash scripts/test.sh`, which starts \
+             one, or start it with `bash scripts/broker.sh start`"
+        ),
+    }
+}
+
+pub const KEY_A: &str = "vf_test_key_acme";
+pub const KEY_B: &str = "vf_test_key_globex";
+
+/// One test's private deployment: its own queue prefix, out dir and config.
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+    pub prefix: String,
+    pub config: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Setup {
+    pub fn new(name: &str, engine_extra: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let prefix = format!("test-{name}-{}-{nanos}", std::process::id());
+        let out = tmp.path().join("out");
+        let config = tmp.path().join("vidflow.toml");
+        let toml = format!(
+            "[amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[auth.key]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[auth.key]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n\
+             [engine]\nout_dir = \"{}\"\n{engine_extra}\n",
+            amqp_url(),
+            hash_key(KEY_A),
+            hash_key(KEY_B),
+            out.display()
+        );
+        std::fs::write(&config, toml).unwrap();
+        Setup {
+            tmp,
+            prefix,
+            config,
+            out,
+        }
+    }
+
+    pub fn topo(&self) -> Topology {
+        Topology::new(&self.prefix)
+    }
+
+    /// Starts `vidflow serve` and waits for its ready line.
+    pub fn start(&self, log_name: &str) -> Serve {
+        let log = self.tmp.path().join(format!("{log_name}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("VIDFLOW_AMQP_URL")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("ready") => {
+                    let grpc = line
+                        .split("gRPC API on ")
+                        .nth(1)
+                        .map(|a| format!("http://{}", a.trim()));
+                    return Serve {
+                        child,
+                        grpc,
+                        log,
+                        lines: rx,
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "vidflow serve did not become ready; its log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// MP4 files under the out dir.
+    pub fn outputs(&self) -> Vec<PathBuf> {
+        fn walk(d: &std::path::Path, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(d) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "mp4") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.out, &mut v);
+        v
+    }
+}
+
+pub struct Serve {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` of the gRPC API.
+    pub grpc: Option<String>,
+    pub log: PathBuf,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serve {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A t2v spec for the tiny model.
+pub fn spec(job_id: &str, tenant: &str, tier: &str, res: &str, frames: u32, steps: u32) -> JobSpec {
+    JobSpec::from_json(&format!(
+        r#"{{"job_id":"{job_id}","tenant":"{tenant}","tier":"{tier}","kind":"t2v",
+            "prompt":"test clip {job_id}","resolution":"{res}","frames":{frames},
+            "mode":"realtime","steps":{steps}}}"#
+    ))
+    .unwrap()
+}
+
+/// Every event of one deployment, from a queue bound before anything is
+/// published.
+pub struct Events {
+    _conn: Connection,
+    consumer: Consumer,
+    pub all: Vec<(Instant, EventEnvelope)>,
+}
+
+impl Events {
+    pub async fn follow(topo: &Topology) -> Events {
+        let conn = broker().await;
+        let ch = conn.create_channel().await.unwrap();
+        topo.declare(&ch).await.unwrap();
+        let q = topo.bind_events(&ch, "job.#").await.unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                "test-events".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Events {
+            _conn: conn,
+            consumer,
+            all: Vec::new(),
+        }
+    }
+
+    /// Reads events until `done(&all)` holds; panics after `timeout`.
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[(Instant, EventEnvelope)]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&self.all) {
+            match tokio::time::timeout_at(deadline, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let env: EventEnvelope = serde_json::from_slice(&d.data).unwrap();
+                    self.all.push((Instant::now(), env));
+                }
+                Ok(other) => panic!("events consumer ended: {other:?}"),
+                Err(_) => panic!(
+                    "timed out after {timeout:?} waiting for {what}; {} events so far, last: {:?}",
+                    self.all.len(),
+                    self.all.last().map(|e| &e.1)
+                ),
+            }
+        }
+    }
+
+    pub fn count(&self, pred: impl Fn(&JobEvent) -> bool) -> usize {
+        self.all.iter().filter(|(_, e)| pred(&e.event)).count()
+    }
+}
+
+pub fn is_completed(e: &JobEvent) -> bool {
+    matches!(e, JobEvent::Completed { .. })
+}
+
+/// Messages ready in a queue.
+pub async fn depth(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+/// Waits until `queue` holds no message, ready or unacked (a passive
+/// declare counts only ready ones, so also wait for the consumer's acks:
+/// the events arrive before the acks).
+pub async fn wait_empty(ch: &Channel, queue: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = depth(ch, queue).await;
+        if n == 0 || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes a test's queues and exchanges.
+pub async fn cleanup(ch: &Channel, topo: &Topology) {
+    use vidflow_connectors::lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    for q in [&topo.jobs, &topo.dead] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in [&topo.events, &topo.control] {
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
