@@ -235,6 +235,14 @@ impl Events {
         }
     }
 
+    /// Reads whatever arrives until `quiet` passes with no event.
+    pub async fn settle(&mut self, quiet: Duration) {
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(quiet, self.consumer.next()).await {
+            let env: EventEnvelope = serde_json::from_slice(&d.data).unwrap();
+            self.all.push((Instant::now(), env));
+        }
+    }
+
     pub fn count(&self, pred: impl Fn(&JobEvent) -> bool) -> usize {
         self.all.iter().filter(|(_, e)| pred(&e.event)).count()
     }
