@@ -3,6 +3,7 @@
 //! `benches/run_cpu.sh` runs it next to the PyTorch peer
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
+mod intake;
 mod pipeline;
 
 use std::time::Instant;
@@ -28,10 +29,19 @@ struct Args {
     /// Timed repeats for the mid VAE decode.
     #[arg(long, default_value_t = 1)]
     decode_repeats: usize,
-    /// `runtime` (model step/decode vs PyTorch shapes) or `pipeline`
-    /// (orchestration overhead and batching throughput, tiny model).
+    /// `runtime` (model step/decode vs PyTorch shapes), `pipeline`
+    /// (orchestration overhead and batching throughput, tiny model) or
+    /// `intake` (jobs/s from RabbitMQ through `vidflow serve` with a no-op
+    /// model, next to raw lapin; needs a broker, see benches/run_intake.sh).
     #[arg(long, default_value = "runtime")]
     suite: String,
+    /// Broker for the intake suite (or VIDFLOW_AMQP_URL).
+    #[arg(
+        long,
+        env = "VIDFLOW_AMQP_URL",
+        default_value = "amqp://127.0.0.1:5679/%2f"
+    )]
+    amqp: String,
     /// pipeline suite: jobs, resolution, frames, steps.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
@@ -175,6 +185,12 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.suite == "intake" {
+        let r = intake::run(&args.amqp, args.jobs)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        // The service thread is still consuming; the results are out.
+        std::process::exit(0);
+    }
     if args.suite == "pipeline" {
         let r = pipeline::run(args.jobs, &args.resolution, args.frames, args.steps)?;
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -119,11 +119,13 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         )?)
     };
     let (intake_tx, intake_rx) = channel::<JobSpec>();
+    let waker = GraphWaker::default();
     let (result_tx, result_rx) = unbounded_channel::<JobResult>();
     let graph = spawn_graph(
         engine.clone(),
         cfg.engine.workers.max(1),
         intake_rx,
+        waker.clone(),
         result_tx,
     );
     let inflight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
@@ -187,7 +189,10 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             store,
             engine,
             inflight,
-            intake: intake_tx,
+            intake: Intake {
+                tx: intake_tx,
+                waker,
+            },
             out_tx,
             stop: stop.clone(),
             shutdown,
@@ -231,12 +236,49 @@ async fn wait_for_signal() {
     }
 }
 
+/// Wakes the graph's feeding worker when a job arrives, so a parked
+/// worker picks it up at once instead of at its next timeout.
+#[derive(Clone, Default)]
+pub(crate) struct GraphWaker(Arc<Mutex<Option<std::thread::Thread>>>);
+
+impl GraphWaker {
+    fn register(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(std::thread::current());
+        }
+    }
+
+    fn wake(&self) {
+        if let Ok(g) = self.0.lock() {
+            if let Some(t) = g.as_ref() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// The session's handle on the graph's input.
+pub(crate) struct Intake {
+    tx: std::sync::mpsc::Sender<JobSpec>,
+    waker: GraphWaker,
+}
+
+impl Intake {
+    /// Hands a job to the graph; false when the graph is gone.
+    pub fn send(&self, spec: JobSpec) -> bool {
+        let ok = self.tx.send(spec).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
 /// Runs the graph on its own threads: worker 0 feeds specs from `intake`
 /// (the exchange spreads them); every result goes to `results`.
 fn spawn_graph(
     engine: Option<Arc<Engine>>,
     workers: usize,
     intake: Receiver<JobSpec>,
+    waker: GraphWaker,
     results: UnboundedSender<JobResult>,
 ) -> std::thread::JoinHandle<()> {
     let intake = Arc::new(Mutex::new(Some(intake)));
@@ -271,6 +313,7 @@ fn spawn_graph(
                     }
                 });
                 let rx = if worker.index() == 0 {
+                    waker.register();
                     intake.lock().ok().and_then(|mut g| g.take())
                 } else {
                     None
@@ -389,20 +432,29 @@ async fn commit_loop(
     store: Arc<OutputStore>,
     out: UnboundedSender<Outbound>,
 ) {
+    // Jobs commit independently (a slow fsync must not hold the others).
+    let slots = Arc::new(tokio::sync::Semaphore::new(64));
     while let Some(r) = results.recv().await {
-        let rec = record_of(&r);
-        let mut attempt = 0;
-        loop {
-            match write_record(&store, &rec).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(job_id = %rec.job_id, error = %e, attempt, "writing the job record failed; retrying");
-                    tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
-                    attempt += 1;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (store, out) = (store.clone(), out.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let rec = record_of(&r);
+            let mut attempt = 0;
+            loop {
+                match write_record(&store, &rec).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(job_id = %rec.job_id, error = %e, attempt, "writing the job record failed; retrying");
+                        tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
+                        attempt += 1;
+                    }
                 }
             }
-        }
-        tracing::info!(job_id = %rec.job_id, tenant = %rec.tenant, status = %rec.status, "job finished");
-        let _ = out.send(Outbound::Terminal(terminal_event(&rec, false)));
+            tracing::info!(job_id = %rec.job_id, tenant = %rec.tenant, status = %rec.status, "job finished");
+            let _ = out.send(Outbound::Terminal(terminal_event(&rec, false)));
+        });
     }
 }

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use vidflow_connectors::lapin::{self, Channel, Confirmation};
 use vidflow_connectors::records::read_record;
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
-use vidflow_operators::{validate, AdmissionConfig, JobSpec};
+use vidflow_operators::{validate, AdmissionConfig};
 
 use super::{terminal_event, InFlight, InFlightMap, Outbound};
 use crate::graph::Engine;
@@ -43,7 +42,7 @@ pub(crate) struct Session {
     pub store: Arc<vidflow_connectors::store::OutputStore>,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
-    pub intake: Sender<JobSpec>,
+    pub intake: super::Intake,
     pub out_tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
     pub stop: Arc<AtomicBool>,
     pub shutdown: Arc<tokio::sync::Notify>,
@@ -312,7 +311,7 @@ impl Session {
                 },
             );
         tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, "job taken");
-        if self.intake.send(spec).is_err() {
+        if !self.intake.send(spec) {
             // The graph is gone (shutting down): hand the job back.
             if let Some(j) = self.inflight.lock().expect("poisoned").remove(&job_id) {
                 for a in j.ackers {
