@@ -5,6 +5,7 @@
 #   bash scripts/broker.sh start    # install rabbitmq-server if missing, start, wait until ready
 #   bash scripts/broker.sh stop
 #   bash scripts/broker.sh status
+#   bash scripts/broker.sh ctl ARGS...   # rabbitmqctl against this broker (e.g. list_queues)
 #
 # Env: VIDFLOW_AMQP_PORT (default 5679), VIDFLOW_BROKER_DIR (default
 # ${TMPDIR:-/tmp}/vidflow-rabbitmq-$PORT). The Erlang distribution port is
@@ -90,5 +91,10 @@ case "$cmd" in
     setup_env
     if ready; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
     ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  ctl)
+    setup_env
+    shift
+    exec "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" "$@"
+    ;;
+  *) echo "usage: $0 start|stop|status|ctl ARGS..." >&2; exit 2 ;;
 esac

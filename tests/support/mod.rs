@@ -243,6 +243,15 @@ impl Events {
         }
     }
 
+    /// Reads events for `d` (however many arrive).
+    pub async fn collect_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.consumer.next()).await {
+            let env: EventEnvelope = serde_json::from_slice(&m.data).unwrap();
+            self.all.push((Instant::now(), env));
+        }
+    }
+
     pub fn count(&self, pred: impl Fn(&JobEvent) -> bool) -> usize {
         self.all.iter().filter(|(_, e)| pred(&e.event)).count()
     }
