@@ -12,8 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vidflow_connectors::amqp::{self, Publisher};
 use vidflow_connectors::grpc::pb::job_service_client::JobServiceClient;
 use vidflow_connectors::grpc::pb::{JobRef, JobState, JobStatus, SubmitRequest};
-use vidflow_connectors::lapin::options::BasicConsumeOptions;
-use vidflow_connectors::lapin::types::FieldTable;
 use vidflow_connectors::tonic;
 use vidflow_operators::event::{EventEnvelope, JobEvent};
 use vidflow_operators::JobSpec;
@@ -181,17 +179,7 @@ async fn via_amqp(a: &SubmitArgs, mut spec: JobSpec) -> Result<i32> {
         let ch = conn.create_channel().await?;
         topo.declare(&ch).await?;
         let q = topo.bind_events(&ch, &format!("job.*.{job_id}.*")).await?;
-        let consumer = ch
-            .basic_consume(
-                q.as_str().into(),
-                "vidflow-submit".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = amqp::consume_auto_ack(&ch, &q, "vidflow-submit").await?;
         Some((conn, consumer))
     } else {
         None

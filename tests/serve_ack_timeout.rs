@@ -30,6 +30,18 @@ fn set_consumer_timeout(ms: u64) {
     );
 }
 
+fn max_step(events: &Events) -> usize {
+    events
+        .all
+        .iter()
+        .filter_map(|(_, e)| match e.event {
+            JobEvent::Progress { step, .. } => Some(step),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 struct Restore;
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -73,25 +85,9 @@ async fn a_job_outlives_the_brokers_ack_timeout_without_restarting() {
     let log = serve.log_text();
     assert!(log.contains("delivery acknowledgement"), "{log}");
     // Still the same run: progress keeps going up, one accepted event.
-    let step_then = events
-        .all
-        .iter()
-        .filter_map(|(_, e)| match e.event {
-            JobEvent::Progress { step, .. } => Some(step),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
+    let step_then = max_step(&events);
     events.collect_for(Duration::from_secs(3)).await;
-    let step_now = events
-        .all
-        .iter()
-        .filter_map(|(_, e)| match e.event {
-            JobEvent::Progress { step, .. } => Some(step),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
+    let step_now = max_step(&events);
     assert!(
         step_now > step_then,
         "the job stopped: step {step_then} -> {step_now}"

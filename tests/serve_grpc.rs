@@ -313,3 +313,51 @@ async fn grpc_api_keys_isolation_idempotency_watch_cancel() {
     let ch = conn.create_channel().await.unwrap();
     cleanup(&ch, &topo).await;
 }
+
+/// `vidflow submit` as a user runs it: over gRPC and over AMQP, following
+/// the job to the end; a bad key is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_cli_over_grpc_and_amqp() {
+    let setup = Setup::new("submitcli", "max_batch = 2");
+    let serve = setup.start("serve");
+    let addr = serve.grpc.clone().unwrap();
+    let spec_path = setup.tmp.path().join("job.json");
+    std::fs::write(
+        &spec_path,
+        r#"{"tenant":"acme","tier":"standard","kind":"t2v","prompt":"a kite",
+            "resolution":"256x256","frames":9,"steps":2}"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidflow"))
+            .arg("submit")
+            .arg(&spec_path)
+            .args(args)
+            .env_remove("VIDFLOW_API_KEY")
+            .env("VIDFLOW_AMQP_URL", amqp_url())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, id, err) = run(&["--grpc", &addr, "--key", KEY_A, "--follow"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("job {id} completed")) && err.contains("UNTRAINED"),
+        "{err}"
+    );
+    let (code, id2, err) = run(&["--via", "amqp", "--prefix", &setup.prefix, "--follow"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("job {id2} completed")), "{err}");
+    let (code, _, err) = run(&["--grpc", &addr, "--key", "vf_nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("invalid API key"), "{err}");
+    assert_eq!(setup.outputs().len(), 2);
+    drop(serve);
+    let conn = broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    cleanup(&ch, &setup.topo()).await;
+}

@@ -137,17 +137,7 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
         let ch = amqp::confirm_channel(&conn).await?;
         topo.declare(&ch).await?;
         let q = topo.bind_events(&ch, "job.#").await?;
-        let events = ch
-            .basic_consume(
-                q.as_str().into(),
-                "bench-events".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let events = amqp::consume_auto_ack(&ch, &q, "bench-events").await?;
         let rate = publish_all(&ch, &topo, n).await?;
         anyhow::Ok((conn, rate, events))
     })?;

@@ -163,53 +163,62 @@ impl Topology {
     /// A server-named, exclusive, auto-deleted queue bound to the events
     /// exchange with `binding` (e.g. `job.#`, `job.*.<id>.*`).
     pub async fn bind_events(&self, ch: &Channel, binding: &str) -> Result<String, lapin::Error> {
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let name = q.name().as_str().to_string();
-        ch.queue_bind(
-            name.as_str().into(),
-            self.events.as_str().into(),
-            binding.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        Ok(name)
+        bind_private_queue(ch, &self.events, binding).await
     }
 
     /// As [`Topology::bind_events`], for the control exchange.
     pub async fn bind_control(&self, ch: &Channel) -> Result<String, lapin::Error> {
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let name = q.name().as_str().to_string();
-        ch.queue_bind(
-            name.as_str().into(),
-            self.control.as_str().into(),
+        bind_private_queue(ch, &self.control, "").await
+    }
+}
+
+/// A server-named, exclusive, auto-deleted queue bound to `exchange`: gone
+/// with the connection, so followers leave nothing behind.
+async fn bind_private_queue(
+    ch: &Channel,
+    exchange: &str,
+    binding: &str,
+) -> Result<String, lapin::Error> {
+    let q = ch
+        .queue_declare(
             "".into(),
-            QueueBindOptions::default(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
-        Ok(name)
-    }
+    let name = q.name().as_str().to_string();
+    ch.queue_bind(
+        name.as_str().into(),
+        exchange.into(),
+        binding.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(name)
+}
+
+/// Consumes `queue` with automatic acks (event and control followers: a
+/// lost message there is a missed progress tick, never a lost job).
+pub async fn consume_auto_ack(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+) -> Result<lapin::Consumer, lapin::Error> {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        lapin::options::BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
 }
 
 /// Connects, tagging the connection with `name` (seen in the management

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use vidflow_connectors::amqp::{self, Topology};
 use vidflow_connectors::auth::hash_key;
-use vidflow_connectors::lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use vidflow_connectors::lapin::options::QueueDeclareOptions;
 use vidflow_connectors::lapin::types::FieldTable;
 use vidflow_connectors::lapin::{Channel, Connection, Consumer};
 use vidflow_operators::event::{EventEnvelope, JobEvent};
@@ -192,16 +192,7 @@ impl Events {
         let ch = conn.create_channel().await.unwrap();
         topo.declare(&ch).await.unwrap();
         let q = topo.bind_events(&ch, "job.#").await.unwrap();
-        let consumer = ch
-            .basic_consume(
-                q.as_str().into(),
-                "test-events".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let consumer = amqp::consume_auto_ack(&ch, &q, "test-events")
             .await
             .unwrap();
         Events {

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use tokio::net::TcpListener;
 use vidflow_operators::event::EventEnvelope;
 use vidflow_operators::AdmissionConfig;
@@ -95,17 +93,7 @@ pub async fn follow_events(
             let ch = conn.create_channel().await?;
             topo.declare(&ch).await?;
             let q = topo.bind_events(&ch, "job.#").await?;
-            let mut consumer = ch
-                .basic_consume(
-                    q.as_str().into(),
-                    "vidflow-api".into(),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            let mut consumer = amqp::consume_auto_ack(&ch, &q, "vidflow-api").await?;
             attempt = 0;
             while let Some(d) = consumer.next().await {
                 let d = d?;

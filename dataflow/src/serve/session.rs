@@ -140,17 +140,7 @@ impl Session {
         }
         let ctl_ch = conn.create_channel().await?;
         let ctl_q = self.topo.bind_control(&ctl_ch).await?;
-        let mut control = ctl_ch
-            .basic_consume(
-                ctl_q.as_str().into(),
-                "vidflow-serve-control".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut control = amqp::consume_auto_ack(&ctl_ch, &ctl_q, "vidflow-serve-control").await?;
         tracing::info!(queue = %self.topo.jobs, prefetch = self.prefetch, "consuming");
         if let Some(f) = ready.take() {
             f();
@@ -255,21 +245,25 @@ impl Session {
             return self.reject(ch, &d, &tenant, &job_id, u).await;
         }
         let tenant = spec.tenant.clone();
-        {
+        // No lock may be held across an await: decide, release, then act.
+        let in_use_by_other = {
             let mut map = self.inflight.lock().expect("in-flight map poisoned");
-            if let Some(j) = map.get_mut(&job_id) {
-                if j.tenant == tenant {
+            match map.get_mut(&job_id) {
+                Some(j) if j.tenant == tenant => {
                     tracing::info!(job_id = %job_id, "duplicate delivery of a running job: not started again");
                     j.ackers.push(d.acker);
                     return Ok(());
                 }
-                drop(map);
-                let u = Undecodable {
-                    field: "job_id".into(),
-                    error: format!("invalid job_id = {job_id:?}: in use by a running job"),
-                };
-                return self.reject(ch, &d, &tenant, &job_id, u).await;
+                Some(_) => true,
+                None => false,
             }
+        };
+        if in_use_by_other {
+            let u = Undecodable {
+                field: "job_id".into(),
+                error: format!("invalid job_id = {job_id:?}: in use by a running job"),
+            };
+            return self.reject(ch, &d, &tenant, &job_id, u).await;
         }
         match read_record(&self.store, &tenant, &job_id).await {
             Ok(Some(rec)) => {
@@ -313,7 +307,8 @@ impl Session {
         tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, "job taken");
         if !self.intake.send(spec) {
             // The graph is gone (shutting down): hand the job back.
-            if let Some(j) = self.inflight.lock().expect("poisoned").remove(&job_id) {
+            let job = self.inflight.lock().expect("poisoned").remove(&job_id);
+            if let Some(j) = job {
                 for a in j.ackers {
                     let _ = a
                         .nack(BasicNackOptions {
