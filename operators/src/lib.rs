@@ -6,11 +6,13 @@
 //! pipeline consumes, or a [`JobError`] naming the field, the value and what
 //! is allowed.
 
+pub mod billing;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod id;
 pub mod proto;
+pub mod quota;
 pub mod spec;
 pub mod validate;
 
