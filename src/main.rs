@@ -5,6 +5,7 @@ mod backfill_cmd;
 mod generate_cmd;
 mod key_cmd;
 mod model_cmd;
+mod report_cmd;
 mod serve_cmd;
 mod submit_cmd;
 
@@ -33,6 +34,11 @@ enum Cmd {
     Serve(serve_cmd::ServeArgs),
     /// Submit a job spec (gRPC or AMQP) and optionally follow it.
     Submit(submit_cmd::SubmitArgs),
+    /// Reports from the analytics Parquet datasets.
+    Report {
+        #[command(subcommand)]
+        cmd: report_cmd::ReportCmd,
+    },
     /// API keys.
     Key {
         #[command(subcommand)]
@@ -63,6 +69,7 @@ fn main() {
         Cmd::Serve(a) => serve_cmd::run(a),
         Cmd::Submit(a) => submit_cmd::run(a),
         Cmd::Key { cmd } => key_cmd::run(cmd),
+        Cmd::Report { cmd } => report_cmd::run(cmd),
     };
     match code {
         Ok(c) => std::process::exit(c),

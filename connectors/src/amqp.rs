@@ -35,6 +35,8 @@ pub const JSON: &str = "application/json";
 pub const H_ERROR: &str = "x-vidflow-error";
 pub const H_FIELD: &str = "x-vidflow-field";
 pub const H_QUEUE: &str = "x-vidflow-queue";
+/// Unix ms when a job was published (queue-wait metering).
+pub const H_SUBMITTED_MS: &str = "x-vidflow-submitted-ms";
 
 /// `[amqp]` in `configs/vidflow.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,10 +268,16 @@ pub async fn publish_job(
     spec: &JobSpec,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(spec).map_err(|e| PublishError::Encode(e.to_string()))?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        H_SUBMITTED_MS.into(),
+        AMQPValue::LongString(vidflow_operators::event::now_ms().to_string().into()),
+    );
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(JSON.into())
-        .with_priority(tier_priority(spec.tier));
+        .with_priority(tier_priority(spec.tier))
+        .with_headers(headers);
     if let Some(id) = &spec.job_id {
         props = props.with_message_id(id.as_str().into());
     }

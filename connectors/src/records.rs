@@ -40,6 +40,90 @@ pub struct JobRecord {
     pub timings: Vec<(String, f64)>,
     #[serde(default)]
     pub batch_sizes: Vec<usize>,
+    /// Unique per commit attempt (diagnostics: which run's record won).
+    #[serde(default)]
+    pub commit_id: String,
+    /// The analytics rows of this job, kept in the record so the Parquet
+    /// sinks can always be re-derived from records.
+    #[serde(default)]
+    pub billing: Option<BillingRow>,
+    #[serde(default)]
+    pub metrics: Option<MetricsRow>,
+    #[serde(default)]
+    pub job: Option<JobRow>,
+}
+
+/// One ledger entry: the job's charge (delivered) or credit (failed,
+/// cancelled: the refund of its hold). Money in integer micro-dollars.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BillingRow {
+    pub job_id: String,
+    pub tenant: String,
+    pub tier: String,
+    pub resolution_class: String,
+    pub width: u32,
+    pub height: u32,
+    /// `charge` or `credit`.
+    pub kind: String,
+    /// Delivered video, whole milliseconds (rounded up).
+    pub billed_ms: u64,
+    pub unit_micro_per_s: i64,
+    /// Positive for a charge, negative for a credit.
+    pub amount_micro: i64,
+    pub price_version: String,
+    pub accelerator_s: f64,
+    pub compute_cost_micro: i64,
+    pub ts_ms: u64,
+}
+
+/// Metering of one job.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub job_id: String,
+    pub tenant: String,
+    pub tier: String,
+    pub status: String,
+    /// From publish to admission.
+    pub queue_wait_ms: u64,
+    pub encode_s: f64,
+    pub denoise_s: f64,
+    pub decode_s: f64,
+    pub output_s: f64,
+    pub steps: u32,
+    pub batch_max: u32,
+    pub batch_mean: f64,
+    pub accelerator_s: f64,
+    pub accelerator: String,
+    /// Process peak resident memory when the job finished (CPU backend).
+    pub peak_rss_bytes: u64,
+    /// The admission estimate of the job's accelerator memory.
+    pub est_vram_bytes: u64,
+    pub compute_cost_micro: i64,
+    /// Price minus compute cost (charges only; 0 otherwise).
+    pub margin_micro: i64,
+    pub ts_ms: u64,
+}
+
+/// A finished job.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub job_id: String,
+    pub tenant: String,
+    pub tier: String,
+    pub kind: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+    pub fps: f64,
+    pub resolution_class: String,
+    pub output_key: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub untrained: bool,
+    pub submitted_ms: u64,
+    pub finished_ms: u64,
 }
 
 /// Where a job's record lives. Tenant and job id must be safe ids (the
@@ -57,11 +141,53 @@ pub fn record_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
     Ok(Path::from(format!("jobs/{tenant}/{job_id}.json")))
 }
 
-/// Writes (replaces) a record.
-pub async fn write_record(store: &OutputStore, r: &JobRecord) -> Result<(), OutputError> {
+/// Writes a record unless one exists: the first commit of a job wins and
+/// is returned (`Ok(existing)` when another commit got there first), so a
+/// job run twice is still charged once.
+pub async fn create_record(store: &OutputStore, r: &JobRecord) -> Result<JobRecord, OutputError> {
     let key = record_key(&r.tenant, &r.job_id)?;
     let body = serde_json::to_vec_pretty(r).unwrap_or_default();
-    store.put_atomic(&key, body).await.map(|_| ())
+    let opts = object_store::PutOptions {
+        mode: object_store::PutMode::Create,
+        ..Default::default()
+    };
+    match store
+        .object_store()
+        .put_opts(&key, object_store::PutPayload::from(body), opts)
+        .await
+    {
+        Ok(_) => Ok(r.clone()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            match read_record(store, &r.tenant, &r.job_id).await? {
+                Some(existing) => Ok(existing),
+                None => Err(OutputError::invalid(
+                    "record",
+                    key.to_string(),
+                    "exists but cannot be read back",
+                )),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every record in the store (start-up recovery of the sinks and quotas).
+pub async fn all_records(store: &OutputStore) -> Result<Vec<JobRecord>, OutputError> {
+    use futures_util::TryStreamExt;
+    let metas: Vec<_> = store
+        .object_store()
+        .list(Some(&Path::from("jobs")))
+        .try_collect()
+        .await?;
+    let mut out = Vec::new();
+    for m in metas {
+        if let Ok(b) = store.get(&m.location).await {
+            if let Ok(r) = serde_json::from_slice::<JobRecord>(&b) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A job's record, `None` if it has none. A record that cannot be parsed
@@ -132,8 +258,16 @@ mod tests {
             finished_ms: 1,
             timings: vec![("denoise".into(), 0.5)],
             batch_sizes: vec![2],
+            commit_id: "c1".into(),
+            billing: None,
+            metrics: None,
+            job: None,
         };
-        write_record(&store, &r).await.unwrap();
+        assert_eq!(create_record(&store, &r).await.unwrap(), r);
+        // A second commit of the same job does not replace the first.
+        let mut again = r.clone();
+        again.size = Some(99);
+        assert_eq!(create_record(&store, &again).await.unwrap(), r);
         assert_eq!(
             read_record(&store, "acme", "j1").await.unwrap(),
             Some(r.clone())

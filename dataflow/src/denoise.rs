@@ -179,6 +179,11 @@ fn denoise_loop(
             }
         }
         let dt = secs(t0);
+        // A batched step's time is split evenly over its jobs: each pays
+        // for the share of the accelerator it used.
+        for &i in &members {
+            active[i].job.meta.denoise_accel_s += dt / n as f64;
+        }
         let avg = step_time.entry(key.clone()).or_insert(dt);
         *avg = 0.7 * *avg + 0.3 * dt;
         let avg = *avg;

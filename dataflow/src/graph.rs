@@ -107,6 +107,7 @@ impl Engine {
             date: today,
             timings: Vec::new(),
             batch_sizes: Vec::new(),
+            denoise_accel_s: 0.0,
         };
         match validate(&spec, &self.admission) {
             Err(e) => {

@@ -26,6 +26,8 @@ pub struct JobMeta {
     pub timings: Vec<(Stage, f64)>,
     /// Batch sizes of this job's denoising steps.
     pub batch_sizes: Vec<usize>,
+    /// This job's share of its batched denoising steps' time.
+    pub denoise_accel_s: f64,
 }
 
 /// A job that left the pipeline early, and why.
@@ -80,6 +82,10 @@ pub struct JobResult {
     pub untrained: bool,
     pub timings: Vec<(String, f64)>,
     pub batch_sizes: Vec<usize>,
+    /// Accelerator-seconds attributed to the job: its encode and decode,
+    /// plus its fair share of every batched denoising step.
+    #[serde(default)]
+    pub accel_s: f64,
     /// Where a failed job stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_stage: Option<Stage>,
@@ -320,6 +326,7 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
         match res {
             Ok(obj) => {
                 meta.timings.push((Stage::Output, secs(t0)));
+                let accel_s = accel_seconds(&meta);
                 ctx.events.emit(JobEvent::Completed {
                     job_id: meta.job_id.clone(),
                     key: obj.key.to_string(),
@@ -341,6 +348,7 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
                         .iter()
                         .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
                         .collect(),
+                    accel_s,
                     batch_sizes: meta.batch_sizes,
                     failed_stage: None,
                     cancelled_at: None,
@@ -378,9 +386,20 @@ fn crop_to_encoder_limits(v: &Video) -> (std::borrow::Cow<'_, [u8]>, usize, usiz
     (std::borrow::Cow::Owned(out), tw, th)
 }
 
+/// Accelerator-seconds of a job: encode + decode + its denoise share.
+fn accel_seconds(m: &JobMeta) -> f64 {
+    m.denoise_accel_s
+        + m.timings
+            .iter()
+            .filter(|(s, _)| matches!(s, Stage::Encode | Stage::Decode))
+            .map(|(_, t)| t)
+            .sum::<f64>()
+}
+
 impl JobResult {
     /// The terminal record of a job that failed or was cancelled.
     pub fn from_failure(f: Failure) -> Self {
+        let accel_s = accel_seconds(&f.meta);
         JobResult {
             job_id: f.meta.job_id,
             tenant: f.meta.tenant,
@@ -400,6 +419,7 @@ impl JobResult {
                 .iter()
                 .map(|(s, t)| (format!("{s:?}").to_lowercase(), *t))
                 .collect(),
+            accel_s,
             batch_sizes: f.meta.batch_sizes,
             failed_stage: f.cancelled_at.is_none().then_some(f.stage),
             cancelled_at: f.cancelled_at,

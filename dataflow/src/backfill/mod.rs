@@ -108,6 +108,7 @@ fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
         untrained: false,
         timings: Vec::new(),
         batch_sizes: Vec::new(),
+        accel_s: 0.0,
         failed_stage: None,
         cancelled_at: None,
     };

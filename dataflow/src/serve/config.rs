@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vidflow_connectors::amqp::AmqpConfig;
 use vidflow_connectors::auth::{KeyEntry, KeyStore};
+use vidflow_connectors::sinks::SinkConfig;
+use vidflow_operators::billing::Pricing;
+use vidflow_operators::quota::QuotaConfig;
 use vidflow_operators::AdmissionConfig;
 
 use super::ServeError;
@@ -21,6 +24,21 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub engine: EngineSection,
+    #[serde(default)]
+    pub billing: BillingSection,
+    #[serde(default)]
+    pub sinks: SinkConfig,
+}
+
+/// `[billing]`: where prices and quotas come from (absent = the shipped
+/// configs/pricing.toml and configs/quotas.toml, built in).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSection {
+    #[serde(default)]
+    pub pricing: Option<PathBuf>,
+    #[serde(default)]
+    pub quotas: Option<PathBuf>,
 }
 
 /// `[grpc]`
@@ -147,6 +165,31 @@ impl ServeConfig {
             }),
             None => Ok(AdmissionConfig::builtin_default()),
         }
+    }
+
+    pub fn pricing(&self) -> Result<Pricing, ServeError> {
+        match &self.billing.pricing {
+            Some(p) => Pricing::load(p).map_err(|e| ServeError::Config {
+                path: p.display().to_string(),
+                msg: e.to_string(),
+            }),
+            None => Ok(Pricing::builtin()),
+        }
+    }
+
+    pub fn quotas(&self) -> Result<QuotaConfig, ServeError> {
+        match &self.billing.quotas {
+            Some(p) => QuotaConfig::load(p).map_err(|e| ServeError::Config {
+                path: p.display().to_string(),
+                msg: e.to_string(),
+            }),
+            None => Ok(QuotaConfig::builtin()),
+        }
+    }
+
+    /// Root of the Parquet analytics datasets: `<out_dir>/analytics`.
+    pub fn analytics_dir(&self) -> PathBuf {
+        self.engine.out_dir.join("analytics")
     }
 
     /// Unacked jobs held at once (see `AmqpConfig::prefetch`).

@@ -16,6 +16,7 @@
 //! regenerated; a job already running here absorbs the duplicate delivery),
 //! so outputs happen once.
 
+mod commit;
 mod config;
 mod session;
 
@@ -30,11 +31,13 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use vidflow_connectors::amqp::Publisher;
 use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
 use vidflow_connectors::lapin::Acker;
-use vidflow_connectors::records::{write_record, JobRecord};
+use vidflow_connectors::records::{all_records, JobRecord};
+use vidflow_connectors::sinks::Sinks;
+use vidflow_operators::quota::{month_of_ms, QuotaBook};
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent, Stage};
 use vidflow_operators::JobSpec;
@@ -65,6 +68,7 @@ pub enum ServeError {
 /// message (a redelivery while it runs adds one; all are acked together).
 pub(crate) struct InFlight {
     pub tenant: String,
+    pub info: commit::JobInfo,
     pub ackers: Vec<Acker>,
     pub since: Instant,
 }
@@ -88,6 +92,8 @@ pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
 pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> {
     let admission = cfg.admission()?;
     let keys = cfg.keys()?;
+    let pricing = Arc::new(cfg.pricing()?);
+    let quotas = Arc::new(QuotaBook::new(cfg.quotas()?));
     if cfg.grpc.enabled && keys.is_empty() {
         tracing::warn!("no API keys configured: every gRPC call will be UNAUTHENTICATED");
     }
@@ -145,7 +151,53 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 shutdown.notify_one();
             });
         }
-        tokio::spawn(commit_loop(result_rx, store.clone(), out_tx.clone()));
+        // Durable state first: this month's delivered seconds for the
+        // quota book, and analytics rows of records the sinks lack.
+        let records = all_records(&store)
+            .await
+            .map_err(|e| ServeError::Runtime(format!("reading job records: {e}")))?;
+        let month = month_of_ms(now_ms());
+        for r in &records {
+            if let Some(b) = r.billing.as_ref().filter(|b| b.kind == "charge") {
+                if month_of_ms(b.ts_ms) == month {
+                    quotas.add_used(&r.tenant, &month, b.billed_ms);
+                }
+            }
+        }
+        let analytics = cfg.analytics_dir();
+        let sink_cfg = cfg.sinks.clone();
+        let sinks = tokio::task::spawn_blocking(move || {
+            let s = Sinks::open(&analytics, sink_cfg)?;
+            let n = s.recover(&records)?;
+            if n > 0 {
+                tracing::warn!(jobs = n, "re-derived analytics rows of jobs committed before a crash");
+            }
+            Ok::<_, vidflow_connectors::sinks::SinkError>(s)
+        })
+        .await
+        .map_err(|e| ServeError::Runtime(e.to_string()))?
+        .map_err(|e| ServeError::Runtime(format!("analytics sinks: {e}")))?;
+        {
+            let sinks = sinks.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let s = sinks.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush_if_due()).await {
+                        tracing::error!(error = %e, "rolling the analytics outbox failed");
+                    }
+                }
+            });
+        }
+        let committer = commit::Committer {
+            store: store.clone(),
+            pricing: pricing.clone(),
+            sinks: sinks.clone(),
+            inflight: inflight.clone(),
+            out: out_tx.clone(),
+        };
+        tokio::spawn(committer.run(result_rx));
 
         // The API.
         let mut api_addr = None;
@@ -187,6 +239,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             max_message_bytes: cfg.amqp.max_message_bytes,
             admission: Arc::new(admission),
             store,
+            quotas,
             engine,
             inflight,
             intake: Intake {
@@ -201,6 +254,10 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         sess.run(out_rx, Some(Box::new(move || on_ready(api_addr))))
             .await;
         stop.store(true, Ordering::SeqCst);
+        let s = sinks.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush()).await {
+            tracing::error!(error = %e, "final analytics roll failed (the outbox is rolled at next start)");
+        }
         if let Some(t) = api_task {
             if let Ok(Err(e)) = t.await {
                 return Err(ServeError::Api(e.to_string()));
@@ -366,27 +423,9 @@ fn noop_result(s: JobSpec) -> JobResult {
         untrained: true,
         timings: Vec::new(),
         batch_sizes: Vec::new(),
+        accel_s: 0.0,
         failed_stage: None,
         cancelled_at: None,
-    }
-}
-
-/// The record a result is stored as.
-fn record_of(r: &JobResult) -> JobRecord {
-    JobRecord {
-        job_id: r.job_id.clone(),
-        tenant: r.tenant.clone(),
-        status: r.status.clone(),
-        error: r.error.clone(),
-        stage: r.failed_stage.map(|s| s.as_str().to_string()),
-        cancelled_at: r.cancelled_at,
-        key: r.key.clone(),
-        size: r.size,
-        sha256: r.sha256.clone(),
-        untrained: r.untrained,
-        finished_ms: now_ms(),
-        timings: r.timings.clone(),
-        batch_sizes: r.batch_sizes.clone(),
     }
 }
 
@@ -421,40 +460,5 @@ pub(crate) fn terminal_event(r: &JobRecord, replay: bool) -> EventEnvelope {
         ts_ms: now_ms(),
         replay,
         event,
-    }
-}
-
-/// Makes each result durable (its record), then hands its terminal event
-/// to the session. A failing store is retried with back-off: the job's
-/// message stays unacked meanwhile, so nothing is lost if we die here.
-async fn commit_loop(
-    mut results: UnboundedReceiver<JobResult>,
-    store: Arc<OutputStore>,
-    out: UnboundedSender<Outbound>,
-) {
-    // Jobs commit independently (a slow fsync must not hold the others).
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
-    while let Some(r) = results.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (store, out) = (store.clone(), out.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let rec = record_of(&r);
-            let mut attempt = 0;
-            loop {
-                match write_record(&store, &rec).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(job_id = %rec.job_id, error = %e, attempt, "writing the job record failed; retrying");
-                        tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                }
-            }
-            tracing::info!(job_id = %rec.job_id, tenant = %rec.tenant, status = %rec.status, "job finished");
-            let _ = out.send(Outbound::Terminal(terminal_event(&rec, false)));
-        });
     }
 }

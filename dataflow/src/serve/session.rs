@@ -40,6 +40,7 @@ pub(crate) struct Session {
     pub max_message_bytes: usize,
     pub admission: Arc<AdmissionConfig>,
     pub store: Arc<vidflow_connectors::store::OutputStore>,
+    pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
     pub intake: super::Intake,
@@ -236,14 +237,17 @@ impl Session {
             );
         }
         let job_id = spec.job_id.clone().unwrap_or_default();
-        if let Err(e) = validate(&spec, &self.admission) {
-            let tenant = spec.tenant.clone();
-            let u = Undecodable {
-                field: e.field().to_string(),
-                error: e.to_string(),
-            };
-            return self.reject(ch, &d, &tenant, &job_id, u).await;
-        }
+        let v = match validate(&spec, &self.admission) {
+            Ok(v) => v,
+            Err(e) => {
+                let tenant = spec.tenant.clone();
+                let u = Undecodable {
+                    field: e.field().to_string(),
+                    error: e.to_string(),
+                };
+                return self.reject(ch, &d, &tenant, &job_id, u).await;
+            }
+        };
         let tenant = spec.tenant.clone();
         // No lock may be held across an await: decide, release, then act.
         let in_use_by_other = {
@@ -293,6 +297,48 @@ impl Session {
                 return self.reject(ch, &d, &tenant, &job_id, u).await;
             }
         }
+        // Quotas: reserve a slot and the job's seconds, or refuse it (a
+        // refusal is an answer, not a bad message: no dead letter).
+        let now = now_ms();
+        let info = super::commit::JobInfo {
+            tier: v.tier,
+            kind: v.kind.as_str(),
+            width: v.width,
+            height: v.height,
+            frames: v.num_frames,
+            fps: v.fps,
+            audio: spec.audio,
+            submitted_ms: amqp::header_str(&d.properties, amqp::H_SUBMITTED_MS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(now),
+            admitted_ms: now,
+            est_vram_bytes: v.estimated_vram_bytes,
+        };
+        let month = vidflow_operators::quota::month_of_ms(now);
+        let ask = vidflow_operators::quota::Ask {
+            tenant: &tenant,
+            job_id: &job_id,
+            tier: v.tier,
+            class: vidflow_operators::billing::ResClass::of(v.width, v.height),
+            video_ms: vidflow_operators::billing::billed_ms(v.num_frames, v.fps),
+            month: &month,
+        };
+        if let Err(q) = self.quotas.try_reserve(&ask) {
+            tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
+            let env = EventEnvelope {
+                tenant: tenant.clone(),
+                ts_ms: now,
+                replay: false,
+                event: JobEvent::Rejected {
+                    job_id: job_id.clone(),
+                    field: "quota".into(),
+                    error: q.to_string(),
+                },
+            };
+            publish_nowait(ch, &self.topo, &env).await?;
+            d.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
         self.inflight
             .lock()
             .expect("in-flight map poisoned")
@@ -300,6 +346,7 @@ impl Session {
                 job_id.clone(),
                 InFlight {
                     tenant: tenant.clone(),
+                    info,
                     ackers: vec![d.acker],
                     since: Instant::now(),
                 },
@@ -411,12 +458,17 @@ impl Session {
             .await?;
         let inflight = self.inflight.clone();
         let out_tx = self.out_tx.clone();
+        let quotas = self.quotas.clone();
         tokio::spawn(async move {
             let job_id = env.event.job_id().to_string();
             match confirm.await {
                 Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
                     let job = inflight.lock().ok().and_then(|mut m| m.remove(&job_id));
                     if let Some(j) = job {
+                        // The slot frees only now, after the terminal event
+                        // is out: events never show more jobs running than
+                        // the quota allows.
+                        quotas.finish(&j.tenant, &job_id, matches!(env.event, JobEvent::Completed { .. }));
                         tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = j.ackers.len(), "acking");
                         for a in j.ackers {
                             // A delivery from a channel that died since is
