@@ -9,6 +9,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 bash scripts/setup-system.sh
+# DuckDB and pyarrow read our Parquet files back in the analytics tests.
+VIDFLOW_PYTHON="$(bash scripts/setup-python.sh)"
+export VIDFLOW_PYTHON
 # The serve tests need a real RabbitMQ: a private one on loopback, stopped
 # when the tests end (pass or fail).
 export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"

@@ -66,7 +66,8 @@ pub fn run(c: ReportCmd) -> Result<i32> {
             "--since {s:?}: expected yyyy-mm-dd"
         );
     }
-    let rows = read_billing(&dir).with_context(|| format!("reading {}", dir.join("billing").display()))?;
+    let rows =
+        read_billing(&dir).with_context(|| format!("reading {}", dir.join("billing").display()))?;
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
     let mut total = Group::default();
     for r in rows {
@@ -95,7 +96,15 @@ pub fn run(c: ReportCmd) -> Result<i32> {
     }
     println!(
         "{:<9} {:<6} {:>7} {:>7} {:>10} {:>14} {:>14} {:>14} {:>14}",
-        "tier", "res", "charged", "credits", "seconds", "revenue $", "credits $", "compute $", "margin $"
+        "tier",
+        "res",
+        "charged",
+        "credits",
+        "seconds",
+        "revenue $",
+        "credits $",
+        "compute $",
+        "margin $"
     );
     let line = |tier: &str, res: &str, g: &Group| {
         println!(

@@ -285,7 +285,13 @@ impl Sinks {
         Ok(())
     }
 
-    fn write_part(&self, dataset: &str, date: &str, id: &str, batch: RecordBatch) -> Result<(), SinkError> {
+    fn write_part(
+        &self,
+        dataset: &str,
+        date: &str,
+        id: &str,
+        batch: RecordBatch,
+    ) -> Result<(), SinkError> {
         let dir = self.root.join(dataset).join(format!("date={date}"));
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let final_path = dir.join(format!("part-{id}.parquet"));
@@ -374,7 +380,11 @@ fn usd(v: impl Iterator<Item = i64>) -> ArrayRef {
     for x in v {
         b.append_value(x as i128);
     }
-    Arc::new(b.finish().with_precision_and_scale(18, 6).expect("valid decimal"))
+    Arc::new(
+        b.finish()
+            .with_precision_and_scale(18, 6)
+            .expect("valid decimal"),
+    )
 }
 
 fn ts(v: impl Iterator<Item = u64>) -> ArrayRef {
@@ -441,10 +451,17 @@ fn billing_batch(r: &[&BillingRow]) -> RecordBatch {
             u32s(r.iter().map(|x| x.height)),
             s(|x| &x.kind),
             u64s(r.iter().map(|x| x.billed_ms)),
-            Arc::new(seconds.finish().with_precision_and_scale(18, 3).expect("valid decimal")),
+            Arc::new(
+                seconds
+                    .finish()
+                    .with_precision_and_scale(18, 3)
+                    .expect("valid decimal"),
+            ),
             usd(r.iter().map(|x| x.unit_micro_per_s)),
             usd(r.iter().map(|x| x.amount_micro)),
-            Arc::new(Int64Array::from_iter_values(r.iter().map(|x| x.amount_micro))),
+            Arc::new(Int64Array::from_iter_values(
+                r.iter().map(|x| x.amount_micro),
+            )),
             s(|x| &x.price_version),
             f64s(r.iter().map(|x| x.accelerator_s)),
             usd(r.iter().map(|x| x.compute_cost_micro)),
@@ -637,7 +654,11 @@ pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
                     price_version: ver.value(i).into(),
                     accelerator_s: acc.value(i),
                     compute_cost_micro: cost.value(i) as i64,
-                    ts_ms: if tsc.is_null(i) { 0 } else { tsc.value(i) as u64 },
+                    ts_ms: if tsc.is_null(i) {
+                        0
+                    } else {
+                        tsc.value(i) as u64
+                    },
                 });
             }
         }
@@ -705,7 +726,9 @@ mod tests {
         // "Crash": the outbox holds c; a and b are in Parquet. Recovery
         // offers all three records again: only c is added.
         let s = Sinks::open(dir.path(), cfg).unwrap();
-        let added = s.recover(&[rec("a", day), rec("b", day), rec("c", day + 86_400_000)]).unwrap();
+        let added = s
+            .recover(&[rec("a", day), rec("b", day), rec("c", day + 86_400_000)])
+            .unwrap();
         assert_eq!(added, 0, "c came back from the outbox, not from its record");
         let rows = read_billing(dir.path()).unwrap();
         let mut ids: Vec<_> = rows.iter().map(|r| r.job_id.as_str()).collect();

@@ -45,7 +45,12 @@ impl ResClass {
         }
     }
 
-    pub const ALL: [ResClass; 4] = [ResClass::P480, ResClass::P720, ResClass::P1080, ResClass::K4];
+    pub const ALL: [ResClass; 4] = [
+        ResClass::P480,
+        ResClass::P720,
+        ResClass::P1080,
+        ResClass::K4,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +146,11 @@ fn tier_of(s: &str) -> Option<Tier> {
 impl Pricing {
     /// The table shipped in `configs/pricing.toml`, embedded.
     pub fn builtin() -> Pricing {
-        Self::parse(include_str!("../../configs/pricing.toml"), "configs/pricing.toml")
-            .expect("the shipped pricing.toml is valid")
+        Self::parse(
+            include_str!("../../configs/pricing.toml"),
+            "configs/pricing.toml",
+        )
+        .expect("the shipped pricing.toml is valid")
     }
 
     pub fn load(path: &Path) -> Result<Pricing, PricingError> {
@@ -216,7 +224,15 @@ impl Pricing {
     }
 
     /// What a job delivering `frames` at `fps` costs the tenant.
-    pub fn charge(&self, tier: Tier, width: u32, height: u32, frames: u32, fps: f64, audio: bool) -> Charge {
+    pub fn charge(
+        &self,
+        tier: Tier,
+        width: u32,
+        height: u32,
+        frames: u32,
+        fps: f64,
+        audio: bool,
+    ) -> Charge {
         let class = ResClass::of(width, height);
         let unit = self.price(tier, class) + if audio { self.audio_micro_per_s } else { 0 };
         let ms = billed_ms(frames, fps);
@@ -316,14 +332,23 @@ mod tests {
         // charge is exactly unit/1000 µ$ per billed ms, and billed ms is the
         // smallest whole ms covering the video.
         for tier in [Tier::Premium, Tier::Standard, Tier::Free] {
-            for (w, h) in [(832, 480), (1280, 704), (1344, 768), (1920, 1088), (3840, 2176)] {
+            for (w, h) in [
+                (832, 480),
+                (1280, 704),
+                (1344, 768),
+                (1920, 1088),
+                (3840, 2176),
+            ] {
                 for n in (1..=481).step_by(8) {
                     for fps in [24.0, 25.0, 30.0, 23.976, 60.0] {
                         let c = p.charge(tier, w, h, n, fps, false);
                         let exact = n as f64 * 1000.0 / fps;
                         assert!(c.billed_ms as f64 >= exact - 1e-6);
                         assert!((c.billed_ms as f64) < exact + 1.0);
-                        assert_eq!(c.amount_micro * 1000, c.unit_micro_per_s * c.billed_ms as i64);
+                        assert_eq!(
+                            c.amount_micro * 1000,
+                            c.unit_micro_per_s * c.billed_ms as i64
+                        );
                     }
                 }
             }
@@ -339,9 +364,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tenths of a cent"), "{e}");
-        let e = Pricing::parse(&text.replace("accelerator = \"H100\"", "accelerator = \"TPU\""), "p.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Pricing::parse(
+            &text.replace("accelerator = \"H100\"", "accelerator = \"TPU\""),
+            "p.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("compute.accelerator"), "{e}");
     }
 

@@ -60,8 +60,11 @@ pub struct QuotaConfigError {
 
 impl QuotaConfig {
     pub fn builtin() -> QuotaConfig {
-        Self::parse(include_str!("../../configs/quotas.toml"), "configs/quotas.toml")
-            .expect("the shipped quotas.toml is valid")
+        Self::parse(
+            include_str!("../../configs/quotas.toml"),
+            "configs/quotas.toml",
+        )
+        .expect("the shipped quotas.toml is valid")
     }
 
     pub fn load(path: &Path) -> Result<QuotaConfig, QuotaConfigError> {
@@ -127,7 +130,10 @@ pub enum QuotaError {
         job_ms: u64,
     },
     #[error("quota: resolution {asked} is above the tenant's highest, {max}")]
-    Resolution { max: &'static str, asked: &'static str },
+    Resolution {
+        max: &'static str,
+        asked: &'static str,
+    },
     #[error("quota: tier {asked} is not allowed for this tenant (allowed: {allowed})")]
     Tier { asked: Tier, allowed: String },
 }
@@ -322,8 +328,14 @@ mod tests {
         }
         assert_eq!(b.usage("acme"), (0, 3000));
         let e = b.try_reserve(&ask("j8", 375)).unwrap_err();
-        assert!(matches!(e, QuotaError::MonthlySeconds { used_ms: 3000, .. }), "{e}");
-        assert!(e.to_string().contains("limit 3.000 s") && e.to_string().contains("used 3.000 s"), "{e}");
+        assert!(
+            matches!(e, QuotaError::MonthlySeconds { used_ms: 3000, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("limit 3.000 s") && e.to_string().contains("used 3.000 s"),
+            "{e}"
+        );
         // A new month starts over.
         let mut a = ask("j9", 375);
         a.month = "2026-12";
@@ -344,7 +356,11 @@ mod tests {
         let b = book("[tenant.acme]\nmax_resolution = \"720p\"\n");
         let mut a = ask("x", 1);
         a.tier = Tier::Premium;
-        assert!(b.try_reserve(&a).unwrap_err().to_string().contains("tier premium"));
+        assert!(b
+            .try_reserve(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("tier premium"));
         let mut a = ask("x", 1);
         a.class = ResClass::P1080;
         let e = b.try_reserve(&a).unwrap_err().to_string();

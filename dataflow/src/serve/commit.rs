@@ -7,9 +7,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use vidflow_connectors::records::{
-    create_record, BillingRow, JobRecord, JobRow, MetricsRow,
-};
+use vidflow_connectors::records::{create_record, BillingRow, JobRecord, JobRow, MetricsRow};
 use vidflow_connectors::sinks::Sinks;
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::billing::{Pricing, ResClass};
@@ -60,7 +58,14 @@ fn peak_rss_bytes() -> u64 {
 pub(crate) fn build_record(r: &JobResult, info: &JobInfo, pricing: &Pricing) -> JobRecord {
     let now = now_ms();
     let delivered = r.status == "completed";
-    let charge = pricing.charge(info.tier, info.width, info.height, info.frames, info.fps, info.audio);
+    let charge = pricing.charge(
+        info.tier,
+        info.width,
+        info.height,
+        info.frames,
+        info.fps,
+        info.audio,
+    );
     let cost = pricing.compute_cost_micro(r.accel_s);
     let t = |name: &str| {
         r.timings
@@ -110,7 +115,11 @@ pub(crate) fn build_record(r: &JobResult, info: &JobInfo, pricing: &Pricing) -> 
         peak_rss_bytes: peak_rss_bytes(),
         est_vram_bytes: info.est_vram_bytes,
         compute_cost_micro: cost,
-        margin_micro: if delivered { charge.amount_micro - cost } else { 0 },
+        margin_micro: if delivered {
+            charge.amount_micro - cost
+        } else {
+            0
+        },
         ts_ms: now,
     };
     let job = JobRow {
@@ -201,8 +210,12 @@ impl Committer {
             let (s, row) = (sinks.clone(), row.clone());
             match tokio::task::spawn_blocking(move || s.append(&row)).await {
                 Ok(Ok(())) => break,
-                Ok(Err(e)) => tracing::error!(job_id = %rec.job_id, error = %e, attempt, "analytics outbox append failed; retrying"),
-                Err(e) => tracing::error!(job_id = %rec.job_id, error = %e, "analytics outbox task failed; retrying"),
+                Ok(Err(e)) => {
+                    tracing::error!(job_id = %rec.job_id, error = %e, attempt, "analytics outbox append failed; retrying")
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %rec.job_id, error = %e, "analytics outbox task failed; retrying")
+                }
             }
             tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
             attempt += 1;

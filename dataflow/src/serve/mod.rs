@@ -37,9 +37,9 @@ use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
 use vidflow_connectors::lapin::Acker;
 use vidflow_connectors::records::{all_records, JobRecord};
 use vidflow_connectors::sinks::Sinks;
-use vidflow_operators::quota::{month_of_ms, QuotaBook};
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent, Stage};
+use vidflow_operators::quota::{month_of_ms, QuotaBook};
 use vidflow_operators::JobSpec;
 
 pub use config::{AuthConfig, EngineSection, GrpcConfig, ServeConfig};

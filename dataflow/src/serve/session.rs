@@ -468,7 +468,11 @@ impl Session {
                         // The slot frees only now, after the terminal event
                         // is out: events never show more jobs running than
                         // the quota allows.
-                        quotas.finish(&j.tenant, &job_id, matches!(env.event, JobEvent::Completed { .. }));
+                        quotas.finish(
+                            &j.tenant,
+                            &job_id,
+                            matches!(env.event, JobEvent::Completed { .. }),
+                        );
                         tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = j.ackers.len(), "acking");
                         for a in j.ackers {
                             // A delivery from a channel that died since is
