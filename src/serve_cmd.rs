@@ -32,12 +32,17 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     let queue = cfg.amqp.topology().jobs;
     run_serve(
         cfg,
-        Box::new(move |addr| {
+        Box::new(move |ready| {
             // One line on stdout that scripts (and tests) wait for.
-            let api = addr
+            let api = ready
+                .grpc
                 .map(|a| format!("; gRPC API on {a}"))
                 .unwrap_or_default();
-            println!("vidflow serve: ready, consuming {queue}{api}");
+            let metrics = ready
+                .metrics
+                .map(|a| format!("; metrics on http://{a}/metrics"))
+                .unwrap_or_default();
+            println!("vidflow serve: ready, consuming {queue}{api}{metrics}");
             let _ = std::io::stdout().flush();
         }),
     )

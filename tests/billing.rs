@@ -55,6 +55,21 @@ fn usd(micro: i64) -> String {
     vidflow_operators::billing::format_usd(micro)
 }
 
+/// GET /metrics over a plain TCP connection.
+fn scrape(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
 fn term(mut s: Serve) {
     kill(Pid::from_raw(s.pid()), Signal::SIGTERM).unwrap();
     assert!(s.child.wait().unwrap().success(), "{}", s.log_text());
@@ -111,6 +126,19 @@ async fn thirty_jobs_are_billed_exactly_and_read_back_by_duckdb_and_pyarrow() {
             terminal_for(all, &want)
         })
         .await;
+    // The Prometheus endpoint counts the same jobs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = scrape(serve.metrics.as_deref().expect("metrics address"));
+    for want in [
+        "vidflow_jobs_total{status=\"completed\"} 30",
+        "vidflow_jobs_total{status=\"failed\"} 1",
+        "vidflow_stage_seconds_count{stage=\"denoise\"} 30",
+        "vidflow_stage_seconds_bucket{stage=\"output\",le=\"+Inf\"} 30",
+        &format!("vidflow_queue_ready_messages{{queue=\"{}\"}}", topo.jobs),
+        "vidflow_accelerator_busy_seconds_total ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
     term(serve);
     assert_eq!(
         events.count(|e| matches!(e, JobEvent::Completed { .. })),

@@ -121,6 +121,7 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
     cfg.amqp.url = url.to_string();
     cfg.amqp.prefix = prefix.clone();
     cfg.grpc.enabled = false;
+    cfg.metrics.enabled = false;
     let out = tempfile::tempdir()?;
     cfg.engine.out_dir = out.path().to_path_buf();
     cfg.engine.noop_model = true;

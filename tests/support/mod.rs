@@ -101,13 +101,17 @@ impl Setup {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("ready") => {
-                    let grpc = line
-                        .split("gRPC API on ")
-                        .nth(1)
-                        .map(|a| format!("http://{}", a.trim()));
+                    let after = |tag: &str| {
+                        line.split(tag)
+                            .nth(1)
+                            .map(|a| a.split(';').next().unwrap_or("").trim().to_string())
+                    };
+                    let grpc = after("gRPC API on ").map(|a| format!("http://{a}"));
+                    let metrics = after("metrics on ");
                     return Serve {
                         child,
                         grpc,
+                        metrics,
                         log,
                         lines: rx,
                     };
@@ -147,6 +151,8 @@ pub struct Serve {
     pub child: Child,
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub grpc: Option<String>,
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub metrics: Option<String>,
     pub log: PathBuf,
     pub lines: std::sync::mpsc::Receiver<String>,
 }

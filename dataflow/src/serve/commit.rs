@@ -33,6 +33,7 @@ pub(crate) struct JobInfo {
 }
 
 pub(crate) struct Committer {
+    pub metrics: Arc<super::metrics::Metrics>,
     pub store: Arc<OutputStore>,
     pub pricing: Arc<Pricing>,
     pub sinks: Arc<Sinks>,
@@ -221,6 +222,11 @@ impl Committer {
             attempt += 1;
         }
         fault_point("after_commit");
+        self.metrics.finished(&rec.status);
+        for (stage, t) in &rec.timings {
+            self.metrics.stage(stage, *t);
+        }
+        self.metrics.accelerator(r.accel_s);
         tracing::info!(
             job_id = %rec.job_id,
             tenant = %rec.tenant,

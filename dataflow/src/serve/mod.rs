@@ -18,6 +18,7 @@
 
 mod commit;
 mod config;
+pub mod metrics;
 mod session;
 
 use std::collections::HashMap;
@@ -42,7 +43,9 @@ use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent, Stage};
 use vidflow_operators::quota::{month_of_ms, QuotaBook};
 use vidflow_operators::JobSpec;
 
-pub use config::{AuthConfig, EngineSection, GrpcConfig, ServeConfig};
+pub use config::{
+    AuthConfig, BillingSection, EngineSection, GrpcConfig, MetricsConfig, ServeConfig,
+};
 
 use crate::events::EventSink;
 use crate::graph::{pipeline, route, Deliver, Engine, EngineConfig};
@@ -85,8 +88,15 @@ pub(crate) enum Outbound {
     Terminal(EventEnvelope),
 }
 
-/// Called once the service is up: the gRPC address (if serving the API).
-pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
+/// Where the service listens, once it is up.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    pub grpc: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Called once the service is up.
+pub type OnReady = Box<dyn FnOnce(Ready) + Send>;
 
 /// Runs the service until SIGTERM/SIGINT, then drains and returns.
 pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> {
@@ -190,7 +200,26 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 }
             });
         }
+        let metrics = Arc::new(metrics::Metrics::default());
+        let mut metrics_addr = None;
+        if cfg.metrics.enabled {
+            let l = tokio::net::TcpListener::bind(&cfg.metrics.listen)
+                .await
+                .map_err(|e| ServeError::Listen {
+                    addr: cfg.metrics.listen.clone(),
+                    msg: e.to_string(),
+                })?;
+            metrics_addr = l.local_addr().ok();
+            tokio::spawn(metrics::serve_metrics(l, metrics.clone(), stop.clone()));
+            tokio::spawn(poll_gauges(
+                Publisher::new(&url, "vidflow-metrics", topo.clone()),
+                metrics.clone(),
+                inflight.clone(),
+                stop.clone(),
+            ));
+        }
         let committer = commit::Committer {
+            metrics: metrics.clone(),
             store: store.clone(),
             pricing: pricing.clone(),
             sinks: sinks.clone(),
@@ -240,6 +269,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             admission: Arc::new(admission),
             store,
             quotas,
+            metrics,
             engine,
             inflight,
             intake: Intake {
@@ -251,7 +281,15 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             shutdown,
             drain: Duration::from_secs_f64(cfg.engine.drain_timeout_s.max(0.0)),
         };
-        sess.run(out_rx, Some(Box::new(move || on_ready(api_addr))))
+        sess.run(
+            out_rx,
+            Some(Box::new(move || {
+                on_ready(Ready {
+                    grpc: api_addr,
+                    metrics: metrics_addr,
+                })
+            })),
+        )
             .await;
         stop.store(true, Ordering::SeqCst);
         let s = sinks.clone();
@@ -269,6 +307,36 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     // their messages went back to the broker with the connection.
     drop(graph);
     Ok(())
+}
+
+/// Queue depths and the in-flight gauge, every 2 s.
+async fn poll_gauges(
+    publisher: Publisher,
+    m: Arc<metrics::Metrics>,
+    inflight: InFlightMap,
+    stop: Arc<AtomicBool>,
+) {
+    use vidflow_connectors::lapin::options::QueueDeclareOptions;
+    use vidflow_connectors::lapin::types::FieldTable;
+    while !stop.load(Ordering::SeqCst) {
+        m.set_in_flight(inflight.lock().map(|g| g.len()).unwrap_or(0));
+        if let Ok(ch) = publisher.channel().await {
+            let topo = publisher.topology().clone();
+            for q in [&topo.jobs, &topo.dead] {
+                let opts = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                if let Ok(d) = ch
+                    .queue_declare(q.as_str().into(), opts, FieldTable::default())
+                    .await
+                {
+                    m.set_queue(q, d.message_count() as i64);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 async fn wait_for_signal() {

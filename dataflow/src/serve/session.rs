@@ -41,6 +41,7 @@ pub(crate) struct Session {
     pub admission: Arc<AdmissionConfig>,
     pub store: Arc<vidflow_connectors::store::OutputStore>,
     pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
+    pub metrics: Arc<super::metrics::Metrics>,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
     pub intake: super::Intake,
@@ -324,6 +325,7 @@ impl Session {
             month: &month,
         };
         if let Err(q) = self.quotas.try_reserve(&ask) {
+            self.metrics.finished("rejected");
             tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
             let env = EventEnvelope {
                 tenant: tenant.clone(),
@@ -381,6 +383,7 @@ impl Session {
         u: Undecodable,
     ) -> Result<(), lapin::Error> {
         tracing::warn!(job_id = %job_id, field = %u.field, error = %u.error, "dead-lettering message");
+        self.metrics.finished("rejected");
         amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error)
             .await
             .map_err(to_lapin)?;
