@@ -5,7 +5,7 @@
 //! Durability: a job's rows live first in its record (written before the
 //! ack). Each commit also appends them to an outbox segment (a JSON-lines
 //! file, fsync'd); a segment rolls into Parquet parts when it holds
-//! `max_rows` or is `max_age_s` old, each part written to a dot-file and
+//! `max_rows` jobs, `max_bytes` of rows, or is `max_age_s` old, each part written to a dot-file and
 //! renamed (no reader ever sees a partial file), then the segment is
 //! deleted. At start-up leftover segments are rolled, and every record
 //! whose job is in no part yet is re-derived, so what was acked always
@@ -40,6 +40,9 @@ pub struct SinkConfig {
     /// Roll the outbox into Parquet at this many jobs...
     #[serde(default = "default_rows")]
     pub max_rows: usize,
+    /// ...or this many bytes of pending rows...
+    #[serde(default = "default_bytes")]
+    pub max_bytes: u64,
     /// ...or when its oldest row is this old.
     #[serde(default = "default_age")]
     pub max_age_s: f64,
@@ -47,6 +50,9 @@ pub struct SinkConfig {
 
 fn default_rows() -> usize {
     1000
+}
+fn default_bytes() -> u64 {
+    8 << 20
 }
 fn default_age() -> f64 {
     60.0
@@ -56,6 +62,7 @@ impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
             max_rows: default_rows(),
+            max_bytes: default_bytes(),
             max_age_s: default_age(),
         }
     }
@@ -93,6 +100,7 @@ struct Segment {
     path: PathBuf,
     file: File,
     rows: usize,
+    bytes: u64,
     opened: Instant,
 }
 
@@ -196,6 +204,7 @@ impl Sinks {
                 path,
                 file,
                 rows: 0,
+                bytes: 0,
                 opened: Instant::now(),
             });
         }
@@ -205,7 +214,8 @@ impl Sinks {
             .and_then(|_| seg.file.sync_data())
             .map_err(io(&seg.path))?;
         seg.rows += 1;
-        if seg.rows >= self.cfg.max_rows {
+        seg.bytes += text.len() as u64;
+        if seg.rows >= self.cfg.max_rows || seg.bytes >= self.cfg.max_bytes {
             self.roll(&mut st)?;
         }
         Ok(())
@@ -715,6 +725,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SinkConfig {
             max_rows: 2,
+            max_bytes: 1 << 30,
             max_age_s: 3600.0,
         };
         let day = 1_795_812_585_904; // 2026-11-27
