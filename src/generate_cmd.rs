@@ -112,6 +112,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
             out_dir: a.out_dir.clone(),
             max_batch: 8,
             workers: a.workers,
+            checkpoint_every: 0,
         },
         EventSink::new(tx),
     )?;

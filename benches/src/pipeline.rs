@@ -31,6 +31,7 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
             out_dir: dir.to_path_buf(),
             max_batch,
             workers: 1,
+            checkpoint_every: 0,
         },
         EventSink::discard(),
     )?)

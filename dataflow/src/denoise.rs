@@ -187,6 +187,7 @@ fn denoise_loop(
         let avg = step_time.entry(key.clone()).or_insert(dt);
         *avg = 0.7 * *avg + 0.3 * dt;
         let avg = *avg;
+        crate::faults::point("mid_step");
         // Progress for the jobs just stepped; the event sink's heartbeat
         // covers jobs waiting for their group's turn.
         let mut done = Vec::new();
@@ -194,6 +195,13 @@ fn denoise_loop(
             let a = &active[i];
             let st = &a.job.state;
             let total = st.schedule.steps();
+            if let Some(ck) = ctx.checkpoints.as_ref().filter(|c| c.due(st.step, total)) {
+                let m = &a.job.meta;
+                if let Err(e) = ck.save(&m.tenant, &m.job_id, &a.job.req, st) {
+                    // A lost checkpoint costs recompute on a crash, not the job.
+                    tracing::warn!(job_id = %m.job_id, step = st.step, error = %e, "checkpoint write failed; continuing");
+                }
+            }
             ctx.events.emit(JobEvent::Progress {
                 job_id: a.job.meta.job_id.clone(),
                 stage: Stage::Denoise,

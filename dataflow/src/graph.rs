@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// timely worker threads in this process.
     pub workers: usize,
+    /// Denoising steps between checkpoints; 0 = no checkpoints.
+    pub checkpoint_every: usize,
 }
 
 /// Process-wide state: loaded models, stage executors, events, cancellation.
@@ -73,10 +75,16 @@ impl Engine {
         let store = Arc::new(
             OutputStore::local(&cfg.out_dir).map_err(|e| DataflowError::Store(e.to_string()))?,
         );
+        let checkpoints = (cfg.checkpoint_every > 0).then(|| crate::checkpoint::Checkpoints {
+            store: store.clone(),
+            every: cfg.checkpoint_every,
+            keep: 2,
+        });
         let ctx = StageCtx {
             models,
             events,
             cancelled: Arc::new(Mutex::new(Default::default())),
+            checkpoints,
         };
         Ok(Arc::new(Engine {
             admission: Arc::new(cfg.admission.clone()),
@@ -108,6 +116,7 @@ impl Engine {
             timings: Vec::new(),
             batch_sizes: Vec::new(),
             denoise_accel_s: 0.0,
+            resumed_from: None,
         };
         match validate(&spec, &self.admission) {
             Err(e) => {

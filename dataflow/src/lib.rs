@@ -3,8 +3,10 @@
 //! MP4 output, report), with heavy compute on executor threads.
 
 pub mod backfill;
+pub mod checkpoint;
 pub mod denoise;
 pub mod events;
+pub mod faults;
 pub mod graph;
 pub mod offload;
 pub mod serve;

@@ -28,6 +28,8 @@ pub struct JobMeta {
     pub batch_sizes: Vec<usize>,
     /// This job's share of its batched denoising steps' time.
     pub denoise_accel_s: f64,
+    /// Step of the checkpoint this run resumed from.
+    pub resumed_from: Option<usize>,
 }
 
 /// A job that left the pipeline early, and why.
@@ -103,6 +105,8 @@ pub struct StageCtx {
     pub models: Models,
     pub events: EventSink,
     pub cancelled: Arc<Mutex<HashSet<String>>>,
+    /// Denoising checkpoints (off in the embedded CLI).
+    pub checkpoints: Option<crate::checkpoint::Checkpoints>,
 }
 
 impl StageCtx {
@@ -244,7 +248,18 @@ pub fn encode_stage(ctx: StageCtx) -> ThreadStage<AdmittedJob, EncodedJob> {
             let text = p
                 .text_condition(&pos, neg.as_ref(), req.guidance_scale)
                 .map_err(|e| e.to_string())?;
-            let state = p.prepare(&req).map_err(|e| e.to_string())?;
+            let mut state = p.prepare(&req).map_err(|e| e.to_string())?;
+            if let Some(ck) = &ctx.checkpoints {
+                if let Some(r) = ck.resume(&meta.tenant, &meta.job_id, &req, &mut state) {
+                    for (key, why) in &r.rejected {
+                        tracing::warn!(job_id = %meta.job_id, checkpoint = %key, reason = %why, "checkpoint failed its checks; trying an older one");
+                    }
+                    if r.step > 0 {
+                        tracing::info!(job_id = %meta.job_id, from_step = r.step, "resumed from checkpoint");
+                        meta.resumed_from = Some(r.step);
+                    }
+                }
+            }
             meta.timings.push((Stage::Encode, secs(t0)));
             Ok(EncodedJob {
                 meta: meta.clone(),
@@ -260,6 +275,7 @@ pub fn encode_stage(ctx: StageCtx) -> ThreadStage<AdmittedJob, EncodedJob> {
 /// Decode stage: latents to RGB frames.
 pub fn decode_stage(ctx: StageCtx) -> ThreadStage<DenoisedJob, DecodedJob> {
     ThreadStage::spawn("decode", move |j: DenoisedJob| {
+        crate::faults::point("decode");
         let t0 = Instant::now();
         let DenoisedJob {
             mut meta,
@@ -319,6 +335,7 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
             .map_err(|e| e.to_string())?;
             let key = vidflow_connectors::store::output_key(&meta.tenant, meta.date, &meta.job_id)
                 .map_err(|e| e.to_string())?;
+            crate::faults::point("output_write");
             store
                 .put_atomic_blocking(&key, mp4)
                 .map_err(|e| e.to_string())

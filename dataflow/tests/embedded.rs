@@ -27,6 +27,7 @@ fn engine(out: &Path, events: EventSink) -> Arc<Engine> {
             out_dir: out.to_path_buf(),
             max_batch: 8,
             workers: 1,
+            checkpoint_every: 0,
         },
         events,
     )

@@ -341,6 +341,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             out_dir: out.join("videos"),
             max_batch: cfg.max_batch,
             workers: threads,
+            checkpoint_every: 0,
         },
         EventSink::new(tx),
     )?;

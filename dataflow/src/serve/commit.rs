@@ -33,6 +33,7 @@ pub(crate) struct JobInfo {
 }
 
 pub(crate) struct Committer {
+    pub checkpoints: Option<crate::checkpoint::Checkpoints>,
     pub metrics: Arc<super::metrics::Metrics>,
     pub store: Arc<OutputStore>,
     pub pricing: Arc<Pricing>,
@@ -204,6 +205,14 @@ impl Committer {
                 }
             }
         };
+        // Finished: its checkpoints and attempt count are no longer needed.
+        if let Some(ck) = &self.checkpoints {
+            ck.clear(&rec.tenant, &rec.job_id);
+        }
+        if let Ok(k) = attempts_key(&rec.tenant, &rec.job_id) {
+            use object_store::ObjectStoreExt;
+            let _ = self.store.object_store().delete(&k).await;
+        }
         let sinks = self.sinks.clone();
         let row = rec.clone();
         let mut attempt = 0;
@@ -221,7 +230,7 @@ impl Committer {
             tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
             attempt += 1;
         }
-        fault_point("after_commit");
+        crate::faults::point("after_commit");
         self.metrics.finished(&rec.status);
         for (stage, t) in &rec.timings {
             self.metrics.stage(stage, *t);
@@ -240,12 +249,25 @@ impl Committer {
     }
 }
 
-/// Test-only fault injection: `VIDFLOW_FAULT=<point>` kills the process
-/// (SIGKILL-equivalent: no cleanup, no ack) the first time it reaches
-/// `point`. Used by the tests to crash between a job's commit and its ack.
-pub(crate) fn fault_point(point: &str) {
-    if std::env::var("VIDFLOW_FAULT").as_deref() == Ok(point) {
-        tracing::warn!(point, "VIDFLOW_FAULT: aborting here");
-        std::process::abort();
+/// Where a job's count of started runs is kept.
+pub(crate) fn attempts_key(tenant: &str, job_id: &str) -> Result<object_store::path::Path, String> {
+    if !vidflow_operators::id::is_safe_id(tenant) || !vidflow_operators::id::is_safe_id(job_id) {
+        return Err("unsafe id".into());
     }
+    Ok(object_store::path::Path::from(format!("attempts/{tenant}/{job_id}")))
+}
+
+/// Counts one more started run of a job and returns the runs before it.
+pub(crate) async fn bump_attempts(store: &OutputStore, tenant: &str, job_id: &str) -> Result<u32, String> {
+    let key = attempts_key(tenant, job_id)?;
+    let before = match store.get(&key).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().parse().unwrap_or(0),
+        Err(e) if e.is_not_found() => 0,
+        Err(e) => return Err(e.to_string()),
+    };
+    store
+        .put_atomic(&key, (before + 1).to_string().into_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(before)
 }

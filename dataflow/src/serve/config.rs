@@ -129,6 +129,14 @@ pub struct EngineSection {
     /// rest are handed back to the broker (unacked, so redelivered).
     #[serde(default = "default_drain")]
     pub drain_timeout_s: f64,
+    /// Denoising steps between checkpoints (resume after a crash loses at
+    /// most this many); 0 turns checkpoints off.
+    #[serde(default = "ten")]
+    pub checkpoint_every: usize,
+    /// A job whose runs were cut (crash, kill) this many times is
+    /// dead-lettered and credited instead of started again.
+    #[serde(default = "three")]
+    pub max_attempts: u32,
     /// Benchmark only: replace the model stages by a no-op that completes
     /// each job at once, to measure the intake path alone.
     #[serde(default)]
@@ -144,6 +152,12 @@ fn one() -> usize {
 fn four() -> usize {
     4
 }
+fn ten() -> usize {
+    10
+}
+fn three() -> u32 {
+    3
+}
 fn default_drain() -> f64 {
     60.0
 }
@@ -156,6 +170,8 @@ impl Default for EngineSection {
             workers: 1,
             max_batch: 4,
             drain_timeout_s: default_drain(),
+            checkpoint_every: ten(),
+            max_attempts: three(),
             noop_model: false,
         }
     }

@@ -130,6 +130,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 out_dir: cfg.engine.out_dir.clone(),
                 max_batch: cfg.engine.max_batch.max(1),
                 workers: cfg.engine.workers.max(1),
+                checkpoint_every: cfg.engine.checkpoint_every,
             },
             events,
         )?)
@@ -142,7 +143,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         cfg.engine.workers.max(1),
         intake_rx,
         waker.clone(),
-        result_tx,
+        result_tx.clone(),
     );
     let inflight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,6 +220,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             ));
         }
         let committer = commit::Committer {
+            checkpoints: engine.as_ref().and_then(|e| e.ctx.checkpoints.clone()),
             metrics: metrics.clone(),
             store: store.clone(),
             pricing: pricing.clone(),
@@ -270,6 +272,8 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             store,
             quotas,
             metrics,
+            results: result_tx,
+            max_attempts: cfg.engine.max_attempts,
             engine,
             inflight,
             intake: Intake {

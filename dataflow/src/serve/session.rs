@@ -42,6 +42,9 @@ pub(crate) struct Session {
     pub store: Arc<vidflow_connectors::store::OutputStore>,
     pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Straight to the committer (poison jobs that never enter the graph).
+    pub results: tokio::sync::mpsc::UnboundedSender<crate::stages::JobResult>,
+    pub max_attempts: u32,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
     pub intake: super::Intake,
@@ -353,7 +356,42 @@ impl Session {
                     since: Instant::now(),
                 },
             );
-        tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, "job taken");
+        // A job whose earlier runs were all cut short (it keeps killing its
+        // worker) is parked with the reason and credited, not run again.
+        let before = match super::commit::bump_attempts(&self.store, &tenant, &job_id).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(job_id = %job_id, error = %e, "could not count attempts; running anyway");
+                0
+            }
+        };
+        if before >= self.max_attempts {
+            let reason = format!(
+                "poison job: {before} earlier runs ended without a result (crash or kill);                  dead-lettered after {} attempts",
+                self.max_attempts
+            );
+            tracing::error!(job_id = %job_id, attempts = before, "{reason}");
+            amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, "job_id", &reason)
+                .await
+                .map_err(to_lapin)?;
+            let _ = self.results.send(crate::stages::JobResult {
+                job_id: job_id.clone(),
+                tenant: tenant.clone(),
+                status: "failed".into(),
+                error: Some(reason),
+                key: None,
+                size: None,
+                sha256: None,
+                untrained: false,
+                timings: Vec::new(),
+                batch_sizes: Vec::new(),
+                accel_s: 0.0,
+                failed_stage: Some(vidflow_operators::event::Stage::Admit),
+                cancelled_at: None,
+            });
+            return Ok(());
+        }
+        tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, attempt = before + 1, "job taken");
         if !self.intake.send(spec) {
             // The graph is gone (shutting down): hand the job back.
             let job = self.inflight.lock().expect("poisoned").remove(&job_id);
@@ -520,3 +558,4 @@ fn to_lapin(e: amqp::PublishError) -> lapin::Error {
         other => lapin::Error::from(std::io::Error::other(other.to_string())),
     }
 }
+

@@ -1,0 +1,229 @@
+//! Denoising checkpoints: every N steps a job's latents and step index go
+//! to the object store (`checkpoints/<tenant>/<job_id>/step-<NNNNN>.ckpt`),
+//! atomically and with a SHA-256, so a redelivered or restarted job resumes
+//! from its newest valid checkpoint instead of step 0.
+//!
+//! Only latents and the step are stored: everything else a job needs to
+//! continue (the latent grid, the sigma schedule, the conditioning) is
+//! recomputed from its spec exactly as the first run did, and no random
+//! numbers are drawn after the initial noise (the flow-matching sampler is
+//! deterministic), so the resumed run's output is byte-identical. A header
+//! field binds the checkpoint to the request, so a changed spec under the
+//! same job id never resumes from a stranger's latents.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vidflow_connectors::store::OutputStore;
+use vidflow_gpu::pipeline::{DenoiseState, GenerateRequest};
+
+const MAGIC: &[u8] = b"VFCKPT1\n";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Header {
+    job_id: String,
+    step: usize,
+    shape: Vec<usize>,
+    /// Hash of the request fields that determine the latents.
+    request: String,
+    /// SHA-256 of the f32 little-endian data.
+    sha256: String,
+}
+
+/// Where checkpoints go and how often.
+#[derive(Clone)]
+pub struct Checkpoints {
+    pub store: Arc<OutputStore>,
+    /// Denoising steps between checkpoints (0 = off).
+    pub every: usize,
+    /// Newest checkpoints kept per job (older ones are deleted).
+    pub keep: usize,
+}
+
+/// A checkpoint found and checked.
+pub struct Resumed {
+    pub step: usize,
+    /// Newer checkpoints that failed their checks, with the reason.
+    pub rejected: Vec<(String, String)>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The request fields a job's latents depend on.
+pub fn request_hash(req: &GenerateRequest) -> String {
+    let mut h = Sha256::new();
+    h.update(&req.prompt);
+    h.update([0]);
+    h.update(&req.negative_prompt);
+    h.update([0]);
+    for v in [req.width as u64, req.height as u64, req.num_frames as u64, req.steps as u64, req.seed] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(req.fps.to_le_bytes());
+    h.update(req.guidance_scale.to_le_bytes());
+    h.update([req.image.is_some() as u8]);
+    hex(&h.finalize()[..16])
+}
+
+fn dir(tenant: &str, job_id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("checkpoints/{tenant}/{job_id}"))
+}
+
+impl Checkpoints {
+    /// Whether `step` (steps done) is a checkpoint step for a job of `total`.
+    pub fn due(&self, step: usize, total: usize) -> bool {
+        self.every > 0 && step > 0 && step < total && step % self.every == 0
+    }
+
+    /// Writes a checkpoint of `state` (atomic: temp + rename in the store)
+    /// and deletes older ones beyond `keep`.
+    pub fn save(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        req: &GenerateRequest,
+        state: &DenoiseState,
+    ) -> Result<(), String> {
+        crate::faults::point("checkpoint_write");
+        if crate::faults::fail("checkpoint_write_error") {
+            return Err("injected object-store write failure".into());
+        }
+        let data: Vec<f32> = state
+            .latents
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let header = Header {
+            job_id: job_id.to_string(),
+            step: state.step,
+            shape: state.latents.dims().to_vec(),
+            request: request_hash(req),
+            sha256: hex(&Sha256::digest(&bytes)),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend(serde_json::to_vec(&header).map_err(|e| e.to_string())?);
+        out.push(b'\n');
+        out.extend(bytes);
+        let key = dir(tenant, job_id).join(format!("step-{:05}.ckpt", state.step));
+        self.store
+            .put_atomic_blocking(&key, out)
+            .map_err(|e| e.to_string())?;
+        // Older ones beyond `keep`: the store stays bounded per job.
+        let mut steps = self.list(tenant, job_id);
+        steps.sort_unstable_by(|a, b| b.cmp(a));
+        for old in steps.into_iter().skip(self.keep.max(1)) {
+            let _ = self.delete_step(tenant, job_id, old);
+        }
+        Ok(())
+    }
+
+    fn list(&self, tenant: &str, job_id: &str) -> Vec<usize> {
+        let Some(root) = self.store.local_path(&dir(tenant, job_id)) else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(root) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_prefix("step-")?.strip_suffix(".ckpt")?.parse().ok()
+            })
+            .collect()
+    }
+
+    fn delete_step(&self, tenant: &str, job_id: &str, step: usize) -> Result<(), String> {
+        if let Some(p) = self
+            .store
+            .local_path(&dir(tenant, job_id).join(format!("step-{step:05}.ckpt")))
+        {
+            std::fs::remove_file(p).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every checkpoint of a finished job.
+    pub fn clear(&self, tenant: &str, job_id: &str) {
+        if let Some(p) = self.store.local_path(&dir(tenant, job_id)) {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+
+    /// Loads the newest checkpoint that passes its checks into `state`
+    /// (freshly prepared from the same request). Corrupt or mismatched ones
+    /// are reported and the next older one is tried; none → `Ok(None)`.
+    pub fn resume(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        req: &GenerateRequest,
+        state: &mut DenoiseState,
+    ) -> Option<Resumed> {
+        let mut steps = self.list(tenant, job_id);
+        steps.sort_unstable_by(|a, b| b.cmp(a));
+        let mut rejected = Vec::new();
+        for step in steps {
+            let key = dir(tenant, job_id).join(format!("step-{step:05}.ckpt"));
+            match self.check(&key, job_id, req, state) {
+                Ok(latents) => {
+                    state.latents = latents;
+                    state.step = step;
+                    return Some(Resumed { step, rejected });
+                }
+                Err(e) => rejected.push((key.to_string(), e)),
+            }
+        }
+        if !rejected.is_empty() {
+            return Some(Resumed { step: 0, rejected });
+        }
+        None
+    }
+
+    fn check(
+        &self,
+        key: &object_store::path::Path,
+        job_id: &str,
+        req: &GenerateRequest,
+        state: &DenoiseState,
+    ) -> Result<Tensor, String> {
+        let bytes = self.store.get_blocking(key).map_err(|e| e.to_string())?;
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or("not a vidflow checkpoint (bad magic)")?;
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated header")?;
+        let header: Header =
+            serde_json::from_slice(&rest[..nl]).map_err(|e| format!("bad header: {e}"))?;
+        let data = &rest[nl + 1..];
+        if header.job_id != job_id || header.request != request_hash(req) {
+            return Err("belongs to another job or request".into());
+        }
+        if header.shape != state.latents.dims() {
+            return Err(format!(
+                "shape {:?} does not match the job's latents {:?}",
+                header.shape,
+                state.latents.dims()
+            ));
+        }
+        if hex(&Sha256::digest(data)) != header.sha256 {
+            return Err("checksum mismatch (corrupt data)".into());
+        }
+        let n: usize = header.shape.iter().product();
+        if data.len() != n * 4 {
+            return Err(format!("{} data bytes, expected {}", data.len(), n * 4));
+        }
+        let v: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Tensor::from_vec(v, header.shape.as_slice(), state.latents.device())
+            .map_err(|e| e.to_string())
+    }
+}

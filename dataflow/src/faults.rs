@@ -1,0 +1,74 @@
+//! Fault injection for the reliability tests and `vidflow chaos`, off
+//! unless `VIDFLOW_FAULT` is set in the environment:
+//!
+//! - `VIDFLOW_FAULT=<point>`: abort the process (no cleanup, no ack: what a
+//!   SIGKILL or a reclaimed spot instance does) the first time `<point>` is
+//!   reached;
+//! - `VIDFLOW_FAULT=random:<p>`: at every point, abort with probability
+//!   `p` (seeded from the pid and clock, so each process differs);
+//! - `VIDFLOW_FAIL=<point>`: make the operation at `<point>` fail with an
+//!   error instead (e.g. `checkpoint_write_error`: an object-store write
+//!   failure), every time.
+//!
+//! Points: `mid_step`, `checkpoint_write` (before the atomic rename of a
+//! checkpoint), `decode`, `output_write` (before the MP4 is stored),
+//! `after_commit` (record and ledger written, not acked).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+enum Mode {
+    Off,
+    At(String),
+    Random(f64),
+}
+
+fn mode() -> &'static Mode {
+    static M: OnceLock<Mode> = OnceLock::new();
+    M.get_or_init(|| match std::env::var("VIDFLOW_FAULT") {
+        Ok(v) if v.starts_with("random:") => v[7..].parse().map(Mode::Random).unwrap_or(Mode::Off),
+        Ok(v) if !v.is_empty() => Mode::At(v),
+        _ => Mode::Off,
+    })
+}
+
+fn next_random() -> f64 {
+    static S: AtomicU64 = AtomicU64::new(0);
+    let mut s = S.load(Ordering::Relaxed);
+    if s == 0 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        s = t ^ ((std::process::id() as u64) << 32) | 1;
+    }
+    // SplitMix64.
+    s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    S.store(s, Ordering::Relaxed);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A place where the process may be killed.
+pub fn point(name: &str) {
+    let hit = match mode() {
+        Mode::Off => false,
+        Mode::At(p) => p == name,
+        Mode::Random(p) => next_random() < *p,
+    };
+    if hit {
+        eprintln!("VIDFLOW_FAULT: aborting at {name}");
+        tracing::warn!(point = name, "VIDFLOW_FAULT: aborting here");
+        std::process::abort();
+    }
+}
+
+/// Whether the operation at `name` should fail (`VIDFLOW_FAIL`).
+pub fn fail(name: &str) -> bool {
+    static F: OnceLock<Option<String>> = OnceLock::new();
+    F.get_or_init(|| std::env::var("VIDFLOW_FAIL").ok())
+        .as_deref()
+        == Some(name)
+}
