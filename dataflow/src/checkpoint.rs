@@ -60,7 +60,13 @@ pub fn request_hash(req: &GenerateRequest) -> String {
     h.update([0]);
     h.update(&req.negative_prompt);
     h.update([0]);
-    for v in [req.width as u64, req.height as u64, req.num_frames as u64, req.steps as u64, req.seed] {
+    for v in [
+        req.width as u64,
+        req.height as u64,
+        req.num_frames as u64,
+        req.steps as u64,
+        req.seed,
+    ] {
         h.update(v.to_le_bytes());
     }
     h.update(req.fps.to_le_bytes());

@@ -1,9 +1,9 @@
 //! Fault injection for the reliability tests and `vidflow chaos`, off
 //! unless `VIDFLOW_FAULT` is set in the environment:
 //!
-//! - `VIDFLOW_FAULT=<point>`: abort the process (no cleanup, no ack: what a
-//!   SIGKILL or a reclaimed spot instance does) the first time `<point>` is
-//!   reached;
+//! - `VIDFLOW_FAULT=<point>` (or `<point>@<n>`): abort the process (no
+//!   cleanup, no ack: what a SIGKILL or a reclaimed spot instance does) the
+//!   first (n-th) time `<point>` is reached;
 //! - `VIDFLOW_FAULT=random:<p>`: at every point, abort with probability
 //!   `p` (seeded from the pid and clock, so each process differs);
 //! - `VIDFLOW_FAIL=<point>`: make the operation at `<point>` fail with an
@@ -19,7 +19,8 @@ use std::sync::OnceLock;
 
 enum Mode {
     Off,
-    At(String),
+    /// Abort at the n-th time (1-based) the point is reached.
+    At(String, u64),
     Random(f64),
 }
 
@@ -27,7 +28,10 @@ fn mode() -> &'static Mode {
     static M: OnceLock<Mode> = OnceLock::new();
     M.get_or_init(|| match std::env::var("VIDFLOW_FAULT") {
         Ok(v) if v.starts_with("random:") => v[7..].parse().map(Mode::Random).unwrap_or(Mode::Off),
-        Ok(v) if !v.is_empty() => Mode::At(v),
+        Ok(v) if !v.is_empty() => match v.split_once('@') {
+            Some((p, n)) => Mode::At(p.to_string(), n.parse().unwrap_or(1)),
+            None => Mode::At(v, 1),
+        },
         _ => Mode::Off,
     })
 }
@@ -55,7 +59,10 @@ fn next_random() -> f64 {
 pub fn point(name: &str) {
     let hit = match mode() {
         Mode::Off => false,
-        Mode::At(p) => p == name,
+        Mode::At(p, n) => {
+            static HITS: AtomicU64 = AtomicU64::new(0);
+            p == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 >= *n
+        }
         Mode::Random(p) => next_random() < *p,
     };
     if hit {

@@ -78,8 +78,17 @@ impl Setup {
 
     /// Starts `vidflow serve` and waits for its ready line.
     pub fn start(&self, log_name: &str) -> Serve {
+        self.start_with_env(log_name, &[])
+    }
+
+    /// As [`Setup::start`], with extra environment (fault injection).
+    pub fn start_with_env(&self, log_name: &str, env: &[(&str, &str)]) -> Serve {
         let log = self.tmp.path().join(format!("{log_name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidflow"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -117,6 +126,19 @@ impl Setup {
                     };
                 }
                 Ok(_) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = child.wait();
+                    // Died before it was ready (an injected fault can hit
+                    // while it picks up redelivered jobs): the caller sees
+                    // a Serve whose process has exited.
+                    return Serve {
+                        child,
+                        grpc: None,
+                        metrics: None,
+                        log,
+                        lines: rx,
+                    };
+                }
                 Err(_) => {
                     let _ = child.kill();
                     panic!(

@@ -254,11 +254,17 @@ pub(crate) fn attempts_key(tenant: &str, job_id: &str) -> Result<object_store::p
     if !vidflow_operators::id::is_safe_id(tenant) || !vidflow_operators::id::is_safe_id(job_id) {
         return Err("unsafe id".into());
     }
-    Ok(object_store::path::Path::from(format!("attempts/{tenant}/{job_id}")))
+    Ok(object_store::path::Path::from(format!(
+        "attempts/{tenant}/{job_id}"
+    )))
 }
 
 /// Counts one more started run of a job and returns the runs before it.
-pub(crate) async fn bump_attempts(store: &OutputStore, tenant: &str, job_id: &str) -> Result<u32, String> {
+pub(crate) async fn bump_attempts(
+    store: &OutputStore,
+    tenant: &str,
+    job_id: &str,
+) -> Result<u32, String> {
     let key = attempts_key(tenant, job_id)?;
     let before = match store.get(&key).await {
         Ok(b) => String::from_utf8_lossy(&b).trim().parse().unwrap_or(0),

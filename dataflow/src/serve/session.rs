@@ -558,4 +558,3 @@ fn to_lapin(e: amqp::PublishError) -> lapin::Error {
         other => lapin::Error::from(std::io::Error::other(other.to_string())),
     }
 }
-

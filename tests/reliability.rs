@@ -1,0 +1,189 @@
+//! Checkpoints and poison jobs through the real `vidflow serve`: a job
+//! killed mid-denoise resumes from its newest valid checkpoint (a corrupt
+//! one is detected and skipped) and its MP4 is byte-identical to an
+//! uninterrupted run; a job that keeps killing its worker is dead-lettered
+//! after K attempts and credited while other jobs complete.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use vidflow_connectors::amqp;
+use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink};
+use vidflow_operators::event::JobEvent;
+use vidflow_operators::{AdmissionConfig, JobSpec};
+
+/// The sha256 of each spec's MP4 from an uninterrupted embedded run.
+pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        &EngineConfig {
+            admission: AdmissionConfig::builtin_default(),
+            out_dir: dir.path().to_path_buf(),
+            max_batch: 4,
+            workers: 1,
+            checkpoint_every: 0,
+        },
+        EventSink::discard(),
+    )
+    .unwrap();
+    run_jobs(Arc::clone(&engine), 1, specs.to_vec())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.job_id, r.sha256.expect("reference run completed")))
+        .collect()
+}
+
+fn wait_exit(s: &mut Serve, limit: Duration) {
+    let t0 = std::time::Instant::now();
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < limit,
+            "serve still running:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn term(mut s: Serve) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(s.child.wait().unwrap().success(), "{}", s.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
+    let setup = Setup::new("corrupt", "max_batch = 1\ncheckpoint_every = 5");
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let conn = broker().await;
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    let job = spec("ck-1", "acme", "standard", "256x256", 17, 30);
+    let reference = reference_sha(std::slice::from_ref(&job));
+
+    // Killed right after its 17th step: checkpoints 5, 10, 15 were
+    // written; the newest two (10, 15) are kept.
+    let mut first = setup.start_with_env("serve-1", &[("VIDFLOW_FAULT", "mid_step@17")]);
+    amqp::publish_job(&ch, &topo, &job).await.unwrap();
+    wait_exit(&mut first, Duration::from_secs(120));
+    let ck_dir = setup.out.join("checkpoints/acme/ck-1");
+    let mut names: Vec<String> = std::fs::read_dir(&ck_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ckpt"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["step-00010.ckpt", "step-00015.ckpt"],
+        "storage is bounded to 2"
+    );
+    // Corrupt the newest: flip bytes in its latent data.
+    let newest = ck_dir.join("step-00015.ckpt");
+    let mut b = std::fs::read(&newest).unwrap();
+    let n = b.len();
+    for x in &mut b[n - 64..] {
+        *x ^= 0x5a;
+    }
+    std::fs::write(&newest, b).unwrap();
+
+    let second = setup.start("serve-2");
+    events
+        .until(Duration::from_secs(120), "the completion", |all| {
+            all.iter()
+                .any(|(_, e)| matches!(e.event, JobEvent::Completed { .. }))
+        })
+        .await;
+    let log = second.log_text();
+    term(second);
+    assert!(log.contains("checksum mismatch"), "{log}");
+    assert!(log.contains("from_step=10"), "{log}");
+    let sha = events
+        .all
+        .iter()
+        .find_map(|(_, e)| match &e.event {
+            JobEvent::Completed { sha256, .. } => Some(sha256.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        sha, reference["ck-1"],
+        "resumed output differs from an uninterrupted run"
+    );
+    assert!(
+        !ck_dir.exists(),
+        "checkpoints are deleted when the job completes"
+    );
+    cleanup(&ch, &topo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_is_dead_lettered_after_k_attempts_and_credited() {
+    let setup = Setup::new("poison", "max_batch = 2\nmax_attempts = 2");
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let conn = broker().await;
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    let poison = spec("poison-1", "acme", "standard", "256x256", 9, 2);
+    amqp::publish_job(&ch, &topo, &poison).await.unwrap();
+    // Two runs, each killed when the job reaches decode.
+    for i in 0..2 {
+        let mut s = setup.start_with_env(&format!("crash-{i}"), &[("VIDFLOW_FAULT", "decode")]);
+        wait_exit(&mut s, Duration::from_secs(120));
+    }
+    // The third delivery finds 2 cut runs: dead letter + credit.
+    let serve = setup.start("serve");
+    events
+        .until(Duration::from_secs(60), "the poison job's failure", |all| {
+            all.iter()
+                .any(|(_, e)| matches!(e.event, JobEvent::Failed { .. }))
+        })
+        .await;
+    // Other jobs are unaffected.
+    let others: Vec<String> = (0..3).map(|i| format!("ok-{i}")).collect();
+    for id in &others {
+        amqp::publish_job(&ch, &topo, &spec(id, "acme", "standard", "256x256", 9, 2))
+            .await
+            .unwrap();
+    }
+    let want = others.clone();
+    events
+        .until(Duration::from_secs(120), "the other jobs", move |all| {
+            want.iter().all(|id| {
+                all.iter().any(|(_, e)| {
+                    matches!(e.event, JobEvent::Completed { .. }) && e.event.job_id() == id
+                })
+            })
+        })
+        .await;
+    term(serve);
+    let failed = events
+        .all
+        .iter()
+        .find_map(|(_, e)| match &e.event {
+            JobEvent::Failed { job_id, error, .. } => Some((job_id.clone(), error.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failed.0, "poison-1");
+    assert!(
+        failed.1.contains("poison job") && failed.1.contains("2 attempts"),
+        "{}",
+        failed.1
+    );
+    assert_eq!(depth(&ch, &topo.dead).await, 1, "dead-lettered");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.out.join("jobs/acme/poison-1.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["billing"]["kind"], "credit", "{rec}");
+    assert!(rec["billing"]["amount_micro"].as_i64().unwrap() < 0);
+    assert_eq!(depth(&ch, &topo.jobs).await, 0);
+    cleanup(&ch, &topo).await;
+}
