@@ -6,35 +6,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
 use vidflow_connectors::amqp;
-use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink};
 use vidflow_operators::event::JobEvent;
-use vidflow_operators::{AdmissionConfig, JobSpec};
-
-/// The sha256 of each spec's MP4 from an uninterrupted embedded run.
-pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        &EngineConfig {
-            admission: AdmissionConfig::builtin_default(),
-            out_dir: dir.path().to_path_buf(),
-            max_batch: 4,
-            workers: 1,
-            checkpoint_every: 0,
-        },
-        EventSink::discard(),
-    )
-    .unwrap();
-    run_jobs(Arc::clone(&engine), 1, specs.to_vec())
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.job_id, r.sha256.expect("reference run completed")))
-        .collect()
-}
 
 fn wait_exit(s: &mut Serve, limit: Duration) {
     let t0 = std::time::Instant::now();

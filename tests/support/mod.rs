@@ -323,3 +323,25 @@ pub async fn cleanup(ch: &Channel, topo: &Topology) {
             .await;
     }
 }
+
+/// The sha256 of each spec's MP4 from an uninterrupted embedded run.
+pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, String> {
+    use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        &EngineConfig {
+            admission: vidflow_operators::AdmissionConfig::builtin_default(),
+            out_dir: dir.path().to_path_buf(),
+            max_batch: 4,
+            workers: 1,
+            checkpoint_every: 0,
+        },
+        EventSink::discard(),
+    )
+    .unwrap();
+    run_jobs(std::sync::Arc::clone(&engine), 1, specs.to_vec())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.job_id, r.sha256.expect("reference run completed")))
+        .collect()
+}
