@@ -163,3 +163,44 @@ async fn a_poison_job_is_dead_lettered_after_k_attempts_and_credited() {
     assert_eq!(depth(&ch, &topo.jobs).await, 0);
     cleanup(&ch, &topo).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_job_is_retried_from_its_checkpoint_and_completes_identically() {
+    // 1 s per attempt for standard jobs; each retry resumes where the last
+    // checkpoint left it, so a job longer than the timeout still finishes.
+    let setup = Setup::new(
+        "timeout",
+        "max_batch = 1\ncheckpoint_every = 3\nmax_attempts = 30\n\n[engine.timeouts]\nstandard = 1.0\n",
+    );
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let conn = broker().await;
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    let job = spec("slowpoke", "acme", "standard", "512x512", 17, 80);
+    let reference = reference_sha(std::slice::from_ref(&job));
+    let serve = setup.start("serve");
+    amqp::publish_job(&ch, &topo, &job).await.unwrap();
+    events
+        .until(Duration::from_secs(300), "the completion", |all| {
+            all.iter().any(|(_, e)| e.event.is_terminal())
+        })
+        .await;
+    let log = serve.log_text();
+    term(serve);
+    let retries = log.matches("handed back for a retry").count();
+    let resumes = log.matches("resumed from checkpoint").count();
+    eprintln!("timeout: {retries} retries, {resumes} resumes");
+    assert!(retries >= 2, "{log}");
+    assert!(resumes >= 1, "{log}");
+    let done = events
+        .all
+        .iter()
+        .find_map(|(_, e)| match &e.event {
+            JobEvent::Completed { sha256, .. } => Some(sha256.clone()),
+            _ => None,
+        })
+        .expect("the job completed");
+    assert_eq!(done, reference["slowpoke"]);
+    assert_eq!(depth(&ch, &topo.jobs).await, 0);
+    cleanup(&ch, &topo).await;
+}

@@ -104,6 +104,13 @@ impl Engine {
         }
     }
 
+    /// Forgets a cancel (a timed-out job handed back for a retry).
+    pub fn uncancel(&self, job_id: &str) {
+        if let Ok(mut s) = self.ctx.cancelled.lock() {
+            s.remove(job_id);
+        }
+    }
+
     /// Validation and request building: cheap, runs on the timely worker.
     fn admit(&self, spec: JobSpec) -> Msg<AdmittedJob> {
         let today = today_utc();

@@ -33,11 +33,14 @@ pub(crate) struct JobInfo {
 }
 
 pub(crate) struct Committer {
+    pub timed_out: super::TimedOut,
+    pub engine: Option<Arc<crate::graph::Engine>>,
     pub checkpoints: Option<crate::checkpoint::Checkpoints>,
     pub metrics: Arc<super::metrics::Metrics>,
     pub store: Arc<OutputStore>,
     pub pricing: Arc<Pricing>,
     pub sinks: Arc<Sinks>,
+    pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
     pub inflight: InFlightMap,
     pub out: UnboundedSender<Outbound>,
 }
@@ -184,6 +187,40 @@ impl Committer {
     }
 
     async fn commit(&self, r: JobResult) {
+        // (Removed either way: a job stopped too late to take effect
+        // finished normally.)
+        let was_stopped = self
+            .timed_out
+            .lock()
+            .map(|mut t| t.remove(&r.job_id))
+            .unwrap_or(false);
+        let timed_out = was_stopped && r.status == "cancelled";
+        if timed_out {
+            // Hand the job back: the broker redelivers it, the retry
+            // resumes from its last checkpoint, and the attempt count
+            // bounds the retries (then: dead letter + credit).
+            if let Some(e) = &self.engine {
+                e.uncancel(&r.job_id);
+            }
+            let job = self
+                .inflight
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&r.job_id));
+            if let Some(j) = job {
+                self.quotas.finish(&j.tenant, &r.job_id, false);
+                tracing::warn!(job_id = %r.job_id, "generation timeout: handed back for a retry");
+                for a in j.ackers {
+                    let _ = a
+                        .nack(vidflow_connectors::lapin::options::BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+            return;
+        }
         let info = self
             .inflight
             .lock()

@@ -137,6 +137,12 @@ pub struct EngineSection {
     /// dead-lettered and credited instead of started again.
     #[serde(default = "three")]
     pub max_attempts: u32,
+    /// Generation timeout per tier, seconds (spec SLA: premium 10 min,
+    /// standard 15 min). A job over it is stopped and handed back to the
+    /// broker; its retry resumes from its last checkpoint; after
+    /// `max_attempts` runs it is dead-lettered and credited.
+    #[serde(default)]
+    pub timeouts: Timeouts,
     /// Benchmark only: replace the model stages by a no-op that completes
     /// each job at once, to measure the intake path alone.
     #[serde(default)]
@@ -152,6 +158,49 @@ fn one() -> usize {
 fn four() -> usize {
     4
 }
+/// `[engine.timeouts]`, seconds per tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "t_premium")]
+    pub premium: f64,
+    #[serde(default = "t_standard")]
+    pub standard: f64,
+    #[serde(default = "t_free")]
+    pub free: f64,
+}
+
+fn t_premium() -> f64 {
+    600.0
+}
+fn t_standard() -> f64 {
+    900.0
+}
+fn t_free() -> f64 {
+    1800.0
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            premium: t_premium(),
+            standard: t_standard(),
+            free: t_free(),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn of(&self, tier: vidflow_operators::Tier) -> std::time::Duration {
+        let s = match tier {
+            vidflow_operators::Tier::Premium => self.premium,
+            vidflow_operators::Tier::Standard => self.standard,
+            vidflow_operators::Tier::Free => self.free,
+        };
+        std::time::Duration::from_secs_f64(s.max(0.001))
+    }
+}
+
 fn ten() -> usize {
     10
 }
@@ -172,6 +221,7 @@ impl Default for EngineSection {
             drain_timeout_s: default_drain(),
             checkpoint_every: ten(),
             max_attempts: three(),
+            timeouts: Timeouts::default(),
             noop_model: false,
         }
     }

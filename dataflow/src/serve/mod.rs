@@ -76,6 +76,9 @@ pub(crate) struct InFlight {
     pub since: Instant,
 }
 
+/// Jobs stopped for running over their tier's timeout (to be handed back).
+pub(crate) type TimedOut = Arc<Mutex<std::collections::HashSet<String>>>;
+
 pub(crate) type InFlightMap = Arc<Mutex<HashMap<String, InFlight>>>;
 
 /// What the session publishes.
@@ -146,6 +149,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         result_tx.clone(),
     );
     let inflight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
+    let timed_out: TimedOut = Arc::new(Mutex::new(Default::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let url = cfg.amqp.effective_url();
     let topo = cfg.amqp.topology();
@@ -220,11 +224,14 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             ));
         }
         let committer = commit::Committer {
+            timed_out: timed_out.clone(),
+            engine: engine.clone(),
             checkpoints: engine.as_ref().and_then(|e| e.ctx.checkpoints.clone()),
             metrics: metrics.clone(),
             store: store.clone(),
             pricing: pricing.clone(),
             sinks: sinks.clone(),
+            quotas: quotas.clone(),
             inflight: inflight.clone(),
             out: out_tx.clone(),
         };
@@ -274,6 +281,8 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             metrics,
             results: result_tx,
             max_attempts: cfg.engine.max_attempts,
+            timeouts: cfg.engine.timeouts.clone(),
+            timed_out,
             engine,
             inflight,
             intake: Intake {

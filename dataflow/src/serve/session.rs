@@ -45,6 +45,8 @@ pub(crate) struct Session {
     /// Straight to the committer (poison jobs that never enter the graph).
     pub results: tokio::sync::mpsc::UnboundedSender<crate::stages::JobResult>,
     pub max_attempts: u32,
+    pub timeouts: super::config::Timeouts,
+    pub timed_out: super::TimedOut,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
     pub intake: super::Intake,
@@ -201,8 +203,35 @@ impl Session {
                     }
                     None => {}
                 },
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.check_timeouts(),
                 _ = self.shutdown.notified() => {}
+            }
+        }
+    }
+
+    /// Stops jobs that ran over their tier's timeout (the committer hands
+    /// them back to the broker for a bounded retry).
+    fn check_timeouts(&self) {
+        let Some(engine) = &self.engine else { return };
+        let over: Vec<String> = self
+            .inflight
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, j)| j.since.elapsed() > self.timeouts.of(j.info.tier))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in over {
+            let new = self
+                .timed_out
+                .lock()
+                .map(|mut t| t.insert(id.clone()))
+                .unwrap_or(false);
+            if new {
+                tracing::warn!(job_id = %id, "generation timeout: stopping the job");
+                engine.cancel(&id);
             }
         }
     }
