@@ -113,6 +113,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
             max_batch: 8,
             workers: a.workers,
             checkpoint_every: 0,
+            checkpoint_every_tier: Default::default(),
         },
         EventSink::new(tx),
     )?;

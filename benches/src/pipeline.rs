@@ -32,6 +32,7 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
             max_batch,
             workers: 1,
             checkpoint_every: 0,
+            checkpoint_every_tier: Default::default(),
         },
         EventSink::discard(),
     )?)

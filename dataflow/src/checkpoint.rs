@@ -38,6 +38,8 @@ pub struct Checkpoints {
     pub store: Arc<OutputStore>,
     /// Denoising steps between checkpoints (0 = off).
     pub every: usize,
+    /// Per-tier overrides of `every`.
+    pub per_tier: std::collections::BTreeMap<vidflow_operators::Tier, usize>,
     /// Newest checkpoints kept per job (older ones are deleted).
     pub keep: usize,
 }
@@ -80,9 +82,11 @@ fn dir(tenant: &str, job_id: &str) -> object_store::path::Path {
 }
 
 impl Checkpoints {
-    /// Whether `step` (steps done) is a checkpoint step for a job of `total`.
-    pub fn due(&self, step: usize, total: usize) -> bool {
-        self.every > 0 && step > 0 && step < total && step % self.every == 0
+    /// Whether `step` (steps done) is a checkpoint step for a `tier` job
+    /// of `total` steps.
+    pub fn due(&self, tier: vidflow_operators::Tier, step: usize, total: usize) -> bool {
+        let every = self.per_tier.get(&tier).copied().unwrap_or(self.every);
+        every > 0 && step > 0 && step < total && step % every == 0
     }
 
     /// Writes a checkpoint of `state` (atomic: temp + rename in the store)

@@ -195,7 +195,11 @@ fn denoise_loop(
             let a = &active[i];
             let st = &a.job.state;
             let total = st.schedule.steps();
-            if let Some(ck) = ctx.checkpoints.as_ref().filter(|c| c.due(st.step, total)) {
+            if let Some(ck) = ctx
+                .checkpoints
+                .as_ref()
+                .filter(|c| c.due(a.job.meta.tier, st.step, total))
+            {
                 let m = &a.job.meta;
                 if let Err(e) = ck.save(&m.tenant, &m.job_id, &a.job.req, st) {
                     // A lost checkpoint costs recompute on a crash, not the job.

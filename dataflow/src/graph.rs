@@ -37,6 +37,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Denoising steps between checkpoints; 0 = no checkpoints.
     pub checkpoint_every: usize,
+    /// Per-tier overrides of `checkpoint_every`.
+    pub checkpoint_every_tier: std::collections::BTreeMap<vidflow_operators::Tier, usize>,
 }
 
 /// Process-wide state: loaded models, stage executors, events, cancellation.
@@ -75,9 +77,11 @@ impl Engine {
         let store = Arc::new(
             OutputStore::local(&cfg.out_dir).map_err(|e| DataflowError::Store(e.to_string()))?,
         );
-        let checkpoints = (cfg.checkpoint_every > 0).then(|| crate::checkpoint::Checkpoints {
+        let any = cfg.checkpoint_every > 0 || cfg.checkpoint_every_tier.values().any(|&n| n > 0);
+        let checkpoints = any.then(|| crate::checkpoint::Checkpoints {
             store: store.clone(),
             every: cfg.checkpoint_every,
+            per_tier: cfg.checkpoint_every_tier.clone(),
             keep: 2,
         });
         let ctx = StageCtx {
@@ -124,6 +128,7 @@ impl Engine {
             batch_sizes: Vec::new(),
             denoise_accel_s: 0.0,
             resumed_from: None,
+            tier: spec.tier,
         };
         match validate(&spec, &self.admission) {
             Err(e) => {

@@ -30,6 +30,7 @@ pub struct JobMeta {
     pub denoise_accel_s: f64,
     /// Step of the checkpoint this run resumed from.
     pub resumed_from: Option<usize>,
+    pub tier: vidflow_operators::Tier,
 }
 
 /// A job that left the pipeline early, and why.

@@ -28,6 +28,7 @@ fn engine(out: &Path, events: EventSink) -> Arc<Engine> {
             max_batch: 8,
             workers: 1,
             checkpoint_every: 0,
+            checkpoint_every_tier: Default::default(),
         },
         events,
     )

@@ -335,6 +335,7 @@ pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, Str
             max_batch: 4,
             workers: 1,
             checkpoint_every: 0,
+            checkpoint_every_tier: Default::default(),
         },
         EventSink::discard(),
     )

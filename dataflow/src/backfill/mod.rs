@@ -342,6 +342,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             max_batch: cfg.max_batch,
             workers: threads,
             checkpoint_every: 0,
+            checkpoint_every_tier: Default::default(),
         },
         EventSink::new(tx),
     )?;

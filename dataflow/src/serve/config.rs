@@ -133,6 +133,10 @@ pub struct EngineSection {
     /// most this many); 0 turns checkpoints off.
     #[serde(default = "ten")]
     pub checkpoint_every: usize,
+    /// Per-tier overrides of `checkpoint_every` (`[engine.checkpoint_every_tier]
+    /// free = 5`): cheaper, preemptible capacity wants shorter intervals.
+    #[serde(default)]
+    pub checkpoint_every_tier: std::collections::BTreeMap<vidflow_operators::Tier, usize>,
     /// A job whose runs were cut (crash, kill) this many times is
     /// dead-lettered and credited instead of started again.
     #[serde(default = "three")]
@@ -220,6 +224,7 @@ impl Default for EngineSection {
             max_batch: 4,
             drain_timeout_s: default_drain(),
             checkpoint_every: ten(),
+            checkpoint_every_tier: Default::default(),
             max_attempts: three(),
             timeouts: Timeouts::default(),
             noop_model: false,

@@ -134,6 +134,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 max_batch: cfg.engine.max_batch.max(1),
                 workers: cfg.engine.workers.max(1),
                 checkpoint_every: cfg.engine.checkpoint_every,
+                checkpoint_every_tier: cfg.engine.checkpoint_every_tier.clone(),
             },
             events,
         )?)
