@@ -10,8 +10,8 @@
 //!   error instead (e.g. `checkpoint_write_error`: an object-store write
 //!   failure), every time.
 //!
-//! Points: `mid_step`, `checkpoint_write` (before the atomic rename of a
-//! checkpoint), `decode`, `output_write` (before the MP4 is stored),
+//! Points: `mid_step`, `checkpoint_write` (just before a checkpoint's
+//! atomic put), `decode`, `output_write` (before the MP4 is stored),
 //! `after_commit` (record and ledger written, not acked).
 
 use std::sync::atomic::{AtomicU64, Ordering};
