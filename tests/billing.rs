@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use support::*;
 use vidflow_connectors::amqp;
 use vidflow_operators::billing::Pricing;
@@ -68,11 +66,6 @@ fn scrape(url: &str) -> String {
     c.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
-}
-
-fn term(mut s: Serve) {
-    kill(Pid::from_raw(s.pid()), Signal::SIGTERM).unwrap();
-    assert!(s.child.wait().unwrap().success(), "{}", s.log_text());
 }
 
 fn terminal_for(
@@ -139,7 +132,7 @@ async fn thirty_jobs_are_billed_exactly_and_read_back_by_duckdb_and_pyarrow() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
-    term(serve);
+    serve.terminate();
     assert_eq!(
         events.count(|e| matches!(e, JobEvent::Completed { .. })),
         30
@@ -269,7 +262,7 @@ async fn a_job_delivered_three_times_is_charged_once() {
                 >= 2
         })
         .await;
-    term(second);
+    second.terminate();
     assert_eq!(
         events.count(|e| matches!(e, JobEvent::Accepted { .. })),
         1,
@@ -419,6 +412,6 @@ async fn quotas_cap_concurrency_and_monthly_seconds() {
             }
         }
     }
-    term(serve);
+    serve.terminate();
     cleanup(&ch, &topo).await;
 }

@@ -24,15 +24,6 @@ fn wait_exit(s: &mut Serve, limit: Duration) {
     }
 }
 
-fn term(mut s: Serve) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.pid()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(s.child.wait().unwrap().success(), "{}", s.log_text());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
     let setup = Setup::new("corrupt", "max_batch = 1\ncheckpoint_every = 5");
@@ -78,7 +69,7 @@ async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
         })
         .await;
     let log = second.log_text();
-    term(second);
+    second.terminate();
     assert!(log.contains("checksum mismatch"), "{log}");
     assert!(log.contains("from_step=10"), "{log}");
     let sha = events
@@ -139,7 +130,7 @@ async fn a_poison_job_is_dead_lettered_after_k_attempts_and_credited() {
             })
         })
         .await;
-    term(serve);
+    serve.terminate();
     let failed = events
         .all
         .iter()
@@ -186,7 +177,7 @@ async fn a_timed_out_job_is_retried_from_its_checkpoint_and_completes_identicall
         })
         .await;
     let log = serve.log_text();
-    term(serve);
+    serve.terminate();
     let retries = log.matches("handed back for a retry").count();
     let resumes = log.matches("resumed from checkpoint").count();
     eprintln!("timeout: {retries} retries, {resumes} resumes");

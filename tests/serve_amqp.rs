@@ -12,18 +12,6 @@ use vidflow_connectors::lapin::options::{BasicAckOptions, BasicGetOptions};
 use vidflow_connectors::lapin::BasicProperties;
 use vidflow_operators::event::JobEvent;
 
-/// Stops serve with SIGTERM (drain) and checks it exits 0.
-fn stop(mut s: Serve) {
-    use nix::sys::signal::{kill, Signal};
-    kill(nix::unistd::Pid::from_raw(s.pid()), Signal::SIGTERM).unwrap();
-    let status = s.child.wait().unwrap();
-    assert!(
-        status.success(),
-        "serve exited {status:?}; log:\n{}",
-        s.log_text()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_jobs_over_amqp_complete_once_each() {
     let setup = Setup::new("fifty", "max_batch = 4");
@@ -52,7 +40,7 @@ async fn fifty_jobs_over_amqp_complete_once_each() {
                 >= 50
         })
         .await;
-    stop(serve);
+    serve.terminate();
     let mut done: Vec<String> = events
         .all
         .iter()
@@ -174,7 +162,7 @@ async fn malformed_messages_are_dead_lettered_and_service_keeps_serving() {
             },
         )
         .await;
-    stop(serve);
+    serve.terminate();
     assert_eq!(events.count(is_completed), 5);
     assert_eq!(setup.outputs().len(), 5);
     assert_eq!(depth(&ch, &topo.jobs).await, 0, "intake queue");

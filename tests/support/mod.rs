@@ -189,6 +189,23 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// SIGTERM, then waits: the service must drain and exit 0.
+    pub fn terminate(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "serve exited {status:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
