@@ -125,6 +125,14 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
     let out = tempfile::tempdir()?;
     cfg.engine.out_dir = out.path().to_path_buf();
     cfg.engine.noop_model = true;
+    // Quotas must not be what limits the benchmark.
+    let quotas = out.path().join("quotas.toml");
+    std::fs::write(
+        &quotas,
+        "[default]\nmax_concurrent = 1000000\nmonthly_video_seconds = 1e12\n\
+         max_resolution = \"4k\"\ntiers = [\"premium\", \"standard\", \"free\"]\n",
+    )?;
+    cfg.billing.quotas = Some(quotas);
     cfg.amqp.prefetch = prefetch;
     let prefetch = cfg.prefetch();
     let topo = cfg.amqp.topology();
