@@ -86,7 +86,7 @@ impl Checkpoints {
     /// of `total` steps.
     pub fn due(&self, tier: vidflow_operators::Tier, step: usize, total: usize) -> bool {
         let every = self.per_tier.get(&tier).copied().unwrap_or(self.every);
-        every > 0 && step > 0 && step < total && step % every == 0
+        every > 0 && step > 0 && step < total && step.is_multiple_of(every)
     }
 
     /// Writes a checkpoint of `state` (atomic: temp + rename in the store)

@@ -393,7 +393,7 @@ mod tests {
             h.join().unwrap();
         }
         let m = max_seen.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(m <= 10 && m >= 1, "{m}");
+        assert!((1..=10).contains(&m), "{m}");
         assert_eq!(b.usage("acme").0, 0);
     }
 
