@@ -13,6 +13,7 @@ pub mod event;
 pub mod id;
 pub mod proto;
 pub mod quota;
+pub mod safety;
 pub mod spec;
 pub mod validate;
 
