@@ -5,6 +5,7 @@
 //! backend. Fidelity is proven against the reference implementation by the
 //! golden cases (see `golden`).
 
+pub mod bert;
 pub mod error;
 pub mod golden;
 pub mod info;
