@@ -232,6 +232,21 @@ impl Default for EngineSection {
     }
 }
 
+/// A configured file through its loader, or the built-in default.
+fn load_or<T, E: std::fmt::Display>(
+    path: Option<&Path>,
+    load: impl FnOnce(&Path) -> Result<T, E>,
+    builtin: impl FnOnce() -> T,
+) -> Result<T, ServeError> {
+    match path {
+        Some(p) => load(p).map_err(|e| ServeError::Config {
+            path: p.display().to_string(),
+            msg: e.to_string(),
+        }),
+        None => Ok(builtin()),
+    }
+}
+
 impl ServeConfig {
     pub fn load(path: &Path) -> Result<ServeConfig, ServeError> {
         let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
@@ -255,33 +270,27 @@ impl ServeConfig {
     }
 
     pub fn admission(&self) -> Result<AdmissionConfig, ServeError> {
-        match &self.engine.configs_dir {
-            Some(d) => AdmissionConfig::load(d).map_err(|e| ServeError::Config {
-                path: d.display().to_string(),
-                msg: e.to_string(),
-            }),
-            None => Ok(AdmissionConfig::builtin_default()),
-        }
+        load_or(
+            self.engine.configs_dir.as_deref(),
+            AdmissionConfig::load,
+            AdmissionConfig::builtin_default,
+        )
     }
 
     pub fn pricing(&self) -> Result<Pricing, ServeError> {
-        match &self.billing.pricing {
-            Some(p) => Pricing::load(p).map_err(|e| ServeError::Config {
-                path: p.display().to_string(),
-                msg: e.to_string(),
-            }),
-            None => Ok(Pricing::builtin()),
-        }
+        load_or(
+            self.billing.pricing.as_deref(),
+            Pricing::load,
+            Pricing::builtin,
+        )
     }
 
     pub fn quotas(&self) -> Result<QuotaConfig, ServeError> {
-        match &self.billing.quotas {
-            Some(p) => QuotaConfig::load(p).map_err(|e| ServeError::Config {
-                path: p.display().to_string(),
-                msg: e.to_string(),
-            }),
-            None => Ok(QuotaConfig::builtin()),
-        }
+        load_or(
+            self.billing.quotas.as_deref(),
+            QuotaConfig::load,
+            QuotaConfig::builtin,
+        )
     }
 
     /// Root of the Parquet analytics datasets: `<out_dir>/analytics`.

@@ -357,21 +357,12 @@ impl Session {
             month: &month,
         };
         if let Err(q) = self.quotas.try_reserve(&ask) {
-            self.metrics.finished("rejected");
             tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
-            let env = EventEnvelope {
-                tenant: tenant.clone(),
-                ts_ms: now,
-                replay: false,
-                event: JobEvent::Rejected {
-                    job_id: job_id.clone(),
-                    field: "quota".into(),
-                    error: q.to_string(),
-                },
+            let u = Undecodable {
+                field: "quota".into(),
+                error: q.to_string(),
             };
-            publish_nowait(ch, &self.topo, &env).await?;
-            d.acker.ack(BasicAckOptions::default()).await?;
-            return Ok(());
+            return self.refuse(ch, &d, &tenant, &job_id, u).await;
         }
         self.inflight
             .lock()
@@ -450,10 +441,23 @@ impl Session {
         u: Undecodable,
     ) -> Result<(), lapin::Error> {
         tracing::warn!(job_id = %job_id, field = %u.field, error = %u.error, "dead-lettering message");
-        self.metrics.finished("rejected");
         amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error)
             .await
             .map_err(to_lapin)?;
+        self.refuse(ch, d, tenant, job_id, u).await
+    }
+
+    /// Announces a job that will not run (`rejected` event, naming the field
+    /// and why) and acks its message.
+    async fn refuse(
+        &self,
+        ch: &Channel,
+        d: &Delivery,
+        tenant: &str,
+        job_id: &str,
+        u: Undecodable,
+    ) -> Result<(), lapin::Error> {
+        self.metrics.finished("rejected");
         let env = EventEnvelope {
             tenant: tenant.to_string(),
             ts_ms: now_ms(),
