@@ -224,9 +224,9 @@ async fn a_job_delivered_three_times_is_charged_once() {
 
     // 1: the process dies (abort, like SIGKILL) after the job's commit
     // (output, record, ledger) and before its ack.
-    std::env::set_var("VIDFLOW_FAULT", "after_commit");
-    let mut first = setup.start("serve-1");
-    std::env::remove_var("VIDFLOW_FAULT");
+    // The fault goes to this child only: the other tests of this binary
+    // start their own servers concurrently.
+    let mut first = setup.start_with_env("serve-1", &[("VIDFLOW_FAULT", "after_commit")]);
     amqp::publish_job(&ch, &topo, &job).await.unwrap();
     let t0 = std::time::Instant::now();
     while first.child.try_wait().unwrap().is_none() {
