@@ -537,6 +537,31 @@ impl Session {
             let job_id = env.event.job_id().to_string();
             match confirm.await {
                 Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
+                    // Ack before the job leaves the map: a drain waits for
+                    // the map to empty and then closes the channel, which
+                    // would requeue a delivery whose ack was not yet sent.
+                    // A duplicate delivery that joins meanwhile is acked on
+                    // the next turn.
+                    let mut acked = 0usize;
+                    loop {
+                        let batch = inflight
+                            .lock()
+                            .ok()
+                            .and_then(|mut m| {
+                                m.get_mut(&job_id).map(|j| std::mem::take(&mut j.ackers))
+                            })
+                            .unwrap_or_default();
+                        if batch.is_empty() {
+                            break;
+                        }
+                        for a in batch {
+                            // A delivery from a channel that died since is
+                            // back in the queue; its redelivery finds the
+                            // record and is acked then.
+                            let _ = a.ack(BasicAckOptions::default()).await;
+                            acked += 1;
+                        }
+                    }
                     let job = inflight.lock().ok().and_then(|mut m| m.remove(&job_id));
                     if let Some(j) = job {
                         // The slot frees only now, after the terminal event
@@ -547,13 +572,7 @@ impl Session {
                             &job_id,
                             matches!(env.event, JobEvent::Completed { .. }),
                         );
-                        tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = j.ackers.len(), "acking");
-                        for a in j.ackers {
-                            // A delivery from a channel that died since is
-                            // back in the queue; its redelivery finds the
-                            // record and is acked then.
-                            let _ = a.ack(BasicAckOptions::default()).await;
-                        }
+                        tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = acked, "acked");
                     }
                 }
                 other => {
