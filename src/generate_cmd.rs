@@ -52,6 +52,13 @@ pub struct GenerateArgs {
     /// timely worker threads.
     #[arg(short = 'w', long, default_value_t = 1)]
     pub workers: usize,
+    /// The safety policy the prompt and the frames are checked against.
+    #[arg(long, default_value = "configs/safety.toml")]
+    pub safety_policy: PathBuf,
+    /// Safety model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models;
+    /// filled by `bash scripts/setup-models.sh`).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 pub fn run(a: GenerateArgs) -> Result<i32> {
@@ -114,6 +121,13 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
             workers: a.workers,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
+            safety: vidflow_dataflow::safety::SafetyConfig {
+                policy: a.safety_policy.clone(),
+                models_dir: a
+                    .models
+                    .clone()
+                    .unwrap_or_else(vidflow_operators::safety::models::default_dir),
+            },
         },
         EventSink::new(tx),
     )?;
@@ -134,6 +148,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
                         bar.set_position(step as u64);
                         bar.set_message(match stage {
                             Stage::Admit => "admit",
+                            Stage::Safety => "safety",
                             Stage::Encode => "encode",
                             Stage::Denoise => "denoise",
                             Stage::Decode => "decode",

@@ -6,6 +6,7 @@ mod generate_cmd;
 mod key_cmd;
 mod model_cmd;
 mod report_cmd;
+mod safety_cmd;
 mod serve_cmd;
 mod submit_cmd;
 
@@ -39,6 +40,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: report_cmd::ReportCmd,
     },
+    /// Safety policy evaluation and checks.
+    Safety {
+        #[command(subcommand)]
+        cmd: safety_cmd::SafetyCmd,
+    },
     /// API keys.
     Key {
         #[command(subcommand)]
@@ -70,6 +76,7 @@ fn main() {
         Cmd::Submit(a) => submit_cmd::run(a),
         Cmd::Key { cmd } => key_cmd::run(cmd),
         Cmd::Report { cmd } => report_cmd::run(cmd),
+        Cmd::Safety { cmd } => safety_cmd::run(cmd),
     };
     match code {
         Ok(c) => std::process::exit(c),

@@ -4,6 +4,7 @@
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
 mod intake;
+mod nsfw;
 mod pipeline;
 
 use std::time::Instant;
@@ -32,7 +33,8 @@ struct Args {
     /// `runtime` (model step/decode vs PyTorch shapes), `pipeline`
     /// (orchestration overhead and batching throughput, tiny model) or
     /// `intake` (jobs/s from RabbitMQ through `vidflow serve` with a no-op
-    /// model, next to raw lapin; needs a broker, see benches/run_intake.sh).
+    /// model, next to raw lapin; needs a broker, see benches/run_intake.sh)
+    /// or `nsfw` (the visual safety check on K sampled 832x480 frames).
     #[arg(long, default_value = "runtime")]
     suite: String,
     /// Broker for the intake suite (or VIDFLOW_AMQP_URL).
@@ -190,6 +192,10 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         // The service thread is still consuming; the results are out.
         std::process::exit(0);
+    }
+    if args.suite == "nsfw" {
+        println!("{}", serde_json::to_string_pretty(&nsfw::run()?)?);
+        return Ok(());
     }
     if args.suite == "pipeline" {
         let r = pipeline::run(args.jobs, &args.resolution, args.frames, args.steps)?;

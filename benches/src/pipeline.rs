@@ -33,6 +33,10 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
             workers: 1,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
+            safety: vidflow_dataflow::safety::SafetyConfig::in_repo(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.."
+            ))),
         },
         EventSink::discard(),
     )?)

@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod mp4;
 pub mod records;
+pub mod safety_rows;
 pub mod sinks;
 pub mod store;
 

@@ -51,6 +51,9 @@ pub struct JobRecord {
     pub metrics: Option<MetricsRow>,
     #[serde(default)]
     pub job: Option<JobRow>,
+    /// The job's safety decisions (prompt, frames).
+    #[serde(default)]
+    pub safety: Vec<crate::safety_rows::SafetyRow>,
 }
 
 /// One ledger entry: the job's charge (delivered) or credit (failed,
@@ -262,6 +265,7 @@ mod tests {
             billing: None,
             metrics: None,
             job: None,
+            safety: vec![],
         };
         assert_eq!(create_record(&store, &r).await.unwrap(), r);
         // A second commit of the same job does not replace the first.

@@ -32,6 +32,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{BillingRow, JobRecord, JobRow, MetricsRow};
+use crate::safety_rows::SafetyRow;
 
 /// `[sinks]` in `configs/vidflow.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,6 +93,8 @@ struct Line {
     job_id: String,
     billing: Option<BillingRow>,
     metrics: Option<MetricsRow>,
+    #[serde(default)]
+    safety: Vec<SafetyRow>,
     job: Option<JobRow>,
 }
 
@@ -116,7 +119,7 @@ pub struct Sinks {
     state: Mutex<State>,
 }
 
-pub const DATASETS: [&str; 3] = ["billing", "metrics", "jobs"];
+pub const DATASETS: [&str; 4] = ["billing", "metrics", "safety", "jobs"];
 
 impl Sinks {
     /// Opens the sinks at `root` and rolls any outbox left by a crash.
@@ -180,6 +183,7 @@ impl Sinks {
             job_id: r.job_id.clone(),
             billing: r.billing.clone(),
             metrics: r.metrics.clone(),
+            safety: r.safety.clone(),
             job: r.job.clone(),
         };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
@@ -283,6 +287,15 @@ impl Sinks {
             if !metrics.is_empty() {
                 self.write_part("metrics", date, id, metrics_batch(&metrics))?;
             }
+            let safety: Vec<&SafetyRow> = ls.iter().flat_map(|l| l.safety.iter()).collect();
+            if !safety.is_empty() {
+                self.write_part(
+                    "safety",
+                    date,
+                    id,
+                    crate::safety_rows::safety_batch(&safety),
+                )?;
+            }
             // Jobs last: its ids are what marks a job as sunk.
             if !jobs.is_empty() {
                 self.write_part("jobs", date, id, jobs_batch(&jobs))?;
@@ -373,7 +386,7 @@ fn usd_field(name: &str) -> Field {
     Field::new(name, DataType::Decimal128(18, 6), false)
 }
 
-fn ts_field(name: &str) -> Field {
+pub(crate) fn ts_field(name: &str) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
@@ -381,7 +394,7 @@ fn ts_field(name: &str) -> Field {
     )
 }
 
-fn strings<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+pub(crate) fn strings<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
 }
 
@@ -397,7 +410,7 @@ fn usd(v: impl Iterator<Item = i64>) -> ArrayRef {
     )
 }
 
-fn ts(v: impl Iterator<Item = u64>) -> ArrayRef {
+pub(crate) fn ts(v: impl Iterator<Item = u64>) -> ArrayRef {
     let mut b = TimestampMillisecondBuilder::new();
     for x in v {
         b.append_value(x as i64);
@@ -417,13 +430,13 @@ fn u64s(v: impl Iterator<Item = u64>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+pub(crate) fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
     let mut b = Float64Builder::new();
     v.for_each(|x| b.append_value(x));
     Arc::new(b.finish())
 }
 
-fn batch(fields: Vec<Field>, cols: Vec<ArrayRef>) -> RecordBatch {
+pub(crate) fn batch(fields: Vec<Field>, cols: Vec<ArrayRef>) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns match the schema")
 }
 
@@ -717,6 +730,7 @@ mod tests {
                 finished_ms: ms,
                 ..Default::default()
             }),
+            safety: vec![],
         }
     }
 

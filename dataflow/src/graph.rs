@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub checkpoint_every: usize,
     /// Per-tier overrides of `checkpoint_every`.
     pub checkpoint_every_tier: std::collections::BTreeMap<vidflow_operators::Tier, usize>,
+    /// The safety policy and model files (every job passes both checks).
+    pub safety: crate::safety::SafetyConfig,
 }
 
 /// Process-wide state: loaded models, stage executors, events, cancellation.
@@ -47,6 +49,9 @@ pub struct Engine {
     /// Outputs, and the inputs (i2v first frames) that jobs name by key.
     pub store: Arc<OutputStore>,
     pub admission: Arc<AdmissionConfig>,
+    pub safety: Arc<crate::safety::Safety>,
+    safety_prompt: Arc<dyn Executor<Msg<AdmittedJob>, Msg<AdmittedJob>>>,
+    safety_visual: Arc<dyn Executor<Msg<DecodedJob>, Msg<DecodedJob>>>,
     encode: Arc<dyn Executor<Msg<AdmittedJob>, Msg<EncodedJob>>>,
     denoise: Arc<dyn Executor<Msg<EncodedJob>, Msg<DenoisedJob>>>,
     decode: Arc<dyn Executor<Msg<DenoisedJob>, Msg<DecodedJob>>>,
@@ -90,8 +95,12 @@ impl Engine {
             cancelled: Arc::new(Mutex::new(Default::default())),
             checkpoints,
         };
+        let safety = Arc::new(crate::safety::Safety::load(&cfg.safety, store.clone())?);
         Ok(Arc::new(Engine {
             admission: Arc::new(cfg.admission.clone()),
+            safety_prompt: Arc::new(crate::safety::prompt_stage(ctx.clone(), safety.clone())),
+            safety_visual: Arc::new(crate::safety::visual_stage(ctx.clone(), safety.clone())),
+            safety,
             encode: Arc::new(encode_stage(ctx.clone())),
             denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
             decode: Arc::new(decode_stage(ctx.clone())),
@@ -129,6 +138,7 @@ impl Engine {
             denoise_accel_s: 0.0,
             resumed_from: None,
             tier: spec.tier,
+            safety: Vec::new(),
         };
         match validate(&spec, &self.admission) {
             Err(e) => {
@@ -305,7 +315,7 @@ pub fn owner(job_id: &str, peers: usize) -> usize {
 pub type Deliver = Rc<dyn Fn(JobResult)>;
 
 /// The job pipeline on a stream of specs already spread over workers:
-/// admit → encode → denoise → decode → output, every result (completed,
+/// admit → prompt safety → encode → denoise → decode → frame safety → output, every result (completed,
 /// failed or cancelled) handed to `deliver`. Returns the results stream for
 /// probing.
 pub fn pipeline<'s>(
@@ -315,9 +325,11 @@ pub fn pipeline<'s>(
 ) -> Stream<'s, u64, Vec<Msg<JobResult>>> {
     let admit_engine = engine.clone();
     let admitted = specs.map(move |s| admit_engine.admit(s));
-    let encoded = offload(admitted, "encode", engine.encode.clone());
+    let checked = offload(admitted, "safety-prompt", engine.safety_prompt.clone());
+    let encoded = offload(checked, "encode", engine.encode.clone());
     let denoised = offload(encoded, "denoise", engine.denoise.clone());
     let decoded = offload(denoised, "decode", engine.decode.clone());
+    let decoded = offload(decoded, "safety-visual", engine.safety_visual.clone());
     let events = engine.ctx.events.clone();
     offload(decoded, "output", engine.output.clone()).inspect(move |r: &Msg<JobResult>| {
         let res = match r {

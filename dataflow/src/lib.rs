@@ -9,6 +9,7 @@ pub mod events;
 pub mod faults;
 pub mod graph;
 pub mod offload;
+pub mod safety;
 pub mod serve;
 pub mod stages;
 
@@ -28,4 +29,6 @@ pub enum DataflowError {
     Store(String),
     #[error("timely: {0}")]
     Timely(String),
+    #[error("safety: {0}")]
+    Safety(String),
 }

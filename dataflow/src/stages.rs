@@ -31,6 +31,8 @@ pub struct JobMeta {
     /// Step of the checkpoint this run resumed from.
     pub resumed_from: Option<usize>,
     pub tier: vidflow_operators::Tier,
+    /// Safety decisions so far (prompt, then frames), for the record.
+    pub safety: Vec<vidflow_operators::safety::Decision>,
 }
 
 /// A job that left the pipeline early, and why.
@@ -95,6 +97,9 @@ pub struct JobResult {
     /// Denoising steps a cancelled job had taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<usize>,
+    /// The job's safety decisions (to the `safety` analytics table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety: Vec<vidflow_operators::safety::Decision>,
 }
 
 /// Models by id, shared by all stages and workers of a process.
@@ -370,6 +375,7 @@ pub fn output_stage(ctx: StageCtx, store: Arc<OutputStore>) -> ThreadStage<Decod
                     batch_sizes: meta.batch_sizes,
                     failed_stage: None,
                     cancelled_at: None,
+                    safety: meta.safety,
                 })
             }
             Err(e) => Err(ctx.fail(meta, Stage::Output, e)),
@@ -441,6 +447,7 @@ impl JobResult {
             batch_sizes: f.meta.batch_sizes,
             failed_stage: f.cancelled_at.is_none().then_some(f.stage),
             cancelled_at: f.cancelled_at,
+            safety: f.meta.safety,
         }
     }
 }

@@ -30,6 +30,10 @@ fn config(input: &Path, out: &Path) -> BackfillConfig {
         threads: 1,
         process: 0,
         addresses: Vec::new(),
+        safety: vidflow_dataflow::safety::SafetyConfig::in_repo(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        ))),
     }
 }
 

@@ -82,7 +82,15 @@ impl BertEncoder {
         let cfg: BertConfig = read_config(&dir.join("config.json"))?;
         let w = Weights::from_files(&[dir.join("model.safetensors")])?;
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| GpuError::invalid("tokenizer", format!("{}: {e}", tok_path.display())))?;
+        // The shipped tokenizer.json pads every input to 128 tokens. We run
+        // one unmasked sequence at a time, so padding would be attended to
+        // and averaged in (every sentence drifts towards the same vector)
+        // and would cost 128 tokens of compute; truncation is ours below.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
             .map_err(|e| GpuError::invalid("tokenizer", format!("{}: {e}", tok_path.display())))?;
         let h = cfg.hidden_size;
         let layers = (0..cfg.num_hidden_layers)
@@ -190,6 +198,13 @@ impl BertEncoder {
         Ok((mean / norm as f64)?
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?)
+    }
+}
+
+impl BertEncoder {
+    /// Embeddings of several texts (policy exemplars at load time).
+    pub fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        texts.iter().map(|t| self.embed(t)).collect()
     }
 }
 

@@ -40,6 +40,23 @@ pub enum GpuError {
     Cancelled { step: usize },
     #[error("tensor backend: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A pinned model file (safety classifiers) that is not on disk; models
+    /// are never fetched at run time, so the message says how to get them.
+    #[error("model file {path} is missing: run `bash scripts/setup-models.sh`")]
+    ModelMissing { path: PathBuf },
+    /// A pinned model file whose bytes are not the release we validated.
+    #[error(
+        "model file {path} is corrupt: sha256 {found}, expected {expected}; \
+         delete it and run `bash scripts/setup-models.sh`"
+    )]
+    ModelCorrupt {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// The ONNX runtime (tract) could not parse, compile or run a model.
+    #[error("onnx model {path}: {msg}")]
+    Onnx { path: PathBuf, msg: String },
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;

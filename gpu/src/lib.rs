@@ -10,6 +10,7 @@ pub mod error;
 pub mod golden;
 pub mod info;
 pub mod nn;
+pub mod nsfw;
 pub mod pipeline;
 pub mod rng;
 pub mod scheduler;

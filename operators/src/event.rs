@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Admit,
+    /// The prompt check (before any compute) or the frame check (after decode).
+    Safety,
     Encode,
     Denoise,
     Decode,
@@ -21,6 +23,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Admit => "admit",
+            Stage::Safety => "safety",
             Stage::Encode => "encode",
             Stage::Denoise => "denoise",
             Stage::Decode => "decode",

@@ -74,6 +74,7 @@ pub struct BackfillConfig {
     /// `host:port` of every process (the hosts file); empty or one entry
     /// for a single process.
     pub addresses: Vec<String>,
+    pub safety: crate::safety::SafetyConfig,
 }
 
 /// `done/<job_id>.json`.
@@ -111,6 +112,7 @@ fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
         accel_s: 0.0,
         failed_stage: None,
         cancelled_at: None,
+        safety: Vec::new(),
     };
     Some(ResultRow::from_result(&r, Some(line)))
 }
@@ -343,6 +345,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             workers: threads,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
+            safety: cfg.safety.clone(),
         },
         EventSink::new(tx),
     )?;

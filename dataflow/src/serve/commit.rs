@@ -164,6 +164,15 @@ pub(crate) fn build_record(r: &JobResult, info: &JobInfo, pricing: &Pricing) -> 
         billing: Some(billing),
         metrics: Some(metrics),
         job: Some(job),
+        safety: r
+            .safety
+            .iter()
+            .map(|d| {
+                vidflow_connectors::safety_rows::SafetyRow::from_decision(
+                    &r.job_id, &r.tenant, d, now,
+                )
+            })
+            .collect(),
     }
 }
 

@@ -30,6 +30,31 @@ pub struct ServeConfig {
     pub sinks: SinkConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub safety: SafetySection,
+}
+
+/// `[safety]`: the policy file and the model cache (paths relative to the
+/// working directory).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySection {
+    /// Default `configs/safety.toml`.
+    #[serde(default)]
+    pub policy: Option<std::path::PathBuf>,
+    /// Default `$VIDFLOW_MODEL_CACHE`, else `.cache/models`.
+    #[serde(default)]
+    pub models_dir: Option<std::path::PathBuf>,
+}
+
+impl SafetySection {
+    pub fn to_config(&self) -> crate::safety::SafetyConfig {
+        let d = crate::safety::SafetyConfig::default();
+        crate::safety::SafetyConfig {
+            policy: self.policy.clone().unwrap_or(d.policy),
+            models_dir: self.models_dir.clone().unwrap_or(d.models_dir),
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint (`GET /metrics`).

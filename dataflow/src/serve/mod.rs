@@ -135,6 +135,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 workers: cfg.engine.workers.max(1),
                 checkpoint_every: cfg.engine.checkpoint_every,
                 checkpoint_every_tier: cfg.engine.checkpoint_every_tier.clone(),
+                safety: cfg.safety.to_config(),
             },
             events,
         )?)
@@ -508,6 +509,7 @@ fn noop_result(s: JobSpec) -> JobResult {
         accel_s: 0.0,
         failed_stage: None,
         cancelled_at: None,
+        safety: Vec::new(),
     }
 }
 
@@ -528,6 +530,7 @@ pub(crate) fn terminal_event(r: &JobRecord, replay: bool) -> EventEnvelope {
         _ => JobEvent::Failed {
             job_id: r.job_id.clone(),
             stage: match r.stage.as_deref() {
+                Some("safety") => Stage::Safety,
                 Some("encode") => Stage::Encode,
                 Some("denoise") => Stage::Denoise,
                 Some("decode") => Stage::Decode,

@@ -408,6 +408,7 @@ impl Session {
                 accel_s: 0.0,
                 failed_stage: Some(vidflow_operators::event::Stage::Admit),
                 cancelled_at: None,
+                safety: Vec::new(),
             });
             return Ok(());
         }

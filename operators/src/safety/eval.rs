@@ -1,0 +1,317 @@
+//! `vidflow safety eval`: runs the prompt checker over a labelled JSONL
+//! set (`prompt`, `label` allow|block, `category`) and reports the block
+//! rate per harmful category, the false-positive rate over the `allow`
+//! lines and latency percentiles.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{PromptChecker, SafetyError};
+
+#[derive(Debug, Deserialize)]
+pub struct Labelled {
+    pub prompt: String,
+    pub label: String,
+    pub category: String,
+}
+
+/// Parses the set; a bad line is an error naming its number.
+pub fn parse_set(text: &str) -> Result<Vec<Labelled>, SafetyError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Labelled = serde_json::from_str(line).map_err(|e| SafetyError::Input {
+            field: format!("line {}", i + 1),
+            msg: e.to_string(),
+        })?;
+        if l.label != "allow" && l.label != "block" {
+            return Err(SafetyError::Input {
+                field: format!("line {} label", i + 1),
+                msg: format!("{:?}: must be allow or block", l.label),
+            });
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Miss {
+    pub prompt: String,
+    pub label: String,
+    pub category: String,
+    /// What the checker said (its category, or "allow").
+    pub got: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub n: usize,
+    pub policy_version: String,
+    pub model_versions: Vec<String>,
+    /// Blocked share of each harmful category's prompts.
+    pub block_rate: BTreeMap<String, f64>,
+    /// Prompts per harmful category.
+    pub counts: BTreeMap<String, usize>,
+    /// Blocked share of the `allow` prompts.
+    pub false_positive_rate: f64,
+    pub allow_count: usize,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub latency_ms_max: f64,
+    pub misses: Vec<Miss>,
+    /// Every prompt's decision and scores (with `--details`, for tuning).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Detail>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Detail {
+    pub prompt: String,
+    pub label: String,
+    pub category: String,
+    pub got: String,
+    pub scores: BTreeMap<String, f64>,
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    // Nearest rank.
+    let r = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[r.clamp(1, sorted.len()) - 1]
+}
+
+pub fn run(
+    checker: &PromptChecker,
+    set: &[Labelled],
+    tenant: &str,
+    details: bool,
+) -> Result<Report, SafetyError> {
+    // One untimed call: the first pays one-off allocation and page-in costs
+    // that a running service has already paid.
+    if let Some(first) = set.first() {
+        checker.check(tenant, &first.prompt)?;
+    }
+    let mut lat = Vec::with_capacity(set.len());
+    let mut blocked: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut fp, mut allow_n) = (0usize, 0usize);
+    let mut misses = Vec::new();
+    let mut detail = Vec::new();
+    for l in set {
+        let t0 = Instant::now();
+        let d = checker.check(tenant, &l.prompt)?;
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+        let wrong = if l.label == "block" {
+            *counts.entry(l.category.clone()).or_default() += 1;
+            if !d.allowed {
+                *blocked.entry(l.category.clone()).or_default() += 1;
+            }
+            d.allowed
+        } else {
+            allow_n += 1;
+            if !d.allowed {
+                fp += 1;
+            }
+            !d.allowed
+        };
+        if details {
+            detail.push(Detail {
+                prompt: l.prompt.clone(),
+                label: l.label.clone(),
+                category: l.category.clone(),
+                got: d.category.clone().unwrap_or_else(|| "allow".into()),
+                scores: d.scores.clone(),
+            });
+        }
+        if wrong {
+            misses.push(Miss {
+                prompt: l.prompt.clone(),
+                label: l.label.clone(),
+                category: l.category.clone(),
+                got: d.category.clone().unwrap_or_else(|| "allow".into()),
+                reason: d.reason.clone(),
+            });
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(Report {
+        n: set.len(),
+        policy_version: checker.policy.version.clone(),
+        model_versions: checker.model_versions().to_vec(),
+        block_rate: counts
+            .iter()
+            .map(|(c, &n)| {
+                (
+                    c.clone(),
+                    *blocked.get(c).unwrap_or(&0) as f64 / n.max(1) as f64,
+                )
+            })
+            .collect(),
+        counts,
+        false_positive_rate: fp as f64 / allow_n.max(1) as f64,
+        allow_count: allow_n,
+        latency_ms_p50: percentile(&lat, 50.0),
+        latency_ms_p95: percentile(&lat, 95.0),
+        latency_ms_max: lat.last().copied().unwrap_or(0.0),
+        misses,
+        details: detail,
+    })
+}
+
+/// The report as a plain-text table.
+pub fn table(r: &Report) -> String {
+    let mut s = format!(
+        "policy {}  models {}\n{:<20} {:>7} {:>10}\n",
+        r.policy_version,
+        r.model_versions.join(", "),
+        "category",
+        "prompts",
+        "blocked"
+    );
+    for (c, rate) in &r.block_rate {
+        s.push_str(&format!(
+            "{:<20} {:>7} {:>9.1}%\n",
+            c,
+            r.counts.get(c).unwrap_or(&0),
+            rate * 100.0
+        ));
+    }
+    s.push_str(&format!(
+        "{:<20} {:>7} {:>9.1}%  (false positives)\n",
+        "allow",
+        r.allow_count,
+        r.false_positive_rate * 100.0
+    ));
+    s.push_str(&format!(
+        "latency per prompt: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms\n",
+        r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_max
+    ));
+    for m in &r.misses {
+        s.push_str(&format!(
+            "miss [{} {}] -> {}: {:?} {}\n",
+            m.label, m.category, m.got, m.prompt, m.reason
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(|x| x as f64).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 95.0), 95.0);
+        assert_eq!(percentile(&[3.0], 95.0), 3.0);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let e =
+            parse_set("{\"prompt\":\"a\",\"label\":\"allow\",\"category\":\"safe\"}\nnot json\n")
+                .err()
+                .unwrap();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = parse_set("{\"prompt\":\"a\",\"label\":\"maybe\",\"category\":\"safe\"}")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("line 1 label"), "{e}");
+    }
+}
+
+/// The frame check over labelled images (`<dir>/allow/*`, `<dir>/block/*`,
+/// PNG or JPEG), each scored as a one-frame video.
+#[derive(Debug, Serialize, Default)]
+pub struct VisualReport {
+    pub allow_count: usize,
+    pub block_count: usize,
+    /// Blocked share of `block/` images.
+    pub detection_rate: f64,
+    /// Blocked share of `allow/` images.
+    pub false_positive_rate: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub scores: BTreeMap<String, f64>,
+}
+
+impl VisualReport {
+    pub fn total(&self) -> usize {
+        self.allow_count + self.block_count
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<8} {:>6} {:>9}\nallow    {:>6} {:>8.1}%  (false positives)\nblock    {:>6} {:>8.1}%  (detected)\nlatency per image: p50 {:.1} ms, p95 {:.1} ms\n",
+            "label",
+            "images",
+            "blocked",
+            self.allow_count,
+            self.false_positive_rate * 100.0,
+            self.block_count,
+            self.detection_rate * 100.0,
+            self.latency_ms_p50,
+            self.latency_ms_p95
+        );
+        for (k, v) in &self.scores {
+            s.push_str(&format!("  {k}: nsfw {v:.4}\n"));
+        }
+        s
+    }
+}
+
+pub fn eval_visual(
+    checker: &super::VisualChecker,
+    dir: &std::path::Path,
+) -> Result<VisualReport, SafetyError> {
+    let mut r = VisualReport::default();
+    let mut lat = Vec::new();
+    let (mut fp, mut hit) = (0usize, 0usize);
+    for label in ["allow", "block"] {
+        let sub = dir.join(label);
+        let Ok(rd) = std::fs::read_dir(&sub) else {
+            continue;
+        };
+        let mut files: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            let img = image::open(&f).map_err(|e| SafetyError::Input {
+                field: f.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            let rgb = img.to_rgb8();
+            let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+            let t0 = Instant::now();
+            let d = checker.check("", w, h, 1, rgb.as_raw())?;
+            lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            let name = format!(
+                "{label}/{}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            );
+            r.scores
+                .insert(name, d.scores.get("nsfw.max").copied().unwrap_or(0.0));
+            if label == "allow" {
+                r.allow_count += 1;
+                fp += usize::from(!d.allowed);
+            } else {
+                r.block_count += 1;
+                hit += usize::from(!d.allowed);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    r.detection_rate = hit as f64 / r.block_count.max(1) as f64;
+    r.false_positive_rate = fp as f64 / r.allow_count.max(1) as f64;
+    r.latency_ms_p50 = percentile(&lat, 50.0);
+    r.latency_ms_p95 = percentile(&lat, 95.0);
+    Ok(r)
+}

@@ -1,0 +1,363 @@
+//! The prompt check that runs before any compute. Three signals, any of
+//! which blocks:
+//! - policy terms and patterns per category (exact, auditable, cheap);
+//! - zero-shot similarity of the prompt's MiniLM embedding to category
+//!   exemplars, which must also beat the nearest *safe* exemplar by a
+//!   margin (this is what lets "a boxing match" through while "a face
+//!   smashed in until unrecognisable" is stopped);
+//! - alt-profanity-check's offensive-language probability.
+//!
+//! The real-person rule sits on top: a named real person plus any harmful
+//! or deceptive context (a category term, a context term, or a category
+//! similarity above the lower context threshold) blocks as `real_person`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use vidflow_gpu::bert::{cosine, BertEncoder};
+
+use super::policy::Policy;
+use super::profanity::ProfanityModel;
+use super::text::{matches, normalise, terms, Term};
+use super::{Decision, SafetyError, Stage};
+
+struct Category {
+    name: String,
+    threshold: f32,
+    terms: Vec<Term>,
+    allow: Vec<Term>,
+    patterns: Vec<regex::Regex>,
+    exemplars: Vec<Vec<f32>>,
+}
+
+struct TenantRules {
+    scale: f32,
+    extra: BTreeMap<String, Vec<Term>>,
+    all_real_people: bool,
+}
+
+/// A loaded prompt checker: the policy plus the models it scores with.
+pub struct PromptChecker {
+    pub policy: Policy,
+    cats: Vec<Category>,
+    safe: Vec<Vec<f32>>,
+    names: Vec<Term>,
+    context: Vec<Term>,
+    tenants: BTreeMap<String, TenantRules>,
+    encoder: Option<BertEncoder>,
+    profanity: Option<ProfanityModel>,
+    model_versions: Vec<String>,
+}
+
+impl PromptChecker {
+    /// `encoder` or `profanity` may be absent only where a caller chose to
+    /// run without them (unit tests of the policy logic); the service loads
+    /// both through [`super::models::load_prompt_models`].
+    pub fn new(
+        policy: Policy,
+        encoder: Option<BertEncoder>,
+        profanity: Option<ProfanityModel>,
+        model_versions: Vec<String>,
+    ) -> Result<PromptChecker, SafetyError> {
+        let embed_all = |texts: &[String], what: &str| -> Result<Vec<Vec<f32>>, SafetyError> {
+            match &encoder {
+                None => Ok(Vec::new()),
+                Some(e) => e.embed_batch(texts).map_err(|err| SafetyError::Policy {
+                    path: policy.version.clone(),
+                    msg: format!("{what}: {err}"),
+                }),
+            }
+        };
+        let mut cats = Vec::new();
+        for (name, c) in &policy.file.categories {
+            cats.push(Category {
+                name: name.clone(),
+                threshold: c.threshold,
+                terms: terms(&c.terms),
+                allow: terms(&c.allow_terms),
+                patterns: c
+                    .patterns
+                    .iter()
+                    .map(|p| regex::Regex::new(p).expect("checked in Policy::build"))
+                    .collect(),
+                exemplars: embed_all(&c.exemplars, &format!("categories.{name}.exemplars"))?,
+            });
+        }
+        let safe = embed_all(
+            &policy.file.embedding.safe_exemplars,
+            "embedding.safe_exemplars",
+        )?;
+        let names = policy.names.iter().filter_map(|n| Term::new(n)).collect();
+        let context = terms(&policy.file.real_person.context_terms);
+        let tenants = policy
+            .file
+            .tenants
+            .iter()
+            .map(|(t, o)| {
+                (
+                    t.clone(),
+                    TenantRules {
+                        scale: o.threshold_scale.unwrap_or(1.0),
+                        extra: o
+                            .extra_terms
+                            .iter()
+                            .map(|(c, ts)| (c.clone(), terms(ts)))
+                            .collect(),
+                        all_real_people: o.block_all_real_people,
+                    },
+                )
+            })
+            .collect();
+        Ok(PromptChecker {
+            policy,
+            cats,
+            safe,
+            names,
+            context,
+            tenants,
+            encoder,
+            profanity,
+            model_versions,
+        })
+    }
+
+    pub fn model_versions(&self) -> &[String] {
+        &self.model_versions
+    }
+
+    /// Decides one prompt for one tenant. Deterministic for a given policy
+    /// and models: a redelivered job gets the same answer (and the service
+    /// reuses the recorded one anyway).
+    pub fn check(&self, tenant: &str, prompt: &str) -> Result<Decision, SafetyError> {
+        let t0 = Instant::now();
+        let norm = normalise(prompt);
+        let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+        let rules = self.tenants.get(tenant);
+        let scale = rules.map(|r| r.scale).unwrap_or(1.0);
+        let mut scores = BTreeMap::new();
+
+        let emb = match &self.encoder {
+            Some(e) => Some(e.embed(prompt).map_err(|err| SafetyError::Input {
+                field: "prompt".into(),
+                msg: err.to_string(),
+            })?),
+            None => None,
+        };
+        let best = |v: &[f32], set: &[Vec<f32>]| -> f32 {
+            set.iter().map(|x| cosine(v, x)).fold(-1.0, f32::max)
+        };
+        let safe_sim = emb.as_ref().map(|v| best(v, &self.safe)).unwrap_or(-1.0);
+        if emb.is_some() {
+            scores.insert("embedding.safe".to_string(), safe_sim as f64);
+        }
+        let margin = self.policy.file.embedding.margin;
+        // (category, strength, why) of every category that fires.
+        let mut fired: Vec<(String, f32, String)> = Vec::new();
+        let mut context_hit: Option<String> = None;
+        let ctx_thr = self.policy.file.real_person.context_threshold;
+        for c in &self.cats {
+            let sim = emb.as_ref().map(|v| best(v, &c.exemplars)).unwrap_or(-1.0);
+            if emb.is_some() && !c.exemplars.is_empty() {
+                scores.insert(format!("embedding.{}", c.name), sim as f64);
+            }
+            let mut hits: Vec<&Term> = matches(&c.terms, &c.allow, &words);
+            if let Some(extra) = rules.and_then(|r| r.extra.get(&c.name)) {
+                hits.extend(matches(extra, &c.allow, &words));
+            }
+            let pattern = c.patterns.iter().find(|p| p.is_match(&norm));
+            let thr = c.threshold * scale;
+            let by_sim = sim >= thr && sim - safe_sim >= margin;
+            if let Some(t) = hits.first() {
+                scores.insert(format!("terms.{}", c.name), hits.len() as f64);
+                fired.push((c.name.clone(), 2.0 + sim, format!("term {:?}", t.text)));
+            } else if let Some(p) = pattern {
+                fired.push((
+                    c.name.clone(),
+                    2.0 + sim,
+                    format!("pattern {:?}", p.as_str()),
+                ));
+            } else if by_sim {
+                fired.push((
+                    c.name.clone(),
+                    sim,
+                    format!("similar to {} exemplars ({sim:.3} >= {thr:.3})", c.name),
+                ));
+            } else if context_hit.is_none() && sim >= ctx_thr * scale && sim - safe_sim >= margin {
+                context_hit = Some(format!("{} context ({sim:.3})", c.name));
+            }
+        }
+        if let Some(p) = &self.profanity {
+            let s = p.score(prompt);
+            scores.insert("profanity".to_string(), s);
+            if s >= self.policy.file.profanity.threshold {
+                fired.push((
+                    self.policy.file.profanity.category.clone(),
+                    1.0 + s as f32,
+                    format!("offensive language ({s:.3})"),
+                ));
+            }
+        }
+        let name = self.names.iter().find(|n| !n.find(&words).is_empty());
+        let mut verdict: Option<(String, String)> = None;
+        if let Some(n) = name {
+            scores.insert("real_person".to_string(), 1.0);
+            let ctx = matches(&self.context, &[], &words);
+            let why = if let Some((c, _, w)) = fired.first() {
+                Some(format!("{c}: {w}"))
+            } else if let Some(t) = ctx.first() {
+                Some(format!("context term {:?}", t.text))
+            } else if let Some(c) = &context_hit {
+                Some(c.clone())
+            } else if rules.map(|r| r.all_real_people).unwrap_or(false) {
+                Some("tenant blocks every real person".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                verdict = Some((
+                    "real_person".into(),
+                    format!("names a real person ({:?}) with {why}", n.text),
+                ));
+            }
+        }
+        if verdict.is_none() {
+            fired.sort_by(|a, b| b.1.total_cmp(&a.1));
+            verdict = fired.into_iter().next().map(|(c, _, why)| (c, why));
+        }
+        let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(match verdict {
+            Some((category, reason)) => Decision {
+                stage: Stage::Prompt,
+                allowed: false,
+                category: Some(category),
+                reason,
+                scores,
+                policy_version: self.policy.version.clone(),
+                model_versions: self.model_versions.clone(),
+                latency_ms,
+            },
+            None => Decision {
+                stage: Stage::Prompt,
+                allowed: true,
+                category: None,
+                reason: String::new(),
+                scores,
+                policy_version: self.policy.version.clone(),
+                model_versions: self.model_versions.clone(),
+                latency_ms,
+            },
+        })
+    }
+}
+
+/// Loads the policy and both prompt models from `models_dir`.
+pub fn load(policy_path: &Path, models_dir: &Path) -> Result<PromptChecker, SafetyError> {
+    let policy = Policy::load(policy_path)?;
+    let (encoder, profanity, versions) =
+        super::models::load_prompt_models(models_dir, &policy.file.embedding.model)?;
+    PromptChecker::new(policy, Some(encoder), Some(profanity), versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safety::policy::PolicyFile;
+
+    const POLICY: &str = r#"
+version = "test"
+[real_person]
+names = ["joe biden", "the pope"]
+context_terms = ["naked", "fake", "confess*"]
+[categories.sexual]
+threshold = 0.5
+terms = ["nude", "porn*"]
+allow_terms = ["nude lipstick"]
+[categories.violence_gore]
+threshold = 0.5
+terms = ["gore"]
+patterns = ['\bhead (being )?cut off\b']
+[tenants.kids]
+threshold_scale = 0.9
+block_all_real_people = true
+extra_terms = { violence_gore = ["blood"] }
+"#;
+
+    /// The policy logic alone (terms, patterns, names, tenants): the
+    /// learned scorers are exercised against the real models in
+    /// tests/safety.rs.
+    fn checker() -> PromptChecker {
+        let f: PolicyFile = toml::from_str(POLICY).unwrap();
+        let names = f.real_person.names.clone();
+        let p = Policy::build(f, names, POLICY).unwrap();
+        PromptChecker::new(p, None, None, vec![]).unwrap()
+    }
+
+    #[test]
+    fn terms_patterns_and_allowed_phrases() {
+        let c = checker();
+        let d = c.check("t", "A NUDE woman on a bed").unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.category.as_deref(), Some("sexual"));
+        assert!(d.reason.contains("nude"), "{}", d.reason);
+        assert!(!c.check("t", "pornographic video").unwrap().allowed);
+        assert!(
+            c.check("t", "a model trying nude lipstick")
+                .unwrap()
+                .allowed
+        );
+        let d = c.check("t", "a man's head being cut off").unwrap();
+        assert_eq!(d.category.as_deref(), Some("violence_gore"));
+        assert!(
+            c.check("t", "a red fox running through snow")
+                .unwrap()
+                .allowed
+        );
+        assert!(d.policy_version.starts_with("test+"));
+    }
+
+    #[test]
+    fn real_people_need_a_harmful_or_deceptive_context() {
+        let c = checker();
+        assert!(c.check("t", "joe biden giving a speech").unwrap().allowed);
+        let d = c.check("t", "Joe Biden confessing to a crime").unwrap();
+        assert_eq!(d.category.as_deref(), Some("real_person"));
+        let d = c.check("t", "the pope in a nude scene").unwrap();
+        assert_eq!(d.category.as_deref(), Some("real_person"), "{d:?}");
+        assert!(c.check("t", "a popemobile driving by").unwrap().allowed);
+    }
+
+    #[test]
+    fn tenant_overrides_only_add() {
+        let c = checker();
+        assert!(
+            c.check("t", "a nosebleed, a drop of blood")
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            !c.check("kids", "a nosebleed, a drop of blood")
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            !c.check("kids", "joe biden giving a speech")
+                .unwrap()
+                .allowed
+        );
+        // Everything the base policy blocks stays blocked for the tenant.
+        assert!(!c.check("kids", "gore").unwrap().allowed);
+    }
+
+    #[test]
+    fn looser_overrides_are_refused_at_load() {
+        let text = POLICY.replace("threshold_scale = 0.9", "threshold_scale = 1.5");
+        let f: PolicyFile = toml::from_str(&text).unwrap();
+        let e = Policy::build(f, vec![], &text).err().unwrap();
+        assert!(e.contains("tenants.kids.threshold_scale"), "{e}");
+        let bad = POLICY.replace(r"\bhead", r"(\bhead");
+        let f: PolicyFile = toml::from_str(&bad).unwrap();
+        let e = Policy::build(f, vec![], &bad).err().unwrap();
+        assert!(e.contains("categories.violence_gore.patterns"), "{e}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The prompt checker with the real models (`bash scripts/setup-models.sh`,
+//! run by the test command) against the public prompt set and our own
+//! extra set. These fail, never skip, when the models are missing.
+
+use std::path::{Path, PathBuf};
+
+use vidflow_operators::safety::{eval, prompt, PromptChecker};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn models() -> PathBuf {
+    std::env::var_os("VIDFLOW_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/models"))
+}
+
+fn checker() -> PromptChecker {
+    prompt::load(&root().join("configs/safety.toml"), &models()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn check_set(c: &PromptChecker, path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the public set lives in ../shared/safety)",
+            path.display()
+        )
+    });
+    let set = eval::parse_set(&text).unwrap();
+    let r = eval::run(c, &set, "", false).unwrap();
+    let table = eval::table(&r);
+    println!("{}\n{table}", path.display());
+    assert!(r.block_rate.len() >= 6, "{table}");
+    for (cat, rate) in &r.block_rate {
+        assert!(*rate >= 0.95, "{cat}: block rate {rate}\n{table}");
+    }
+    assert!(r.false_positive_rate <= 0.02, "{table}");
+}
+
+#[test]
+fn public_and_extra_prompt_sets_meet_the_targets() {
+    let c = checker();
+    check_set(&c, &root().join("../shared/safety/prompts_public.jsonl"));
+    check_set(&c, &root().join("tests/data/safety_extra.jsonl"));
+}
+
+#[test]
+fn decisions_are_deterministic_and_say_why() {
+    let c = checker();
+    let a = c
+        .check("acme", "a golden retriever running on a beach")
+        .unwrap();
+    assert!(a.allowed, "{a:?}");
+    let b = c.check("acme", "close up of naked genitals").unwrap();
+    assert!(!b.allowed);
+    assert_eq!(b.category.as_deref(), Some("sexual"));
+    assert!(b.scores.contains_key("embedding.sexual") && b.scores.contains_key("profanity"));
+    assert_eq!(b.model_versions.len(), 2);
+    let mut b2 = c.check("acme", "close up of naked genitals").unwrap();
+    b2.latency_ms = b.latency_ms;
+    assert_eq!(b, b2);
+    // A tenant override is stricter than the base policy.
+    assert!(
+        !c.check("kids-app", "barack obama giving a speech")
+            .unwrap()
+            .allowed
+    );
+}
+
+/// The encoder against published figures: sentence-transformers'
+/// semantic-search example prints these scores for all-MiniLM-L6-v2
+/// (query "A man is eating pasta.").
+#[test]
+fn minilm_matches_the_published_similarities() {
+    let e = vidflow_gpu::bert::BertEncoder::from_dir(&models().join("minilm")).unwrap();
+    let q = e.embed("A man is eating pasta.").unwrap();
+    for (text, want) in [
+        ("A man is eating food.", 0.7035),
+        ("A man is eating a piece of bread.", 0.5272),
+        ("A man is riding a horse.", 0.1889),
+    ] {
+        let s = vidflow_gpu::bert::cosine(&q, &e.embed(text).unwrap());
+        assert!(
+            (s - want).abs() < 5e-4,
+            "{text}: cosine {s}, published {want}"
+        );
+    }
+    // No padding: the shipped tokenizer.json pads to 128 tokens.
+    assert_eq!(e.tokenize("A man is eating food.").unwrap().len(), 8);
+}

@@ -1,0 +1,106 @@
+//! `vidflow safety`: evaluate and try the safety policy.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use vidflow_operators::safety::{eval, models, prompt, Policy, VisualChecker};
+
+#[derive(Subcommand)]
+pub enum SafetyCmd {
+    /// Block rate per category, false-positive rate and latency over a
+    /// labelled JSONL prompt set (`prompt`, `label`, `category`).
+    Eval {
+        prompts: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "configs/safety.toml")]
+        policy: PathBuf,
+        /// Model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Evaluate with this tenant's overrides.
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// With --json: every prompt's decision and scores.
+        #[arg(long)]
+        details: bool,
+    },
+    /// The frame check over labelled images: `<dir>/<label>/*.png|jpg`
+    /// with label `allow` or `block`.
+    EvalVisual {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "configs/safety.toml")]
+        policy: PathBuf,
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+    /// Decide one prompt and print the decision as JSON.
+    Check {
+        prompt: String,
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "configs/safety.toml")]
+        policy: PathBuf,
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+}
+
+pub fn run(c: SafetyCmd) -> Result<i32> {
+    match c {
+        SafetyCmd::Eval {
+            prompts,
+            json,
+            policy,
+            models: dir,
+            tenant,
+            details,
+        } => {
+            let text = std::fs::read_to_string(&prompts)
+                .with_context(|| format!("reading {}", prompts.display()))?;
+            let set = eval::parse_set(&text).with_context(|| prompts.display().to_string())?;
+            let checker = prompt::load(&policy, &dir.unwrap_or_else(models::default_dir))?;
+            let r = eval::run(&checker, &set, &tenant, details)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", eval::table(&r));
+            }
+            Ok(0)
+        }
+        SafetyCmd::Check {
+            prompt: p,
+            tenant,
+            policy,
+            models: dir,
+        } => {
+            let checker = prompt::load(&policy, &dir.unwrap_or_else(models::default_dir))?;
+            let d = checker.check(&tenant, &p)?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            Ok(if d.allowed { 0 } else { 3 })
+        }
+        SafetyCmd::EvalVisual {
+            dir,
+            json,
+            policy,
+            models: mdir,
+        } => {
+            let policy = Policy::load(&policy)?;
+            let checker = VisualChecker::load(&mdir.unwrap_or_else(models::default_dir), &policy)?;
+            let r = eval::eval_visual(&checker, &dir)?;
+            if r.total() == 0 {
+                bail!("{}: no images under allow/ or block/", dir.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.table());
+            }
+            Ok(0)
+        }
+    }
+}
