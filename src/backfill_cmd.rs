@@ -34,12 +34,8 @@ pub struct BackfillArgs {
     /// Hosts file: one host:port per line, process 0 first (timely's -h).
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
-    /// The safety policy every job is checked against.
-    #[arg(long, default_value = "configs/safety.toml")]
-    pub safety_policy: PathBuf,
-    /// Safety model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models).
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub safety: crate::safety_cmd::SafetyArgs,
 }
 
 pub fn run(a: BackfillArgs) -> Result<i32> {
@@ -67,13 +63,7 @@ pub fn run(a: BackfillArgs) -> Result<i32> {
         threads: a.workers,
         process: a.process,
         addresses,
-        safety: vidflow_dataflow::safety::SafetyConfig {
-            policy: a.safety_policy.clone(),
-            models_dir: a
-                .models
-                .clone()
-                .unwrap_or_else(vidflow_operators::safety::models::default_dir),
-        },
+        safety: a.safety.config(),
     })?;
     println!(
         "backfill process {}: {} jobs in input, {} owned here, {} already done, {} completed, {} failed, {} recovered",

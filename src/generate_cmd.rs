@@ -52,13 +52,8 @@ pub struct GenerateArgs {
     /// timely worker threads.
     #[arg(short = 'w', long, default_value_t = 1)]
     pub workers: usize,
-    /// The safety policy the prompt and the frames are checked against.
-    #[arg(long, default_value = "configs/safety.toml")]
-    pub safety_policy: PathBuf,
-    /// Safety model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models;
-    /// filled by `bash scripts/setup-models.sh`).
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub safety: crate::safety_cmd::SafetyArgs,
 }
 
 pub fn run(a: GenerateArgs) -> Result<i32> {
@@ -121,13 +116,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
             workers: a.workers,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
-            safety: vidflow_dataflow::safety::SafetyConfig {
-                policy: a.safety_policy.clone(),
-                models_dir: a
-                    .models
-                    .clone()
-                    .unwrap_or_else(vidflow_operators::safety::models::default_dir),
-            },
+            safety: a.safety.config(),
         },
         EventSink::new(tx),
     )?;

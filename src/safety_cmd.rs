@@ -6,6 +6,28 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use vidflow_operators::safety::{eval, models, prompt, Policy, VisualChecker};
 
+/// Where the pipeline commands (`generate`, `backfill`) find the safety
+/// policy and models.
+#[derive(clap::Args, Clone)]
+pub struct SafetyArgs {
+    /// The safety policy the prompt and the frames are checked against.
+    #[arg(long, default_value = "configs/safety.toml")]
+    pub safety_policy: PathBuf,
+    /// Safety model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models;
+    /// filled by `bash scripts/setup-models.sh`).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+}
+
+impl SafetyArgs {
+    pub fn config(&self) -> vidflow_dataflow::safety::SafetyConfig {
+        vidflow_dataflow::safety::SafetyConfig {
+            policy: self.safety_policy.clone(),
+            models_dir: self.models.clone().unwrap_or_else(models::default_dir),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum SafetyCmd {
     /// Block rate per category, false-positive rate and latency over a
