@@ -31,7 +31,7 @@ fn check_set(c: &PromptChecker, path: &Path) {
     let r = eval::run(c, &set, "", false).unwrap();
     let table = eval::table(&r);
     println!("{}\n{table}", path.display());
-    assert!(r.block_rate.len() >= 6, "{table}");
+    assert!(r.allow_count > 0, "{table}");
     for (cat, rate) in &r.block_rate {
         assert!(*rate >= 0.95, "{cat}: block rate {rate}\n{table}");
     }
@@ -43,6 +43,9 @@ fn public_and_extra_prompt_sets_meet_the_targets() {
     let c = checker();
     check_set(&c, &root().join("../shared/safety/prompts_public.jsonl"));
     check_set(&c, &root().join("tests/data/safety_extra.jsonl"));
+    // Benign prompts with harmful-looking words (and a test harness's own
+    // "test clip <id>" prompt, which an earlier policy blocked).
+    check_set(&c, &root().join("tests/data/safety_benign_extra.jsonl"));
 }
 
 #[test]

@@ -172,6 +172,7 @@ impl PromptChecker {
                 scores.insert(format!("terms.{}", c.name), hits.len() as f64);
                 fired.push((c.name.clone(), 2.0 + sim, format!("term {:?}", t.text)));
             } else if let Some(p) = pattern {
+                scores.insert(format!("patterns.{}", c.name), 1.0);
                 fired.push((
                     c.name.clone(),
                     2.0 + sim,
