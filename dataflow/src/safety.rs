@@ -165,15 +165,10 @@ pub fn prompt_stage(ctx: StageCtx, s: Arc<Safety>) -> ThreadStage<AdmittedJob, A
             return Err(ctx.fail(meta, Stage::Safety, msg));
         }
         if let Some(img) = &req.image {
-            let v = vidflow_gpu::pipeline::Video {
-                width: img.width,
-                height: img.height,
-                frames: 1,
-                fps: 1.0,
-                rgb: img.data.clone(),
-                untrained: false,
-            };
-            let d = match s.visual.check(&meta.tenant, v.width, v.height, 1, &v.rgb) {
+            let d = match s
+                .visual
+                .check(&meta.tenant, img.width, img.height, 1, &img.data)
+            {
                 Ok(d) => d,
                 Err(e) => return Err(ctx.fail(meta, Stage::Safety, e.to_string())),
             };

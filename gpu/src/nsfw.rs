@@ -84,8 +84,9 @@ fn onnx_err(path: &Path, stage: &str, e: impl std::fmt::Display) -> GpuError {
 }
 
 /// Streams the file so a wrong multi-gigabyte path does not get read into
-/// memory just to be rejected.
-fn sha256_file(path: &Path) -> Result<String> {
+/// memory just to be rejected. (Also how the prompt-safety model pins are
+/// checked.)
+pub fn sha256_file(path: &Path) -> Result<String> {
     let io = |source| GpuError::Io {
         path: path.to_path_buf(),
         source,

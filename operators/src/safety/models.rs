@@ -32,9 +32,10 @@ pub const MINILM_FILES: [(&str, &str); 3] = [
         "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
     ),
 ];
+/// Pinned where the classifier loads it (`vidflow_gpu::nsfw`).
 pub const NSFW: (&str, &str) = (
-    "open-nsfw.onnx",
-    "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+    vidflow_gpu::nsfw::MODEL_FILE,
+    vidflow_gpu::nsfw::MODEL_SHA256,
 );
 
 /// `$VIDFLOW_MODEL_CACHE`, else `.cache/models` under the working
@@ -47,24 +48,16 @@ pub fn default_dir() -> PathBuf {
 
 /// Checks that `path` exists and has the pinned hash.
 pub fn verify(path: &Path, sha256: &str) -> Result<(), SafetyError> {
-    let bytes = std::fs::read(path).map_err(|e| SafetyError::Model {
+    let err = |msg: String| SafetyError::Model {
         path: path.display().to_string(),
-        msg: if e.kind() == std::io::ErrorKind::NotFound {
-            "missing".to_string()
-        } else {
-            e.to_string()
-        },
-    })?;
-    use sha2::Digest;
-    let got: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+        msg,
+    };
+    if !path.is_file() {
+        return Err(err("missing".into()));
+    }
+    let got = vidflow_gpu::nsfw::sha256_file(path).map_err(|e| err(e.to_string()))?;
     if got != sha256 {
-        return Err(SafetyError::Model {
-            path: path.display().to_string(),
-            msg: format!("corrupt: sha256 {got}, expected {sha256}"),
-        });
+        return Err(err(format!("corrupt: sha256 {got}, expected {sha256}")));
     }
     Ok(())
 }
