@@ -54,6 +54,19 @@ pub enum GpuError {
         expected: String,
         found: String,
     },
+    /// Refused before any allocation: the job's estimated working set does
+    /// not fit the device's free memory (a clear error instead of a CUDA
+    /// out-of-memory crash half-way through a step).
+    #[error(
+        "not enough GPU memory for {what}: the estimate needs {needed_mib} MiB, \
+         {free_mib} MiB of {total_mib} MiB are free (lower the resolution or frame count)"
+    )]
+    OutOfMemory {
+        what: String,
+        needed_mib: u64,
+        free_mib: u64,
+        total_mib: u64,
+    },
     /// The ONNX runtime (tract) could not parse, compile or run a model.
     #[error("onnx model {path}: {msg}")]
     Onnx { path: PathBuf, msg: String },

@@ -78,6 +78,18 @@ impl Case {
         })
     }
 
+    /// The case with its weights in `dtype` and its weights and inputs on
+    /// `device` (GPU parity runs; expected outputs stay on the CPU).
+    pub fn load_on(dir: &Path, device: &candle_core::Device, dtype: DType) -> Result<Self> {
+        let mut c = Self::load(dir)?;
+        c.weights = c
+            .weights
+            .take()
+            .map(|w| w.with_dtype(dtype).with_device(device.clone()));
+        c.inputs = c.inputs.clone().with_device(device.clone());
+        Ok(c)
+    }
+
     pub fn weights(&self) -> Result<&Weights> {
         self.weights.as_ref().ok_or_else(|| GpuError::WeightFile {
             path: self.dir.join("weights.safetensors"),
@@ -110,6 +122,8 @@ impl Case {
 pub struct TensorReport {
     pub name: String,
     pub max_abs_err: f64,
+    /// ||got - want|| / ||want|| (how the bf16 bound is stated).
+    pub rel_l2_err: f64,
     /// Largest `|got-want| - (atol + rtol*|want|)`; <= 0 means within tolerance.
     pub worst_excess: f64,
     pub pass: bool,
@@ -149,8 +163,11 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Resul
     let mut max_abs = 0f64;
     let mut worst = f64::NEG_INFINITY;
     let mut nan = false;
+    let (mut num, mut den) = (0f64, 0f64);
     for (a, b) in g.iter().zip(&w) {
         let (a, b) = (*a as f64, *b as f64);
+        num += (a - b) * (a - b);
+        den += b * b;
         if !a.is_finite() {
             nan = true;
         }
@@ -161,6 +178,11 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Resul
     Ok(TensorReport {
         name: name.to_string(),
         max_abs_err: if nan { f64::NAN } else { max_abs },
+        rel_l2_err: if nan {
+            f64::NAN
+        } else {
+            (num / den.max(1e-300)).sqrt()
+        },
         worst_excess: worst,
         pass: !nan && worst <= 0.0,
     })
@@ -185,7 +207,15 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
 
 /// Loads, runs and compares a case folder.
 pub fn check_case(dir: &Path) -> Result<CaseReport> {
-    let case = Case::load(dir)?;
+    check_loaded(Case::load(dir)?, dir)
+}
+
+/// [`check_case`] on another device and weight dtype (GPU parity).
+pub fn check_case_on(dir: &Path, device: &candle_core::Device, dtype: DType) -> Result<CaseReport> {
+    check_loaded(Case::load_on(dir, device, dtype)?, dir)
+}
+
+fn check_loaded(case: Case, dir: &Path) -> Result<CaseReport> {
     let outputs = run_component(&case)?;
     let mut tensors = Vec::new();
     for name in case.expected.names() {

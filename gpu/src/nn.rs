@@ -1,6 +1,6 @@
 //! Small building blocks shared by the T5, transformer and VAE code.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -62,27 +62,8 @@ impl Linear {
     }
 }
 
-/// RMS normalisation over the last dimension, computed in f32.
-pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
-    let mut y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
-    if let Some(w) = weight {
-        y = y.broadcast_mul(&w.to_dtype(DType::F32)?)?;
-    }
-    Ok(y.to_dtype(dtype)?)
-}
-
-/// Layer normalisation over the last dimension without affine parameters.
-pub fn layer_norm_plain(x: &Tensor, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let mean = xf.mean_keepdim(D::Minus1)?;
-    let xc = xf.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?)
-}
+// The reference norms live beside their fused CUDA kernels.
+pub use crate::kernels::{layer_norm_plain, rms_norm};
 
 /// Sinusoidal timestep features as diffusers' `get_timestep_embedding`.
 /// `t` is 1-D `[N]`; output `[N, dim]`.

@@ -1,7 +1,7 @@
 //! The `ltx_pipeline_t2v` golden case: the sampling loop from given prompt
 //! embeddings and initial noise, written out step by step like the reference.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::{postprocess, unpack_latents, PromptEmbeds};
 use crate::error::Result;
@@ -64,7 +64,7 @@ pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
         } else {
             (x.clone(), 1)
         };
-        let ts = Tensor::from_vec(vec![t; b], b, &Device::Cpu)?;
+        let ts = Tensor::from_vec(vec![t; b], b, x.device())?;
         let v = transformer.forward(&xin, &text, &ts, &grid)?;
         let v = if guidance > 1.0 {
             let vu = v.narrow(0, 0, 1)?;

@@ -151,14 +151,25 @@ impl LtxPipeline {
     /// Loads a diffusers-format checkpoint directory (`transformer/`, `vae/`,
     /// `text_encoder/`, `tokenizer/`, `scheduler/`).
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let device = Device::Cpu;
+        Self::from_dir_on(dir, &Device::Cpu, DType::F32)
+    }
+
+    /// [`Self::from_dir`] with the weights in `dtype` on `device` (bf16 on a
+    /// GPU; latents, timesteps and the scheduler stay f32 either way).
+    pub fn from_dir_on(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let device = device.clone();
         let sub = |n: &str| dir.join(n);
+        let load = |n: &str| -> Result<Weights> {
+            Ok(Weights::from_dir(&sub(n))?
+                .with_dtype(dtype)
+                .with_device(device.clone()))
+        };
         let tcfg: TransformerConfig = read_config(&sub("transformer").join("config.json"))?;
-        let transformer = LtxTransformer::load(&Weights::from_dir(&sub("transformer"))?, &tcfg)?;
+        let transformer = LtxTransformer::load(&load("transformer")?, &tcfg)?;
         let vcfg: VaeConfig = read_config(&sub("vae").join("config.json"))?;
-        let vae = LtxVae::load(&Weights::from_dir(&sub("vae"))?, &vcfg)?;
+        let vae = LtxVae::load(&load("vae")?, &vcfg)?;
         let ecfg: T5Config = read_config(&sub("text_encoder").join("config.json"))?;
-        let encoder = T5Encoder::load(&Weights::from_dir(&sub("text_encoder"))?, &ecfg)?;
+        let encoder = T5Encoder::load(&load("text_encoder")?, &ecfg)?;
         let tokenizer = PromptTokenizer::from_dir(&sub("tokenizer"))?;
         let sched_path = sub("scheduler").join("scheduler_config.json");
         let scheduler = if sched_path.exists() {
@@ -299,6 +310,43 @@ impl LtxPipeline {
         })
     }
 
+    /// On a GPU: refuses a job whose estimated working set (activations of a
+    /// step, or of the decode) exceeds the free device memory, before any of
+    /// it is allocated. The weights are already resident, so they count as 0.
+    pub fn check_memory(&self, req: &GenerateRequest) -> Result<()> {
+        let Some((used, total)) = crate::kernels::device_memory(&self.device)? else {
+            return Ok(());
+        };
+        let act_bytes = match self.transformer.dtype() {
+            DType::F32 => 4,
+            _ => 2,
+        };
+        let est = crate::info::estimate_vram(
+            &self.transformer.config,
+            &self.vae.config,
+            0,
+            &crate::info::EstimateInput {
+                width: req.width,
+                height: req.height,
+                frames: req.num_frames,
+                act_bytes,
+                cfg_batch: if req.guidance_scale > 1.0 { 2 } else { 1 },
+                text_len: self.text.max_len,
+            },
+        );
+        let free = total - used;
+        if est.total_bytes > free {
+            const MIB: u64 = 1 << 20;
+            return Err(GpuError::OutOfMemory {
+                what: format!("{}x{}, {} frames", req.width, req.height, req.num_frames),
+                needed_mib: est.total_bytes / MIB,
+                free_mib: free / MIB,
+                total_mib: total / MIB,
+            });
+        }
+        Ok(())
+    }
+
     /// Seeded initial state (noise; for image-to-video the encoded image at
     /// latent frame 0).
     pub fn prepare(&self, req: &GenerateRequest) -> Result<DenoiseState> {
@@ -310,6 +358,7 @@ impl LtxPipeline {
             ));
         }
         let schedule = self.scheduler.schedule(grid.tokens(), req.steps)?;
+        self.check_memory(req)?;
         let c = self.transformer.config.in_channels;
         let shape = [1, c, grid.frames, grid.height, grid.width];
         let noise = NoiseRng::stream(req.seed, STREAM_LATENTS).randn(&shape, &self.device)?;

@@ -10,14 +10,14 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
-use crate::nn::{layer_norm_plain, rms_norm, Linear, TimestepEmbedder};
+use crate::kernels::{self, ada_norm, qk_norm_rope, NormKind};
+use crate::nn::{rms_norm, Linear, TimestepEmbedder};
 use crate::weights::{parse_config, Weights};
 
 mod config;
 mod rope;
 
 pub use config::TransformerConfig;
-use rope::apply_rope;
 pub use rope::{rope_tables, LatentGrid};
 
 struct Attention {
@@ -60,65 +60,11 @@ fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
         .contiguous()?)
 }
 
-/// Bounds the `[B,H,S_q,S_k]` score matrix (CPU memory) by processing query
-/// rows in chunks; the result is identical to one pass.
-const MAX_SCORE_ELEMS: usize = 1 << 26;
-
-/// Softmax attention over `[B,H,S,dh]` tensors; `bias` broadcasts to the
-/// scores (`[B,1,1,S_k]` for the text mask). Batch items run separately
-/// with chunking that depends only on the item's own shape, so a job's
-/// result does not depend on what it is batched with.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (b, h, sq, dh) = q.dims4()?;
-    if b > 1 {
-        let items = (0..b)
-            .map(|i| {
-                let bi = bias.map(|t| t.narrow(0, i, 1)).transpose()?;
-                attention(
-                    &q.narrow(0, i, 1)?,
-                    &k.narrow(0, i, 1)?,
-                    &v.narrow(0, i, 1)?,
-                    bi.as_ref(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(Tensor::cat(&items, 0)?);
-    }
-    let sk = k.dim(2)?;
-    let q = (q * (1.0 / (dh as f64).sqrt()))?;
-    let kt = k.t()?;
-    let rows = (MAX_SCORE_ELEMS / (h * sk).max(1)).max(1);
-    if sq == 0 {
-        return Ok(q);
-    }
-    let mut outs = Vec::new();
-    let mut start = 0;
-    while start < sq {
-        let n = rows.min(sq - start);
-        let qc = if n == sq {
-            q.clone()
-        } else {
-            q.narrow(2, start, n)?
-        };
-        let mut s = qc.matmul(&kt)?;
-        if let Some(bias) = bias {
-            s = s.broadcast_add(bias)?;
-        }
-        let p = candle_nn::ops::softmax_last_dim(&s)?;
-        outs.push(p.matmul(v)?);
-        start += n;
-    }
-    if outs.len() == 1 {
-        Ok(outs.remove(0))
-    } else {
-        Ok(Tensor::cat(&outs, 2)?)
-    }
-}
-
-/// `[B,H,S,dh]` -> `[B,S,H*dh]`.
-fn merge_heads(x: &Tensor) -> Result<Tensor> {
-    let (b, h, s, dh) = x.dims4()?;
-    Ok(x.transpose(1, 2)?.reshape((b, s, h * dh))?)
+/// `[B,S,H*dh]` -> the per-head view `[B,H,S,dh]`, no copy: the attention
+/// kernels read strided heads directly.
+fn heads_view(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, s, d) = x.dims3()?;
+    Ok(x.reshape((b, s, heads, d / heads))?.transpose(1, 2)?)
 }
 
 struct Block {
@@ -217,6 +163,11 @@ impl LtxTransformer {
             cap2: Linear::load(w, "caption_projection.linear_2", d, d, true)?,
             blocks,
         })
+    }
+
+    /// The weights' dtype (activations follow it).
+    pub fn dtype(&self) -> DType {
+        self.proj_in.weight.dtype()
     }
 
     /// Projects text states `[B,L,caption_channels]` and precomputes every
@@ -370,31 +321,30 @@ impl LtxTransformer {
             let (shift_msa, scale_msa, gate_msa) = (m(0)?, m(1)?, m(2)?);
             let (shift_mlp, scale_mlp, gate_mlp) = (m(3)?, m(4)?, m(5)?);
 
-            // Self-attention with RoPE.
-            let nh = modulate(&rms_norm(&h, None, cfg.norm_eps)?, &shift_msa, &scale_msa)?;
+            // Self-attention with RoPE (norm, modulation, q/k norm and rotation
+            // fused on CUDA).
+            let nh = ada_norm(&h, &shift_msa, &scale_msa, NormKind::Rms, cfg.norm_eps)?;
             let a = &blk.attn1;
-            let q = rms_norm(&a.to_q.forward(&nh)?, Some(&a.norm_q), QK_NORM_EPS)?;
-            let k = rms_norm(&a.to_k.forward(&nh)?, Some(&a.norm_k), QK_NORM_EPS)?;
+            let q = qk_norm_rope(&a.to_q.forward(&nh)?, &a.norm_q, &cos, &sin, QK_NORM_EPS)?;
+            let k = qk_norm_rope(&a.to_k.forward(&nh)?, &a.norm_k, &cos, &sin, QK_NORM_EPS)?;
             let v = a.to_v.forward(&nh)?;
-            let q = apply_rope(&q, &cos, &sin)?;
-            let k = apply_rope(&k, &cos, &sin)?;
-            let o = attention(
-                &split_heads(&q, heads)?,
-                &split_heads(&k, heads)?,
-                &split_heads(&v, heads)?,
+            let o = kernels::attention(
+                &heads_view(&q, heads)?,
+                &heads_view(&k, heads)?,
+                &heads_view(&v, heads)?,
                 None,
             )?;
-            let o = a.to_out.forward(&merge_heads(&o)?)?;
+            let o = a.to_out.forward(&o)?;
             h = (h + o.broadcast_mul(&gate_msa)?)?;
 
             // Cross-attention: unnormalised input, ungated residual.
             let a = &blk.attn2;
             let q = rms_norm(&a.to_q.forward(&h)?, Some(&a.norm_q), QK_NORM_EPS)?;
-            let o = attention(&split_heads(&q, heads)?, ck, cv, Some(&text.bias))?;
-            h = (&h + a.to_out.forward(&merge_heads(&o)?)?)?;
+            let o = kernels::attention(&heads_view(&q, heads)?, ck, cv, Some(&text.bias))?;
+            h = (&h + a.to_out.forward(&o)?)?;
 
             // Feed-forward.
-            let nh = modulate(&rms_norm(&h, None, cfg.norm_eps)?, &shift_mlp, &scale_mlp)?;
+            let nh = ada_norm(&h, &shift_mlp, &scale_mlp, NormKind::Rms, cfg.norm_eps)?;
             let ff = blk.ff_out.forward(&blk.ff_in.forward(&nh)?.gelu()?)?;
             h = (h + ff.broadcast_mul(&gate_mlp)?)?;
         }
@@ -404,14 +354,9 @@ impl LtxTransformer {
             .broadcast_add(&self.table_out.unsqueeze(0)?.unsqueeze(0)?)?; // [B,T,2,D]
         let shift = ss.narrow(2, 0, 1)?.squeeze(2)?;
         let scale = ss.narrow(2, 1, 1)?.squeeze(2)?;
-        let h = modulate(&layer_norm_plain(&h, 1e-6)?, &shift, &scale)?;
+        let h = ada_norm(&h, &shift, &scale, NormKind::Layer, 1e-6)?;
         self.proj_out.forward(&h)
     }
-}
-
-/// `x * (1 + scale) + shift`, with `[B,T,D]` modulation broadcast over tokens.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
 }
 
 /// Golden runner for `ltx_transformer` cases.

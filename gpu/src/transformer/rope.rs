@@ -2,7 +2,7 @@
 //! (frame, row, column) positions scaled by the pipeline's interpolation
 //! scale, frequency-major/axis-minor channel pairs, leftover channels first.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 
@@ -85,17 +85,4 @@ fn linspace01_f32(k: usize, n: usize) -> f32 {
     } else {
         1.0 - step * (n - 1 - k) as f32
     }
-}
-
-/// Rotates adjacent channel pairs: (x0,x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
-pub(super) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (b, s, d) = x.dims3()?;
-    let dt = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let pairs = xf.reshape((b, s, d / 2, 2))?;
-    let x0 = pairs.narrow(D::Minus1, 0, 1)?;
-    let x1 = pairs.narrow(D::Minus1, 1, 1)?;
-    let rotated = Tensor::cat(&[x1.neg()?, x0], D::Minus1)?.reshape((b, s, d))?;
-    let out = (xf.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
-    Ok(out.to_dtype(dt)?)
 }

@@ -1,0 +1,565 @@
+//! GPU parity checks and the LTX-2B step benchmark (issue 8). Built with
+//! `bash scripts/build-cuda.sh`, carried to the device machine and run by
+//! `benches/gpu/run.sh` next to the diffusers/PyTorch peer in the same run.
+//! Without the `cuda` feature every subcommand runs on the CPU (small
+//! shapes only make sense there); the kernel checks need a GPU.
+//!
+//! Each subcommand prints one JSON object per measurement line, so the
+//! script can collect them, and exits non-zero when a check fails.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use vidflow_gpu::golden::check_case_on;
+use vidflow_gpu::info::{estimate_vram, EstimateInput};
+use vidflow_gpu::kernels::{self, AttentionImpl, NormKind, PeakMemory};
+use vidflow_gpu::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
+use vidflow_gpu::vae::VaeConfig;
+use vidflow_gpu::weights::{parse_config, Weights};
+
+#[derive(Parser)]
+#[command(about = "vidflow GPU checks and benchmark")]
+struct Args {
+    /// Run on the CPU even when built with CUDA.
+    #[arg(long)]
+    cpu: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Our kernels against the composed reference ops on fresh random inputs.
+    Check,
+    /// Every golden case on this device: f32 against its tolerance, then
+    /// bf16 weights (the error bound is measured, not asserted).
+    Golden {
+        #[arg(long, default_value = "../shared/golden/ltx")]
+        dir: PathBuf,
+    },
+    /// LTX-2B shapes (random weights, bf16): ms per CFG denoise step.
+    Step {
+        #[arg(long, default_value_t = 28)]
+        layers: usize,
+        #[arg(long, default_value_t = 121)]
+        frames: usize,
+        #[arg(long, default_value_t = 512)]
+        height: usize,
+        #[arg(long, default_value_t = 768)]
+        width: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// The GPU's dense bf16 peak for MFU (H100 SXM: 989 TFLOP/s).
+        #[arg(long, default_value_t = 989.0)]
+        peak_tflops: f64,
+    },
+    /// The LTX-Video 0.9.0 VAE decoder (random weights) on one clip.
+    Vae {
+        #[arg(long, default_value_t = 121)]
+        frames: usize,
+        #[arg(long, default_value_t = 512)]
+        height: usize,
+        #[arg(long, default_value_t = 768)]
+        width: usize,
+    },
+    /// The attention kernels alone at the step's shapes.
+    Attention {
+        #[arg(long, default_value_t = 6144)]
+        tokens: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+}
+
+fn device(cpu: bool) -> Result<Device> {
+    if cpu {
+        return Ok(Device::Cpu);
+    }
+    #[cfg(feature = "cuda")]
+    {
+        return Ok(Device::new_cuda(0).context("no CUDA device 0")?);
+    }
+    #[allow(unreachable_code)]
+    Ok(Device::Cpu)
+}
+
+fn sync(dev: &Device) -> Result<()> {
+    dev.synchronize()?;
+    Ok(())
+}
+
+/// Median of `repeats` timed runs after one warm-up, device synchronised
+/// around each.
+fn time_ms(
+    dev: &Device,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, Vec<f64>)> {
+    f()?;
+    sync(dev)?;
+    let mut v = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        f()?;
+        sync(dev)?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut s = v.clone();
+    s.sort_by(|a, b| a.total_cmp(b));
+    Ok((s[s.len() / 2], v))
+}
+
+/// ||a - b|| / ||b|| in f64 on the host, and whether `a` is all finite.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<(f64, bool)> {
+    let a: Vec<f32> = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let b: Vec<f32> = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let (mut num, mut den, mut finite) = (0f64, 0f64, true);
+    for (x, y) in a.iter().zip(&b) {
+        finite &= x.is_finite();
+        num += (*x as f64 - *y as f64).powi(2);
+        den += (*y as f64).powi(2);
+    }
+    Ok(((num / den.max(1e-30)).sqrt(), finite))
+}
+
+fn randn(shape: &[usize], dev: &Device, dt: DType) -> Result<Tensor> {
+    Ok(Tensor::randn(0f32, 1f32, shape, dev)?.to_dtype(dt)?)
+}
+
+fn check(dev: &Device) -> Result<bool> {
+    let ok = std::cell::Cell::new(true);
+    let report = |name: String, err: f64, finite: bool, tol: f64, imp: Option<AttentionImpl>| {
+        let pass = finite && err <= tol;
+        ok.set(ok.get() && pass);
+        println!(
+            "{}",
+            json!({"check": name, "rel_err": err, "finite": finite, "tol": tol, "pass": pass,
+                   "impl": imp.map(|i| format!("{i:?}"))})
+        );
+    };
+    // Attention: self (no bias) and cross (text mask with padded keys, one
+    // item fully masked), odd lengths so every tail path runs.
+    for &(dh, sq, sk, masked) in &[
+        (64, 300, 300, false),
+        (128, 257, 333, false),
+        (64, 301, 77, true),
+        (128, 130, 128, true),
+    ] {
+        let (b, h) = (2, 4);
+        let q = randn(&[b, sq, h * dh], dev, DType::F32)?;
+        let k = randn(&[b, h, sk, dh], dev, DType::F32)?;
+        let v = randn(&[b, h, sk, dh], dev, DType::F32)?;
+        let bias = if masked {
+            let mut m = vec![0f32; b * sk];
+            for (j, x) in m.iter_mut().enumerate().take(sk) {
+                if j % 3 == 1 {
+                    *x = -10000.0;
+                }
+            }
+            for x in m.iter_mut().skip(sk) {
+                *x = -10000.0;
+            }
+            Some(Tensor::from_vec(m, (b, sk), dev)?)
+        } else {
+            None
+        };
+        let view =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.reshape((b, sq, h, dh))?.transpose(1, 2)?) };
+        let want = kernels::composed_attention(&view(&q)?.contiguous()?, &k, &v, bias.as_ref())?;
+        for (dt, imp, tol) in [
+            (DType::F32, AttentionImpl::Simt, 1e-5),
+            (DType::BF16, AttentionImpl::Simt, 1e-2),
+            (DType::BF16, AttentionImpl::TensorCore, 1e-2),
+        ] {
+            let (qd, kd, vd) = (q.to_dtype(dt)?, k.to_dtype(dt)?, v.to_dtype(dt)?);
+            // Reference in f32 from the same rounded inputs.
+            let want_r = if dt == DType::F32 {
+                want.clone()
+            } else {
+                let up = |t: &Tensor| t.to_dtype(DType::F32);
+                kernels::composed_attention(
+                    &view(&up(&qd)?)?.contiguous()?,
+                    &up(&kd)?,
+                    &up(&vd)?,
+                    bias.as_ref(),
+                )?
+            };
+            let (got, used) =
+                kernels::attention_with(&view(&qd)?, &kd, &vd, bias.as_ref(), Some(imp))?;
+            let (e, fin) = rel_err(&got, &want_r)?;
+            report(
+                format!("attention d{dh} sq{sq} sk{sk} mask={masked} {dt:?}"),
+                e,
+                fin,
+                tol,
+                Some(used),
+            );
+            if used != imp {
+                ok.set(false);
+                println!(
+                    "{}",
+                    json!({"check": "dispatch", "wanted": format!("{imp:?}"), "got": format!("{used:?}"), "pass": false})
+                );
+            }
+        }
+    }
+    // Fused norms, per-item and per-token modulation.
+    for &(t_per, kind) in &[
+        (1, NormKind::Rms),
+        (1, NormKind::Layer),
+        (37, NormKind::Rms),
+    ] {
+        let (b, s, d) = (2, 37, 2048);
+        let x = (randn(&[b, s, d], dev, DType::F32)? * 3.0)?;
+        let sh = randn(&[b, t_per, d], dev, DType::F32)?;
+        let sc = (randn(&[b, t_per, d], dev, DType::F32)? * 0.1)?;
+        let n = match kind {
+            NormKind::Rms => kernels::rms_norm(&x, None, 1e-6)?,
+            NormKind::Layer => kernels::layer_norm_plain(&x, 1e-6)?,
+        };
+        let want = n.broadcast_mul(&(&sc + 1.0)?)?.broadcast_add(&sh)?;
+        for (dt, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            let got = kernels::ada_norm(
+                &x.to_dtype(dt)?,
+                &sh.to_dtype(dt)?,
+                &sc.to_dtype(dt)?,
+                kind,
+                1e-6,
+            )?;
+            let (e, fin) = rel_err(&got, &want)?;
+            report(
+                format!("ada_norm {kind:?} t_per={t_per} {dt:?}"),
+                e,
+                fin,
+                tol,
+                None,
+            );
+        }
+    }
+    {
+        let (b, s, d) = (2, 96, 2048);
+        let x = randn(&[b, s, d], dev, DType::F32)?;
+        let w = ((randn(&[d], dev, DType::F32)? * 0.1)? + 1.0)?;
+        let grid = LatentGrid {
+            frames: 2,
+            height: 6,
+            width: 8,
+            rope_scale: [0.32, 32.0, 32.0],
+        };
+        let (cos, sin) = vidflow_gpu::transformer::rope_tables(d, &grid, dev)?;
+        let want = kernels::apply_rope(&kernels::rms_norm(&x, Some(&w), 1e-5)?, &cos, &sin)?;
+        for (dt, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            let got = kernels::qk_norm_rope(&x.to_dtype(dt)?, &w.to_dtype(dt)?, &cos, &sin, 1e-5)?;
+            let (e, fin) = rel_err(&got, &want)?;
+            report(format!("qk_norm_rope {dt:?}"), e, fin, tol, None);
+        }
+    }
+    Ok(ok.get())
+}
+
+fn golden(dev: &Device, dir: &std::path::Path) -> Result<bool> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("golden folder {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut ok = true;
+    for case in &names {
+        let name = case
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        for dt in [DType::F32, DType::BF16] {
+            if dt == DType::BF16 && name.starts_with("flow_match") {
+                continue;
+            }
+            let t = Instant::now();
+            match check_case_on(case, dev, dt) {
+                Ok(r) => {
+                    for tr in &r.tensors {
+                        let pass = tr.pass;
+                        if dt == DType::F32 {
+                            ok &= pass;
+                        }
+                        println!(
+                            "{}",
+                            json!({"golden": name, "dtype": format!("{dt:?}"), "tensor": tr.name,
+                                   "max_abs_err": tr.max_abs_err, "rel_l2_err": tr.rel_l2_err, "atol": r.tolerance.atol,
+                                   "rtol": r.tolerance.rtol, "within_tolerance": pass,
+                                   "secs": t.elapsed().as_secs_f64()})
+                        );
+                    }
+                }
+                Err(e) => {
+                    ok &= dt != DType::F32;
+                    println!(
+                        "{}",
+                        json!({"golden": name, "dtype": format!("{dt:?}"), "error": e.to_string()})
+                    );
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// diffusers' LTX-Video 2B transformer config (0.9.x), `layers` deep.
+fn ltx2b(layers: usize) -> Result<TransformerConfig> {
+    Ok(parse_config(
+        json!({
+            "in_channels": 128, "out_channels": 128, "patch_size": 1, "patch_size_t": 1,
+            "num_attention_heads": 32, "attention_head_dim": 64, "cross_attention_dim": 2048,
+            "num_layers": layers, "caption_channels": 4096, "norm_eps": 1e-6,
+            "attention_bias": true, "attention_out_bias": true
+        }),
+        "LTX-2B bench config",
+    )?)
+}
+
+/// Random weights generated on the device (curand), scaled by fan-in.
+fn random_weights(cfg: &TransformerConfig, dev: &Device, dt: DType) -> Result<Weights> {
+    let mut m = std::collections::HashMap::new();
+    for (name, shape) in cfg.tensor_shapes() {
+        let t = if name.ends_with("norm_q.weight") || name.ends_with("norm_k.weight") {
+            Tensor::ones(shape.as_slice(), dt, dev)?
+        } else if shape.len() == 1 {
+            (Tensor::randn(0f32, 0.02, shape.as_slice(), dev)?).to_dtype(dt)?
+        } else {
+            let fan_in = *shape.last().unwrap_or(&1) as f32;
+            Tensor::randn(0f32, 1.0 / fan_in.sqrt(), shape.as_slice(), dev)?.to_dtype(dt)?
+        };
+        m.insert(name, t);
+    }
+    Ok(Weights::from_tensors(m, "random LTX-2B")
+        .with_dtype(dt)
+        .with_device(dev.clone()))
+}
+
+/// FLOPs of one forward at batch 1 (2 per multiply-add): every GEMM, the
+/// self-attention QK^T and PV, the cross-attention against `l` text tokens.
+fn forward_flops(cfg: &TransformerConfig, s: usize, l: usize) -> f64 {
+    let d = cfg.inner_dim() as f64;
+    let (s, l) = (s as f64, l as f64);
+    let per_layer = 2.0 * s * d * d * 4.0 // attn1 q k v o
+        + 4.0 * s * s * d                 // attn1 scores + PV
+        + 2.0 * s * d * d * 2.0           // attn2 q o
+        + 4.0 * s * l * d                 // attn2 scores + PV
+        + 2.0 * s * d * 4.0 * d * 2.0; // FF in + out
+    cfg.num_layers as f64 * per_layer + 2.0 * s * d * (cfg.in_channels + cfg.out_channels) as f64
+}
+
+fn step(dev: &Device, a: &Cmd) -> Result<()> {
+    let Cmd::Step {
+        layers,
+        frames,
+        height,
+        width,
+        repeats,
+        peak_tflops,
+    } = a
+    else {
+        unreachable!()
+    };
+    let cfg = ltx2b(*layers)?;
+    let dt = if dev.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let base = kernels::device_memory(dev)?.map(|m| m.0).unwrap_or(0);
+    let w = random_weights(&cfg, dev, dt)?;
+    let model = LtxTransformer::load(&w, &cfg)?;
+    drop(w);
+    let weights_bytes = kernels::device_memory(dev)?
+        .map(|m| m.0)
+        .unwrap_or(0)
+        .saturating_sub(base);
+    let grid = LatentGrid {
+        frames: (frames - 1) / 8 + 1,
+        height: height / 32,
+        width: width / 32,
+        rope_scale: [8.0 / 25.0, 32.0, 32.0],
+    };
+    let s = grid.tokens();
+    let l = 128;
+    let x = Tensor::randn(0f32, 1f32, (2, s, cfg.in_channels), dev)?;
+    let text = Tensor::randn(0f32, 1f32, (2, l, cfg.caption_channels), dev)?;
+    let mask = Tensor::ones((2, l), DType::F32, dev)?;
+    let ts = Tensor::new(&[500f32, 500.0], dev)?;
+    let cond = model.prepare_text(&text, &mask)?;
+    let peak = PeakMemory::start(dev);
+    let (ms, all) = time_ms(dev, *repeats, || {
+        Ok(model.forward(&x, &cond, &ts, &grid).map(|_| ())?)
+    })?;
+    let peak = peak.finish();
+    let flops = 2.0 * forward_flops(&cfg, s, l);
+    let tflops = flops / (ms * 1e-3) / 1e12;
+    let vcfg: VaeConfig = parse_config(json!({}), "vae")?;
+    let est = estimate_vram(
+        &cfg,
+        &vcfg,
+        weights_bytes,
+        &EstimateInput {
+            width: *width,
+            height: *height,
+            frames: *frames,
+            act_bytes: 2,
+            cfg_batch: 2,
+            text_len: l,
+        },
+    );
+    println!(
+        "{}",
+        json!({"bench": "step", "device": format!("{dev:?}"), "layers": layers, "tokens": s,
+               "cfg_batch": 2, "ms_per_step": ms, "ms_all": all, "tflop_per_step": flops / 1e12,
+               "tflops": tflops, "mfu": tflops / peak_tflops,
+               "weights_bytes": weights_bytes, "peak_bytes_in_use": peak,
+               "peak_over_baseline_bytes": peak.saturating_sub(base),
+               "estimate_total_bytes": est.total_bytes,
+               "estimate_transformer_workspace_bytes": est.transformer_workspace_bytes})
+    );
+    Ok(())
+}
+
+fn vae_bench(dev: &Device, frames: usize, height: usize, width: usize) -> Result<()> {
+    let vc: VaeConfig = parse_config(json!({}), "LTX-Video 0.9.0 VAE")?;
+    let dt = if dev.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let base = kernels::device_memory(dev)?.map(|m| m.0).unwrap_or(0);
+    let mut m = std::collections::HashMap::new();
+    for (name, shape) in vidflow_gpu::vae::expected_tensor_shapes(&vc) {
+        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+        let t = if shape.len() == 1 {
+            Tensor::randn(0f32, 0.02, shape.as_slice(), dev)?
+        } else {
+            Tensor::randn(0f32, 1.0 / (fan_in as f32).sqrt(), shape.as_slice(), dev)?
+        };
+        m.insert(name, t.to_dtype(dt)?);
+    }
+    let w = Weights::from_tensors(m, "random LTX VAE")
+        .with_dtype(dt)
+        .with_device(dev.clone());
+    let vae = vidflow_gpu::vae::LtxVae::load(&w, &vc)?;
+    drop(w);
+    let weights_bytes = kernels::device_memory(dev)?
+        .map(|m| m.0)
+        .unwrap_or(0)
+        .saturating_sub(base);
+    // Warm-up on a small clip (module loads, cuBLAS handles), then one
+    // timed decode of the full clip.
+    let small = Tensor::randn(0f32, 1f32, (1, vc.latent_channels, 2, 2, 2), dev)?;
+    vae.decode(&small, None)?;
+    sync(dev)?;
+    let (lf, lh, lw) = ((frames - 1) / 8 + 1, height / 32, width / 32);
+    let z = Tensor::randn(0f32, 1f32, (1, vc.latent_channels, lf, lh, lw), dev)?;
+    let peak = PeakMemory::start(dev);
+    let t = Instant::now();
+    let r = vae.decode(&z, None);
+    sync(dev)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let peak = peak.finish();
+    let tcfg = ltx2b(28)?;
+    let est = estimate_vram(
+        &tcfg,
+        &vc,
+        0,
+        &EstimateInput {
+            width,
+            height,
+            frames,
+            act_bytes: 2,
+            cfg_batch: 2,
+            text_len: 128,
+        },
+    );
+    match r {
+        Ok(v) => println!(
+            "{}",
+            json!({"bench": "vae_decode", "output": v.dims(), "ms": ms, "weights_bytes": weights_bytes,
+                   "peak_bytes_in_use": peak, "peak_over_baseline_bytes": peak.saturating_sub(base),
+                   "estimate_vae_workspace_bytes": est.vae_workspace_bytes})
+        ),
+        Err(e) => println!(
+            "{}",
+            json!({"bench": "vae_decode", "error": e.to_string(), "ms": ms, "peak_bytes_in_use": peak})
+        ),
+    }
+    Ok(())
+}
+
+fn attention_bench(dev: &Device, tokens: usize, repeats: usize) -> Result<()> {
+    let (b, h, dh) = (2, 32, 64);
+    let dt = if dev.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let q = randn(&[b, tokens, h * dh], dev, dt)?;
+    let k = randn(&[b, tokens, h * dh], dev, dt)?;
+    let v = randn(&[b, tokens, h * dh], dev, dt)?;
+    let view =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.reshape((b, tokens, h, dh))?.transpose(1, 2)?) };
+    let (qv, kv, vv) = (view(&q)?, view(&k)?, view(&v)?);
+    let flops = 4.0 * (b * h * tokens * tokens * dh) as f64;
+    let mut variants: Vec<(String, AttentionImpl, usize)> =
+        vec![("composed".into(), AttentionImpl::Composed, 4)];
+    if !dev.is_cpu() {
+        variants.push(("tensor_core_w4".into(), AttentionImpl::TensorCore, 4));
+        variants.push(("tensor_core_w8".into(), AttentionImpl::TensorCore, 8));
+        variants.push(("simt".into(), AttentionImpl::Simt, 4));
+    }
+    for (name, imp, warps) in variants {
+        #[cfg(feature = "cuda")]
+        kernels::cuda::set_tc_warps(warps);
+        let _ = warps;
+        let (ms, _) = time_ms(dev, repeats, || {
+            Ok(kernels::attention_with(&qv, &kv, &vv, None, Some(imp)).map(|_| ())?)
+        })?;
+        println!(
+            "{}",
+            json!({"bench": "attention", "variant": name, "shape": [b, h, tokens, dh],
+                   "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12})
+        );
+    }
+    #[cfg(feature = "cuda")]
+    kernels::cuda::set_tc_warps(4);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dev = device(args.cpu)?;
+    match &args.cmd {
+        Cmd::Check => {
+            if dev.is_cpu() {
+                bail!("the kernel checks need a CUDA build on a GPU machine");
+            }
+            if !check(&dev)? {
+                bail!("kernel checks failed");
+            }
+        }
+        Cmd::Golden { dir } => {
+            if !golden(&dev, dir)? {
+                bail!("golden cases failed in f32");
+            }
+        }
+        Cmd::Step { .. } => step(&dev, &args.cmd)?,
+        Cmd::Vae {
+            frames,
+            height,
+            width,
+        } => vae_bench(&dev, *frames, *height, *width)?,
+        Cmd::Attention { tokens, repeats } => attention_bench(&dev, *tokens, *repeats)?,
+    }
+    Ok(())
+}
