@@ -19,6 +19,6 @@ export CUDARC_CUDA_VERSION=13000
 export LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="${VIDFLOW_CUDA_TARGET_DIR:-$PWD/target/cuda}"
 if [ $# -eq 0 ]; then
-  set -- -p vidflow-benches --bin vidflow-gpu-bench
+  set -- -p vidflow-gpu-bench
 fi
 cargo build --release --locked --features cuda "$@"

@@ -43,7 +43,7 @@ fn ptx(
 static ATTN_PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 static NORM_PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 
-fn cuda_of(t: &Tensor) -> candle_core::Result<(std::sync::RwLockReadGuard<'_, Storage>, Layout)> {
+fn cuda_of(t: &Tensor) -> candle_core::Result<(candle_core::StorageRef<'_>, Layout)> {
     let (s, l) = t.storage_and_layout();
     if !matches!(&*s, Storage::Cuda(_)) {
         candle_core::bail!("vidflow kernel: every input must be on the same CUDA device");
@@ -476,11 +476,10 @@ pub(super) fn qk_norm_rope(
 /// (free, total) bytes of the device's memory, as the driver reports it.
 pub fn mem_info(dev: &candle_core::Device) -> Result<(u64, u64)> {
     let cuda = dev.as_cuda_device()?;
-    cuda.cuda_stream()
+    let (free, total) = cuda
+        .cuda_stream()
         .context()
-        .bind_to_thread()
-        .map_err(|e| GpuError::invalid("cuda", e.to_string()))?;
-    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+        .mem_get_info()
         .map_err(|e| GpuError::invalid("cuda", e.to_string()))?;
     Ok((free as u64, total as u64))
 }
