@@ -32,5 +32,6 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$C"/*.whl
   PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 step 200 python3 benches/gpu/bench_diffusers.py 2>&1 | tee "$OUT/diffusers.jsonl"
 fi
-step 150 "$BIN" vae $VAE_ARGS 2>&1 | tee "$OUT/vae.jsonl"
+step 120 "$BIN" vae $VAE_ARGS 2>&1 | tee "$OUT/vae.jsonl"
+step 120 "$BIN" vae --whole $VAE_ARGS 2>&1 | tee -a "$OUT/vae.jsonl"
 python3 benches/gpu/summarize.py "$OUT" | tee "$OUT/summary.txt"

@@ -150,13 +150,22 @@ pub fn estimate_vram(
     let scores = (b * t.num_attention_heads as u64 * tokens * tokens).min(SCORE_CHUNK_ELEMS) * 2;
     let text_kv = t.num_layers as u64 * 2 * b * x.text_len as u64 * d;
     let transformer_workspace_bytes = (b * tokens * per_token + scores + text_kv) * x.act_bytes;
-    // Decoder: the widest activation is at the finest level (pixel/patch
-    // resolution, full frame count); ~4 such tensors live at once in a
-    // resnet (input, conv out, norm temp, residual).
-    let patch = v.patch_size.max(1) as u64;
-    let c0 = v.decoder_block_out_channels.first().copied().unwrap_or(128) as u64;
-    let finest = c0 * x.frames as u64 * (x.height as u64 / patch) * (x.width as u64 / patch);
-    let vae_workspace_bytes = 4 * finest * x.act_bytes;
+    // Decoder: the finest level's activations and its convolution's im2col
+    // buffer, for the tile the runtime will decode (a clip over the decode
+    // budget is tiled, see `vae::DecodeTiling`).
+    let latent = (lf as usize, lh as usize, lw as usize);
+    let t = crate::vae::DecodeTiling::plan(
+        v,
+        latent,
+        x.act_bytes,
+        crate::vae::DEFAULT_DECODE_BUDGET_BYTES,
+    );
+    let tile = (
+        t.tile_frames.min(latent.0),
+        t.tile.min(latent.1),
+        t.tile.min(latent.2),
+    );
+    let vae_workspace_bytes = crate::vae::decode_workspace_bytes(v, tile, x.act_bytes);
     let total_bytes =
         weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
     VramEstimate {

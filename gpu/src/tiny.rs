@@ -148,6 +148,7 @@ pub fn pipeline() -> Result<LtxPipeline> {
         untrained: true,
         name: TINY_NAME.into(),
         device: Device::Cpu,
+        decode_budget_bytes: crate::vae::DEFAULT_DECODE_BUDGET_BYTES,
     };
     p.check_compatible()?;
     Ok(p)

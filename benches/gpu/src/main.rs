@@ -18,7 +18,7 @@ use vidflow_gpu::golden::check_case_on;
 use vidflow_gpu::info::{estimate_vram, EstimateInput};
 use vidflow_gpu::kernels::{self, AttentionImpl, NormKind, PeakMemory};
 use vidflow_gpu::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
-use vidflow_gpu::vae::VaeConfig;
+use vidflow_gpu::vae::{decode_workspace_bytes, DecodeTiling, VaeConfig};
 use vidflow_gpu::weights::{parse_config, Weights};
 
 #[derive(Parser)]
@@ -65,6 +65,12 @@ enum Cmd {
         height: usize,
         #[arg(long, default_value_t = 768)]
         width: usize,
+        /// Decode working-set budget (GiB) for the tile plan.
+        #[arg(long, default_value_t = 8.0)]
+        budget_gib: f64,
+        /// One piece, no tiles.
+        #[arg(long)]
+        whole: bool,
     },
     /// The attention kernels alone at the step's shapes.
     Attention {
@@ -428,7 +434,14 @@ fn step(dev: &Device, a: &Cmd) -> Result<()> {
     Ok(())
 }
 
-fn vae_bench(dev: &Device, frames: usize, height: usize, width: usize) -> Result<()> {
+fn vae_bench(
+    dev: &Device,
+    frames: usize,
+    height: usize,
+    width: usize,
+    budget_gib: f64,
+    whole: bool,
+) -> Result<()> {
     let vc: VaeConfig = parse_config(json!({}), "LTX-Video 0.9.0 VAE")?;
     let dt = if dev.is_cpu() {
         DType::F32
@@ -462,9 +475,25 @@ fn vae_bench(dev: &Device, frames: usize, height: usize, width: usize) -> Result
     sync(dev)?;
     let (lf, lh, lw) = ((frames - 1) / 8 + 1, height / 32, width / 32);
     let z = Tensor::randn(0f32, 1f32, (1, vc.latent_channels, lf, lh, lw), dev)?;
+    let act_bytes = if dt == DType::F32 { 4 } else { 2 };
+    let tiling = if whole {
+        DecodeTiling::WHOLE
+    } else {
+        DecodeTiling::plan(
+            &vc,
+            (lf, lh, lw),
+            act_bytes,
+            (budget_gib * (1u64 << 30) as f64) as u64,
+        )
+    };
+    let tile = (
+        tiling.tile_frames.min(lf),
+        tiling.tile.min(lh),
+        tiling.tile.min(lw),
+    );
     let peak = PeakMemory::start(dev);
     let t = Instant::now();
-    let r = vae.decode(&z, None);
+    let r = vae.decode_tiled(&z, None, tiling);
     sync(dev)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     let peak = peak.finish();
@@ -486,12 +515,14 @@ fn vae_bench(dev: &Device, frames: usize, height: usize, width: usize) -> Result
         Ok(v) => println!(
             "{}",
             json!({"bench": "vae_decode", "output": v.dims(), "ms": ms, "weights_bytes": weights_bytes,
+                   "tiling": format!("{tiling:?}"),
+                   "estimate_tile_workspace_bytes": decode_workspace_bytes(&vc, tile, act_bytes),
                    "peak_bytes_in_use": peak, "peak_over_baseline_bytes": peak.saturating_sub(base),
                    "estimate_vae_workspace_bytes": est.vae_workspace_bytes})
         ),
         Err(e) => println!(
             "{}",
-            json!({"bench": "vae_decode", "error": e.to_string(), "ms": ms, "peak_bytes_in_use": peak})
+            json!({"bench": "vae_decode", "tiling": format!("{tiling:?}"), "error": e.to_string(), "ms": ms, "peak_bytes_in_use": peak})
         ),
     }
     Ok(())
@@ -558,7 +589,9 @@ fn main() -> Result<()> {
             frames,
             height,
             width,
-        } => vae_bench(&dev, *frames, *height, *width)?,
+            budget_gib,
+            whole,
+        } => vae_bench(&dev, *frames, *height, *width, *budget_gib, *whole)?,
         Cmd::Attention { tokens, repeats } => attention_bench(&dev, *tokens, *repeats)?,
     }
     Ok(())

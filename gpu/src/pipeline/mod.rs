@@ -53,6 +53,9 @@ pub struct LtxPipeline {
     pub untrained: bool,
     pub name: String,
     pub device: Device,
+    /// Working-set budget of the VAE decode: a clip whose estimated decode
+    /// exceeds it is decoded in tiles (`vae::DecodeTiling::plan`).
+    pub decode_budget_bytes: u64,
 }
 
 /// An RGB8 image for image-to-video conditioning, row-major, no padding.
@@ -196,6 +199,7 @@ impl LtxPipeline {
             untrained,
             name: dir.display().to_string(),
             device,
+            decode_budget_bytes: crate::vae::DEFAULT_DECODE_BUDGET_BYTES,
         };
         p.check_compatible()?;
         Ok(p)
@@ -584,7 +588,17 @@ impl LtxPipeline {
         } else {
             None
         };
-        self.vae.decode(&z, timestep)
+        let act_bytes = if self.vae.dtype() == DType::F32 { 4 } else { 2 };
+        let tiling = crate::vae::DecodeTiling::plan(
+            &self.vae.config,
+            (g.frames, g.height, g.width),
+            act_bytes,
+            self.decode_budget_bytes,
+        );
+        if !tiling.is_whole() {
+            tracing::debug!(?tiling, "tiled VAE decode");
+        }
+        self.vae.decode_tiled(&z, timestep, tiling)
     }
 
     /// The whole text/image-to-video generation.

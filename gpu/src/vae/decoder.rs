@@ -114,6 +114,10 @@ impl Decoder {
         })
     }
 
+    pub(crate) fn dtype(&self) -> DType {
+        self.conv_in.dtype()
+    }
+
     /// `z` `[B, C, F, H, W]` -> video `[B, out, (F-1)*8+1, H*32, W*32]`
     /// (for the standard layout). `timestep` is in the pipeline's units
     /// (e.g. 0.05); the stored multiplier is applied here.

@@ -13,10 +13,12 @@ mod encoder;
 mod ops;
 #[cfg(test)]
 mod tests;
+mod tiling;
 
 use candle_core::Tensor;
 
 pub use config::VaeConfig;
+pub use tiling::{decode_workspace_bytes, DecodeTiling, DEFAULT_DECODE_BUDGET_BYTES};
 
 use crate::error::{GpuError, Result};
 use crate::golden::Case;
@@ -74,6 +76,11 @@ impl LtxVae {
             latents_mean,
             latents_std,
         })
+    }
+
+    /// The weights' dtype (the decode computes in it).
+    pub fn dtype(&self) -> candle_core::DType {
+        self.decoder.dtype()
     }
 
     pub fn latent_channels(&self) -> usize {
