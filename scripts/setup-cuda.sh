@@ -74,4 +74,6 @@ grep -oE '^ +fn cu[A-Za-z0-9_]+\(' "$SYS" | sed -E 's/^ +fn ([A-Za-z0-9_]+)\(/vo
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$HOME_DIR/lib/stubs/libcuda.so" "$ROOT/libcuda_stub.c"
 "$HOME_DIR/bin/nvcc" --version >&2
 touch "$STAMP"
+# The extracted tree is what builds use; the wheels (~700 MB) can go.
+rm -rf "$DL"
 echo "$HOME_DIR"

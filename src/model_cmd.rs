@@ -324,7 +324,14 @@ fn sample(a: SampleArgs) -> Result<i32> {
     let pipe = if a.model == BUILTIN_TINY {
         vidflow_gpu::tiny::pipeline()?
     } else {
-        LtxPipeline::from_dir(Path::new(&a.model))?
+        // bf16 on a GPU (VIDFLOW_DEVICE; a CUDA build defaults to GPU 0).
+        let device = vidflow_gpu::runtime_device()?;
+        let dtype = if device.is_cuda() {
+            candle_core::DType::BF16
+        } else {
+            candle_core::DType::F32
+        };
+        LtxPipeline::from_dir_on(Path::new(&a.model), &device, dtype)?
     };
     if pipe.untrained {
         eprintln!(

@@ -61,11 +61,26 @@ pub struct Engine {
 /// Loads every configured model once per process.
 pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, DataflowError> {
     let mut m = HashMap::new();
+    // Checkpoints go on the runtime device (a GPU in a CUDA build) in their
+    // configured dtype; the built-in tiny model stays on the CPU in f32.
+    let device = vidflow_gpu::runtime_device().map_err(|e| DataflowError::Model {
+        id: "(device)".into(),
+        msg: e.to_string(),
+    })?;
     for p in &cfg.models {
+        let dtype = match p.dtype {
+            vidflow_operators::config::ModelDtype::F32 => candle_core::DType::F32,
+            vidflow_operators::config::ModelDtype::Bf16 => candle_core::DType::BF16,
+            vidflow_operators::config::ModelDtype::F16 => candle_core::DType::F16,
+        };
         let pipe = if p.path == "builtin:tiny" {
             vidflow_gpu::tiny::pipeline()
         } else {
-            LtxPipeline::from_dir(p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)))
+            LtxPipeline::from_dir_on(
+                p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)),
+                &device,
+                dtype,
+            )
         }
         .map_err(|e| DataflowError::Model {
             id: p.id.clone(),

@@ -23,4 +23,70 @@ pub mod vae;
 pub mod weights;
 
 pub use error::{GpuError, Result};
+
+/// The device the runtime computes on: `VIDFLOW_DEVICE` (`cpu`, `cuda` or
+/// `cuda:N`); unset means the first GPU in a CUDA build, else the CPU. A
+/// CUDA request in a CPU-only build is an error naming the fix.
+pub fn runtime_device() -> Result<candle_core::Device> {
+    device_from(&std::env::var("VIDFLOW_DEVICE").unwrap_or_default())
+}
+
+/// [`runtime_device`] for a given `VIDFLOW_DEVICE` value.
+pub fn device_from(spec: &str) -> Result<candle_core::Device> {
+    let want = spec.trim();
+    if want.is_empty() || want == "cpu" {
+        #[cfg(feature = "cuda")]
+        if want.is_empty() {
+            return Ok(candle_core::Device::new_cuda(0)?);
+        }
+        return Ok(candle_core::Device::Cpu);
+    }
+    let ordinal = match want.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                GpuError::invalid("VIDFLOW_DEVICE", format!("`{want}`: expected cpu, cuda or cuda:N"))
+            })?,
+        None => {
+            return Err(GpuError::invalid(
+                "VIDFLOW_DEVICE",
+                format!("`{want}`: expected cpu, cuda or cuda:N"),
+            ))
+        }
+    };
+    #[cfg(feature = "cuda")]
+    {
+        Ok(candle_core::Device::new_cuda(ordinal)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = ordinal;
+        Err(GpuError::invalid(
+            "VIDFLOW_DEVICE",
+            format!("`{want}` asked for a GPU but this build has no CUDA: build it with `bash scripts/build-cuda.sh --bin vidflow`"),
+        ))
+    }
+}
 pub use weights::Weights;
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn device_spec_parses_and_names_the_variable_on_error() {
+        assert!(device_from("cpu").unwrap().is_cpu());
+        for bad in ["gpu", "cuda:x", "cuda0", "cuda:-1"] {
+            let e = device_from(bad).unwrap_err().to_string();
+            assert!(e.contains("VIDFLOW_DEVICE"), "{bad}: {e}");
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            assert!(device_from("").unwrap().is_cpu());
+            let e = device_from("cuda:1").unwrap_err().to_string();
+            assert!(e.contains("build-cuda.sh"), "{e}");
+        }
+    }
+}

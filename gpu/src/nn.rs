@@ -36,12 +36,15 @@ impl Linear {
 
     /// Applies to the last dimension of `x`, any leading shape.
     ///
-    /// A 3-D input `[B,S,in]` runs one GEMM per batch item: a single
-    /// `(B*S, in)` GEMM would pick its blocking from B*S, so a job's bits
-    /// would depend on which other jobs share its batch. Per-item GEMMs keep
-    /// step-level batching bit-identical to running alone.
+    /// On the CPU a 3-D input `[B,S,in]` runs one GEMM per batch item: a
+    /// single `(B*S, in)` GEMM would pick its blocking from B*S, so a job's
+    /// bits would depend on which other jobs share its batch. Per-item GEMMs
+    /// keep step-level batching bit-identical to running alone there. On a
+    /// GPU the batch is one GEMM: per-item GEMMs would cost a concatenation
+    /// pass per layer (~12% of an LTX-2B step), and cuBLAS does not promise
+    /// shape-independent bits anyway.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.rank() == 3 && x.dim(0)? > 1 {
+        if x.rank() == 3 && x.dim(0)? > 1 && x.device().is_cpu() {
             let items = (0..x.dim(0)?)
                 .map(|i| self.forward(&x.narrow(0, i, 1)?))
                 .collect::<Result<Vec<_>>>()?;

@@ -411,7 +411,8 @@ impl LtxPipeline {
             .permute((2, 0, 1))?
             .reshape((1, 3, 1, height, width))?;
         let (mean, _std) = self.vae.encode(&x)?;
-        self.vae.normalize_latents(&mean)
+        // Latents stay f32 whatever the VAE computes in (bf16 on a GPU).
+        self.vae.normalize_latents(&mean.to_dtype(DType::F32)?)
     }
 
     /// Classifier-free guidance conditioning for one job: batch
@@ -598,7 +599,11 @@ impl LtxPipeline {
         if !tiling.is_whole() {
             tracing::debug!(?tiling, "tiled VAE decode");
         }
-        self.vae.decode_tiled(&z, timestep, tiling)
+        // Frames are post-processed in f32 (a bf16 decode rounds to 1/256).
+        self.vae
+            .decode_tiled(&z, timestep, tiling)?
+            .to_dtype(DType::F32)
+            .map_err(Into::into)
     }
 
     /// The whole text/image-to-video generation.
