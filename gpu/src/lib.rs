@@ -47,7 +47,10 @@ pub fn device_from(spec: &str) -> Result<candle_core::Device> {
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| {
-                GpuError::invalid("VIDFLOW_DEVICE", format!("`{want}`: expected cpu, cuda or cuda:N"))
+                GpuError::invalid(
+                    "VIDFLOW_DEVICE",
+                    format!("`{want}`: expected cpu, cuda or cuda:N"),
+                )
             })?,
         None => {
             return Err(GpuError::invalid(

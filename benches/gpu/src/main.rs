@@ -45,12 +45,8 @@ enum Cmd {
     Step {
         #[arg(long, default_value_t = 28)]
         layers: usize,
-        #[arg(long, default_value_t = 121)]
-        frames: usize,
-        #[arg(long, default_value_t = 512)]
-        height: usize,
-        #[arg(long, default_value_t = 768)]
-        width: usize,
+        #[command(flatten)]
+        clip: Clip,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// The GPU's dense bf16 peak for MFU (H100 SXM: 989 TFLOP/s).
@@ -59,12 +55,8 @@ enum Cmd {
     },
     /// The LTX-Video 0.9.0 VAE decoder (random weights) on one clip.
     Vae {
-        #[arg(long, default_value_t = 121)]
-        frames: usize,
-        #[arg(long, default_value_t = 512)]
-        height: usize,
-        #[arg(long, default_value_t = 768)]
-        width: usize,
+        #[command(flatten)]
+        clip: Clip,
         /// Decode working-set budget (GiB) for the tile plan.
         #[arg(long, default_value_t = 8.0)]
         budget_gib: f64,
@@ -79,6 +71,18 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+}
+
+/// The clip the step and the decode are measured on (768x512, 121 frames:
+/// the spec's real-time shape, 6144 latent tokens).
+#[derive(clap::Args, Clone, Copy)]
+struct Clip {
+    #[arg(long, default_value_t = 121)]
+    frames: usize,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value_t = 768)]
+    width: usize,
 }
 
 fn device(cpu: bool) -> Result<Device> {
@@ -364,9 +368,11 @@ fn forward_flops(cfg: &TransformerConfig, s: usize, l: usize) -> f64 {
 fn step(dev: &Device, a: &Cmd) -> Result<()> {
     let Cmd::Step {
         layers,
-        frames,
-        height,
-        width,
+        clip: Clip {
+            frames,
+            height,
+            width,
+        },
         repeats,
         peak_tflops,
     } = a
@@ -586,12 +592,17 @@ fn main() -> Result<()> {
         }
         Cmd::Step { .. } => step(&dev, &args.cmd)?,
         Cmd::Vae {
-            frames,
-            height,
-            width,
+            clip,
             budget_gib,
             whole,
-        } => vae_bench(&dev, *frames, *height, *width, *budget_gib, *whole)?,
+        } => vae_bench(
+            &dev,
+            clip.frames,
+            clip.height,
+            clip.width,
+            *budget_gib,
+            *whole,
+        )?,
         Cmd::Attention { tokens, repeats } => attention_bench(&dev, *tokens, *repeats)?,
     }
     Ok(())
