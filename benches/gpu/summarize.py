@@ -32,11 +32,16 @@ for g in gold:
     if g.get("dtype") == "BF16" or not g.get("within_tolerance", False):
         print(f"  {g.get('golden')} {g.get('dtype')} {g.get('tensor', '')} max_abs {g.get('max_abs_err')} rel_l2 {g.get('rel_l2_err')} {g.get('error', '')[:200]}")
 for a in rows("attention.jsonl"):
-    print(f"attention {a['variant']}: {a['ms']:.2f} ms, {a['tflops']:.1f} TFLOP/s")
+    if a.get("bench") == "attention":
+        print(f"attention {a['variant']}: {a['ms']:.2f} ms, {a['tflops']:.1f} TFLOP/s")
+    elif a.get("bench") == "attention_pick":
+        print(f"attention pick: variant {a['variant']}, {a['warps']} warps")
 peer = {r.get("peer"): r for r in rows("diffusers.jsonl")}
 if "torch_sdpa" in peer:
     print(f"attention torch SDPA: {peer['torch_sdpa']['ms']:.2f} ms, {peer['torch_sdpa']['tflops']:.1f} TFLOP/s")
 for s in rows("step.jsonl"):
+    if s.get("bench") == "attention_pick":
+        print(f"step uses tensor-core variant {s['variant']}, {s['warps']} warps")
     if "ms_per_step" in s:
         print(f"vidflow step: {s['ms_per_step']:.1f} ms ({s['tflops']:.0f} TFLOP/s, MFU {s['mfu']:.1%}), "
               f"peak {s['peak_bytes_in_use']/2**30:.1f} GiB in use (estimate {s['estimate_total_bytes']/2**30:.1f} GiB)")

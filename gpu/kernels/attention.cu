@@ -145,7 +145,26 @@ __device__ __forceinline__ unsigned int ld_pair(const bf16_t* p) {
     return *reinterpret_cast<const unsigned int*>(p);
 }
 
-template <int D, int WARPS>
+// ldmatrix.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i; each
+// lane gets, per matrix, the pair (row lane/4, cols 2*(lane%4)+{0,1}), or
+// with TRANS the pair (rows 2*(lane%4)+{0,1}, col lane/4).
+template <bool TRANS>
+__device__ __forceinline__ void ldsm_x4(const bf16_t* p, unsigned int* r) {
+    unsigned long long g;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(g) : "l"(p));
+    const unsigned int a = (unsigned int)g;
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+// LDSM: K and V fragments through ldmatrix (one instruction feeds two
+// mma) instead of 32- and 16-bit shared loads (variant 2; variant 1 is the
+// plain-load baseline it is measured against).
+template <int D, int WARPS, bool LDSM>
 __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                               const bf16_t* __restrict__ v, const float* __restrict__ bias,
                               bf16_t* __restrict__ out, const AttnArgs a) {
@@ -201,10 +220,22 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
 #pragma unroll
         for (int j = 0; j < NTILES; ++j) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-            const bf16_t* kr = ks + (j * 8 + g) * LD + tig * 2;
+            if (LDSM) {
+                // Matrices: keys j*8..+8 by dims kk*16 + {0, 8, 16, 24}.
+                const bf16_t* kr = ks + (j * 8 + (lane & 7)) * LD + (lane >> 3) * 8;
 #pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk)
-                mma_bf16(s[j], qa[kk], ld_pair(kr + kk * 16), ld_pair(kr + kk * 16 + 8));
+                for (int kk = 0; kk < KSTEPS; kk += 2) {
+                    unsigned int b[4];
+                    ldsm_x4<false>(kr + kk * 16, b);
+                    mma_bf16(s[j], qa[kk], b[0], b[1]);
+                    mma_bf16(s[j], qa[kk + 1], b[2], b[3]);
+                }
+            } else {
+                const bf16_t* kr = ks + (j * 8 + g) * LD + tig * 2;
+#pragma unroll
+                for (int kk = 0; kk < KSTEPS; ++kk)
+                    mma_bf16(s[j], qa[kk], ld_pair(kr + kk * 16), ld_pair(kr + kk * 16 + 8));
+            }
         }
         // Scale, bias, mask the tail; tile max per row.
         float tmax[2] = {NEG_INF, NEG_INF};
@@ -254,13 +285,26 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
             pa[1] = pack_bf16(p[0][2], p[0][3]);
             pa[2] = pack_bf16(p[1][0], p[1][1]);
             pa[3] = pack_bf16(p[1][2], p[1][3]);
-            const bf16_t* v0 = vs + (kk * 16 + tig * 2) * LD + g;
+            if (LDSM) {
+                // Matrices: keys kk*16 + {0, 8} by dims j*8 and (j+1)*8, transposed.
+                const int mi = lane >> 3;
+                const bf16_t* vr = vs + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + (mi >> 1) * 8;
 #pragma unroll
-            for (int j = 0; j < DTILES; ++j) {
-                const bf16_t* vp = v0 + j * 8;
-                const unsigned int b0 = (unsigned int)vp[0] | ((unsigned int)vp[LD] << 16);
-                const unsigned int b1 = (unsigned int)vp[8 * LD] | ((unsigned int)vp[9 * LD] << 16);
-                mma_bf16(o[j], pa, b0, b1);
+                for (int j = 0; j < DTILES; j += 2) {
+                    unsigned int b[4];
+                    ldsm_x4<true>(vr + j * 8, b);
+                    mma_bf16(o[j], pa, b[0], b[1]);
+                    mma_bf16(o[j + 1], pa, b[2], b[3]);
+                }
+            } else {
+                const bf16_t* v0 = vs + (kk * 16 + tig * 2) * LD + g;
+#pragma unroll
+                for (int j = 0; j < DTILES; ++j) {
+                    const bf16_t* vp = v0 + j * 8;
+                    const unsigned int b0 = (unsigned int)vp[0] | ((unsigned int)vp[LD] << 16);
+                    const unsigned int b1 = (unsigned int)vp[8 * LD] | ((unsigned int)vp[9 * LD] << 16);
+                    mma_bf16(o[j], pa, b0, b1);
+                }
             }
         }
     }
@@ -283,13 +327,17 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
     }
 }
 
-#define MMA_KERNEL(D, W)                                                                       \
-    extern "C" __global__ void __launch_bounds__(W * 32) attn_mma_bf16_d##D##_w##W(           \
+#define MMA_KERNEL(D, W, V, LDSM)                                                              \
+    extern "C" __global__ void __launch_bounds__(W * 32) attn_mma##V##_bf16_d##D##_w##W(      \
         const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* bias, bf16_t* out,    \
         const AttnArgs a) {                                                                   \
-        attention_mma<D, W>(q, k, v, bias, out, a);                                           \
+        attention_mma<D, W, LDSM>(q, k, v, bias, out, a);                                     \
     }
-MMA_KERNEL(64, 4)
-MMA_KERNEL(64, 8)
-MMA_KERNEL(128, 4)
-MMA_KERNEL(128, 8)
+MMA_KERNEL(64, 4, 1, false)
+MMA_KERNEL(64, 8, 1, false)
+MMA_KERNEL(128, 4, 1, false)
+MMA_KERNEL(128, 8, 1, false)
+MMA_KERNEL(64, 4, 2, true)
+MMA_KERNEL(64, 8, 2, true)
+MMA_KERNEL(128, 4, 2, true)
+MMA_KERNEL(128, 8, 2, true)

@@ -1,13 +1,15 @@
 """A CPU model of the tensor-core attention kernel (attention.cu,
-attention_mma), lane by lane, checked against plain attention in float64.
+attention_mma, both variants: plain shared loads and ldmatrix), lane by
+lane, checked against plain attention in float64.
 
 No GPU runs in CI, so this is what checks the kernel's index arithmetic
 there: every register the kernel forms (Q fragments from global memory, K
 pairs and V halves from shared memory, P packed from the score
 accumulators), the quad shuffles of the online softmax, and the output
 stores are written here as the kernel writes them, and the mma.sync
-m16n8k16 operands are assembled by the fragment layouts of the PTX ISA
-(independent of how the kernel means to use them). A layout slip in the
+m16n8k16 operands are assembled by the fragment layouts of the PTX ISA, and
+ldmatrix distributes rows by its documented lane mapping (both independent
+of how the kernel means to use them). A layout slip in the
 kernel shows up as a wrong result here, without a GPU.
 
 What it cannot check: the PTX itself (see scripts/check-kernels.py) and
@@ -54,11 +56,32 @@ def mma(c, a, b):
     return out
 
 
+def ldsm_x4(smem, addr, trans):
+    """ldmatrix.sync.m8n8.x4(.trans).b16: addr(lane) -> (row, col) into the
+    2-D shared array; lanes 8i..8i+7 address the rows of matrix i. Returns
+    per lane 4 registers of 2 halves (low first)."""
+    mats = []
+    for i in range(4):
+        rows = []
+        for r in range(8):
+            row, col = addr(8 * i + r)
+            rows.append(smem[row, col:col + 8])
+        mats.append(np.array(rows))
+    out = []
+    for lane in range(32):
+        g, t = lane >> 2, lane & 3
+        regs = []
+        for m in mats:
+            regs.append((m[2 * t, g], m[2 * t + 1, g]) if trans else (m[g, 2 * t], m[g, 2 * t + 1]))
+        out.append(regs)
+    return out
+
+
 def shfl_xor(vals, m):
     return [vals[lane ^ m] for lane in range(32)]
 
 
-def kernel(q, k, v, bias, scale, D):
+def kernel(q, k, v, bias, scale, D, ldsm=False):
     """One (batch, head): q [sq, D], k/v [sk, D] bf16-valued float32; bias
     [sk] or None. Returns out [sq, D] as the kernel would store it."""
     sq, sk = q.shape[0], k.shape[0]
@@ -87,6 +110,16 @@ def kernel(q, k, v, bias, scale, D):
             ks[:n], vs[:n] = k[t0:t0 + n], v[t0:t0 + n]
             s = [[[np.float32(0)] * 4 for _ in range(NTILES)] for _ in range(32)]
             for j in range(NTILES):
+                if ldsm:
+                    for kk in range(0, KSTEPS, 2):
+                        regs = ldsm_x4(ks, lambda lane: (j * 8 + (lane & 7), (lane >> 3) * 8 + kk * 16), False)
+                        for half in range(2):
+                            b = [[*regs[lane][2 * half], *regs[lane][2 * half + 1]] for lane in range(32)]
+                            cur = [s[lane][j] for lane in range(32)]
+                            res = mma(cur, [qa[lane][kk + half] for lane in range(32)], b)
+                            for lane in range(32):
+                                s[lane][j] = res[lane]
+                    continue
                 for kk in range(KSTEPS):
                     b = []
                     for lane in range(32):
@@ -134,6 +167,15 @@ def kernel(q, k, v, bias, scale, D):
                             l[lane][e >> 1] = np.float32(l[lane][e >> 1] + p[tt][e])
                     # pack_bf16(lo, hi) per register, as pa[0..3] in the kernel
                     pa.append(list(bf16([p[0][0], p[0][1], p[0][2], p[0][3], p[1][0], p[1][1], p[1][2], p[1][3]])))
+                if ldsm:
+                    for j in range(0, DTILES, 2):
+                        regs = ldsm_x4(vs, lambda lane: (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), ((lane >> 3) >> 1) * 8 + j * 8), True)
+                        for half in range(2):
+                            b = [[*regs[lane][2 * half], *regs[lane][2 * half + 1]] for lane in range(32)]
+                            res = mma([o[lane][j + half] for lane in range(32)], pa, b)
+                            for lane in range(32):
+                                o[lane][j + half] = res[lane]
+                    continue
                 for j in range(DTILES):
                     b = []
                     for lane in range(32):
@@ -181,12 +223,13 @@ def main():
         if masked:
             bias = np.where(np.arange(sk) % 3 == 1, -10000.0, 0.0).astype(np.float32)
         scale = 1.0 / np.sqrt(D)
-        got = kernel(q, k, v, bias, scale, D)
         want = reference(q, k, v, bias, scale)
-        err = np.linalg.norm(got - want) / np.linalg.norm(want)
-        good = bool(np.isfinite(got).all() and err < 1e-2)
-        ok &= good
-        print(f"{'ok  ' if good else 'FAIL'} D={D} sq={sq} sk={sk} mask={masked}: rel err {err:.2e}")
+        for variant, ldsm in (("mma1", False), ("mma2", True)):
+            got = kernel(q, k, v, bias, scale, D, ldsm)
+            err = np.linalg.norm(got - want) / np.linalg.norm(want)
+            good = bool(np.isfinite(got).all() and err < 1e-2)
+            ok &= good
+            print(f"{'ok  ' if good else 'FAIL'} {variant} D={D} sq={sq} sk={sk} mask={masked}: rel err {err:.2e}")
     sys.exit(0 if ok else 1)
 
 

@@ -223,7 +223,10 @@ pub(super) fn attention(
             k: k.clone(),
             v: v.clone(),
             bias,
-            kernel: format!("attn_mma_bf16_d{dh}_w{warps}"),
+            kernel: format!(
+                "attn_mma{}_bf16_d{dh}_w{warps}",
+                TC_VARIANT.load(std::sync::atomic::Ordering::Relaxed)
+            ),
             rows_per_block: 16 * warps,
             threads: 32 * warps as u32,
         }
@@ -250,6 +253,17 @@ pub(super) fn attention(
 }
 
 static TC_WARPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
+static TC_VARIANT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Tensor-core kernel variant: 1 loads K/V fragments with plain shared
+/// loads, 2 with ldmatrix. Both are checked; the benchmark times both and
+/// the faster becomes the default once measured.
+pub fn set_tc_variant(v: usize) {
+    TC_VARIANT.store(
+        if v == 2 { 2 } else { 1 },
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 
 /// Warps per block of the tensor-core kernel (4 or 8: 64 or 128 query rows
 /// share each K/V tile); the benchmark measures both.
