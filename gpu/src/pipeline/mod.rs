@@ -21,6 +21,7 @@ use crate::weights::{read_config, Weights};
 
 mod frames;
 mod golden;
+mod memory;
 
 pub use frames::{pack_latents, postprocess, to_rgb8, unpack_latents};
 pub use golden::run_golden;
@@ -312,43 +313,6 @@ impl LtxPipeline {
             width: width / s,
             rope_scale: [t as f64 / fps, s as f64, s as f64],
         })
-    }
-
-    /// On a GPU: refuses a job whose estimated working set (activations of a
-    /// step, or of the decode) exceeds the free device memory, before any of
-    /// it is allocated. The weights are already resident, so they count as 0.
-    pub fn check_memory(&self, req: &GenerateRequest) -> Result<()> {
-        let Some((used, total)) = crate::kernels::device_memory(&self.device)? else {
-            return Ok(());
-        };
-        let act_bytes = match self.transformer.dtype() {
-            DType::F32 => 4,
-            _ => 2,
-        };
-        let est = crate::info::estimate_vram(
-            &self.transformer.config,
-            &self.vae.config,
-            0,
-            &crate::info::EstimateInput {
-                width: req.width,
-                height: req.height,
-                frames: req.num_frames,
-                act_bytes,
-                cfg_batch: if req.guidance_scale > 1.0 { 2 } else { 1 },
-                text_len: self.text.max_len,
-            },
-        );
-        let free = total - used;
-        if est.total_bytes > free {
-            const MIB: u64 = 1 << 20;
-            return Err(GpuError::OutOfMemory {
-                what: format!("{}x{}, {} frames", req.width, req.height, req.num_frames),
-                needed_mib: est.total_bytes / MIB,
-                free_mib: free / MIB,
-                total_mib: total / MIB,
-            });
-        }
-        Ok(())
     }
 
     /// Seeded initial state (noise; for image-to-video the encoded image at
