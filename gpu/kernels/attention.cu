@@ -161,18 +161,33 @@ __device__ __forceinline__ void ldsm_x4(const bf16_t* p, unsigned int* r) {
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
+__device__ __forceinline__ unsigned int smem_addr(const void* p) {
+    unsigned long long g;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(g) : "l"(p));
+    return (unsigned int)g;
+}
+
+// 16 bytes global -> shared without passing through registers; `bytes` 0
+// writes zeros (the tail of the last key tile).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
+}
+
 // LDSM: K and V fragments through ldmatrix (one instruction feeds two
 // mma) instead of 32- and 16-bit shared loads (variant 2; variant 1 is the
-// plain-load baseline it is measured against).
-template <int D, int WARPS, bool LDSM>
+// plain-load baseline it is measured against). PIPE (variant 3, head dim 64:
+// two stages fit the 48 KiB of static shared memory): the next K/V tile is
+// copied with cp.async while this one is computed on.
+template <int D, int WARPS, bool LDSM, bool PIPE>
 __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                               const bf16_t* __restrict__ v, const float* __restrict__ bias,
                               bf16_t* __restrict__ out, const AttnArgs a) {
     constexpr int LD = D + 8;  // row pitch in shared memory: +16 bytes, no bank conflicts
     constexpr int KSTEPS = D / 16, DTILES = D / 8, NTILES = MMA_TILE / 8;
     constexpr int VEC_PER_ROW = D / 8;  // 16-byte vectors
-    __shared__ __align__(16) bf16_t ks[MMA_TILE * LD];
-    __shared__ __align__(16) bf16_t vs[MMA_TILE * LD];
+    constexpr int STAGES = PIPE ? 2 : 1;
+    __shared__ __align__(16) bf16_t ks_all[STAGES * MMA_TILE * LD];
+    __shared__ __align__(16) bf16_t vs_all[STAGES * MMA_TILE * LD];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, tig = lane & 3;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -201,17 +216,46 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
     const float sl2 = a.scale * LOG2E;
 
-    for (int t0 = 0; t0 < a.sk; t0 += MMA_TILE) {
-        __syncthreads();
+    // Copies key tile t0 into stage `st` asynchronously (PIPE).
+    auto issue = [&](int st, int t0) {
         for (int i = threadIdx.x; i < MMA_TILE * VEC_PER_ROW; i += WARPS * 32) {
             const int j = i / VEC_PER_ROW, c = (i % VEC_PER_ROW) * 8;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (t0 + j < a.sk) {
-                kv = *reinterpret_cast<const uint4*>(kb + (long long)(t0 + j) * a.k_ss + c);
-                vv = *reinterpret_cast<const uint4*>(vb + (long long)(t0 + j) * a.v_ss + c);
+            const bool in = t0 + j < a.sk;
+            const long long kr = in ? (long long)(t0 + j) * a.k_ss + c : 0;
+            const long long vr = in ? (long long)(t0 + j) * a.v_ss + c : 0;
+            cp_async16(ks_all + st * MMA_TILE * LD + j * LD + c, kb + kr, in ? 16 : 0);
+            cp_async16(vs_all + st * MMA_TILE * LD + j * LD + c, vb + vr, in ? 16 : 0);
+        }
+        asm volatile("cp.async.commit_group;");
+    };
+    if (PIPE) issue(0, 0);
+    int it = 0;
+    for (int t0 = 0; t0 < a.sk; t0 += MMA_TILE, ++it) {
+        const int cur = PIPE ? (it & 1) : 0;
+        const bf16_t* ks = ks_all + cur * MMA_TILE * LD;
+        const bf16_t* vs = vs_all + cur * MMA_TILE * LD;
+        // Every warp is done with the tile computed on last iteration: its
+        // buffer can be refilled (PIPE) or overwritten.
+        __syncthreads();
+        if (PIPE) {
+            if (t0 + MMA_TILE < a.sk) {
+                issue(cur ^ 1, t0 + MMA_TILE);
+            } else {
+                asm volatile("cp.async.commit_group;");  // keeps one group per iteration
             }
-            *reinterpret_cast<uint4*>(ks + j * LD + c) = kv;
-            *reinterpret_cast<uint4*>(vs + j * LD + c) = vv;
+            // All groups but the newest (the prefetch) have landed.
+            asm volatile("cp.async.wait_group 1;");
+        } else {
+            for (int i = threadIdx.x; i < MMA_TILE * VEC_PER_ROW; i += WARPS * 32) {
+                const int j = i / VEC_PER_ROW, c = (i % VEC_PER_ROW) * 8;
+                uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+                if (t0 + j < a.sk) {
+                    kv = *reinterpret_cast<const uint4*>(kb + (long long)(t0 + j) * a.k_ss + c);
+                    vv = *reinterpret_cast<const uint4*>(vb + (long long)(t0 + j) * a.v_ss + c);
+                }
+                *reinterpret_cast<uint4*>(ks_all + j * LD + c) = kv;
+                *reinterpret_cast<uint4*>(vs_all + j * LD + c) = vv;
+            }
         }
         __syncthreads();
 
@@ -327,17 +371,19 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
     }
 }
 
-#define MMA_KERNEL(D, W, V, LDSM)                                                              \
+#define MMA_KERNEL(D, W, V, LDSM, PIPE)                                                        \
     extern "C" __global__ void __launch_bounds__(W * 32) attn_mma##V##_bf16_d##D##_w##W(      \
         const bf16_t* q, const bf16_t* k, const bf16_t* v, const float* bias, bf16_t* out,    \
         const AttnArgs a) {                                                                   \
-        attention_mma<D, W, LDSM>(q, k, v, bias, out, a);                                     \
+        attention_mma<D, W, LDSM, PIPE>(q, k, v, bias, out, a);                               \
     }
-MMA_KERNEL(64, 4, 1, false)
-MMA_KERNEL(64, 8, 1, false)
-MMA_KERNEL(128, 4, 1, false)
-MMA_KERNEL(128, 8, 1, false)
-MMA_KERNEL(64, 4, 2, true)
-MMA_KERNEL(64, 8, 2, true)
-MMA_KERNEL(128, 4, 2, true)
-MMA_KERNEL(128, 8, 2, true)
+MMA_KERNEL(64, 4, 1, false, false)
+MMA_KERNEL(64, 8, 1, false, false)
+MMA_KERNEL(128, 4, 1, false, false)
+MMA_KERNEL(128, 8, 1, false, false)
+MMA_KERNEL(64, 4, 2, true, false)
+MMA_KERNEL(64, 8, 2, true, false)
+MMA_KERNEL(128, 4, 2, true, false)
+MMA_KERNEL(128, 8, 2, true, false)
+MMA_KERNEL(64, 4, 3, true, true)
+MMA_KERNEL(64, 8, 3, true, true)

@@ -13,7 +13,10 @@ of how the kernel means to use them). A layout slip in the
 kernel shows up as a wrong result here, without a GPU.
 
 What it cannot check: the PTX itself (see scripts/check-kernels.py) and
-anything about timing or memory ordering. Keep it in step with the kernel.
+anything about timing or memory ordering: variant 3 computes exactly what
+variant 2 does, with the K/V tile copies made asynchronous (cp.async, two
+stages), so only a GPU run can check its waits and barriers
+(`vidflow-gpu-bench check`). Keep it in step with the kernel.
 Usage: python3 gpu/kernels/emulate_attention.py (exit 1 on a mismatch)."""
 import sys
 

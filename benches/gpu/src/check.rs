@@ -55,6 +55,7 @@ pub fn run(dev: &Device) -> Result<bool> {
             (DType::BF16, AttentionImpl::Simt, 1e-2, 0),
             (DType::BF16, AttentionImpl::TensorCore, 1e-2, 1),
             (DType::BF16, AttentionImpl::TensorCore, 1e-2, 2),
+            (DType::BF16, AttentionImpl::TensorCore, 1e-2, 3),
         ] {
             #[cfg(feature = "cuda")]
             kernels::cuda::set_tc_variant(variant);

@@ -422,7 +422,7 @@ fn attention_bench(dev: &Device, tokens: usize, repeats: usize) -> Result<()> {
     let mut variants: Vec<(String, AttentionImpl, usize, usize)> =
         vec![("composed".into(), AttentionImpl::Composed, 4, 1)];
     if !dev.is_cpu() {
-        for v in [1, 2] {
+        for v in [1, 2, 3] {
             for w in [4, 8] {
                 variants.push((
                     format!("tensor_core_v{v}_w{w}"),
@@ -435,6 +435,11 @@ fn attention_bench(dev: &Device, tokens: usize, repeats: usize) -> Result<()> {
         variants.push(("simt".into(), AttentionImpl::Simt, 4, 1));
     }
     let mut best: Option<(f64, usize, usize)> = None;
+    let reference = if dev.is_cpu() {
+        None
+    } else {
+        Some(kernels::attention_with(&qv, &kv, &vv, None, Some(AttentionImpl::Simt))?.0)
+    };
     for (name, imp, warps, variant) in variants {
         #[cfg(feature = "cuda")]
         {
@@ -444,12 +449,23 @@ fn attention_bench(dev: &Device, tokens: usize, repeats: usize) -> Result<()> {
         let (ms, _) = time_ms(dev, repeats, || {
             Ok(kernels::attention_with(&qv, &kv, &vv, None, Some(imp)).map(|_| ())?)
         })?;
+        // A configuration is eligible only if it agrees with the SIMT kernel
+        // at this shape (checked against the composed ops by `check`).
+        let agrees = match &reference {
+            Some(r) if imp == AttentionImpl::TensorCore => {
+                let out = kernels::attention_with(&qv, &kv, &vv, None, Some(imp))?.0;
+                let (e, finite) = rel_err(&out, r)?;
+                Some((e, finite && e < 1e-2))
+            }
+            _ => None,
+        };
         println!(
             "{}",
             json!({"bench": "attention", "variant": name, "shape": [b, h, tokens, dh],
-                   "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12})
+                   "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12,
+                   "rel_err_vs_simt": agrees.map(|a| a.0), "agrees": agrees.map(|a| a.1)})
         );
-        if imp == AttentionImpl::TensorCore && best.is_none_or(|(t, _, _)| ms < t) {
+        if agrees.is_some_and(|a| a.1) && best.is_none_or(|(t, _, _)| ms < t) {
             best = Some((ms, warps, variant));
         }
     }

@@ -223,10 +223,14 @@ pub(super) fn attention(
             k: k.clone(),
             v: v.clone(),
             bias,
-            kernel: format!(
-                "attn_mma{}_bf16_d{dh}_w{warps}",
-                TC_VARIANT.load(std::sync::atomic::Ordering::Relaxed)
-            ),
+            kernel: format!("attn_mma{}_bf16_d{dh}_w{warps}", {
+                let v = TC_VARIANT.load(std::sync::atomic::Ordering::Relaxed);
+                if v == 3 && dh != 64 {
+                    2
+                } else {
+                    v
+                }
+            }),
             rows_per_block: 16 * warps,
             threads: 32 * warps as u32,
         }
