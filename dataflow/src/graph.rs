@@ -68,7 +68,10 @@ pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, DataflowError> {
         msg: e.to_string(),
     })?;
     for p in &cfg.models {
+        // The configured dtype is the GPU's; the CPU path computes in f32
+        // (candle's CPU convolutions have no bf16).
         let dtype = match p.dtype {
+            _ if device.is_cpu() => candle_core::DType::F32,
             vidflow_operators::config::ModelDtype::F32 => candle_core::DType::F32,
             vidflow_operators::config::ModelDtype::Bf16 => candle_core::DType::BF16,
             vidflow_operators::config::ModelDtype::F16 => candle_core::DType::F16,
