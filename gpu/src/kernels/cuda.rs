@@ -17,25 +17,64 @@ use half::bf16;
 use super::{AttentionImpl, NormKind, ATTENTION_SRC, NORM_SRC, PRELUDE};
 use crate::error::{GpuError, Result};
 
-/// Compiles a kernel source (after the prelude) to PTX for the device's
-/// architecture; the text is kept for the process and the module is cached
-/// per device by candle.
+/// Compiles a kernel source (after the prelude) to PTX for sm_90; the text
+/// is kept for the process, and on disk under `VIDFLOW_KERNEL_CACHE`
+/// (default `~/.cache/vidflow/kernels`) keyed by the sha256 of the source
+/// and options, so a restart skips NVRTC (seconds for the attention file).
+/// The module itself is cached per device by candle.
 fn ptx(
     slot: &'static OnceLock<std::result::Result<String, String>>,
     name: &str,
     src: &str,
 ) -> candle_core::Result<&'static str> {
     let r = slot.get_or_init(|| {
+        const ARCH: &str = "compute_90";
         let code = format!("{PRELUDE}\n{src}");
+        let key = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(ARCH.as_bytes());
+            h.update(code.as_bytes());
+            h.finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let dir = std::env::var_os("VIDFLOW_KERNEL_CACHE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".cache/vidflow/kernels"))
+            });
+        let file = dir.as_ref().map(|d| {
+            d.join(format!(
+                "{}-{}.ptx",
+                name.trim_end_matches(".cu"),
+                &key[..16]
+            ))
+        });
+        if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+            if text.contains(".entry") {
+                return Ok(text);
+            }
+        }
         let opts = CompileOptions {
-            arch: Some("compute_90"),
+            arch: Some(ARCH),
             options: vec!["--std=c++17".into()],
             name: Some(name.into()),
             ..Default::default()
         };
-        compile_ptx_with_opts(code, opts)
+        let text = compile_ptx_with_opts(code, opts)
             .map(|p| p.to_src())
-            .map_err(|e| format!("NVRTC failed on gpu/kernels/{name}: {e}"))
+            .map_err(|e| format!("NVRTC failed on gpu/kernels/{name}: {e}"))?;
+        // Best effort: a read-only or missing cache only costs a recompile.
+        if let (Some(d), Some(f)) = (dir.as_ref(), file.as_ref()) {
+            let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::create_dir_all(d).is_ok() && std::fs::write(&tmp, &text).is_ok() {
+                let _ = std::fs::rename(&tmp, f);
+            }
+        }
+        Ok(text)
     });
     r.as_deref().map_err(|e| candle_core::Error::Msg(e.clone()))
 }
