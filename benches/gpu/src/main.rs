@@ -37,6 +37,8 @@ struct Args {
 enum Cmd {
     /// Our kernels against the composed reference ops on fresh random inputs.
     Check,
+    /// The run-time NVRTC compile of every kernel source (no GPU needed).
+    Nvrtc,
     /// Every golden case on this device: f32 against its tolerance, then
     /// bf16 weights (the error bound is measured, not asserted).
     Golden {
@@ -496,6 +498,17 @@ fn main() -> Result<()> {
             if !check::run(&dev)? {
                 bail!("kernel checks failed");
             }
+        }
+        Cmd::Nvrtc => {
+            #[cfg(feature = "cuda")]
+            {
+                let t = Instant::now();
+                let files = kernels::cuda::compile_all()?;
+                let secs = t.elapsed().as_secs_f64();
+                println!("{}", json!({"nvrtc": files, "secs_all": secs}));
+            }
+            #[cfg(not(feature = "cuda"))]
+            bail!("built without the cuda feature");
         }
         Cmd::Golden { dir } => {
             if !golden(&dev, dir)? {

@@ -540,3 +540,15 @@ pub fn mem_info(dev: &candle_core::Device) -> Result<(u64, u64)> {
         .map_err(|e| GpuError::invalid("cuda", e.to_string()))?;
     Ok((free as u64, total as u64))
 }
+
+/// Compiles (or loads from the disk cache) every kernel source with NVRTC;
+/// (file, PTX bytes). Needs no GPU: the bench's `nvrtc` subcommand runs it
+/// to check the run-time compile path on a machine without one.
+pub fn compile_all() -> Result<Vec<(String, usize)>> {
+    let a = ptx(&ATTN_PTX, "attention.cu", ATTENTION_SRC)?;
+    let n = ptx(&NORM_PTX, "norm.cu", NORM_SRC)?;
+    Ok(vec![
+        ("attention.cu".into(), a.len()),
+        ("norm.cu".into(), n.len()),
+    ])
+}
