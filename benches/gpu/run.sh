@@ -24,6 +24,7 @@ chmod +x "$BIN"
 ldd "$BIN" | grep -i "not found" && echo "missing libraries above"
 step() { echo "== $*"; timeout "$1" "${@:2}"; echo "rc=$?"; }
 # Most important first: the call's own limit may cut the tail.
+step 60 "$BIN" nvrtc 2>&1 | tee "$OUT/nvrtc.jsonl"
 step 90 "$BIN" check 2>&1 | tee "$OUT/check.jsonl"
 step 120 "$BIN" golden --dir "$C/golden" 2>&1 | tee "$OUT/golden.jsonl"
 step 60 "$BIN" attention 2>&1 | tee "$OUT/attention.jsonl"
