@@ -206,21 +206,28 @@ fn ltx2b(layers: usize) -> Result<TransformerConfig> {
     )?)
 }
 
-/// Random weights generated on the device (curand), scaled by fan-in.
-fn random_weights(cfg: &TransformerConfig, dev: &Device, dt: DType) -> Result<Weights> {
+/// Random weights generated on the device (curand): N(0, 1/fan_in) for
+/// matrices and kernels (fan-in = every dim after the first), N(0, 0.02)
+/// for vectors, ones for the q/k norm weights.
+fn random_weights(
+    shapes: Vec<(String, Vec<usize>)>,
+    dev: &Device,
+    dt: DType,
+    desc: &str,
+) -> Result<Weights> {
     let mut m = std::collections::HashMap::new();
-    for (name, shape) in cfg.tensor_shapes() {
+    for (name, shape) in shapes {
         let t = if name.ends_with("norm_q.weight") || name.ends_with("norm_k.weight") {
             Tensor::ones(shape.as_slice(), dt, dev)?
         } else if shape.len() == 1 {
-            (Tensor::randn(0f32, 0.02, shape.as_slice(), dev)?).to_dtype(dt)?
+            Tensor::randn(0f32, 0.02, shape.as_slice(), dev)?.to_dtype(dt)?
         } else {
-            let fan_in = *shape.last().unwrap_or(&1) as f32;
+            let fan_in = shape[1..].iter().product::<usize>().max(1) as f32;
             Tensor::randn(0f32, 1.0 / fan_in.sqrt(), shape.as_slice(), dev)?.to_dtype(dt)?
         };
         m.insert(name, t);
     }
-    Ok(Weights::from_tensors(m, "random LTX-2B")
+    Ok(Weights::from_tensors(m, desc)
         .with_dtype(dt)
         .with_device(dev.clone()))
 }
@@ -259,7 +266,7 @@ fn step(dev: &Device, a: &Cmd) -> Result<()> {
         DType::BF16
     };
     let base = kernels::device_memory(dev)?.map(|m| m.0).unwrap_or(0);
-    let w = random_weights(&cfg, dev, dt)?;
+    let w = random_weights(cfg.tensor_shapes(), dev, dt, "random LTX-2B")?;
     let model = LtxTransformer::load(&w, &cfg)?;
     drop(w);
     let weights_bytes = kernels::device_memory(dev)?
@@ -328,19 +335,12 @@ fn vae_bench(
         DType::BF16
     };
     let base = kernels::device_memory(dev)?.map(|m| m.0).unwrap_or(0);
-    let mut m = std::collections::HashMap::new();
-    for (name, shape) in vidflow_gpu::vae::expected_tensor_shapes(&vc) {
-        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-        let t = if shape.len() == 1 {
-            Tensor::randn(0f32, 0.02, shape.as_slice(), dev)?
-        } else {
-            Tensor::randn(0f32, 1.0 / (fan_in as f32).sqrt(), shape.as_slice(), dev)?
-        };
-        m.insert(name, t.to_dtype(dt)?);
-    }
-    let w = Weights::from_tensors(m, "random LTX VAE")
-        .with_dtype(dt)
-        .with_device(dev.clone());
+    let w = random_weights(
+        vidflow_gpu::vae::expected_tensor_shapes(&vc),
+        dev,
+        dt,
+        "random LTX VAE",
+    )?;
     let vae = vidflow_gpu::vae::LtxVae::load(&w, &vc)?;
     drop(w);
     let weights_bytes = kernels::device_memory(dev)?

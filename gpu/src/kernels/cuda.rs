@@ -257,7 +257,7 @@ pub(super) fn attention(
         _ => tc_ok,
     };
     let op = if use_tc {
-        let warps = tc_warps(dh);
+        let warps = TC_WARPS.load(std::sync::atomic::Ordering::Relaxed);
         FlashAttention {
             k: k.clone(),
             v: v.clone(),
@@ -315,10 +315,6 @@ pub fn set_tc_warps(w: usize) {
         if w == 8 { 8 } else { 4 },
         std::sync::atomic::Ordering::Relaxed,
     );
-}
-
-fn tc_warps(_dh: usize) -> usize {
-    TC_WARPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 struct AdaNorm {
