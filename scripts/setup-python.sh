@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The Python readers the analytics tests use to check our Parquet files
-# (DuckDB and pyarrow), and numpy for the attention kernel's CPU model
-# (gpu/kernels/emulate_attention.py), in a private virtualenv at .venv-test.
-# Idempotent: does nothing when all three import. Prints the venv's python on stdout.
+# (DuckDB and pyarrow), in a private virtualenv at .venv-test.
+# Idempotent: does nothing when both import. Prints the venv's python on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-test
 PY="$VENV/bin/python"
-if [ -x "$PY" ] && "$PY" -c "import duckdb, pyarrow, numpy" >/dev/null 2>&1; then
+if [ -x "$PY" ] && "$PY" -c "import duckdb, pyarrow" >/dev/null 2>&1; then
   echo "$PWD/$PY"
   exit 0
 fi
@@ -19,6 +18,6 @@ if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >&2
   python3 -m venv "$VENV" >&2
 fi
-"$PY" -m pip install -q --disable-pip-version-check "duckdb==1.4.2" "pyarrow==22.0.0" "numpy==2.4.6" >&2
-"$PY" -c "import duckdb, pyarrow, numpy" >&2
+"$PY" -m pip install -q --disable-pip-version-check "duckdb==1.4.2" "pyarrow==22.0.0" >&2
+"$PY" -c "import duckdb, pyarrow" >&2
 echo "$PWD/$PY"

@@ -18,9 +18,9 @@ export VIDFLOW_MODEL_CACHE
 # Every CUDA kernel source must compile to PTX (NVRTC from a pinned PyPI
 # wheel; no GPU or CUDA toolkit needed), so a kernel error never waits for a GPU.
 python3 scripts/check-kernels.py "$(bash scripts/setup-nvrtc.sh)"
-# ...and the tensor-core attention kernel's index arithmetic, lane by lane,
-# in its CPU model against plain attention.
-"$VIDFLOW_PYTHON" gpu/kernels/emulate_attention.py
+# ...and every kernel runs, as written, on the CPU against float64
+# references (index arithmetic, barriers, cp.async waits, the text mask).
+bash scripts/check-kernels-host.sh
 # The serve tests need a real RabbitMQ: a private one on loopback, stopped
 # when the tests end (pass or fail).
 export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"

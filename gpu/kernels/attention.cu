@@ -126,6 +126,14 @@ SIMT_KERNEL(bf16_t, bf16, 128)
 
 constexpr int MMA_TILE = 64;
 
+__device__ __forceinline__ unsigned int ld_pair(const bf16_t* p) {
+    return *reinterpret_cast<const unsigned int*>(p);
+}
+
+// The instructions below, the only inline PTX, are warp-collective or
+// asynchronous; gpu/kernels/host/cuda_host.hpp gives each a CPU definition
+// with the PTX ISA's semantics, so the CI harness runs this very source.
+#ifndef VIDFLOW_HOST
 __device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
     unsigned int r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
@@ -139,10 +147,6 @@ __device__ __forceinline__ void mma_bf16(float* c, const unsigned int* a, unsign
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned int ld_pair(const bf16_t* p) {
-    return *reinterpret_cast<const unsigned int*>(p);
 }
 
 // ldmatrix.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i; each
@@ -172,6 +176,12 @@ __device__ __forceinline__ unsigned int smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
 }
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+// Waits for every committed group but the newest one.
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;"); }
+#endif
 
 // LDSM: K and V fragments through ldmatrix (one instruction feeds two
 // mma) instead of 32- and 16-bit shared loads (variant 2; variant 1 is the
@@ -226,7 +236,7 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
             cp_async16(ks_all + st * MMA_TILE * LD + j * LD + c, kb + kr, in ? 16 : 0);
             cp_async16(vs_all + st * MMA_TILE * LD + j * LD + c, vb + vr, in ? 16 : 0);
         }
-        asm volatile("cp.async.commit_group;");
+        cp_async_commit();
     };
     if (PIPE) issue(0, 0);
     int it = 0;
@@ -241,10 +251,10 @@ __device__ void attention_mma(const bf16_t* __restrict__ q, const bf16_t* __rest
             if (t0 + MMA_TILE < a.sk) {
                 issue(cur ^ 1, t0 + MMA_TILE);
             } else {
-                asm volatile("cp.async.commit_group;");  // keeps one group per iteration
+                cp_async_commit();  // keeps one group per iteration
             }
             // All groups but the newest (the prefetch) have landed.
-            asm volatile("cp.async.wait_group 1;");
+            cp_async_wait_all_but_newest();
         } else {
             for (int i = threadIdx.x; i < MMA_TILE * VEC_PER_ROW; i += WARPS * 32) {
                 const int j = i / VEC_PER_ROW, c = (i % VEC_PER_ROW) * 8;
