@@ -262,27 +262,23 @@ pub(super) fn attention(
             k: k.clone(),
             v: v.clone(),
             bias,
-            kernel: format!("attn_mma{}_bf16_d{dh}_w{warps}", {
-                let v = TC_VARIANT.load(std::sync::atomic::Ordering::Relaxed);
-                if v == 3 && dh != 64 {
-                    2
-                } else {
-                    v
-                }
-            }),
+            kernel: super::tc_kernel_name(
+                TC_VARIANT.load(std::sync::atomic::Ordering::Relaxed),
+                warps,
+                dh,
+            ),
             rows_per_block: 16 * warps,
             threads: 32 * warps as u32,
         }
     } else {
-        if !matches!(dh, 32 | 64 | 128) {
+        let Some(kernel) = super::simt_kernel_name(dt, dh) else {
             return Ok(None);
-        }
-        let name = if dt == DType::BF16 { "bf16" } else { "f32" };
+        };
         FlashAttention {
             k: k.clone(),
             v: v.clone(),
             bias,
-            kernel: format!("attn_simt_{name}_d{dh}"),
+            kernel,
             rows_per_block: 8,
             threads: 256,
         }
@@ -298,12 +294,12 @@ pub(super) fn attention(
 static TC_WARPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
 static TC_VARIANT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
-/// Tensor-core kernel variant: 1 loads K/V fragments with plain shared
-/// loads, 2 with ldmatrix. Both are checked; the benchmark times both and
-/// the faster becomes the default once measured.
+/// Tensor-core kernel variant (see `tc_kernel_name`): 1 plain shared
+/// loads, 2 ldmatrix, 3 ldmatrix + cp.async. All are checked; the benchmark
+/// times each and the fastest becomes the default once measured on a GPU.
 pub fn set_tc_variant(v: usize) {
     TC_VARIANT.store(
-        if v == 2 { 2 } else { 1 },
+        if (1..=3).contains(&v) { v } else { 1 },
         std::sync::atomic::Ordering::Relaxed,
     );
 }

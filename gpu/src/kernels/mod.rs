@@ -31,6 +31,32 @@ pub enum AttentionImpl {
     TensorCore,
 }
 
+/// The tensor-core attention kernel for `variant` 1 (plain shared loads), 2
+/// (ldmatrix) or 3 (ldmatrix + cp.async double buffer) and `warps` 4 or 8.
+/// Variant 3 exists for head dim 64 only (two stages at 128 pass the 48 KiB
+/// of static shared memory), so 128 runs variant 2 instead; values outside
+/// those sets fall back to (1, 4) so a name always exists in attention.cu.
+pub fn tc_kernel_name(variant: usize, warps: usize, head_dim: usize) -> String {
+    let variant = match variant {
+        3 if head_dim != 64 => 2,
+        1..=3 => variant,
+        _ => 1,
+    };
+    let warps = if warps == 8 { 8 } else { 4 };
+    format!("attn_mma{variant}_bf16_d{head_dim}_w{warps}")
+}
+
+/// The SIMT attention kernel for a dtype and head dim, `None` where there
+/// is none (the composed ops run).
+pub fn simt_kernel_name(dtype: DType, head_dim: usize) -> Option<String> {
+    let ty = match dtype {
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        _ => return None,
+    };
+    matches!(head_dim, 32 | 64 | 128).then(|| format!("attn_simt_{ty}_d{head_dim}"))
+}
+
 /// Softmax attention over per-head views `[B,H,S,dh]` (any strides with a
 /// contiguous head dim: `x.reshape((b,s,h,dh)).transpose(1,2)` needs no
 /// copy). `bias`: additive `[B,1,1,Sk]` or `[B,Sk]`. Returns `[B,Sq,H*dh]`.
@@ -277,6 +303,45 @@ mod tests {
             composed_attention(&qc, &k, &v, Some(&bias.reshape((b, 1, 1, l)).unwrap())).unwrap();
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    /// Every kernel name the dispatch can form is instantiated in
+    /// attention.cu, and a requested variant is the one named (variant 3 was
+    /// once silently mapped to 1).
+    #[test]
+    fn kernel_names_exist_in_the_source() {
+        for dh in [64, 128] {
+            for warps in [4, 8] {
+                for variant in 1..=3 {
+                    let name = tc_kernel_name(variant, warps, dh);
+                    let want = if variant == 3 && dh == 128 {
+                        2
+                    } else {
+                        variant
+                    };
+                    assert_eq!(name, format!("attn_mma{want}_bf16_d{dh}_w{warps}"));
+                    let inst = format!("MMA_KERNEL({dh}, {warps}, {want},");
+                    assert!(
+                        ATTENTION_SRC.contains(&inst),
+                        "{name}: no {inst} in attention.cu"
+                    );
+                }
+            }
+            assert_eq!(tc_kernel_name(7, 5, dh), format!("attn_mma1_bf16_d{dh}_w4"));
+        }
+        for (dt, ty) in [(DType::F32, "float, f32"), (DType::BF16, "bf16_t, bf16")] {
+            for dh in [32, 64, 128] {
+                let name = simt_kernel_name(dt, dh).unwrap();
+                assert!(name.ends_with(&format!("_d{dh}")));
+                let inst = format!("SIMT_KERNEL({ty}, {dh})");
+                assert!(
+                    ATTENTION_SRC.contains(&inst),
+                    "{name}: no {inst} in attention.cu"
+                );
+            }
+            assert_eq!(simt_kernel_name(dt, 96), None);
+        }
+        assert_eq!(simt_kernel_name(DType::F16, 64), None);
     }
 
     #[test]
