@@ -187,8 +187,16 @@ impl Conv3d {
         }
         let fo = (padded - k) / self.stride_t + 1;
         let x = x.contiguous()?;
-        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
-            let o = self.weight.dim(0)?;
+        if x.device().is_cpu() {
+            // Our CPU conv is f32. candle's CPU backend has no bf16 matmul for
+            // the conv2d fallback, so bf16 weights on the CPU (the golden bf16
+            // checks) compute in f32 from the stored values and round the
+            // result back, as a GPU's bf16 conv accumulates in f32 too.
+            let dt = x.dtype();
+            let x = x.to_dtype(DType::F32)?;
+            let weight = self.weight.to_dtype(DType::F32)?;
+            let bias = self.bias.to_dtype(DType::F32)?;
+            let o = weight.dim(0)?;
             let g = super::conv_cpu::ConvGeom {
                 b,
                 f,
@@ -204,8 +212,8 @@ impl Conv3d {
             };
             let out = {
                 let (xs, xl) = x.storage_and_layout();
-                let (ws, wl) = self.weight.storage_and_layout();
-                let (bs, bl) = self.bias.storage_and_layout();
+                let (ws, wl) = weight.storage_and_layout();
+                let (bs, bl) = bias.storage_and_layout();
                 match (&*xs, &*ws, &*bs) {
                     (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(bs)) => {
                         let xv = &xs.as_slice::<f32>()?[xl.start_offset()..];
@@ -217,11 +225,9 @@ impl Conv3d {
                 }
             };
             if let Some(out) = out {
-                return Ok(Tensor::from_vec(
-                    out,
-                    (b, fo, o, g.ho(), g.wo()),
-                    x.device(),
-                )?);
+                return Ok(
+                    Tensor::from_vec(out, (b, fo, o, g.ho(), g.wo()), x.device())?.to_dtype(dt)?,
+                );
             }
         }
         let stacked = if k == 1 && self.stride_t == 1 {
