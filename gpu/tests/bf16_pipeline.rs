@@ -28,7 +28,7 @@ fn mad(a: &Video, b: &Video) -> f64 {
 fn bf16_generation_tracks_f32() {
     let dir = tempfile::tempdir().unwrap();
     tiny::write_checkpoint(dir.path()).unwrap();
-    let f32p = LtxPipeline::from_dir(dir.path()).unwrap();
+    let mut f32p = LtxPipeline::from_dir(dir.path()).unwrap();
     let mut bf16p = LtxPipeline::from_dir_on(dir.path(), &Device::Cpu, DType::BF16).unwrap();
     assert!(bf16p.untrained);
     let base = GenerateRequest {
@@ -78,7 +78,6 @@ fn bf16_generation_tracks_f32() {
     );
     let whole = run(&bf16p, &long);
     bf16p.decode_budget_bytes = 1;
-    let mut f32p = f32p;
     f32p.decode_budget_bytes = 1;
     let tiled = run(&bf16p, &long);
     let want = run(&f32p, &long);

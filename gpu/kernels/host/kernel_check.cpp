@@ -244,8 +244,7 @@ AttnCase<T> make_attn(int batch, int heads, int sq, int sk, int d, bool masked) 
     return c;
 }
 
-using SimtFn32 = void (*)(const float*, const float*, const float*, const float*, float*, const AttnArgs);
-using SimtFn16 = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, const float*, bf16_t*, const AttnArgs);
+using MmaFn = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, const float*, bf16_t*, const AttnArgs);
 
 template <typename T, typename Fn>
 std::vector<double> run_attn(const AttnCase<T>& c, Fn kernel, unsigned rows_per_block, unsigned threads) {
@@ -271,7 +270,7 @@ void check_simt(const char* name, int d, void (*kernel)(const T*, const T*, cons
 struct MmaKernel {
     const char* name;
     int d, warps;
-    SimtFn16 fn;
+    MmaFn fn;
     bool pipelined;
 };
 

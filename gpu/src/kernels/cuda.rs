@@ -8,9 +8,11 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{CustomOp1, DType, Layout, Shape, Storage, Tensor};
 use half::bf16;
 
@@ -90,6 +92,17 @@ fn cuda_of(t: &Tensor) -> candle_core::Result<(candle_core::StorageRef<'_>, Layo
     Ok((s, l.clone()))
 }
 
+/// The elements of `s` from the layout's start offset.
+fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, T>> {
+    Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
+}
+
+/// `cpu_fwd` of our ops: candle requires one, but the dispatch in `super`
+/// only applies them to CUDA tensors.
+fn cuda_only<T>(op: &str) -> candle_core::Result<T> {
+    candle_core::bail!("{op} is CUDA only; the CPU runs the composed ops")
+}
+
 fn as_cuda(s: &Storage) -> &CudaStorage {
     match s {
         Storage::Cuda(c) => c,
@@ -142,7 +155,7 @@ impl CustomOp1 for FlashAttention {
         _: &candle_core::CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("vidflow-flash-attention is CUDA only; the CPU runs the composed ops")
+        cuda_only("vidflow-flash-attention")
     }
 
     fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
@@ -175,19 +188,13 @@ impl CustomOp1 for FlashAttention {
         let bias_guard = self.bias.as_ref().map(cuda_of).transpose()?;
         macro_rules! launch {
             ($t:ty) => {{
-                let q = qs.as_cuda_slice::<$t>()?.slice(ql.start_offset()..);
-                let k = as_cuda(&ks)
-                    .as_cuda_slice::<$t>()?
-                    .slice(kl.start_offset()..);
-                let v = as_cuda(&vs)
-                    .as_cuda_slice::<$t>()?
-                    .slice(vl.start_offset()..);
+                let q = view::<$t>(qs, ql)?;
+                let k = view::<$t>(as_cuda(&ks), &kl)?;
+                let v = view::<$t>(as_cuda(&vs), &vl)?;
                 let out = unsafe { dev.alloc::<$t>(n)? };
                 let null = 0u64;
                 let bias_view = match &bias_guard {
-                    Some((s, l)) => {
-                        Some(as_cuda(s).as_cuda_slice::<f32>()?.slice(l.start_offset()..))
-                    }
+                    Some((s, l)) => Some(view::<f32>(as_cuda(s), &l)?),
                     None => None,
                 };
                 let mut lb = func.builder();
@@ -341,7 +348,7 @@ impl CustomOp1 for AdaNorm {
         _: &candle_core::CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("vidflow-ada-norm is CUDA only; the CPU runs the composed ops")
+        cuda_only("vidflow-ada-norm")
     }
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
@@ -355,13 +362,9 @@ impl CustomOp1 for AdaNorm {
         macro_rules! launch {
             ($t:ty, $name:literal) => {{
                 let func = dev.get_or_load_custom_func($name, "vidflow_norm", src)?;
-                let x = xs.as_cuda_slice::<$t>()?.slice(xl.start_offset()..);
-                let sh = as_cuda(&ss)
-                    .as_cuda_slice::<$t>()?
-                    .slice(sl.start_offset()..);
-                let sc = as_cuda(&cs)
-                    .as_cuda_slice::<$t>()?
-                    .slice(cl.start_offset()..);
+                let x = view::<$t>(xs, xl)?;
+                let sh = view::<$t>(as_cuda(&ss), &sl)?;
+                let sc = view::<$t>(as_cuda(&cs), &cl)?;
                 let out = unsafe { dev.alloc::<$t>(rows * d)? };
                 let (d32, s32, t32, kind) = (
                     d as i32,
@@ -442,7 +445,7 @@ impl CustomOp1 for QkNormRope {
         _: &candle_core::CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("vidflow-qk-norm-rope is CUDA only; the CPU runs the composed ops")
+        cuda_only("vidflow-qk-norm-rope")
     }
 
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
@@ -454,19 +457,13 @@ impl CustomOp1 for QkNormRope {
         let (ss, sl) = cuda_of(&self.sin)?;
         let dev = xs.device();
         let src = ptx(&NORM_PTX, "norm.cu", NORM_SRC)?;
-        let cosv = as_cuda(&cs)
-            .as_cuda_slice::<f32>()?
-            .slice(cl.start_offset()..);
-        let sinv = as_cuda(&ss)
-            .as_cuda_slice::<f32>()?
-            .slice(sl.start_offset()..);
+        let cosv = view::<f32>(as_cuda(&cs), &cl)?;
+        let sinv = view::<f32>(as_cuda(&ss), &sl)?;
         macro_rules! launch {
             ($t:ty, $name:literal) => {{
                 let func = dev.get_or_load_custom_func($name, "vidflow_norm", src)?;
-                let x = xs.as_cuda_slice::<$t>()?.slice(xl.start_offset()..);
-                let w = as_cuda(&ws)
-                    .as_cuda_slice::<$t>()?
-                    .slice(wl.start_offset()..);
+                let x = view::<$t>(xs, xl)?;
+                let w = view::<$t>(as_cuda(&ws), &wl)?;
                 let out = unsafe { dev.alloc::<$t>(rows * d)? };
                 let (d32, s32) = (d as i32, self.s_tokens as i32);
                 let mut lb = func.builder();
