@@ -5,12 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats="${REPEATS:-3}"
-bash benches/pytorch/setup.sh >&2
+# The PyTorch side runs from the environment setup.sh made: its VENV when
+# given, else .venv-bench (setup.sh's default).
+venv="${VENV:-$PWD/.venv-bench}"
+VENV="$venv" bash benches/pytorch/setup.sh >&2
 cargo build --release -p vidflow-benches >&2
 out="${OUT_DIR:-target/bench}"
 mkdir -p "$out"
-target/release/vidflow-bench --config all --repeats "$repeats" > "$out/rust.json"
-.venv-bench/bin/python benches/pytorch/bench_ltx.py --config all --repeats "$repeats" > "$out/pytorch.json"
+"${CARGO_TARGET_DIR:-target}/release/vidflow-bench" --config all --repeats "$repeats" > "$out/rust.json"
+"$venv/bin/python" benches/pytorch/bench_ltx.py --config all --repeats "$repeats" > "$out/pytorch.json"
 python3 - "$out/rust.json" "$out/pytorch.json" <<'PY'
 import json, sys, platform, datetime
 r = json.load(open(sys.argv[1])); p = json.load(open(sys.argv[2]))

@@ -15,4 +15,4 @@ fi
 cargo build --release -p vidflow-benches >&2
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
 echo "machine: $(uname -m) $cpu, $(nproc) threads; RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?'); date $(date -u +%F)"
-target/release/vidflow-bench --suite intake --jobs "$jobs"
+"${CARGO_TARGET_DIR:-target}/release/vidflow-bench" --suite intake --jobs "$jobs"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the CUDA binaries (issue 8) without a system CUDA toolkit: the
+# Builds the CUDA binaries without a system CUDA toolkit: the
 # toolchain comes from PyPI wheels (scripts/setup-cuda.sh). The result needs
 # the driver library (libcuda.so.1) at load time, so it is a separate build
 # from the default CPU one, in its own target dir (target/cuda by default).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A CUDA 13.0 build toolchain from PyPI wheels, for `--features cuda` on a
-# machine with no system CUDA toolkit and no GPU (issue 8). Prints the
+# machine with no system CUDA toolkit and no GPU. Prints the
 # CUDA_HOME to build with; `scripts/build-cuda.sh` uses it.
 #
 # Pins: nvcc, nvvm and crt at 13.0.88 (an unpinned pip pulls 13.5, whose PTX

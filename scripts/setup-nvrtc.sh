@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NVRTC (the CUDA runtime compiler) from PyPI, for compiling our CUDA kernel
-# sources to PTX on machines without a GPU or a CUDA toolkit (issue 8: a
+# sources to PTX on machines without a GPU or a CUDA toolkit (a
 # syntax error must never wait for a GPU). nvidia-cuda-nvrtc 13.0.88, pinned
 # by wheel sha256 (13.0 to match the lent GPUs' driver; newer PTX is refused
 # there). Extracted into $VIDFLOW_NVRTC_CACHE (default .cache/nvrtc); prints

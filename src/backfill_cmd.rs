@@ -52,7 +52,7 @@ pub fn run(a: BackfillArgs) -> Result<i32> {
     }
     let addresses = match (&a.hostfile, a.processes) {
         (_, 0 | 1) => Vec::new(),
-        (Some(h), n) => read_hostfile(h, n).map_err(anyhow::Error::msg)?,
+        (Some(h), n) => read_hostfile(h, n)?,
         (None, n) => bail!("--processes {n} needs --hostfile (one host:port per process)"),
     };
     let r = run_backfill(&BackfillConfig {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobEvent, Stage};
+use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobEvent};
 use vidflow_operators::config::ModelEntry;
 use vidflow_operators::{AdmissionConfig, ImageSource, JobKind, JobSpec, Mode, ModelProfile, Tier};
 
@@ -135,14 +135,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
                     } => {
                         bar.set_length(total.max(1) as u64);
                         bar.set_position(step as u64);
-                        bar.set_message(match stage {
-                            Stage::Admit => "admit",
-                            Stage::Safety => "safety",
-                            Stage::Encode => "encode",
-                            Stage::Denoise => "denoise",
-                            Stage::Decode => "decode",
-                            Stage::Output => "output",
-                        });
+                        bar.set_message(stage.as_str());
                     }
                     JobEvent::Failed { error, .. } => bar.println(format!("failed: {error}")),
                     _ => {}
@@ -157,7 +150,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     let Some(r) = results.into_iter().next() else {
         bail!("the pipeline returned no result")
     };
-    if r.status != "completed" {
+    if r.status != vidflow_operators::JobStatus::Completed {
         bail!(
             "job {} {}: {}",
             r.job_id,

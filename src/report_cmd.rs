@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use vidflow_connectors::sinks::read_billing;
 use vidflow_operators::billing::format_usd;
+use vidflow_operators::ledger::EntryKind;
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
@@ -39,8 +40,8 @@ struct Group {
 }
 
 impl Group {
-    fn add(&mut self, kind: &str, ms: u64, amount: i64, cost: i64) {
-        if kind == "charge" {
+    fn add(&mut self, kind: EntryKind, ms: u64, amount: i64, cost: i64) {
+        if kind == EntryKind::Charge {
             self.jobs_charged += 1;
             self.billed_ms += ms;
             self.revenue_micro += amount;
@@ -83,8 +84,8 @@ pub fn run(c: ReportCmd) -> Result<i32> {
         groups
             .entry((r.tier.clone(), r.resolution_class.clone()))
             .or_default()
-            .add(&r.kind, r.billed_ms, r.amount_micro, r.compute_cost_micro);
-        total.add(&r.kind, r.billed_ms, r.amount_micro, r.compute_cost_micro);
+            .add(r.kind, r.billed_ms, r.amount_micro, r.compute_cost_micro);
+        total.add(r.kind, r.billed_ms, r.amount_micro, r.compute_cost_micro);
     }
     if json {
         let g: Vec<_> = groups

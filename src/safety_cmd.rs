@@ -20,8 +20,8 @@ pub struct SafetyArgs {
 }
 
 impl SafetyArgs {
-    pub fn config(&self) -> vidflow_dataflow::safety::SafetyConfig {
-        vidflow_dataflow::safety::SafetyConfig {
+    pub fn config(&self) -> vidflow_operators::safety_record::SafetyConfig {
+        vidflow_operators::safety_record::SafetyConfig {
             policy: self.safety_policy.clone(),
             models_dir: self.models.clone().unwrap_or_else(models::default_dir),
         }

@@ -263,7 +263,7 @@ fn free_ports() -> (u16, u16) {
 fn outcome(out: &Path) -> BTreeMap<String, (String, Option<String>)> {
     let mut m = BTreeMap::new();
     for r in read_results(out).unwrap() {
-        let prev = m.insert(r.job_id.clone(), (r.status, r.sha256));
+        let prev = m.insert(r.job_id.clone(), (r.status.to_string(), r.sha256));
         assert!(prev.is_none(), "{} listed twice", r.job_id);
     }
     m

@@ -1,4 +1,4 @@
-"""The PyTorch/diffusers peer of `vidflow-gpu-bench` (issue 8), same shapes in
+"""The PyTorch/diffusers peer of `vidflow-gpu-bench`, same shapes in
 the same run: LTXVideoTransformer3DModel at the 2B config (random weights,
 bf16, diffusers' default attention = torch SDPA) on 768x512x121 (6144
 tokens) with CFG batch 2; SDPA alone at the attention shape; the 0.9.0 VAE

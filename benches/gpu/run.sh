@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for the lent GPU machine (issue 8): kernel checks, golden
+# One command for the lent GPU machine: kernel checks, golden
 # parity, attention and LTX-2B step benchmarks, VAE decode, then the
 # diffusers/PyTorch peer on the same GPU in the same run. Expects what
 # `benches/gpu/prepare.sh` put in .devcarry/ (the CUDA binary, the golden

@@ -33,7 +33,7 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
             workers: 1,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
-            safety: vidflow_dataflow::safety::SafetyConfig::in_repo(std::path::Path::new(concat!(
+            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/.."
             ))),
@@ -55,7 +55,7 @@ pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json
             t = Instant::now();
         }
         let v = validate(&spec(i, res, frames, steps), &adm)?;
-        let req = vidflow_dataflow::graph::to_request(&v, &store).map_err(anyhow::Error::msg)?;
+        let req = vidflow_operators::admit::to_request(&v, &store)?;
         let mut st = model.prepare(&req)?;
         let pos = model.encode_prompt(&req.prompt)?;
         let neg = model.encode_prompt(&req.negative_prompt)?;
@@ -70,7 +70,7 @@ pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json
             f as u32,
             req.fps,
         )?;
-        let key = output_key("bench", vidflow_dataflow::graph::today_utc(), &v.job_id)?;
+        let key = output_key("bench", vidflow_operators::admit::today_utc(), &v.job_id)?;
         store.put_atomic_blocking(&key, mp4)?;
     }
     let direct_s = t.elapsed().as_secs_f64();

@@ -23,8 +23,8 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use serde::{Deserialize, Serialize};
-use vidflow_operators::event::EventEnvelope;
-use vidflow_operators::{JobError, JobSpec, Tier};
+use vidflow_job::event::EventEnvelope;
+use vidflow_job::{JobError, JobSpec, Tier};
 
 /// Content type of a job message in the protobuf form; anything else is
 /// read as JSON.
@@ -247,7 +247,10 @@ pub enum PublishError {
     #[error("the broker could not route the message to any queue")]
     Unroutable,
     #[error("encoding the message: {0}")]
-    Encode(String),
+    Encode(#[from] serde_json::Error),
+    /// A routing key longer than AMQP's 255-byte short string.
+    #[error("routing key: {0}")]
+    RoutingKey(#[from] lapin::types::ShortStringError),
 }
 
 /// Queue priority of a tier.
@@ -267,11 +270,11 @@ pub async fn publish_job(
     topo: &Topology,
     spec: &JobSpec,
 ) -> Result<(), PublishError> {
-    let body = serde_json::to_vec(spec).map_err(|e| PublishError::Encode(e.to_string()))?;
+    let body = serde_json::to_vec(spec)?;
     let mut headers = FieldTable::default();
     headers.insert(
         H_SUBMITTED_MS.into(),
-        AMQPValue::LongString(vidflow_operators::event::now_ms().to_string().into()),
+        AMQPValue::LongString(vidflow_job::event::now_ms().to_string().into()),
     );
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
@@ -297,7 +300,7 @@ pub async fn publish_confirmed(
     let confirm = ch
         .basic_publish(
             exchange.into(),
-            ShortString::try_new(routing_key).map_err(|e| PublishError::Encode(e.to_string()))?,
+            ShortString::try_new(routing_key)?,
             BasicPublishOptions {
                 mandatory,
                 ..Default::default()
@@ -401,7 +404,7 @@ pub fn decode_job(
     };
     if content_type == Some(PROTOBUF) {
         use prost::Message;
-        let p = vidflow_operators::proto::JobSpec::decode(body).map_err(|e| Undecodable {
+        let p = vidflow_job::proto::JobSpec::decode(body).map_err(|e| Undecodable {
             field: "payload".into(),
             error: format!("not a valid protobuf vidflow.v1.JobSpec: {e}"),
         })?;
@@ -432,7 +435,7 @@ pub async fn publish_control(
     topo: &Topology,
     c: &Control,
 ) -> Result<(), PublishError> {
-    let body = serde_json::to_vec(c).map_err(|e| PublishError::Encode(e.to_string()))?;
+    let body = serde_json::to_vec(c)?;
     let props = BasicProperties::default().with_content_type(JSON.into());
     // Not mandatory: with no serve process bound, nobody runs the job.
     publish_confirmed(ch, &topo.control, "", &body, props, false).await
@@ -558,7 +561,7 @@ mod tests {
             r#"{"job_id":"j1","tenant":"a","tier":"free","kind":"t2v","prompt":"x","resolution":"480p"}"#,
         )
         .unwrap();
-        let p = vidflow_operators::proto::JobSpec::try_from(&spec).unwrap();
+        let p = vidflow_job::proto::JobSpec::try_from(&spec).unwrap();
         let got = decode_job(&p.encode_to_vec(), Some(PROTOBUF), 1000).unwrap();
         assert_eq!(got, spec);
     }

@@ -75,7 +75,7 @@ impl KeyStore {
                 index: i + 1,
                 msg: msg.to_string(),
             };
-            if !vidflow_operators::id::is_safe_id(&e.tenant) {
+            if !vidflow_job::id::is_safe_id(&e.tenant) {
                 return Err(bad("tenant must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
             }
             let h = e.sha256.to_ascii_lowercase();
@@ -124,7 +124,7 @@ impl KeyStore {
 /// if missing) and returns the key, which is shown once and never stored.
 pub fn add_key(path: &Path, tenant: &str) -> Result<String, AuthError> {
     let p = path.display().to_string();
-    if !vidflow_operators::id::is_safe_id(tenant) {
+    if !vidflow_job::id::is_safe_id(tenant) {
         return Err(AuthError::Entry {
             path: p,
             index: 0,

@@ -12,16 +12,26 @@ pub enum OutputError {
         value: String,
         expected: String,
     },
-    /// The H.264 encoder (OpenH264) failed.
-    #[error("H.264 encoder error: {0}")]
-    Encoder(String),
+    /// The H.264 encoder (OpenH264) failed: at start-up (`frame` is `None`)
+    /// or on one frame.
+    #[error("H.264 encoder error{}: {source}", at_frame(*.frame))]
+    Encoder {
+        frame: Option<u32>,
+        #[source]
+        source: openh264::Error,
+    },
     /// The encoder produced no picture for a frame (it must never skip one:
     /// the MP4 must hold exactly the requested frame count).
     #[error("H.264 encoder dropped frame {index}")]
     DroppedFrame { index: u32 },
-    /// The MP4 muxer failed.
-    #[error("MP4 muxer error: {0}")]
-    Mux(String),
+    /// The MP4 muxer failed: building, finishing (`frame` is `None`) or
+    /// writing one frame.
+    #[error("MP4 muxer error{}: {source}", at_frame(*.frame))]
+    Mux {
+        frame: Option<u32>,
+        #[source]
+        source: muxide::api::MuxerError,
+    },
     /// The object store failed (I/O, missing object, ...).
     #[error("object store error: {0}")]
     Store(#[from] object_store::Error),
@@ -30,8 +40,13 @@ pub enum OutputError {
     Runtime(#[source] std::io::Error),
 }
 
+/// ` (frame N)` where an error concerns one frame, else nothing.
+fn at_frame(frame: Option<u32>) -> String {
+    frame.map(|i| format!(" (frame {i})")).unwrap_or_default()
+}
+
 impl OutputError {
-    pub(crate) fn invalid(
+    pub fn invalid(
         field: &'static str,
         value: impl std::fmt::Display,
         expected: impl Into<String>,

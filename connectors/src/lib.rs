@@ -1,16 +1,16 @@
 //! The edges of vidflow: MP4 output ([`mp4::encode_mp4`]), the object
 //! store ([`store::OutputStore`]) and the job records kept in it
 //! ([`records`]), RabbitMQ topology and message formats ([`amqp`]), API
-//! keys ([`auth`]) and the gRPC API ([`grpc`]). Parquet sinks come with a
-//! later issue (see README.md).
+//! keys ([`auth`]), the gRPC API ([`grpc`]) and the Parquet analytics
+//! sinks ([`sinks`], their Arrow batches in [`batches`]).
 
 pub mod amqp;
 pub mod auth;
+pub mod batches;
 pub mod error;
 pub mod grpc;
 pub mod mp4;
 pub mod records;
-pub mod safety_rows;
 pub mod sinks;
 pub mod store;
 

@@ -62,12 +62,12 @@ pub fn encode_mp4(
     let (w, h) = (width as usize, height as usize);
 
     let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config(fps))
-        .map_err(|e| OutputError::Encoder(e.to_string()))?;
+        .map_err(|source| OutputError::Encoder { frame: None, source })?;
     let mut muxer = MuxerBuilder::new(Vec::with_capacity(rgb.len() / 50))
         .video(VideoCodec::H264, width, height, fps)
         .with_fast_start(true)
         .build()
-        .map_err(|e| OutputError::Mux(e.to_string()))?;
+        .map_err(|source| OutputError::Mux { frame: None, source })?;
 
     let mut yuv = YUVBuffer::new(w, h);
     let mut annexb = Vec::new();
@@ -77,7 +77,10 @@ pub fn encode_mp4(
         let ts_ms = (f64::from(index) * 1000.0 / fps).round() as u64;
         let bitstream = encoder
             .encode_at(&yuv, Timestamp::from_millis(ts_ms))
-            .map_err(|e| OutputError::Encoder(format!("frame {index}: {e}")))?;
+            .map_err(|source| OutputError::Encoder {
+                frame: Some(index),
+                source,
+            })?;
         let frame_type = bitstream.frame_type();
         annexb.clear();
         bitstream.write_vec(&mut annexb);
@@ -87,11 +90,14 @@ pub fn encode_mp4(
         let pts = f64::from(index) / fps;
         muxer
             .write_video(pts, &annexb, frame_type == FrameType::IDR)
-            .map_err(|e| OutputError::Mux(format!("frame {index}: {e}")))?;
+            .map_err(|source| OutputError::Mux {
+                frame: Some(index),
+                source,
+            })?;
     }
     muxer
         .finish_in_place()
-        .map_err(|e| OutputError::Mux(e.to_string()))?;
+        .map_err(|source| OutputError::Mux { frame: None, source })?;
     Ok(muxer.into_writer())
 }
 

@@ -1,139 +1,21 @@
-//! Terminal job records: one small JSON object per finished job at
-//! `jobs/<tenant>/<job_id>.json` in the object store, written (atomically)
+//! Terminal job records in the object store: one small JSON object per
+//! finished job at `jobs/<tenant>/<job_id>.json` (the [`JobRecord`] type and
+//! how it is built are in `vidflow_job::ledger`), written (atomically)
 //! before the job's message is acknowledged. They make a redelivered job
 //! idempotent (its result is re-published, nothing is generated again) and
 //! let the API answer for jobs that finished before it started.
 
 use object_store::path::Path;
-use serde::{Deserialize, Serialize};
+use vidflow_job::ledger::JobRecord;
 
 use crate::error::OutputError;
 use crate::store::OutputStore;
-
-/// A finished job: completed, failed or cancelled.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub job_id: String,
-    pub tenant: String,
-    /// completed, failed or cancelled.
-    pub status: String,
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Stage a failed job stopped in.
-    #[serde(default)]
-    pub stage: Option<String>,
-    /// Denoising steps a cancelled job had taken.
-    #[serde(default)]
-    pub cancelled_at: Option<usize>,
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub size: Option<u64>,
-    #[serde(default)]
-    pub sha256: Option<String>,
-    #[serde(default)]
-    pub untrained: bool,
-    /// Unix ms when the record was written.
-    pub finished_ms: u64,
-    /// Seconds per stage.
-    #[serde(default)]
-    pub timings: Vec<(String, f64)>,
-    #[serde(default)]
-    pub batch_sizes: Vec<usize>,
-    /// Unique per commit attempt (diagnostics: which run's record won).
-    #[serde(default)]
-    pub commit_id: String,
-    /// The analytics rows of this job, kept in the record so the Parquet
-    /// sinks can always be re-derived from records.
-    #[serde(default)]
-    pub billing: Option<BillingRow>,
-    #[serde(default)]
-    pub metrics: Option<MetricsRow>,
-    #[serde(default)]
-    pub job: Option<JobRow>,
-    /// The job's safety decisions (prompt, frames).
-    #[serde(default)]
-    pub safety: Vec<crate::safety_rows::SafetyRow>,
-}
-
-/// One ledger entry: the job's charge (delivered) or credit (failed,
-/// cancelled: the refund of its hold). Money in integer micro-dollars.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BillingRow {
-    pub job_id: String,
-    pub tenant: String,
-    pub tier: String,
-    pub resolution_class: String,
-    pub width: u32,
-    pub height: u32,
-    /// `charge` or `credit`.
-    pub kind: String,
-    /// Delivered video, whole milliseconds (rounded up).
-    pub billed_ms: u64,
-    pub unit_micro_per_s: i64,
-    /// Positive for a charge, negative for a credit.
-    pub amount_micro: i64,
-    pub price_version: String,
-    pub accelerator_s: f64,
-    pub compute_cost_micro: i64,
-    pub ts_ms: u64,
-}
-
-/// Metering of one job.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricsRow {
-    pub job_id: String,
-    pub tenant: String,
-    pub tier: String,
-    pub status: String,
-    /// From publish to admission.
-    pub queue_wait_ms: u64,
-    pub encode_s: f64,
-    pub denoise_s: f64,
-    pub decode_s: f64,
-    pub output_s: f64,
-    pub steps: u32,
-    pub batch_max: u32,
-    pub batch_mean: f64,
-    pub accelerator_s: f64,
-    pub accelerator: String,
-    /// Process peak resident memory when the job finished (CPU backend).
-    pub peak_rss_bytes: u64,
-    /// The admission estimate of the job's accelerator memory.
-    pub est_vram_bytes: u64,
-    pub compute_cost_micro: i64,
-    /// Price minus compute cost (charges only; 0 otherwise).
-    pub margin_micro: i64,
-    pub ts_ms: u64,
-}
-
-/// A finished job.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobRow {
-    pub job_id: String,
-    pub tenant: String,
-    pub tier: String,
-    pub kind: String,
-    pub status: String,
-    pub error: Option<String>,
-    pub width: u32,
-    pub height: u32,
-    pub frames: u32,
-    pub fps: f64,
-    pub resolution_class: String,
-    pub output_key: Option<String>,
-    pub size: Option<u64>,
-    pub sha256: Option<String>,
-    pub untrained: bool,
-    pub submitted_ms: u64,
-    pub finished_ms: u64,
-}
 
 /// Where a job's record lives. Tenant and job id must be safe ids (the
 /// spec validation guarantees it), so a key never leaves `jobs/<tenant>/`.
 pub fn record_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
     for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
-        if !vidflow_operators::id::is_safe_id(v) {
+        if !vidflow_job::id::is_safe_id(v) {
             return Err(OutputError::invalid(
                 field,
                 format!("{v:?}"),
@@ -217,7 +99,7 @@ pub async fn list_records(
     tenant: &str,
 ) -> Result<Vec<JobRecord>, OutputError> {
     use futures_util::TryStreamExt;
-    if !vidflow_operators::id::is_safe_id(tenant) {
+    if !vidflow_job::id::is_safe_id(tenant) {
         return Ok(Vec::new());
     }
     let prefix = Path::from(format!("jobs/{tenant}"));
@@ -250,7 +132,7 @@ mod tests {
         let r = JobRecord {
             job_id: "j1".into(),
             tenant: "acme".into(),
-            status: "completed".into(),
+            status: vidflow_job::JobStatus::Completed,
             error: None,
             stage: None,
             cancelled_at: None,
@@ -259,7 +141,7 @@ mod tests {
             sha256: Some("ab".into()),
             untrained: true,
             finished_ms: 1,
-            timings: vec![("denoise".into(), 0.5)],
+            timings: vec![(vidflow_job::event::Stage::Denoise, 0.5)],
             batch_sizes: vec![2],
             commit_id: "c1".into(),
             billing: None,

@@ -19,20 +19,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow_array::builder::{
-    BooleanBuilder, Decimal128Builder, Float64Builder, StringBuilder, TimestampMillisecondBuilder,
-    UInt32Builder, UInt64Builder,
-};
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_array::{Int64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::records::{BillingRow, JobRecord, JobRow, MetricsRow};
-use crate::safety_rows::SafetyRow;
+use vidflow_job::ledger::{BillingRow, JobRecord, JobRow, MetricsRow, SafetyRow};
+
+use crate::batches::{billing_batch, jobs_batch, metrics_batch, safety_batch};
 
 /// `[sinks]` in `configs/vidflow.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -193,7 +189,7 @@ impl Sinks {
             st.seq += 1;
             let id = format!(
                 "{:013}-{}-{}",
-                vidflow_operators::event::now_ms(),
+                vidflow_job::event::now_ms(),
                 std::process::id(),
                 st.seq
             );
@@ -273,7 +269,7 @@ impl Sinks {
         for l in &lines {
             let ts = l.job.as_ref().map(|j| j.finished_ms).unwrap_or(0);
             by_date
-                .entry(vidflow_operators::quota::date_of_ms(ts))
+                .entry(vidflow_job::quota::date_of_ms(ts))
                 .or_default()
                 .push(l);
         }
@@ -293,7 +289,7 @@ impl Sinks {
                     "safety",
                     date,
                     id,
-                    crate::safety_rows::safety_batch(&safety),
+                    safety_batch(&safety),
                 )?;
             }
             // Jobs last: its ids are what marks a job as sunk.
@@ -382,223 +378,6 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn usd_field(name: &str) -> Field {
-    Field::new(name, DataType::Decimal128(18, 6), false)
-}
-
-pub(crate) fn ts_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        false,
-    )
-}
-
-pub(crate) fn strings<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(v))
-}
-
-fn usd(v: impl Iterator<Item = i64>) -> ArrayRef {
-    let mut b = Decimal128Builder::new();
-    for x in v {
-        b.append_value(x as i128);
-    }
-    Arc::new(
-        b.finish()
-            .with_precision_and_scale(18, 6)
-            .expect("valid decimal"),
-    )
-}
-
-pub(crate) fn ts(v: impl Iterator<Item = u64>) -> ArrayRef {
-    let mut b = TimestampMillisecondBuilder::new();
-    for x in v {
-        b.append_value(x as i64);
-    }
-    Arc::new(b.finish().with_timezone("UTC"))
-}
-
-fn u32s(v: impl Iterator<Item = u32>) -> ArrayRef {
-    let mut b = UInt32Builder::new();
-    v.for_each(|x| b.append_value(x));
-    Arc::new(b.finish())
-}
-
-fn u64s(v: impl Iterator<Item = u64>) -> ArrayRef {
-    let mut b = UInt64Builder::new();
-    v.for_each(|x| b.append_value(x));
-    Arc::new(b.finish())
-}
-
-pub(crate) fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
-    let mut b = Float64Builder::new();
-    v.for_each(|x| b.append_value(x));
-    Arc::new(b.finish())
-}
-
-pub(crate) fn batch(fields: Vec<Field>, cols: Vec<ArrayRef>) -> RecordBatch {
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("columns match the schema")
-}
-
-fn billing_batch(r: &[&BillingRow]) -> RecordBatch {
-    let s = |f: fn(&BillingRow) -> &str| strings(r.iter().map(move |x| f(x)));
-    let mut seconds = Decimal128Builder::new();
-    for x in r {
-        seconds.append_value(x.billed_ms as i128);
-    }
-    batch(
-        vec![
-            Field::new("job_id", DataType::Utf8, false),
-            Field::new("tenant", DataType::Utf8, false),
-            Field::new("tier", DataType::Utf8, false),
-            Field::new("resolution_class", DataType::Utf8, false),
-            Field::new("width", DataType::UInt32, false),
-            Field::new("height", DataType::UInt32, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("billed_ms", DataType::UInt64, false),
-            Field::new("seconds", DataType::Decimal128(18, 3), false),
-            usd_field("unit_price_usd"),
-            usd_field("amount_usd"),
-            Field::new("amount_micro", DataType::Int64, false),
-            Field::new("price_version", DataType::Utf8, false),
-            Field::new("accelerator_s", DataType::Float64, false),
-            usd_field("compute_cost_usd"),
-            ts_field("ts"),
-        ],
-        vec![
-            s(|x| &x.job_id),
-            s(|x| &x.tenant),
-            s(|x| &x.tier),
-            s(|x| &x.resolution_class),
-            u32s(r.iter().map(|x| x.width)),
-            u32s(r.iter().map(|x| x.height)),
-            s(|x| &x.kind),
-            u64s(r.iter().map(|x| x.billed_ms)),
-            Arc::new(
-                seconds
-                    .finish()
-                    .with_precision_and_scale(18, 3)
-                    .expect("valid decimal"),
-            ),
-            usd(r.iter().map(|x| x.unit_micro_per_s)),
-            usd(r.iter().map(|x| x.amount_micro)),
-            Arc::new(Int64Array::from_iter_values(
-                r.iter().map(|x| x.amount_micro),
-            )),
-            s(|x| &x.price_version),
-            f64s(r.iter().map(|x| x.accelerator_s)),
-            usd(r.iter().map(|x| x.compute_cost_micro)),
-            ts(r.iter().map(|x| x.ts_ms)),
-        ],
-    )
-}
-
-fn metrics_batch(r: &[&MetricsRow]) -> RecordBatch {
-    let s = |f: fn(&MetricsRow) -> &str| strings(r.iter().map(move |x| f(x)));
-    let f = |g: fn(&MetricsRow) -> f64| f64s(r.iter().map(move |x| g(x)));
-    batch(
-        vec![
-            Field::new("job_id", DataType::Utf8, false),
-            Field::new("tenant", DataType::Utf8, false),
-            Field::new("tier", DataType::Utf8, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("queue_wait_ms", DataType::UInt64, false),
-            Field::new("encode_s", DataType::Float64, false),
-            Field::new("denoise_s", DataType::Float64, false),
-            Field::new("decode_s", DataType::Float64, false),
-            Field::new("output_s", DataType::Float64, false),
-            Field::new("steps", DataType::UInt32, false),
-            Field::new("batch_max", DataType::UInt32, false),
-            Field::new("batch_mean", DataType::Float64, false),
-            Field::new("accelerator_s", DataType::Float64, false),
-            Field::new("accelerator", DataType::Utf8, false),
-            Field::new("peak_rss_bytes", DataType::UInt64, false),
-            Field::new("est_vram_bytes", DataType::UInt64, false),
-            usd_field("compute_cost_usd"),
-            usd_field("margin_usd"),
-            ts_field("ts"),
-        ],
-        vec![
-            s(|x| &x.job_id),
-            s(|x| &x.tenant),
-            s(|x| &x.tier),
-            s(|x| &x.status),
-            u64s(r.iter().map(|x| x.queue_wait_ms)),
-            f(|x| x.encode_s),
-            f(|x| x.denoise_s),
-            f(|x| x.decode_s),
-            f(|x| x.output_s),
-            u32s(r.iter().map(|x| x.steps)),
-            u32s(r.iter().map(|x| x.batch_max)),
-            f(|x| x.batch_mean),
-            f(|x| x.accelerator_s),
-            s(|x| &x.accelerator),
-            u64s(r.iter().map(|x| x.peak_rss_bytes)),
-            u64s(r.iter().map(|x| x.est_vram_bytes)),
-            usd(r.iter().map(|x| x.compute_cost_micro)),
-            usd(r.iter().map(|x| x.margin_micro)),
-            ts(r.iter().map(|x| x.ts_ms)),
-        ],
-    )
-}
-
-fn jobs_batch(r: &[&JobRow]) -> RecordBatch {
-    let s = |f: fn(&JobRow) -> &str| strings(r.iter().map(move |x| f(x)));
-    let opt = |f: fn(&JobRow) -> Option<&str>| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        for x in r {
-            b.append_option(f(x));
-        }
-        Arc::new(b.finish())
-    };
-    let mut size = UInt64Builder::new();
-    let mut untrained = BooleanBuilder::new();
-    for x in r {
-        size.append_option(x.size);
-        untrained.append_value(x.untrained);
-    }
-    batch(
-        vec![
-            Field::new("job_id", DataType::Utf8, false),
-            Field::new("tenant", DataType::Utf8, false),
-            Field::new("tier", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("error", DataType::Utf8, true),
-            Field::new("width", DataType::UInt32, false),
-            Field::new("height", DataType::UInt32, false),
-            Field::new("frames", DataType::UInt32, false),
-            Field::new("fps", DataType::Float64, false),
-            Field::new("resolution_class", DataType::Utf8, false),
-            Field::new("output_key", DataType::Utf8, true),
-            Field::new("size", DataType::UInt64, true),
-            Field::new("sha256", DataType::Utf8, true),
-            Field::new("untrained", DataType::Boolean, false),
-            ts_field("submitted"),
-            ts_field("finished"),
-        ],
-        vec![
-            s(|x| &x.job_id),
-            s(|x| &x.tenant),
-            s(|x| &x.tier),
-            s(|x| &x.kind),
-            s(|x| &x.status),
-            opt(|x| x.error.as_deref()),
-            u32s(r.iter().map(|x| x.width)),
-            u32s(r.iter().map(|x| x.height)),
-            u32s(r.iter().map(|x| x.frames)),
-            f64s(r.iter().map(|x| x.fps)),
-            s(|x| &x.resolution_class),
-            opt(|x| x.output_key.as_deref()),
-            Arc::new(size.finish()),
-            opt(|x| x.sha256.as_deref()),
-            Arc::new(untrained.finish()),
-            ts(r.iter().map(|x| x.submitted_ms)),
-            ts(r.iter().map(|x| x.finished_ms)),
-        ],
-    )
-}
-
 /// Reads the billing dataset back (for `vidflow report billing`).
 pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
     use arrow_array::{Array, Float64Array, UInt32Array, UInt64Array};
@@ -670,7 +449,7 @@ pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
                     resolution_class: class.value(i).into(),
                     width: w.as_ref().map(|a| a.value(i)).unwrap_or(0),
                     height: h.as_ref().map(|a| a.value(i)).unwrap_or(0),
-                    kind: kind.value(i).into(),
+                    kind: kind.value(i).parse().map_err(perr)?,
                     billed_ms: ms.value(i),
                     unit_micro_per_s: 0,
                     amount_micro: amount.value(i),
@@ -697,7 +476,7 @@ mod tests {
         JobRecord {
             job_id: id.into(),
             tenant: "acme".into(),
-            status: "completed".into(),
+            status: vidflow_job::JobStatus::Completed,
             error: None,
             stage: None,
             cancelled_at: None,
@@ -712,7 +491,7 @@ mod tests {
             billing: Some(BillingRow {
                 job_id: id.into(),
                 tenant: "acme".into(),
-                kind: "charge".into(),
+                kind: vidflow_job::ledger::EntryKind::Charge,
                 billed_ms: 375,
                 amount_micro: 37_500,
                 ts_ms: ms,
@@ -720,15 +499,43 @@ mod tests {
             }),
             metrics: Some(MetricsRow {
                 job_id: id.into(),
+                tenant: String::new(),
+                tier: String::new(),
+                status: vidflow_job::JobStatus::Completed,
+                queue_wait_ms: 0,
+                encode_s: 0.0,
+                denoise_s: 0.0,
+                decode_s: 0.0,
+                output_s: 0.0,
+                steps: 0,
+                batch_max: 0,
+                batch_mean: 0.0,
+                accelerator_s: 0.0,
+                accelerator: String::new(),
+                peak_rss_bytes: 0,
+                est_vram_bytes: 0,
+                compute_cost_micro: 0,
+                margin_micro: 0,
                 ts_ms: ms,
-                ..Default::default()
             }),
             job: Some(JobRow {
                 job_id: id.into(),
                 tenant: "acme".into(),
-                status: "completed".into(),
+                tier: String::new(),
+                kind: String::new(),
+                status: vidflow_job::JobStatus::Completed,
+                error: None,
+                width: 0,
+                height: 0,
+                frames: 0,
+                fps: 0.0,
+                resolution_class: String::new(),
+                output_key: None,
+                size: None,
+                sha256: None,
+                untrained: false,
+                submitted_ms: 0,
                 finished_ms: ms,
-                ..Default::default()
             }),
             safety: vec![],
         }

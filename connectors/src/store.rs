@@ -14,7 +14,7 @@
 //!   mid-write can leave a `<target>#<n>` file behind, never a partial target.
 //!   [`OutputStore::local`] also turns on `fsync` (file and parent directory),
 //!   so a returned [`StoredObject`] is durable.
-//! * On S3/GCS/Azure (when those features are enabled later) a single PUT is
+//! * On S3/GCS/Azure (object_store features this build does not enable) a single PUT is
 //!   atomic by the service's semantics: the object appears whole or not at all.
 //!
 //! So no temp-file-and-rename of our own is needed.

@@ -30,7 +30,7 @@ fn config(input: &Path, out: &Path) -> BackfillConfig {
         threads: 1,
         process: 0,
         addresses: Vec::new(),
-        safety: vidflow_dataflow::safety::SafetyConfig::in_repo(Path::new(concat!(
+        safety: vidflow_operators::safety_record::SafetyConfig::in_repo(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/.."
         ))),
@@ -171,7 +171,7 @@ fn hostfile_lists_processes_in_order() {
         read_hostfile(&h, 2).unwrap(),
         ["127.0.0.1:2101", "127.0.0.1:2102"]
     );
-    let e = read_hostfile(&h, 4).unwrap_err();
+    let e = read_hostfile(&h, 4).unwrap_err().to_string();
     assert!(e.contains("has 3 addresses, but --processes is 4"), "{e}");
 }
 

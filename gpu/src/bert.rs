@@ -1,7 +1,7 @@
 //! A BERT encoder for sentence embeddings (all-MiniLM-L6-v2 and its kin, as
 //! transformers' `BertModel` + sentence-transformers' mean pooling and L2
-//! normalisation). Used by the prompt-safety scorer (issue 7, in progress):
-//! a prompt's embedding is compared with category exemplars.
+//! normalisation). Used by the prompt-safety scorer
+//! (`vidflow_job::safety::prompt`): a prompt's embedding is compared with category exemplars.
 //!
 //! Post-norm blocks: self-attention (biased q/k/v, scaled by 1/sqrt(d)),
 //! dense + residual + LayerNorm, GELU (erf) feed-forward + residual +

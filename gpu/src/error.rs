@@ -67,9 +67,13 @@ pub enum GpuError {
         free_mib: u64,
         total_mib: u64,
     },
-    /// The ONNX runtime (tract) could not parse, compile or run a model.
-    #[error("onnx model {path}: {msg}")]
-    Onnx { path: PathBuf, msg: String },
+    /// An ONNX model that our interpreter (`onnx.rs`) cannot load or run.
+    #[error("onnx model {path}: {source}")]
+    Onnx {
+        path: PathBuf,
+        #[source]
+        source: crate::onnx::OnnxError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;

@@ -12,6 +12,7 @@ pub mod info;
 pub mod kernels;
 pub mod nn;
 pub mod nsfw;
+pub mod onnx;
 pub mod pipeline;
 pub mod rng;
 pub mod scheduler;

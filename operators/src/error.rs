@@ -1,97 +1,62 @@
-//! Errors of job validation and of loading the admission configuration.
+//! Why a stage could not go on with a job. The `Display` text is what the
+//! job's client reads (it becomes the failure's `error` once, where it
+//! happened); the source chain stays for logs.
 
-use std::path::PathBuf;
+use vidflow_connectors::OutputError;
+use vidflow_job::safety::{Decision, SafetyError};
+use vidflow_job::JobError;
 
-/// Why a job spec was rejected. Every variant names the field (or model) at
-/// fault; `Display` is the message returned to the client.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum JobError {
-    /// A value outside what is accepted. `value` is the offending value as
-    /// sent (JSON-formatted, long values shortened); `reason` says what is
-    /// allowed and, for sizes, the nearest valid values.
-    #[error("invalid {field} = {value}: {reason}")]
-    Invalid {
-        field: String,
-        value: String,
-        reason: String,
-    },
-    /// A feature that is recognised but not implemented.
-    #[error("{field}: {reason}")]
-    Unsupported { field: String, reason: String },
-    /// `model` is not in `configs/models.toml`.
-    #[error("invalid model = {model:?}: unknown model (known: {})", known.join(", "))]
-    UnknownModel { model: String, known: Vec<String> },
-    /// The job's VRAM estimate exceeds what a worker holds.
-    #[error(
-        "job too large: {width}x{height}, {num_frames} frames on model {model:?} needs an \
-         estimated {:.2} GiB of GPU memory, more than a worker's {:.2} GiB \
-         (lower the resolution or duration)",
-        gib(*needed_bytes),
-        gib(*limit_bytes)
-    )]
-    TooLarge {
-        needed_bytes: u64,
-        limit_bytes: u64,
-        model: String,
-        width: u32,
-        height: u32,
-        num_frames: u32,
-    },
-}
-
-impl JobError {
-    /// The spec field the error is about (`"model"` for an unknown model,
-    /// `"resolution"` for a job too large).
-    pub fn field(&self) -> &str {
-        match self {
-            JobError::Invalid { field, .. } | JobError::Unsupported { field, .. } => field,
-            JobError::UnknownModel { .. } => "model",
-            JobError::TooLarge { .. } => "resolution",
-        }
-    }
-
-    pub(crate) fn invalid(field: &str, value: impl ToString, reason: impl Into<String>) -> Self {
-        JobError::Invalid {
-            field: field.to_string(),
-            value: display_value(&value.to_string()),
-            reason: reason.into(),
-        }
-    }
-}
-
-fn gib(b: u64) -> f64 {
-    b as f64 / (1u64 << 30) as f64
-}
-
-/// Shortens long values (prompts, base64) for error messages.
-pub(crate) fn display_value(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}... ({} bytes)", s.len())
-    }
-}
-
-/// Why `configs/` could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
+pub enum StageError {
+    #[error("model `{0}` is not loaded in this worker")]
+    ModelNotLoaded(String),
+    /// The model runtime failed (encode, step, decode).
+    #[error(transparent)]
+    Runtime(#[from] vidflow_gpu::GpuError),
+    /// MP4 encoding or the object store.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// An i2v first frame named by key could not be read.
+    #[error("invalid `image` key `{key}`: {source}")]
+    ImageKey {
+        key: String,
         #[source]
-        source: std::io::Error,
+        source: ImageKeyError,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("model {id:?} ({path}): {source}")]
-    Model {
-        id: String,
-        path: String,
-        #[source]
-        source: Box<vidflow_gpu::GpuError>,
+    /// An i2v first frame that is not a usable image.
+    #[error(transparent)]
+    Image(#[from] JobError),
+    /// A safety checker failed to run.
+    #[error(transparent)]
+    Safety(#[from] SafetyError),
+    /// A safety decision could not be read or written.
+    #[error(transparent)]
+    SafetyRecord(#[from] crate::safety_record::RecordError),
+    /// The policy said no.
+    #[error("{}{}", if *.input_image { "input image " } else { "" }, blocked_message(.decision))]
+    Blocked {
+        decision: Box<Decision>,
+        /// The i2v input frame was blocked (not the prompt or the video).
+        input_image: bool,
     },
+}
+
+/// Why an object-store key did not give an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageKeyError {
+    #[error(transparent)]
+    Path(#[from] object_store::path::Error),
+    #[error(transparent)]
+    Store(#[from] OutputError),
+}
+
+/// What a blocked job's failure says: the category first, for people and
+/// for anything that parses it.
+pub fn blocked_message(d: &Decision) -> String {
+    format!(
+        "blocked by safety policy ({} check): category {}: {}",
+        d.stage.as_str(),
+        d.category.as_deref().unwrap_or("unspecified"),
+        d.reason
+    )
 }

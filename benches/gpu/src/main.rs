@@ -1,4 +1,4 @@
-//! GPU parity checks and the LTX-2B step benchmark (issue 8). Built with
+//! GPU parity checks and the LTX-2B step benchmark. Built with
 //! `bash scripts/build-cuda.sh`, carried to the device machine and run by
 //! `benches/gpu/run.sh` next to the diffusers/PyTorch peer in the same run.
 //! Without the `cuda` feature every subcommand runs on the CPU (small

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
-use vidflow_operators::event::EventEnvelope;
-use vidflow_operators::AdmissionConfig;
+use vidflow_job::event::EventEnvelope;
+use vidflow_job::AdmissionConfig;
 
 pub use service::{client_job_id, Api};
 pub use table::JobTable;
@@ -45,7 +45,7 @@ pub enum ApiError {
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
-    Reflection(String),
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -63,7 +63,7 @@ pub async fn serve_api(
         .register_encoded_file_descriptor_set(DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ApiError::Reflection(e.to_string()))?;
+        ?;
     let interceptor = move |req| service::authenticate(&keys, req);
     tonic::transport::Server::builder()
         .add_service(health)

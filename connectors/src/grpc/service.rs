@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use vidflow_operators::{validate, JobSpec};
+use vidflow_job::{validate, JobSpec};
 
 use super::pb::job_service_server::JobService;
 use super::pb::{JobRef, JobStatus, ListReply, ListRequest, SubmitReply, SubmitRequest};
@@ -83,7 +83,7 @@ async fn lookup(deps: &ApiDeps, tenant: &str, job_id: &str) -> Result<JobStatus,
         return Ok(s);
     }
     let not_found = || Status::not_found(format!("job {job_id:?} not found"));
-    if !vidflow_operators::id::is_safe_id(job_id) {
+    if !vidflow_job::id::is_safe_id(job_id) {
         return Err(not_found());
     }
     match read_record(&deps.store, tenant, job_id).await {
@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(a, client_job_id("acme", "order-1"));
         assert_ne!(a, client_job_id("globex", "order-1"));
         assert_ne!(a, client_job_id("acme", "order-2"));
-        assert!(vidflow_operators::id::is_safe_id(&a), "{a}");
+        assert!(vidflow_job::id::is_safe_id(&a), "{a}");
     }
 
     #[test]

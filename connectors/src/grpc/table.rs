@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
-use vidflow_operators::event::{EventEnvelope, JobEvent};
+use vidflow_job::event::{EventEnvelope, JobEvent};
 
 use super::pb::{JobState, JobStatus};
-use crate::records::JobRecord;
+use vidflow_job::ledger::JobRecord;
+use vidflow_job::JobStatus as Outcome;
 
 /// Entries kept before finished ones are pruned (oldest first).
 const MAX_ENTRIES: usize = 50_000;
@@ -56,7 +57,7 @@ impl JobTable {
             job_id: job_id.to_string(),
             tenant: tenant.to_string(),
             state: JobState::Queued as i32,
-            updated_ms: vidflow_operators::event::now_ms(),
+            updated_ms: vidflow_job::event::now_ms(),
             ..Default::default()
         };
         jobs.insert(slot(tenant, job_id), s.clone());
@@ -182,16 +183,16 @@ fn slot(tenant: &str, job_id: &str) -> String {
 
 /// The status a stored record stands for.
 pub fn status_from_record(r: &JobRecord) -> JobStatus {
-    let state = match r.status.as_str() {
-        "completed" => JobState::Completed,
-        "cancelled" => JobState::Cancelled,
-        _ => JobState::Failed,
+    let state = match r.status {
+        Outcome::Completed => JobState::Completed,
+        Outcome::Cancelled => JobState::Cancelled,
+        Outcome::Failed => JobState::Failed,
     };
     JobStatus {
         job_id: r.job_id.clone(),
         tenant: r.tenant.clone(),
         state: state as i32,
-        stage: r.stage.clone().unwrap_or_default(),
+        stage: r.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
         step: r.cancelled_at.unwrap_or(0) as u32,
         total_steps: 0,
         eta_s: None,
@@ -207,7 +208,7 @@ pub fn status_from_record(r: &JobRecord) -> JobStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vidflow_operators::event::Stage;
+    use vidflow_job::event::Stage;
 
     fn env(tenant: &str, event: JobEvent, ts: u64) -> EventEnvelope {
         EventEnvelope {

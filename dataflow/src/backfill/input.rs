@@ -133,26 +133,17 @@ pub fn read_jobs(path: &Path) -> Result<Vec<InputJob>, BackfillError> {
 /// The `spec` column of a Parquet file (Utf8, LargeUtf8 or Utf8View).
 pub(crate) fn read_parquet_specs(path: &Path) -> Result<Vec<Option<String>>, BackfillError> {
     let f = File::open(path).map_err(io_err(path))?;
-    let perr = |e: &dyn std::fmt::Display| BackfillError::Input(format!("{}: {e}", path.display()));
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| perr(&e))?
+        .map_err(pq_err(path))?
         .build()
-        .map_err(|e| perr(&e))?;
+        .map_err(pq_err(path))?;
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| perr(&e))?;
-        let col = batch.column_by_name("spec").ok_or_else(|| {
-            BackfillError::Input(format!(
-                "{}: no `spec` column (a string column holding one JobSpec JSON per row)",
-                path.display()
-            ))
-        })?;
-        strings(col, &mut out).map_err(|t| {
-            BackfillError::Input(format!(
-                "{}: column `spec` is {t}, expected a string",
-                path.display()
-            ))
-        })?;
+        let batch = batch.map_err(arrow_err(path))?;
+        let col = batch
+            .column_by_name("spec")
+            .ok_or_else(|| column_err(path, ColumnProblem::NoSpec))?;
+        strings(col, &mut out).map_err(|t| column_err(path, ColumnProblem::SpecNotString(t)))?;
     }
     Ok(out)
 }
@@ -181,17 +172,13 @@ pub(crate) fn strings(col: &ArrayRef, out: &mut Vec<Option<String>>) -> Result<(
 /// Writes a job file for `backfill` in its Parquet form: one string column
 /// `spec`, one JobSpec JSON per row (`None` writes a null).
 pub fn write_specs_parquet(path: &Path, specs: &[Option<String>]) -> Result<(), BackfillError> {
-    let perr = |e: &dyn std::fmt::Display| BackfillError::Io {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
     let schema = Arc::new(Schema::new(vec![Field::new("spec", DataType::Utf8, true)]));
     let col: ArrayRef = Arc::new(specs.iter().map(|s| s.as_deref()).collect::<StringArray>());
-    let batch = RecordBatch::try_new(schema.clone(), vec![col]).map_err(|e| perr(&e))?;
+    let batch = RecordBatch::try_new(schema.clone(), vec![col]).map_err(arrow_err(path))?;
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut w = ArrowWriter::try_new(file, schema, None).map_err(|e| perr(&e))?;
-    w.write(&batch).map_err(|e| perr(&e))?;
-    w.close().map_err(|e| perr(&e))?;
+    let mut w = ArrowWriter::try_new(file, schema, None).map_err(pq_err(path))?;
+    w.write(&batch).map_err(pq_err(path))?;
+    w.close().map_err(pq_err(path))?;
     fs::rename(&tmp, path).map_err(io_err(path))
 }

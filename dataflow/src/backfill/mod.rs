@@ -24,13 +24,13 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use vidflow_operators::event::JobEvent;
 use vidflow_operators::id::is_safe_id;
-use vidflow_operators::{AdmissionConfig, JobSpec};
+use vidflow_operators::result::StoredVideo;
+use vidflow_operators::{AdmissionConfig, EventSink, JobResult, JobSpec, JobStatus};
 
-use crate::events::{EventSink, JobEvent};
-use crate::graph::{cluster_config, owner, run_jobs_with, Engine, EngineConfig, Intake};
-use crate::graph::{ResultHook, RunOptions};
-use crate::stages::JobResult;
+use crate::engine::{Engine, EngineConfig};
+use crate::run::{cluster_config, owner, run_jobs_with, Intake, ResultHook, RunOptions};
 
 mod input;
 mod results;
@@ -41,20 +41,93 @@ pub use results::*;
 /// Rows buffered before a results part is written mid-run.
 pub const FLUSH_ROWS: usize = 256;
 
+/// Why a backfill run stopped. Each variant names the file it concerns and
+/// keeps the underlying error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
-    #[error("{path}: {msg}")]
-    Io { path: PathBuf, msg: String },
-    #[error("{0}")]
-    Input(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: {source}")]
+    Arrow {
+        path: PathBuf,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    #[error("{path}: corrupt completion record: {source}")]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A Parquet file that reads, but not as the table it should be.
+    #[error("{path}: {problem}")]
+    Column { path: PathBuf, problem: ColumnProblem },
+    /// A result hook panicked while holding the results parts.
+    #[error("the results parts were poisoned by a panicked worker")]
+    Poisoned,
     #[error(transparent)]
     Dataflow(#[from] crate::DataflowError),
+    #[error(transparent)]
+    Hosts(#[from] crate::run::HostfileError),
+}
+
+/// What is wrong with a column of a job file or results part.
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnProblem {
+    #[error("no `spec` column (a string column holding one JobSpec JSON per row)")]
+    NoSpec,
+    #[error("column `spec` is {0}, expected a string")]
+    SpecNotString(arrow_schema::DataType),
+    #[error("no column `{0}`")]
+    Missing(String),
+    #[error("`{column}` is {found}")]
+    NotString {
+        column: String,
+        found: arrow_schema::DataType,
+    },
+    #[error("`{0}` is not u64")]
+    NotU64(String),
+    #[error("`{0}` is not f64")]
+    NotF64(String),
+    #[error(transparent)]
+    Status(#[from] vidflow_operators::UnknownStatus),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackfillError + '_ {
-    move |e| BackfillError::Io {
+    move |source| BackfillError::Io {
         path: path.to_path_buf(),
-        msg: e.to_string(),
+        source,
+    }
+}
+
+fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> BackfillError + '_ {
+    move |source| BackfillError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn arrow_err(path: &Path) -> impl Fn(arrow_schema::ArrowError) -> BackfillError + '_ {
+    move |source| BackfillError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn column_err(path: &Path, problem: ColumnProblem) -> BackfillError {
+    BackfillError::Column {
+        path: path.to_path_buf(),
+        problem,
     }
 }
 
@@ -74,7 +147,7 @@ pub struct BackfillConfig {
     /// `host:port` of every process (the hosts file); empty or one entry
     /// for a single process.
     pub addresses: Vec<String>,
-    pub safety: crate::safety::SafetyConfig,
+    pub safety: vidflow_operators::safety_record::SafetyConfig,
 }
 
 /// `done/<job_id>.json`.
@@ -94,26 +167,15 @@ pub struct DoneRecord {
 /// written by atomic rename, so an existing file is a whole one.
 fn adopt_stored(out: &Path, spec: &JobSpec, line: u64) -> Option<ResultRow> {
     let job_id = spec.job_id.as_deref()?;
-    let key =
-        vidflow_connectors::store::output_key(&spec.tenant, crate::graph::today_utc(), job_id)
-            .ok()?;
+    let today = vidflow_operators::admit::today_utc();
+    let key = vidflow_connectors::store::output_key(&spec.tenant, today, job_id).ok()?;
     let bytes = fs::read(out.join("videos").join(key.as_ref())).ok()?;
-    let r = JobResult {
-        job_id: job_id.to_string(),
-        tenant: spec.tenant.clone(),
-        status: "completed".into(),
-        error: None,
-        key: Some(key.to_string()),
-        size: Some(bytes.len() as u64),
-        sha256: Some(vidflow_connectors::store::sha256_hex(&bytes)),
-        untrained: false,
-        timings: Vec::new(),
-        batch_sizes: Vec::new(),
-        accel_s: 0.0,
-        failed_stage: None,
-        cancelled_at: None,
-        safety: Vec::new(),
+    let stored = StoredVideo {
+        key: key.to_string(),
+        size: bytes.len() as u64,
+        sha256: vidflow_connectors::store::sha256_hex(&bytes),
     };
+    let r = JobResult::adopted(job_id.to_string(), spec.tenant.clone(), stored);
     Some(ResultRow::from_result(&r, Some(line)))
 }
 
@@ -133,9 +195,9 @@ fn write_record(
         recorded_at: unix_now(),
     };
     let path = done_dir.join(format!("{}.json", row.job_id));
-    let text = serde_json::to_vec_pretty(&rec).map_err(|e| BackfillError::Io {
+    let text = serde_json::to_vec_pretty(&rec).map_err(|source| BackfillError::Record {
         path: path.clone(),
-        msg: e.to_string(),
+        source,
     })?;
     write_atomic(&path, &text)?;
     log.write(
@@ -160,9 +222,9 @@ pub fn read_done(out: &Path) -> Result<HashMap<String, DoneRecord>, BackfillErro
             continue; // temp files of an interrupted write
         }
         let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-        let rec: DoneRecord = serde_json::from_str(&text).map_err(|e| BackfillError::Io {
+        let rec: DoneRecord = serde_json::from_str(&text).map_err(|source| BackfillError::Record {
             path: p.clone(),
-            msg: format!("corrupt completion record: {e}"),
+            source,
         })?;
         done.insert(rec.row.job_id.clone(), rec);
     }
@@ -262,7 +324,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
     // killed before writing its part): this run's part lists them.
     let in_parts: HashSet<String> = read_results(&out)?
         .into_iter()
-        .filter(|r| r.status == "completed")
+        .filter(|r| r.status == JobStatus::Completed)
         .map(|r| r.job_id)
         .collect();
     let mut orphans: Vec<&DoneRecord> = done
@@ -372,12 +434,12 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
                 row.error = Some(format!("{what} {l}: {e}"));
             }
             let res = (|| -> Result<(), BackfillError> {
-                if row.status == "completed" && is_safe_id(&row.job_id) {
+                if row.status == JobStatus::Completed && is_safe_id(&row.job_id) {
                     write_record(&done_dir, &row, process, &log, "recorded")?;
                 }
                 parts
                     .lock()
-                    .map_err(|_| BackfillError::Input("poisoned".into()))?
+                    .map_err(|_| BackfillError::Poisoned)?
                     .push(row)
             })();
             if let Err(e) = res {
@@ -405,7 +467,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
         return Err(e);
     }
     for r in &results {
-        if r.status == "completed" {
+        if r.status == JobStatus::Completed {
             report.completed += 1;
         } else {
             report.failed += 1;
@@ -413,7 +475,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
     }
     let mut parts = parts
         .lock()
-        .map_err(|_| BackfillError::Input("poisoned".into()))?;
+        .map_err(|_| BackfillError::Poisoned)?;
     parts.flush()?;
     report.parts = std::mem::take(&mut parts.written);
     Ok(report)

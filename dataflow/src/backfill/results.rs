@@ -12,7 +12,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::stages::JobResult;
+use vidflow_operators::{JobResult, JobStatus};
 
 use super::*;
 
@@ -21,8 +21,7 @@ use super::*;
 pub struct ResultRow {
     pub job_id: String,
     pub tenant: String,
-    /// completed, failed or cancelled.
-    pub status: String,
+    pub status: JobStatus,
     pub error: Option<String>,
     /// Object key under `DIR/videos`.
     pub key: Option<String>,
@@ -50,7 +49,7 @@ impl ResultRow {
         ResultRow {
             job_id: r.job_id.clone(),
             tenant: r.tenant.clone(),
-            status: r.status.clone(),
+            status: r.status,
             error: r.error.clone(),
             key: r.key.clone(),
             size: r.size,
@@ -68,7 +67,7 @@ impl ResultRow {
         ResultRow {
             job_id: job_id.to_string(),
             tenant: String::new(),
-            status: "failed".into(),
+            status: JobStatus::Failed,
             error: Some(error),
             key: None,
             size: None,
@@ -106,10 +105,6 @@ pub(crate) fn results_schema() -> Arc<Schema> {
 
 /// Writes rows as one Parquet file, atomically (temp file + rename).
 pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<(), BackfillError> {
-    let perr = |e: &dyn std::fmt::Display| BackfillError::Io {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
     let str_col = |f: &dyn Fn(&ResultRow) -> Option<&str>| -> ArrayRef {
         Arc::new(rows.iter().map(f).collect::<StringArray>())
     };
@@ -122,7 +117,7 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<(), BackfillErro
     let cols: Vec<ArrayRef> = vec![
         str_col(&|r| Some(&r.job_id)),
         str_col(&|r| Some(&r.tenant)),
-        str_col(&|r| Some(&r.status)),
+        str_col(&|r| Some(r.status.as_str())),
         str_col(&|r| r.error.as_deref()),
         str_col(&|r| r.key.as_deref()),
         u_col(&|r| r.size),
@@ -135,15 +130,15 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<(), BackfillErro
         u_col(&|r| r.line),
     ];
     let schema = results_schema();
-    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| perr(&e))?;
+    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(arrow_err(path))?;
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| perr(&e))?;
-    w.write(&batch).map_err(|e| perr(&e))?;
-    let file = w.into_inner().map_err(|e| perr(&e))?;
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(pq_err(path))?;
+    w.write(&batch).map_err(pq_err(path))?;
+    let file = w.into_inner().map_err(pq_err(path))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_err(path))
@@ -151,23 +146,28 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<(), BackfillErro
 
 /// Reads one results part.
 pub fn read_results_file(path: &Path) -> Result<Vec<ResultRow>, BackfillError> {
-    let perr = |e: &dyn std::fmt::Display| BackfillError::Input(format!("{}: {e}", path.display()));
     let f = File::open(path).map_err(io_err(path))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| perr(&e))?
+        .map_err(pq_err(path))?
         .build()
-        .map_err(|e| perr(&e))?;
+        .map_err(pq_err(path))?;
+    let perr = |problem| column_err(path, problem);
     let mut rows = Vec::new();
     for batch in reader {
-        let b = batch.map_err(|e| perr(&e))?;
+        let b = batch.map_err(arrow_err(path))?;
         let col = |name: &str| {
             b.column_by_name(name)
                 .cloned()
-                .ok_or_else(|| perr(&format!("no column `{name}`")))
+                .ok_or_else(|| perr(ColumnProblem::Missing(name.to_string())))
         };
         let s = |name: &str| -> Result<Vec<Option<String>>, BackfillError> {
             let mut v = Vec::new();
-            strings(&col(name)?, &mut v).map_err(|t| perr(&format!("`{name}` is {t}")))?;
+            strings(&col(name)?, &mut v).map_err(|found| {
+                perr(ColumnProblem::NotString {
+                    column: name.to_string(),
+                    found,
+                })
+            })?;
             Ok(v)
         };
         let u = |name: &str| -> Result<Vec<Option<u64>>, BackfillError> {
@@ -175,7 +175,7 @@ pub fn read_results_file(path: &Path) -> Result<Vec<ResultRow>, BackfillError> {
             let a = c
                 .as_any()
                 .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| perr(&format!("`{name}` is not u64")))?;
+                .ok_or_else(|| perr(ColumnProblem::NotU64(name.to_string())))?;
             Ok(a.iter().collect())
         };
         let f = |name: &str| -> Result<Vec<Option<f64>>, BackfillError> {
@@ -183,7 +183,7 @@ pub fn read_results_file(path: &Path) -> Result<Vec<ResultRow>, BackfillError> {
             let a = c
                 .as_any()
                 .downcast_ref::<Float64Array>()
-                .ok_or_else(|| perr(&format!("`{name}` is not f64")))?;
+                .ok_or_else(|| perr(ColumnProblem::NotF64(name.to_string())))?;
             Ok(a.iter().collect())
         };
         let (job_id, tenant, status, error, key, sha256) = (
@@ -205,7 +205,11 @@ pub fn read_results_file(path: &Path) -> Result<Vec<ResultRow>, BackfillError> {
             rows.push(ResultRow {
                 job_id: job_id[i].clone().unwrap_or_default(),
                 tenant: tenant[i].clone().unwrap_or_default(),
-                status: status[i].clone().unwrap_or_default(),
+                status: status[i]
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e| perr(ColumnProblem::Status(e)))?,
                 error: error[i].clone(),
                 key: key[i].clone(),
                 size: size[i],

@@ -1,41 +1,39 @@
-//! The commit of a finished job: metering, the ledger entry (a charge if
-//! the video was delivered, a credit otherwise), the job record (created
-//! once: the first commit of a job wins, so a job is charged once however
-//! often it runs), the analytics outbox, the quota book, then the terminal
-//! event whose broker confirm acks the message.
+//! The commit of a finished job ([`Committer::commit`]): the job record
+//! with its ledger entry and analytics rows (built by
+//! `vidflow_operators::ledger::JobRecord::commit`; created once: the first
+//! commit of a job wins, so a job is charged once however often it runs),
+//! the analytics outbox, then the terminal event whose broker confirm acks
+//! the message and frees the job's quota slot.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use vidflow_connectors::records::{create_record, BillingRow, JobRecord, JobRow, MetricsRow};
+use vidflow_connectors::records::create_record;
 use vidflow_connectors::sinks::Sinks;
 use vidflow_connectors::store::OutputStore;
-use vidflow_operators::billing::{Pricing, ResClass};
+use vidflow_connectors::OutputError;
+use vidflow_operators::billing::Pricing;
 use vidflow_operators::event::now_ms;
-use vidflow_operators::Tier;
+use vidflow_operators::faults::{self, Fault};
+use vidflow_operators::ledger::{JobRecord, Machine};
+use vidflow_operators::{JobResult, JobStatus};
 
+use super::metrics::Finished;
+use crate::graph::Results;
 use super::{terminal_event, InFlightMap, Outbound};
-use crate::stages::JobResult;
 
-/// What intake knew about a job, kept with its deliveries until the ack.
-#[derive(Clone, Debug)]
-pub(crate) struct JobInfo {
-    pub tier: Tier,
-    pub kind: &'static str,
-    pub width: u32,
-    pub height: u32,
-    pub frames: u32,
-    pub fps: f64,
-    pub audio: bool,
-    pub submitted_ms: u64,
-    pub admitted_ms: u64,
-    pub est_vram_bytes: u64,
+/// The graph's exit in `serve`: every result the graph delivers goes onto
+/// the committer's queue, in the order the graph finished them.
+pub(crate) fn graph_results(queue: UnboundedSender<JobResult>) -> Results {
+    Results::new(move |r| {
+        let _ = queue.send(r);
+    })
 }
 
 pub(crate) struct Committer {
     pub timed_out: super::TimedOut,
-    pub engine: Option<Arc<crate::graph::Engine>>,
-    pub checkpoints: Option<crate::checkpoint::Checkpoints>,
+    pub engine: Option<Arc<crate::engine::Engine>>,
+    pub checkpoints: Option<vidflow_operators::checkpoint::Checkpoints>,
     pub metrics: Arc<super::metrics::Metrics>,
     pub store: Arc<OutputStore>,
     pub pricing: Arc<Pricing>,
@@ -59,123 +57,6 @@ fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// The record (with its analytics rows) of a finished job.
-pub(crate) fn build_record(r: &JobResult, info: &JobInfo, pricing: &Pricing) -> JobRecord {
-    let now = now_ms();
-    let delivered = r.status == "completed";
-    let charge = pricing.charge(
-        info.tier,
-        info.width,
-        info.height,
-        info.frames,
-        info.fps,
-        info.audio,
-    );
-    let cost = pricing.compute_cost_micro(r.accel_s);
-    let t = |name: &str| {
-        r.timings
-            .iter()
-            .filter(|(s, _)| s == name)
-            .map(|(_, v)| v)
-            .sum::<f64>()
-    };
-    let amount = if delivered {
-        charge.amount_micro
-    } else {
-        -charge.amount_micro
-    };
-    let class = ResClass::of(info.width, info.height).as_str().to_string();
-    let billing = BillingRow {
-        job_id: r.job_id.clone(),
-        tenant: r.tenant.clone(),
-        tier: info.tier.as_str().into(),
-        resolution_class: class.clone(),
-        width: info.width,
-        height: info.height,
-        kind: if delivered { "charge" } else { "credit" }.into(),
-        billed_ms: charge.billed_ms,
-        unit_micro_per_s: charge.unit_micro_per_s,
-        amount_micro: amount,
-        price_version: charge.price_version.clone(),
-        accelerator_s: r.accel_s,
-        compute_cost_micro: cost,
-        ts_ms: now,
-    };
-    let n = r.batch_sizes.len().max(1) as f64;
-    let metrics = MetricsRow {
-        job_id: r.job_id.clone(),
-        tenant: r.tenant.clone(),
-        tier: info.tier.as_str().into(),
-        status: r.status.clone(),
-        queue_wait_ms: info.admitted_ms.saturating_sub(info.submitted_ms),
-        encode_s: t("encode"),
-        denoise_s: t("denoise"),
-        decode_s: t("decode"),
-        output_s: t("output"),
-        steps: r.batch_sizes.len() as u32,
-        batch_max: r.batch_sizes.iter().copied().max().unwrap_or(0) as u32,
-        batch_mean: r.batch_sizes.iter().sum::<usize>() as f64 / n,
-        accelerator_s: r.accel_s,
-        accelerator: pricing.accelerator.clone(),
-        peak_rss_bytes: peak_rss_bytes(),
-        est_vram_bytes: info.est_vram_bytes,
-        compute_cost_micro: cost,
-        margin_micro: if delivered {
-            charge.amount_micro - cost
-        } else {
-            0
-        },
-        ts_ms: now,
-    };
-    let job = JobRow {
-        job_id: r.job_id.clone(),
-        tenant: r.tenant.clone(),
-        tier: info.tier.as_str().into(),
-        kind: info.kind.into(),
-        status: r.status.clone(),
-        error: r.error.clone(),
-        width: info.width,
-        height: info.height,
-        frames: info.frames,
-        fps: info.fps,
-        resolution_class: class,
-        output_key: r.key.clone(),
-        size: r.size,
-        sha256: r.sha256.clone(),
-        untrained: r.untrained,
-        submitted_ms: info.submitted_ms,
-        finished_ms: now,
-    };
-    JobRecord {
-        job_id: r.job_id.clone(),
-        tenant: r.tenant.clone(),
-        status: r.status.clone(),
-        error: r.error.clone(),
-        stage: r.failed_stage.map(|s| s.as_str().to_string()),
-        cancelled_at: r.cancelled_at,
-        key: r.key.clone(),
-        size: r.size,
-        sha256: r.sha256.clone(),
-        untrained: r.untrained,
-        finished_ms: now,
-        timings: r.timings.clone(),
-        batch_sizes: r.batch_sizes.clone(),
-        commit_id: vidflow_operators::generate_job_id(),
-        billing: Some(billing),
-        metrics: Some(metrics),
-        job: Some(job),
-        safety: r
-            .safety
-            .iter()
-            .map(|d| {
-                vidflow_connectors::safety_rows::SafetyRow::from_decision(
-                    &r.job_id, &r.tenant, d, now,
-                )
-            })
-            .collect(),
-    }
-}
-
 impl Committer {
     /// Commits results as they leave the graph, each on its own task (a
     /// slow fsync must not hold the others). Store failures are retried
@@ -195,7 +76,31 @@ impl Committer {
         }
     }
 
+    /// The commit of one finished job, in the documented order: its
+    /// output is already stored (the output stage); the record with its
+    /// ledger entry is created (first commit wins); the analytics outbox
+    /// gets its rows; then the terminal event goes to the session, whose
+    /// broker confirm acks the job's deliveries (`Session::publish_terminal`).
     async fn commit(&self, r: JobResult) {
+        if self.hand_back_if_timed_out(&r).await {
+            return;
+        }
+        let Some(rec) = self.write_record(&r).await else {
+            return;
+        };
+        self.append_outbox(&rec).await;
+        faults::point(Fault::AfterCommit);
+        self.count(&rec, r.accel_s);
+        let _ = self
+            .out
+            .send(Outbound::Terminal(terminal_event(&rec, false)));
+    }
+
+    /// A job stopped for running over its tier's timeout is not committed:
+    /// it goes back to the broker, and the retry resumes from its last
+    /// checkpoint (the attempt count bounds the retries, then: dead letter
+    /// and credit).
+    async fn hand_back_if_timed_out(&self, r: &JobResult) -> bool {
         // (Removed either way: a job stopped too late to take effect
         // finished normally.)
         let was_stopped = self
@@ -203,43 +108,51 @@ impl Committer {
             .lock()
             .map(|mut t| t.remove(&r.job_id))
             .unwrap_or(false);
-        let timed_out = was_stopped && r.status == "cancelled";
-        if timed_out {
-            // Hand the job back: the broker redelivers it, the retry
-            // resumes from its last checkpoint, and the attempt count
-            // bounds the retries (then: dead letter + credit).
-            if let Some(e) = &self.engine {
-                e.uncancel(&r.job_id);
-            }
-            let job = self
-                .inflight
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&r.job_id));
-            if let Some(j) = job {
-                self.quotas.finish(&j.tenant, &r.job_id, false);
-                tracing::warn!(job_id = %r.job_id, "generation timeout: handed back for a retry");
-                for a in j.ackers {
-                    let _ = a
-                        .nack(vidflow_connectors::lapin::options::BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
-                }
-            }
-            return;
+        if !(was_stopped && r.status == JobStatus::Cancelled) {
+            return false;
         }
-        let info = self
+        if let Some(e) = &self.engine {
+            e.uncancel(&r.job_id);
+        }
+        let job = self
             .inflight
             .lock()
             .ok()
-            .and_then(|m| m.get(&r.job_id).map(|j| j.info.clone()));
-        let Some(info) = info else {
+            .and_then(|mut m| m.remove(&r.job_id));
+        if let Some(j) = job {
+            self.quotas.finish(&j.tenant, &r.job_id, false);
+            tracing::warn!(job_id = %r.job_id, "generation timeout: handed back for a retry");
+            for a in j.ackers {
+                let _ = a
+                    .nack(vidflow_connectors::lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+        true
+    }
+
+    /// The job's record and ledger entry, created once (a store failure is
+    /// retried with back-off; the message stays unacked meanwhile). Returns
+    /// the record that won: an earlier commit's if there was one.
+    async fn write_record(&self, r: &JobResult) -> Option<JobRecord> {
+        let terms = self
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&r.job_id).map(|j| j.terms.clone()));
+        let Some(terms) = terms else {
             tracing::error!(job_id = %r.job_id, "finished job is not in flight; not committed");
-            return;
+            return None;
         };
-        let rec = build_record(&r, &info, &self.pricing);
+        let at = Machine {
+            now_ms: now_ms(),
+            peak_rss_bytes: peak_rss_bytes(),
+        };
+        let commit_id = vidflow_operators::generate_job_id();
+        let rec = JobRecord::commit(r, &terms, &self.pricing, at, commit_id);
         let mut attempt = 0;
         let rec = loop {
             match create_record(&self.store, &rec).await {
@@ -259,13 +172,17 @@ impl Committer {
             use object_store::ObjectStoreExt;
             let _ = self.store.object_store().delete(&k).await;
         }
-        let sinks = self.sinks.clone();
-        let row = rec.clone();
+        Some(rec)
+    }
+
+    /// The record's analytics rows into the fsync'd outbox (retried until
+    /// it succeeds: the rows must reach Parquet before the ack).
+    async fn append_outbox(&self, rec: &JobRecord) {
         let mut attempt = 0;
         loop {
-            let (s, row) = (sinks.clone(), row.clone());
+            let (s, row) = (self.sinks.clone(), rec.clone());
             match tokio::task::spawn_blocking(move || s.append(&row)).await {
-                Ok(Ok(())) => break,
+                Ok(Ok(())) => return,
                 Ok(Err(e)) => {
                     tracing::error!(job_id = %rec.job_id, error = %e, attempt, "analytics outbox append failed; retrying")
                 }
@@ -276,12 +193,15 @@ impl Committer {
             tokio::time::sleep(vidflow_connectors::amqp::backoff(attempt)).await;
             attempt += 1;
         }
-        crate::faults::point("after_commit");
-        self.metrics.finished(&rec.status);
+    }
+
+    /// Prometheus counters and the log line of a committed job.
+    fn count(&self, rec: &JobRecord, accel_s: f64) {
+        self.metrics.finished(Finished::Job(rec.status));
         for (stage, t) in &rec.timings {
-            self.metrics.stage(stage, *t);
+            self.metrics.stage(*stage, *t);
         }
-        self.metrics.accelerator(r.accel_s);
+        self.metrics.accelerator(accel_s);
         tracing::info!(
             job_id = %rec.job_id,
             tenant = %rec.tenant,
@@ -289,16 +209,22 @@ impl Committer {
             amount_micro = rec.billing.as_ref().map(|b| b.amount_micro).unwrap_or(0),
             "job committed"
         );
-        let _ = self
-            .out
-            .send(Outbound::Terminal(terminal_event(&rec, false)));
     }
 }
 
 /// Where a job's count of started runs is kept.
-pub(crate) fn attempts_key(tenant: &str, job_id: &str) -> Result<object_store::path::Path, String> {
-    if !vidflow_operators::id::is_safe_id(tenant) || !vidflow_operators::id::is_safe_id(job_id) {
-        return Err("unsafe id".into());
+pub(crate) fn attempts_key(
+    tenant: &str,
+    job_id: &str,
+) -> Result<object_store::path::Path, OutputError> {
+    for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
+        if !vidflow_operators::id::is_safe_id(v) {
+            return Err(OutputError::invalid(
+                field,
+                format!("{v:?}"),
+                "1 to 64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
     }
     Ok(object_store::path::Path::from(format!(
         "attempts/{tenant}/{job_id}"
@@ -310,16 +236,15 @@ pub(crate) async fn bump_attempts(
     store: &OutputStore,
     tenant: &str,
     job_id: &str,
-) -> Result<u32, String> {
+) -> Result<u32, OutputError> {
     let key = attempts_key(tenant, job_id)?;
     let before = match store.get(&key).await {
         Ok(b) => String::from_utf8_lossy(&b).trim().parse().unwrap_or(0),
         Err(e) if e.is_not_found() => 0,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e),
     };
     store
         .put_atomic(&key, (before + 1).to_string().into_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(before)
 }

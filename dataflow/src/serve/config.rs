@@ -48,9 +48,9 @@ pub struct SafetySection {
 }
 
 impl SafetySection {
-    pub fn to_config(&self) -> crate::safety::SafetyConfig {
-        let d = crate::safety::SafetyConfig::default();
-        crate::safety::SafetyConfig {
+    pub fn to_config(&self) -> vidflow_operators::safety_record::SafetyConfig {
+        let d = vidflow_operators::safety_record::SafetyConfig::default();
+        vidflow_operators::safety_record::SafetyConfig {
             policy: self.policy.clone().unwrap_or(d.policy),
             models_dir: self.models_dir.clone().unwrap_or(d.models_dir),
         }
@@ -258,38 +258,35 @@ impl Default for EngineSection {
 }
 
 /// A configured file through its loader, or the built-in default.
-fn load_or<T, E: std::fmt::Display>(
+fn load_or<T, E: std::error::Error + Send + Sync + 'static>(
     path: Option<&Path>,
     load: impl FnOnce(&Path) -> Result<T, E>,
     builtin: impl FnOnce() -> T,
 ) -> Result<T, ServeError> {
     match path {
-        Some(p) => load(p).map_err(|e| ServeError::Config {
-            path: p.display().to_string(),
-            msg: e.to_string(),
-        }),
+        Some(p) => load(p).map_err(|e| config_error(p, e)),
         None => Ok(builtin()),
+    }
+}
+
+fn config_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> ServeError {
+    ServeError::Config {
+        path: path.display().to_string(),
+        source: Box::new(e),
     }
 }
 
 impl ServeConfig {
     pub fn load(path: &Path) -> Result<ServeConfig, ServeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ServeError::Config {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path).map_err(|e| config_error(path, e))?;
+        toml::from_str(&text).map_err(|e| config_error(path, e))
     }
 
     /// All API keys: the key file's and the inline ones.
     pub fn keys(&self) -> Result<KeyStore, ServeError> {
-        let mut keys = KeyStore::from_entries(&self.auth.key, "[auth] key")
-            .map_err(|e| ServeError::Auth(e.to_string()))?;
+        let mut keys = KeyStore::from_entries(&self.auth.key, "[auth] key")?;
         if let Some(f) = &self.auth.keys_file {
-            keys.extend(KeyStore::load(f).map_err(|e| ServeError::Auth(e.to_string()))?);
+            keys.extend(KeyStore::load(f)?);
         }
         Ok(keys)
     }

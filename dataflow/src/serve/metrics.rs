@@ -14,6 +14,25 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use vidflow_operators::{JobStatus, Stage};
+
+/// How a job left this process, as counted by `vidflow_jobs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Committed with this status.
+    Job(JobStatus),
+    /// Dead-lettered before it became a job (undecodable or invalid).
+    Rejected,
+}
+
+impl Finished {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Job(s) => s.as_str(),
+            Finished::Rejected => "rejected",
+        }
+    }
+}
 
 /// Upper bounds (seconds) of the stage latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -31,8 +50,8 @@ pub struct Metrics {
     started: Instant,
     queue_ready: Mutex<BTreeMap<String, i64>>,
     in_flight: AtomicI64,
-    finished: Mutex<BTreeMap<String, u64>>,
-    stages: Mutex<BTreeMap<String, Histogram>>,
+    finished: Mutex<BTreeMap<&'static str, u64>>,
+    stages: Mutex<BTreeMap<&'static str, Histogram>>,
     accel_busy_us: AtomicU64,
 }
 
@@ -60,16 +79,16 @@ impl Metrics {
         self.in_flight.store(n as i64, Ordering::Relaxed);
     }
 
-    /// A job's terminal status (completed, failed, cancelled, rejected).
-    pub fn finished(&self, status: &str) {
+    /// A job's terminal outcome (completed, failed, cancelled, rejected).
+    pub fn finished(&self, outcome: Finished) {
         if let Ok(mut f) = self.finished.lock() {
-            *f.entry(status.to_string()).or_insert(0) += 1;
+            *f.entry(outcome.as_str()).or_insert(0) += 1;
         }
     }
 
-    pub fn stage(&self, stage: &str, seconds: f64) {
+    pub fn stage(&self, stage: Stage, seconds: f64) {
         if let Ok(mut s) = self.stages.lock() {
-            let h = s.entry(stage.to_string()).or_default();
+            let h = s.entry(stage.as_str()).or_default();
             for (i, b) in BUCKETS.iter().enumerate() {
                 if seconds <= *b {
                     h.counts[i] += 1;
@@ -186,9 +205,9 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         m.set_queue("vidflow.jobs", 3);
-        m.finished("completed");
-        m.finished("completed");
-        m.stage("denoise", 0.3);
+        m.finished(Finished::Job(JobStatus::Completed));
+        m.finished(Finished::Job(JobStatus::Completed));
+        m.stage(Stage::Denoise, 0.3);
         m.accelerator(1.5);
         let t = m.render();
         assert!(

@@ -4,8 +4,8 @@
 //! - the AMQP session (`session.rs`) consumes the intake queue, dead-letters
 //!   what is not a job, hands jobs to the graph, publishes events, and acks
 //!   each job's message(s) once its result is durable;
-//! - the timely graph (`graph::pipeline`) on its own threads, fed through a
-//!   channel that worker 0 drains;
+//! - the timely graph (`run::start` with a channel feed) on its own
+//!   threads, fed validated jobs that worker 0 drains;
 //! - the committer writes each job's terminal record to the object store
 //!   and passes the terminal event to the session to publish with a
 //!   confirm; only that confirm acks the message (the commit point);
@@ -23,55 +23,66 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::unbounded_channel;
 use vidflow_connectors::amqp::Publisher;
 use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
 use vidflow_connectors::lapin::Acker;
-use vidflow_connectors::records::{all_records, JobRecord};
+use vidflow_connectors::records::all_records;
 use vidflow_connectors::sinks::Sinks;
 use vidflow_connectors::store::OutputStore;
-use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent, Stage};
+use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
+use vidflow_operators::ledger::{JobRecord, JobTerms};
 use vidflow_operators::quota::{month_of_ms, QuotaBook};
-use vidflow_operators::JobSpec;
+use vidflow_operators::{EventSink, JobResult, JobStatus};
 
 pub use config::{
     AuthConfig, BillingSection, EngineSection, GrpcConfig, MetricsConfig, ServeConfig,
 };
 
-use crate::events::EventSink;
-use crate::graph::{pipeline, route, Deliver, Engine, EngineConfig};
-use crate::stages::JobResult;
+use crate::engine::{Engine, EngineConfig};
+use crate::graph::Results;
+use crate::run::{channel_feed, start, Feed, Model};
 
+/// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("config {path}: {msg}")]
-    Config { path: String, msg: String },
+    #[error("config {path}: {source}")]
+    Config {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("API keys: {0}")]
-    Auth(String),
+    Auth(#[from] vidflow_connectors::auth::AuthError),
     #[error("engine: {0}")]
     Engine(#[from] crate::DataflowError),
-    #[error("gRPC listen address {addr}: {msg}")]
-    Listen { addr: String, msg: String },
+    #[error("gRPC listen address {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("gRPC API: {0}")]
-    Api(String),
+    Api(#[from] vidflow_connectors::grpc::ApiError),
     #[error("runtime: {0}")]
-    Runtime(String),
+    Runtime(#[from] std::io::Error),
+    #[error("runtime: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("reading job records: {0}")]
+    Records(#[source] vidflow_connectors::OutputError),
+    #[error("analytics sinks: {0}")]
+    Sinks(#[from] vidflow_connectors::sinks::SinkError),
 }
 
 /// A job this process holds unacked: its tenant and every delivery of its
 /// message (a redelivery while it runs adds one; all are acked together).
 pub(crate) struct InFlight {
     pub tenant: String,
-    pub info: commit::JobInfo,
+    pub terms: JobTerms,
     pub ackers: Vec<Acker>,
     pub since: Instant,
 }
@@ -113,8 +124,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        .build()?;
     let (out_tx, out_rx) = unbounded_channel::<Outbound>();
     let ev_tx = out_tx.clone();
     let events = EventSink::from_fn(Arc::new(move |e| {
@@ -122,7 +132,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     }));
     let store = Arc::new(
         OutputStore::local(&cfg.engine.out_dir)
-            .map_err(|e| ServeError::Engine(crate::DataflowError::Store(e.to_string())))?,
+            .map_err(|e| ServeError::Engine(crate::DataflowError::Store(e)))?,
     );
     let engine = if cfg.engine.noop_model {
         None
@@ -140,15 +150,13 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             events,
         )?)
     };
-    let (intake_tx, intake_rx) = channel::<JobSpec>();
-    let waker = GraphWaker::default();
+    let (intake, feed) = channel_feed();
     let (result_tx, result_rx) = unbounded_channel::<JobResult>();
     let graph = spawn_graph(
         engine.clone(),
         cfg.engine.workers.max(1),
-        intake_rx,
-        waker.clone(),
-        result_tx.clone(),
+        feed,
+        commit::graph_results(result_tx.clone()),
     );
     let inflight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
     let timed_out: TimedOut = Arc::new(Mutex::new(Default::default()));
@@ -172,10 +180,10 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         // quota book, and analytics rows of records the sinks lack.
         let records = all_records(&store)
             .await
-            .map_err(|e| ServeError::Runtime(format!("reading job records: {e}")))?;
+            .map_err(ServeError::Records)?;
         let month = month_of_ms(now_ms());
         for r in &records {
-            if let Some(b) = r.billing.as_ref().filter(|b| b.kind == "charge") {
+            if let Some(b) = r.charge() {
                 if month_of_ms(b.ts_ms) == month {
                     quotas.add_used(&r.tenant, &month, b.billed_ms);
                 }
@@ -191,9 +199,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             }
             Ok::<_, vidflow_connectors::sinks::SinkError>(s)
         })
-        .await
-        .map_err(|e| ServeError::Runtime(e.to_string()))?
-        .map_err(|e| ServeError::Runtime(format!("analytics sinks: {e}")))?;
+        .await??;
         {
             let sinks = sinks.clone();
             let stop = stop.clone();
@@ -212,9 +218,9 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         if cfg.metrics.enabled {
             let l = tokio::net::TcpListener::bind(&cfg.metrics.listen)
                 .await
-                .map_err(|e| ServeError::Listen {
+                .map_err(|source| ServeError::Listen {
                     addr: cfg.metrics.listen.clone(),
-                    msg: e.to_string(),
+                    source,
                 })?;
             metrics_addr = l.local_addr().ok();
             tokio::spawn(metrics::serve_metrics(l, metrics.clone(), stop.clone()));
@@ -245,9 +251,9 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         if cfg.grpc.enabled {
             let listener = tokio::net::TcpListener::bind(&cfg.grpc.listen)
                 .await
-                .map_err(|e| ServeError::Listen {
+                .map_err(|source| ServeError::Listen {
                     addr: cfg.grpc.listen.clone(),
-                    msg: e.to_string(),
+                    source,
                 })?;
             api_addr = listener.local_addr().ok();
             let table = Arc::new(JobTable::default());
@@ -287,10 +293,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             timed_out,
             engine,
             inflight,
-            intake: Intake {
-                tx: intake_tx,
-                waker,
-            },
+            intake,
             out_tx,
             stop: stop.clone(),
             shutdown,
@@ -313,7 +316,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         }
         if let Some(t) = api_task {
             if let Ok(Err(e)) = t.await {
-                return Err(ServeError::Api(e.to_string()));
+                return Err(ServeError::Api(e));
             }
         }
         Ok(())
@@ -376,167 +379,45 @@ async fn wait_for_signal() {
     }
 }
 
-/// Wakes the graph's feeding worker when a job arrives, so a parked
-/// worker picks it up at once instead of at its next timeout.
-#[derive(Clone, Default)]
-pub(crate) struct GraphWaker(Arc<Mutex<Option<std::thread::Thread>>>);
-
-impl GraphWaker {
-    fn register(&self) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(std::thread::current());
-        }
-    }
-
-    fn wake(&self) {
-        if let Ok(g) = self.0.lock() {
-            if let Some(t) = g.as_ref() {
-                t.unpark();
-            }
-        }
-    }
-}
-
-/// The session's handle on the graph's input.
-pub(crate) struct Intake {
-    tx: std::sync::mpsc::Sender<JobSpec>,
-    waker: GraphWaker,
-}
-
-impl Intake {
-    /// Hands a job to the graph; false when the graph is gone.
-    pub fn send(&self, spec: JobSpec) -> bool {
-        let ok = self.tx.send(spec).is_ok();
-        self.waker.wake();
-        ok
-    }
-}
-
-/// Runs the graph on its own threads: worker 0 feeds specs from `intake`
-/// (the exchange spreads them); every result goes to `results`.
+/// Runs the graph on its own threads: worker 0 feeds the jobs the session
+/// validated (the exchange spreads them); every result goes to `results`.
 fn spawn_graph(
     engine: Option<Arc<Engine>>,
     workers: usize,
-    intake: Receiver<JobSpec>,
-    waker: GraphWaker,
-    results: UnboundedSender<JobResult>,
+    feed: Feed,
+    results: Results,
 ) -> std::thread::JoinHandle<()> {
-    let intake = Arc::new(Mutex::new(Some(intake)));
     std::thread::Builder::new()
         .name("vidflow-graph".into())
         .spawn(move || {
-            let r = timely::execute(timely::Config::process(workers), move |worker| {
-                let mut input = InputHandle::<
-                    u64,
-                    timely::container::CapacityContainerBuilder<Vec<JobSpec>>,
-                >::new();
-                let probe = ProbeHandle::new();
-                let results = results.clone();
-                let engine = engine.clone();
-                worker.dataflow::<u64, _, _>(|scope| {
-                    let specs = scope
-                        .input_from(&mut input)
-                        .exchange(|s: &JobSpec| route(s.job_id.as_deref().unwrap_or("")));
-                    let deliver: Deliver = Rc::new(move |r: JobResult| {
-                        let _ = results.send(r);
-                    });
-                    match &engine {
-                        Some(engine) => {
-                            pipeline(specs, engine, deliver).probe_with(&probe);
-                        }
-                        None => {
-                            specs
-                                .map(noop_result)
-                                .inspect(move |r: &JobResult| deliver(r.clone()))
-                                .probe_with(&probe);
-                        }
-                    }
-                });
-                let rx = if worker.index() == 0 {
-                    waker.register();
-                    intake.lock().ok().and_then(|mut g| g.take())
-                } else {
-                    None
-                };
-                let mut input = Some(input);
-                if rx.is_none() {
-                    input = None;
-                }
-                loop {
-                    if let (Some(rx), Some(inp)) = (&rx, &mut input) {
-                        let mut closed = false;
-                        loop {
-                            match rx.try_recv() {
-                                Ok(spec) => inp.send(spec),
-                                Err(TryRecvError::Empty) => break,
-                                Err(TryRecvError::Disconnected) => {
-                                    closed = true;
-                                    break;
-                                }
-                            }
-                        }
-                        inp.flush();
-                        if closed {
-                            input = None;
-                        }
-                    }
-                    if input.is_none() && probe.done() {
-                        break;
-                    }
-                    worker.step_or_park(Some(Duration::from_millis(5)));
-                }
-            });
-            if let Err(e) = r {
+            let model = match engine {
+                Some(e) => Model::Engine(e),
+                None => Model::Noop,
+            };
+            if let Err(e) = start(timely::Config::process(workers), model, feed, results) {
                 tracing::error!(error = %e, "the graph failed to start");
             }
         })
         .expect("spawning the graph thread")
 }
 
-/// The benchmark's stand-in for the model stages.
-fn noop_result(s: JobSpec) -> JobResult {
-    JobResult {
-        job_id: s.job_id.unwrap_or_default(),
-        tenant: s.tenant,
-        status: "completed".into(),
-        error: None,
-        key: Some("noop".into()),
-        size: Some(0),
-        sha256: Some(String::new()),
-        untrained: true,
-        timings: Vec::new(),
-        batch_sizes: Vec::new(),
-        accel_s: 0.0,
-        failed_stage: None,
-        cancelled_at: None,
-        safety: Vec::new(),
-    }
-}
-
 /// The terminal event a record announces.
 pub(crate) fn terminal_event(r: &JobRecord, replay: bool) -> EventEnvelope {
-    let event = match r.status.as_str() {
-        "completed" => JobEvent::Completed {
+    let event = match r.status {
+        JobStatus::Completed => JobEvent::Completed {
             job_id: r.job_id.clone(),
             key: r.key.clone().unwrap_or_default(),
             size: r.size.unwrap_or(0),
             sha256: r.sha256.clone().unwrap_or_default(),
             untrained: r.untrained,
         },
-        "cancelled" => JobEvent::Cancelled {
+        JobStatus::Cancelled => JobEvent::Cancelled {
             job_id: r.job_id.clone(),
             step: r.cancelled_at.unwrap_or(0),
         },
-        _ => JobEvent::Failed {
+        JobStatus::Failed => JobEvent::Failed {
             job_id: r.job_id.clone(),
-            stage: match r.stage.as_deref() {
-                Some("safety") => Stage::Safety,
-                Some("encode") => Stage::Encode,
-                Some("denoise") => Stage::Denoise,
-                Some("decode") => Stage::Decode,
-                Some("output") => Stage::Output,
-                _ => Stage::Admit,
-            },
+            stage: r.stage.unwrap_or(vidflow_operators::event::Stage::Admit),
             error: r.error.clone().unwrap_or_default(),
         },
     };

@@ -28,10 +28,12 @@ use vidflow_connectors::lapin::{self, Channel, Confirmation};
 use vidflow_connectors::records::read_record;
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
-use vidflow_operators::{validate, AdmissionConfig};
+use vidflow_operators::ledger::JobTerms;
+use vidflow_operators::{validate, AdmissionConfig, JobResult, JobSpec, ValidatedJob};
 
+use super::metrics::Finished;
 use super::{terminal_event, InFlight, InFlightMap, Outbound};
-use crate::graph::Engine;
+use crate::engine::Engine;
 
 pub(crate) struct Session {
     pub url: String,
@@ -43,13 +45,13 @@ pub(crate) struct Session {
     pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
     pub metrics: Arc<super::metrics::Metrics>,
     /// Straight to the committer (poison jobs that never enter the graph).
-    pub results: tokio::sync::mpsc::UnboundedSender<crate::stages::JobResult>,
+    pub results: tokio::sync::mpsc::UnboundedSender<JobResult>,
     pub max_attempts: u32,
     pub timeouts: super::config::Timeouts,
     pub timed_out: super::TimedOut,
     pub engine: Option<Arc<Engine>>,
     pub inflight: InFlightMap,
-    pub intake: super::Intake,
+    pub intake: crate::run::JobSender,
     pub out_tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
     pub stop: Arc<AtomicBool>,
     pub shutdown: Arc<tokio::sync::Notify>,
@@ -218,7 +220,7 @@ impl Session {
             .lock()
             .map(|m| {
                 m.iter()
-                    .filter(|(_, j)| j.since.elapsed() > self.timeouts.of(j.info.tier))
+                    .filter(|(_, j)| j.since.elapsed() > self.timeouts.of(j.terms.tier))
                     .map(|(id, _)| id.clone())
                     .collect()
             })
@@ -240,9 +242,54 @@ impl Session {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// One intake message: dead-letter it, re-announce it, join it to the
-    /// running job, or start it.
+    /// One intake message, in five steps: decode it, admit it (the one
+    /// validation: the validated job is what the graph receives), dedupe it
+    /// against running and finished jobs, reserve its quota, run it.
     async fn on_delivery(&self, ch: &Channel, d: Delivery) -> Result<(), lapin::Error> {
+        let spec = match self.decode(&d) {
+            Ok(s) => s,
+            Err((id, u)) => return self.reject(ch, &d, "_", &id, u).await,
+        };
+        let job_id = spec.job_id.clone().unwrap_or_default();
+        let tenant = spec.tenant.clone();
+        let v = match validate(&spec, &self.admission) {
+            Ok(v) => v,
+            Err(e) => {
+                let u = Undecodable {
+                    field: e.field().to_string(),
+                    error: e.to_string(),
+                };
+                return self.reject(ch, &d, &tenant, &job_id, u).await;
+            }
+        };
+        let d = match self.dedupe(ch, d, &tenant, &job_id).await? {
+            Some(d) => d,
+            None => return Ok(()),
+        };
+        let terms = JobTerms {
+            tier: v.tier,
+            kind: v.kind,
+            width: v.width,
+            height: v.height,
+            frames: v.num_frames,
+            fps: v.fps,
+            audio: spec.audio,
+            submitted_ms: amqp::header_str(&d.properties, amqp::H_SUBMITTED_MS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(now_ms),
+            admitted_ms: now_ms(),
+            est_vram_bytes: v.estimated_vram_bytes,
+        };
+        if let Err(u) = self.reserve(&tenant, &job_id, &terms) {
+            // A refusal is an answer, not a bad message: no dead letter.
+            return self.refuse(ch, &d, &tenant, &job_id, u).await;
+        }
+        self.run_job(ch, d, v, terms).await
+    }
+
+    /// Step 1: the message as a job spec, with a job id that a redelivery
+    /// gets again (the message id, else a hash of the body).
+    fn decode(&self, d: &Delivery) -> Result<JobSpec, (String, Undecodable)> {
         let ct = d
             .properties
             .content_type()
@@ -253,43 +300,35 @@ impl Session {
             .message_id()
             .as_ref()
             .map(|s| s.as_str().to_string());
-        let spec = decode_job(&d.data, ct.as_deref(), self.max_message_bytes);
-        let mut spec = match spec {
-            Ok(s) => s,
-            Err(u) => {
-                let id = msg_id.unwrap_or_else(|| "_".into());
-                return self.reject(ch, &d, "_", &id, u).await;
-            }
-        };
+        let mut spec = decode_job(&d.data, ct.as_deref(), self.max_message_bytes)
+            .map_err(|u| (msg_id.clone().unwrap_or_else(|| "_".into()), u))?;
         if spec.job_id.is_none() {
             // Deterministic, so a redelivery gets the same id (and seed).
             spec.job_id = Some(
-                msg_id
-                    .clone()
-                    .unwrap_or_else(|| format!("m-{}", &sha256_hex(&d.data)[..32])),
+                msg_id.unwrap_or_else(|| format!("m-{}", &sha256_hex(&d.data)[..32])),
             );
         }
-        let job_id = spec.job_id.clone().unwrap_or_default();
-        let v = match validate(&spec, &self.admission) {
-            Ok(v) => v,
-            Err(e) => {
-                let tenant = spec.tenant.clone();
-                let u = Undecodable {
-                    field: e.field().to_string(),
-                    error: e.to_string(),
-                };
-                return self.reject(ch, &d, &tenant, &job_id, u).await;
-            }
-        };
-        let tenant = spec.tenant.clone();
+        Ok(spec)
+    }
+
+    /// Step 3: a delivery of a job this process runs joins it (acked with
+    /// it); one of a finished job re-announces the stored result and is
+    /// acked. `Some(d)` hands back a delivery of a job to start.
+    async fn dedupe(
+        &self,
+        ch: &Channel,
+        d: Delivery,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<Delivery>, lapin::Error> {
         // No lock may be held across an await: decide, release, then act.
         let in_use_by_other = {
             let mut map = self.inflight.lock().expect("in-flight map poisoned");
-            match map.get_mut(&job_id) {
+            match map.get_mut(job_id) {
                 Some(j) if j.tenant == tenant => {
                     tracing::info!(job_id = %job_id, "duplicate delivery of a running job: not started again");
                     j.ackers.push(d.acker);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Some(_) => true,
                 None => false,
@@ -300,9 +339,10 @@ impl Session {
                 field: "job_id".into(),
                 error: format!("invalid job_id = {job_id:?}: in use by a running job"),
             };
-            return self.reject(ch, &d, &tenant, &job_id, u).await;
+            self.reject(ch, &d, tenant, job_id, u).await?;
+            return Ok(None);
         }
-        match read_record(&self.store, &tenant, &job_id).await {
+        match read_record(&self.store, tenant, job_id).await {
             Ok(Some(rec)) => {
                 tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
                 let env = terminal_event(&rec, true);
@@ -317,9 +357,9 @@ impl Session {
                 .await
                 .map_err(to_lapin)?;
                 d.acker.ack(BasicAckOptions::default()).await?;
-                return Ok(());
+                Ok(None)
             }
-            Ok(None) => {}
+            Ok(None) => Ok(Some(d)),
             Err(e) => {
                 // Unreadable record: never guess "absent" (that would run
                 // the job twice); park the message with the reason.
@@ -327,43 +367,44 @@ impl Session {
                     field: "job_id".into(),
                     error: format!("job record unreadable: {e}"),
                 };
-                return self.reject(ch, &d, &tenant, &job_id, u).await;
+                self.reject(ch, &d, tenant, job_id, u).await?;
+                Ok(None)
             }
         }
-        // Quotas: reserve a slot and the job's seconds, or refuse it (a
-        // refusal is an answer, not a bad message: no dead letter).
-        let now = now_ms();
-        let info = super::commit::JobInfo {
-            tier: v.tier,
-            kind: v.kind.as_str(),
-            width: v.width,
-            height: v.height,
-            frames: v.num_frames,
-            fps: v.fps,
-            audio: spec.audio,
-            submitted_ms: amqp::header_str(&d.properties, amqp::H_SUBMITTED_MS)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(now),
-            admitted_ms: now,
-            est_vram_bytes: v.estimated_vram_bytes,
-        };
-        let month = vidflow_operators::quota::month_of_ms(now);
+    }
+
+    /// Step 4: a concurrency slot and the job's seconds from the tenant's
+    /// quotas, or the reason it is refused.
+    fn reserve(&self, tenant: &str, job_id: &str, t: &JobTerms) -> Result<(), Undecodable> {
+        let month = vidflow_operators::quota::month_of_ms(t.admitted_ms);
         let ask = vidflow_operators::quota::Ask {
-            tenant: &tenant,
-            job_id: &job_id,
-            tier: v.tier,
-            class: vidflow_operators::billing::ResClass::of(v.width, v.height),
-            video_ms: vidflow_operators::billing::billed_ms(v.num_frames, v.fps),
+            tenant,
+            job_id,
+            tier: t.tier,
+            class: vidflow_operators::billing::ResClass::of(t.width, t.height),
+            video_ms: vidflow_operators::billing::billed_ms(t.frames, t.fps),
             month: &month,
         };
-        if let Err(q) = self.quotas.try_reserve(&ask) {
+        self.quotas.try_reserve(&ask).map_err(|q| {
             tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
-            let u = Undecodable {
+            Undecodable {
                 field: "quota".into(),
                 error: q.to_string(),
-            };
-            return self.refuse(ch, &d, &tenant, &job_id, u).await;
-        }
+            }
+        })
+    }
+
+    /// Step 5: hold the delivery until the commit, count the attempt, and
+    /// hand the validated job to the graph (or park a poison job).
+    async fn run_job(
+        &self,
+        ch: &Channel,
+        d: Delivery,
+        v: ValidatedJob,
+        terms: JobTerms,
+    ) -> Result<(), lapin::Error> {
+        let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
+        let (data, properties, redelivered) = (d.data, d.properties, d.redelivered);
         self.inflight
             .lock()
             .expect("in-flight map poisoned")
@@ -371,7 +412,7 @@ impl Session {
                 job_id.clone(),
                 InFlight {
                     tenant: tenant.clone(),
-                    info,
+                    terms,
                     ackers: vec![d.acker],
                     since: Instant::now(),
                 },
@@ -391,29 +432,16 @@ impl Session {
                 self.max_attempts
             );
             tracing::error!(job_id = %job_id, attempts = before, "{reason}");
-            amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, "job_id", &reason)
+            amqp::dead_letter(ch, &self.topo, &data, &properties, "job_id", &reason)
                 .await
                 .map_err(to_lapin)?;
-            let _ = self.results.send(crate::stages::JobResult {
-                job_id: job_id.clone(),
-                tenant: tenant.clone(),
-                status: "failed".into(),
-                error: Some(reason),
-                key: None,
-                size: None,
-                sha256: None,
-                untrained: false,
-                timings: Vec::new(),
-                batch_sizes: Vec::new(),
-                accel_s: 0.0,
-                failed_stage: Some(vidflow_operators::event::Stage::Admit),
-                cancelled_at: None,
-                safety: Vec::new(),
-            });
+            let _ = self
+                .results
+                .send(JobResult::failed_before_start(job_id, tenant, reason));
             return Ok(());
         }
-        tracing::info!(job_id = %job_id, tenant = %tenant, redelivered = d.redelivered, attempt = before + 1, "job taken");
-        if !self.intake.send(spec) {
+        tracing::info!(job_id = %job_id, tenant = %tenant, redelivered, attempt = before + 1, "job taken");
+        if !self.intake.send(v) {
             // The graph is gone (shutting down): hand the job back.
             let job = self.inflight.lock().expect("poisoned").remove(&job_id);
             if let Some(j) = job {
@@ -458,7 +486,7 @@ impl Session {
         job_id: &str,
         u: Undecodable,
     ) -> Result<(), lapin::Error> {
-        self.metrics.finished("rejected");
+        self.metrics.finished(Finished::Rejected);
         let env = EventEnvelope {
             tenant: tenant.to_string(),
             ts_ms: now_ms(),

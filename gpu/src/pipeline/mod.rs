@@ -20,11 +20,9 @@ use crate::vae::{LtxVae, VaeConfig};
 use crate::weights::{read_config, Weights};
 
 mod frames;
-mod golden;
 mod memory;
 
 pub use frames::{pack_latents, postprocess, to_rgb8, unpack_latents};
-pub use golden::run_golden;
 
 /// T5 sequence length the LTX pipeline pads/truncates prompts to.
 pub const DEFAULT_MAX_TEXT_LEN: usize = 128;
@@ -60,7 +58,7 @@ pub struct LtxPipeline {
 }
 
 /// An RGB8 image for image-to-video conditioning, row-major, no padding.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RgbImage {
     pub width: usize,
     pub height: usize,
@@ -590,7 +588,12 @@ impl LtxPipeline {
         };
         let text = self.text_condition(&pos, neg.as_ref(), req.guidance_scale)?;
         self.denoise(&mut st, &text, on_step)?;
-        let video = self.decode_latents(&st, req)?;
+        self.decode_video(&st, req)
+    }
+
+    /// Denoised latents to the finished clip: VAE decode, then RGB8 frames.
+    pub fn decode_video(&self, st: &DenoiseState, req: &GenerateRequest) -> Result<Video> {
+        let video = self.decode_latents(st, req)?;
         let frames = postprocess(&video)?; // [1,F,3,H,W]
         let (_, f, _, h, w) = frames.dims5()?;
         Ok(Video {

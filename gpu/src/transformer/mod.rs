@@ -9,10 +9,9 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{GpuError, Result};
-use crate::golden::Case;
 use crate::kernels::{self, ada_norm, qk_norm_rope, NormKind};
 use crate::nn::{rms_norm, Linear, TimestepEmbedder};
-use crate::weights::{parse_config, Weights};
+use crate::weights::Weights;
 
 mod config;
 mod rope;
@@ -395,41 +394,3 @@ impl LtxTransformer {
     }
 }
 
-/// Golden runner for `ltx_transformer` cases.
-pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let cfg: TransformerConfig = parse_config(case.config.clone(), &case.case_desc())?;
-    let model = LtxTransformer::load(case.weights()?, &cfg)?;
-    let rs = case
-        .scalars
-        .get("rope_interpolation_scale")
-        .and_then(|v| v.as_array())
-        .filter(|a| a.len() == 3)
-        .ok_or_else(|| {
-            GpuError::config(
-                case.case_desc(),
-                "missing scalar `rope_interpolation_scale` [3]",
-            )
-        })?;
-    let rope_scale = [
-        rs[0].as_f64().unwrap_or(f64::NAN),
-        rs[1].as_f64().unwrap_or(f64::NAN),
-        rs[2].as_f64().unwrap_or(f64::NAN),
-    ];
-    let grid = LatentGrid {
-        frames: case.scalar_usize("num_frames")?,
-        height: case.scalar_usize("height")?,
-        width: case.scalar_usize("width")?,
-        rope_scale,
-    };
-    let text = model.prepare_text(
-        &case.input("encoder_hidden_states")?,
-        &case.input("encoder_attention_mask")?,
-    )?;
-    let out = model.forward(
-        &case.input("hidden_states")?,
-        &text,
-        &case.input("timestep")?,
-        &grid,
-    )?;
-    Ok(vec![("output".into(), out)])
-}

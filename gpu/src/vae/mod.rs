@@ -21,8 +21,7 @@ pub use config::VaeConfig;
 pub use tiling::{decode_workspace_bytes, DecodeTiling, DEFAULT_DECODE_BUDGET_BYTES};
 
 use crate::error::{GpuError, Result};
-use crate::golden::Case;
-use crate::weights::{parse_config, Weights};
+use crate::weights::Weights;
 use decoder::Decoder;
 use encoder::Encoder;
 use ops::{NoiseRng, Params};
@@ -136,26 +135,3 @@ impl LtxVae {
     }
 }
 
-fn golden_vae(case: &Case) -> Result<LtxVae> {
-    let cfg: VaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
-    LtxVae::load(case.weights()?, &cfg)
-}
-
-pub fn run_golden_decoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let vae = golden_vae(case)?;
-    let t = match case.scalars.get("decode_timestep") {
-        Some(_) => Some(case.scalar_f64("decode_timestep")?),
-        None => None,
-    };
-    let video = vae.decode(&case.input("latents")?, t)?;
-    Ok(vec![("video".to_string(), video)])
-}
-
-pub fn run_golden_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let vae = golden_vae(case)?;
-    let (mean, std) = vae.encode(&case.input("video")?)?;
-    Ok(vec![
-        ("latent_mean".to_string(), mean),
-        ("latent_std".to_string(), std),
-    ])
-}

@@ -4,6 +4,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::ops::{depth_to_space, patchify, space_to_depth, swap_cf, unpatchify, Conv3d, Params};
 use super::*;
+use crate::weights::parse_config;
 
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed

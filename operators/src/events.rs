@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use vidflow_operators::event::{JobEvent, Stage};
+pub use vidflow_job::event::{JobEvent, Stage};
 
 /// Where events go. Sending never fails the pipeline: a consumer that went
 /// away must not stop generation.

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use base64::Engine;
 use prost::Message;
-use vidflow_operators::id::job_id_from_parts;
-use vidflow_operators::{
+use vidflow_job::id::job_id_from_parts;
+use vidflow_job::{
     default_seed, generate_job_id, job_id_timestamp_ms, proto, validate, AdmissionConfig,
     ImageInput, ImageSource, JobError, JobKind, JobSpec, Mode, Tier, ValidatedJob,
 };
@@ -638,7 +638,7 @@ fn proto_roundtrip() {
 
 #[test]
 fn config_dir_loads_and_matches_builtin() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let c = AdmissionConfig::load(&dir).unwrap();
     let b = cfg();
     assert_eq!(c.modes, b.modes);
@@ -661,7 +661,7 @@ fn config_dir_loads_and_matches_builtin() {
 fn config_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let modes = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/modes.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/modes.toml"),
     )
     .unwrap();
     std::fs::write(tmp.path().join("modes.toml"), &modes).unwrap();

@@ -1,5 +1,6 @@
-//! The protobuf form of the job spec: `operators/proto/job.proto`
-//! (package `vidflow.v1`), as hand-written `prost` derives (no protoc).
+//! The protobuf form of the job spec: `operators/job/proto/job.proto`
+//! (package `vidflow.v1`), generated at build time (`build.rs`: protox +
+//! prost-build, no protoc), and its conversions to and from the JSON form.
 //!
 //! Inline images travel as raw bytes here and as base64 in JSON; the
 //! conversions translate. `MODE_UNSPECIFIED` means the default mode;
@@ -10,91 +11,7 @@ use base64::Engine;
 use crate::error::JobError;
 use crate::spec;
 
-/// `vidflow.v1.Tier`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum Tier {
-    Unspecified = 0,
-    Premium = 1,
-    Standard = 2,
-    Free = 3,
-}
-
-/// `vidflow.v1.JobKind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum JobKind {
-    Unspecified = 0,
-    T2v = 1,
-    I2v = 2,
-}
-
-/// `vidflow.v1.Mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum Mode {
-    Unspecified = 0,
-    Realtime = 1,
-    Standard = 2,
-    Cinema = 3,
-}
-
-/// `vidflow.v1.ImageSource`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ImageSource {
-    #[prost(oneof = "image_source::Source", tags = "1, 2")]
-    pub source: Option<image_source::Source>,
-}
-
-pub mod image_source {
-    /// `vidflow.v1.ImageSource.source`.
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Source {
-        #[prost(string, tag = "1")]
-        Key(String),
-        #[prost(bytes = "vec", tag = "2")]
-        Inline(Vec<u8>),
-    }
-}
-
-/// `vidflow.v1.JobSpec`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct JobSpec {
-    #[prost(string, optional, tag = "1")]
-    pub job_id: Option<String>,
-    #[prost(string, tag = "2")]
-    pub tenant: String,
-    #[prost(enumeration = "Tier", tag = "3")]
-    pub tier: i32,
-    #[prost(enumeration = "JobKind", tag = "4")]
-    pub kind: i32,
-    #[prost(string, tag = "5")]
-    pub prompt: String,
-    #[prost(string, optional, tag = "6")]
-    pub negative_prompt: Option<String>,
-    #[prost(message, optional, tag = "7")]
-    pub image: Option<ImageSource>,
-    #[prost(string, tag = "8")]
-    pub resolution: String,
-    #[prost(double, optional, tag = "9")]
-    pub seconds: Option<f64>,
-    #[prost(uint32, optional, tag = "10")]
-    pub frames: Option<u32>,
-    #[prost(double, optional, tag = "11")]
-    pub fps: Option<f64>,
-    #[prost(enumeration = "Mode", tag = "12")]
-    pub mode: i32,
-    #[prost(uint32, optional, tag = "13")]
-    pub steps: Option<u32>,
-    #[prost(double, optional, tag = "14")]
-    pub guidance: Option<f64>,
-    #[prost(uint64, optional, tag = "15")]
-    pub seed: Option<u64>,
-    #[prost(string, optional, tag = "16")]
-    pub model: Option<String>,
-    #[prost(bool, tag = "17")]
-    pub audio: bool,
-}
+include!(concat!(env!("OUT_DIR"), "/vidflow.v1.rs"));
 
 impl From<spec::Tier> for Tier {
     fn from(t: spec::Tier) -> Self {

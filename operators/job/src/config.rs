@@ -23,7 +23,7 @@ pub const DEFAULT_WORKER_VRAM_BYTES: u64 = 80 << 30;
 
 /// The embedded copy of `configs/modes.toml` used by
 /// [`AdmissionConfig::builtin_default`].
-pub const BUILTIN_MODES_TOML: &str = include_str!("../../configs/modes.toml");
+pub const BUILTIN_MODES_TOML: &str = include_str!("../../../configs/modes.toml");
 
 /// Defaults one mode gives a job that does not override them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,7 +265,7 @@ impl AdmissionConfig {
             ("standard", &modes.standard),
             ("cinema", &modes.cinema),
         ] {
-            let bad = if !(1..=crate::validate::MAX_STEPS).contains(&m.steps) {
+            let bad = if !(1..=crate::limits::MAX_STEPS).contains(&m.steps) {
                 Some(format!("steps {} not in 1..=200", m.steps))
             } else if !(m.guidance.is_finite() && (0.0..=20.0).contains(&m.guidance)) {
                 Some(format!("guidance {} not in 0..=20", m.guidance))

@@ -10,12 +10,63 @@
 //!   error instead (e.g. `checkpoint_write_error`: an object-store write
 //!   failure), every time.
 //!
-//! Points: `mid_step`, `checkpoint_write` (just before a checkpoint's
-//! atomic put), `decode`, `output_write` (before the MP4 is stored),
-//! `after_commit` (record and ledger written, not acked).
+//! Points are the [`Fault`] variants, named in the environment by
+//! [`Fault::name`]; operations that can be made to fail are the [`Failing`]
+//! variants. Stage code names a point by its variant, never by a string.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+
+/// A place where the process may be killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// After a denoising step, before its progress and checkpoint.
+    MidStep,
+    /// Just before a checkpoint's atomic put.
+    CheckpointWrite,
+    /// At the start of a VAE decode.
+    Decode,
+    /// Before the MP4 is stored.
+    OutputWrite,
+    /// Record and ledger written, message not acked.
+    AfterCommit,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::MidStep,
+        Fault::CheckpointWrite,
+        Fault::Decode,
+        Fault::OutputWrite,
+        Fault::AfterCommit,
+    ];
+
+    /// The point's name in `VIDFLOW_FAULT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::MidStep => "mid_step",
+            Fault::CheckpointWrite => "checkpoint_write",
+            Fault::Decode => "decode",
+            Fault::OutputWrite => "output_write",
+            Fault::AfterCommit => "after_commit",
+        }
+    }
+}
+
+/// An operation that `VIDFLOW_FAIL` can make return an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failing {
+    /// A checkpoint's object-store write.
+    CheckpointWriteError,
+}
+
+impl Failing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Failing::CheckpointWriteError => "checkpoint_write_error",
+        }
+    }
+}
 
 enum Mode {
     Off,
@@ -55,8 +106,9 @@ fn next_random() -> f64 {
     ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A place where the process may be killed.
-pub fn point(name: &str) {
+/// Where the process may be killed (`VIDFLOW_FAULT`).
+pub fn point(at: Fault) {
+    let name = at.name();
     let hit = match mode() {
         Mode::Off => false,
         Mode::At(p, n) => {
@@ -72,10 +124,24 @@ pub fn point(name: &str) {
     }
 }
 
-/// Whether the operation at `name` should fail (`VIDFLOW_FAIL`).
-pub fn fail(name: &str) -> bool {
+/// Whether `op` should fail (`VIDFLOW_FAIL`).
+pub fn fail(op: Failing) -> bool {
+    let name = op.name();
     static F: OnceLock<Option<String>> = OnceLock::new();
     F.get_or_init(|| std::env::var("VIDFLOW_FAIL").ok())
         .as_deref()
         == Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_are_distinct_and_snake_case() {
+        let names: std::collections::HashSet<_> = Fault::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Fault::ALL.len());
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert_eq!(Failing::CheckpointWriteError.name(), "checkpoint_write_error");
+    }
 }

@@ -19,7 +19,40 @@ use sha2::{Digest, Sha256};
 use vidflow_connectors::store::OutputStore;
 use vidflow_gpu::pipeline::{DenoiseState, GenerateRequest};
 
+use crate::faults::{self, Failing, Fault};
+
 const MAGIC: &[u8] = b"VFCKPT1\n";
+
+/// Why a checkpoint could not be written, or why a stored one was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The `checkpoint_write_error` fault point is armed.
+    #[error("injected object-store write failure")]
+    Injected,
+    #[error("latents: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("header: {0}")]
+    Header(#[from] serde_json::Error),
+    #[error("object store: {0}")]
+    Store(#[from] vidflow_connectors::OutputError),
+    #[error("deleting an old checkpoint: {0}")]
+    Delete(#[from] std::io::Error),
+    #[error("not a vidflow checkpoint (bad magic)")]
+    BadMagic,
+    #[error("truncated header")]
+    Truncated,
+    #[error("belongs to another job or request")]
+    Foreign,
+    #[error("shape {found:?} does not match the job's latents {expected:?}")]
+    Shape {
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("checksum mismatch (corrupt data)")]
+    Checksum,
+    #[error("{found} data bytes, expected {expected}")]
+    Length { found: usize, expected: usize },
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Header {
@@ -39,7 +72,7 @@ pub struct Checkpoints {
     /// Denoising steps between checkpoints (0 = off).
     pub every: usize,
     /// Per-tier overrides of `every`.
-    pub per_tier: std::collections::BTreeMap<vidflow_operators::Tier, usize>,
+    pub per_tier: std::collections::BTreeMap<vidflow_job::Tier, usize>,
     /// Newest checkpoints kept per job (older ones are deleted).
     pub keep: usize,
 }
@@ -47,8 +80,8 @@ pub struct Checkpoints {
 /// A checkpoint found and checked.
 pub struct Resumed {
     pub step: usize,
-    /// Newer checkpoints that failed their checks, with the reason.
-    pub rejected: Vec<(String, String)>,
+    /// Newer checkpoints that failed their checks (key, reason).
+    pub rejected: Vec<(String, CheckpointError)>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -84,7 +117,7 @@ fn dir(tenant: &str, job_id: &str) -> object_store::path::Path {
 impl Checkpoints {
     /// Whether `step` (steps done) is a checkpoint step for a `tier` job
     /// of `total` steps.
-    pub fn due(&self, tier: vidflow_operators::Tier, step: usize, total: usize) -> bool {
+    pub fn due(&self, tier: vidflow_job::Tier, step: usize, total: usize) -> bool {
         let every = self.per_tier.get(&tier).copied().unwrap_or(self.every);
         every > 0 && step > 0 && step < total && step.is_multiple_of(every)
     }
@@ -97,16 +130,12 @@ impl Checkpoints {
         job_id: &str,
         req: &GenerateRequest,
         state: &DenoiseState,
-    ) -> Result<(), String> {
-        crate::faults::point("checkpoint_write");
-        if crate::faults::fail("checkpoint_write_error") {
-            return Err("injected object-store write failure".into());
+    ) -> Result<(), CheckpointError> {
+        faults::point(Fault::CheckpointWrite);
+        if faults::fail(Failing::CheckpointWriteError) {
+            return Err(CheckpointError::Injected);
         }
-        let data: Vec<f32> = state
-            .latents
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| e.to_string())?;
+        let data: Vec<f32> = state.latents.flatten_all()?.to_vec1::<f32>()?;
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let header = Header {
             job_id: job_id.to_string(),
@@ -116,13 +145,11 @@ impl Checkpoints {
             sha256: hex(&Sha256::digest(&bytes)),
         };
         let mut out = MAGIC.to_vec();
-        out.extend(serde_json::to_vec(&header).map_err(|e| e.to_string())?);
+        out.extend(serde_json::to_vec(&header)?);
         out.push(b'\n');
         out.extend(bytes);
         let key = dir(tenant, job_id).join(format!("step-{:05}.ckpt", state.step));
-        self.store
-            .put_atomic_blocking(&key, out)
-            .map_err(|e| e.to_string())?;
+        self.store.put_atomic_blocking(&key, out)?;
         // Older ones beyond `keep`: the store stays bounded per job.
         let mut steps = self.list(tenant, job_id);
         steps.sort_unstable_by(|a, b| b.cmp(a));
@@ -147,12 +174,12 @@ impl Checkpoints {
             .collect()
     }
 
-    fn delete_step(&self, tenant: &str, job_id: &str, step: usize) -> Result<(), String> {
+    fn delete_step(&self, tenant: &str, job_id: &str, step: usize) -> Result<(), CheckpointError> {
         if let Some(p) = self
             .store
             .local_path(&dir(tenant, job_id).join(format!("step-{step:05}.ckpt")))
         {
-            std::fs::remove_file(p).map_err(|e| e.to_string())?;
+            std::fs::remove_file(p)?;
         }
         Ok(())
     }
@@ -200,40 +227,44 @@ impl Checkpoints {
         job_id: &str,
         req: &GenerateRequest,
         state: &DenoiseState,
-    ) -> Result<Tensor, String> {
-        let bytes = self.store.get_blocking(key).map_err(|e| e.to_string())?;
+    ) -> Result<Tensor, CheckpointError> {
+        let bytes = self.store.get_blocking(key)?;
         let rest = bytes
             .strip_prefix(MAGIC)
-            .ok_or("not a vidflow checkpoint (bad magic)")?;
+            .ok_or(CheckpointError::BadMagic)?;
         let nl = rest
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or("truncated header")?;
-        let header: Header =
-            serde_json::from_slice(&rest[..nl]).map_err(|e| format!("bad header: {e}"))?;
+            .ok_or(CheckpointError::Truncated)?;
+        let header: Header = serde_json::from_slice(&rest[..nl])?;
         let data = &rest[nl + 1..];
         if header.job_id != job_id || header.request != request_hash(req) {
-            return Err("belongs to another job or request".into());
+            return Err(CheckpointError::Foreign);
         }
         if header.shape != state.latents.dims() {
-            return Err(format!(
-                "shape {:?} does not match the job's latents {:?}",
-                header.shape,
-                state.latents.dims()
-            ));
+            return Err(CheckpointError::Shape {
+                found: header.shape,
+                expected: state.latents.dims().to_vec(),
+            });
         }
         if hex(&Sha256::digest(data)) != header.sha256 {
-            return Err("checksum mismatch (corrupt data)".into());
+            return Err(CheckpointError::Checksum);
         }
         let n: usize = header.shape.iter().product();
         if data.len() != n * 4 {
-            return Err(format!("{} data bytes, expected {}", data.len(), n * 4));
+            return Err(CheckpointError::Length {
+                found: data.len(),
+                expected: n * 4,
+            });
         }
         let v: Vec<f32> = data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        Tensor::from_vec(v, header.shape.as_slice(), state.latents.device())
-            .map_err(|e| e.to_string())
+        Ok(Tensor::from_vec(
+            v,
+            header.shape.as_slice(),
+            state.latents.device(),
+        )?)
     }
 }

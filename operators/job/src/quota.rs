@@ -61,7 +61,7 @@ pub struct QuotaConfigError {
 impl QuotaConfig {
     pub fn builtin() -> QuotaConfig {
         Self::parse(
-            include_str!("../../configs/quotas.toml"),
+            include_str!("../../../configs/quotas.toml"),
             "configs/quotas.toml",
         )
         .expect("the shipped quotas.toml is valid")

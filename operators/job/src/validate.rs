@@ -17,23 +17,7 @@ use crate::error::JobError;
 use crate::id::{default_seed, generate_job_id, is_safe_id};
 use crate::spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
 
-/// W and H must be multiples of this (VAE 32x spatial compression).
-pub const SIZE_MULTIPLE: u32 = 32;
-/// Smallest accepted width or height.
-pub const MIN_SIDE: u32 = 256;
-/// Largest accepted width or height.
-pub const MAX_SIDE: u32 = 3840;
-/// Largest accepted frame area: the 4K preset, 3840x2176.
-pub const MAX_PIXELS: u64 = 3840 * 2176;
-/// Frame counts are 8n+1 (VAE 8x temporal compression plus the first frame).
-pub const FRAME_MULTIPLE: u32 = 8;
-/// 60 s at 24 fps.
-pub const MAX_FRAMES: u32 = 1441;
-pub const MIN_FPS: f64 = 1.0;
-pub const MAX_FPS: f64 = 60.0;
-pub const DEFAULT_FPS: f64 = 24.0;
-pub const MAX_STEPS: u32 = 200;
-pub const MAX_GUIDANCE: f64 = 20.0;
+pub use crate::limits::*;
 /// Prompt and negative prompt length limit, in characters.
 pub const MAX_PROMPT_CHARS: usize = 2000;
 /// Largest decoded inline image, bytes.
@@ -52,7 +36,8 @@ pub const PRESETS: &[(&str, u32, u32)] = &[
 ];
 
 /// The first frame of an image-to-video job, as the pipeline consumes it.
-#[derive(Debug, Clone)]
+/// Serialisable because validated jobs cross timely's exchange.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ImageInput {
     /// An object-store key, not fetched by [`validate`]: the dataflow's
     /// admission stage reads it from the object store and passes the bytes
@@ -65,7 +50,7 @@ pub enum ImageInput {
 
 /// A job with every default applied and every limit checked: what the
 /// pipeline consumes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ValidatedJob {
     pub job_id: String,
     pub tenant: String,

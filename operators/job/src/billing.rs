@@ -147,7 +147,7 @@ impl Pricing {
     /// The table shipped in `configs/pricing.toml`, embedded.
     pub fn builtin() -> Pricing {
         Self::parse(
-            include_str!("../../configs/pricing.toml"),
+            include_str!("../../../configs/pricing.toml"),
             "configs/pricing.toml",
         )
         .expect("the shipped pricing.toml is valid")
@@ -359,7 +359,7 @@ mod tests {
     fn bad_tables_name_the_key() {
         let base = Pricing::builtin();
         assert!(base.version.len() > 3);
-        let text = include_str!("../../configs/pricing.toml");
+        let text = include_str!("../../../configs/pricing.toml");
         let e = Pricing::parse(&text.replacen("\"0.10\"", "\"0.1005\"", 1), "p.toml")
             .unwrap_err()
             .to_string();

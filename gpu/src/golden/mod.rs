@@ -1,4 +1,4 @@
-//! Golden-case runner: loads a case folder in the reference format
+//! Golden cases: loads a case folder in the reference format
 //! (`case.json`, `weights/inputs/expected.safetensors`), runs the component
 //! its `kind` names, and compares every expected tensor elementwise with
 //! `|got - want| <= atol + rtol * |want|`.
@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
 use crate::weights::Weights;
+
+mod pipeline;
+mod runners;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Tolerance {
@@ -192,12 +195,12 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Resul
 /// the names in `expected.safetensors`.
 pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
     match case.kind.as_str() {
-        "ltx_transformer" => crate::transformer::run_golden(case),
-        "ltx_vae_decoder" => crate::vae::run_golden_decoder(case),
-        "ltx_vae_encoder" => crate::vae::run_golden_encoder(case),
-        "t5_encoder" => crate::t5::run_golden(case),
-        "flow_match_schedule" => crate::scheduler::run_golden(case),
-        "ltx_pipeline_t2v" => crate::pipeline::run_golden(case),
+        "ltx_transformer" => runners::transformer(case),
+        "ltx_vae_decoder" => runners::vae_decoder(case),
+        "ltx_vae_encoder" => runners::vae_encoder(case),
+        "t5_encoder" => runners::t5_encoder(case),
+        "flow_match_schedule" => runners::flow_match_schedule(case),
+        "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         other => Err(GpuError::config(
             case.case_desc(),
             format!("unknown case kind `{other}`"),

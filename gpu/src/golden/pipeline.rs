@@ -3,9 +3,9 @@
 
 use candle_core::Tensor;
 
-use super::{postprocess, unpack_latents, PromptEmbeds};
+use super::Case;
+use crate::pipeline::{postprocess, unpack_latents, PromptEmbeds};
 use crate::error::Result;
-use crate::golden::Case;
 use crate::scheduler::{euler_step, SchedulerConfig};
 use crate::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
 use crate::vae::{LtxVae, VaeConfig};
@@ -14,7 +14,7 @@ use crate::weights::parse_config;
 /// Golden runner for `ltx_pipeline_t2v` cases: from given prompt embeddings
 /// and packed initial noise through guided Euler steps, decode and
 /// post-processing.
-pub fn run_golden(case: &Case) -> Result<Vec<(String, Tensor)>> {
+pub fn ltx_pipeline_t2v(case: &Case) -> Result<Vec<(String, Tensor)>> {
     #[derive(serde::Deserialize)]
     struct Cfg {
         transformer: TransformerConfig,

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vidflow_operators::safety::{eval, prompt, PromptChecker};
+use vidflow_job::safety::{eval, prompt, PromptChecker};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn models() -> PathBuf {

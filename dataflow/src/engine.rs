@@ -1,0 +1,125 @@
+//! The process-wide state the graph runs on: loaded models, the object
+//! store, the safety checkers, and one executor per offloaded stage, each
+//! calling that stage's function from `vidflow-operators`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vidflow_connectors::store::OutputStore;
+use vidflow_operators::checkpoint::Checkpoints;
+use vidflow_operators::encode::TextCache;
+use vidflow_operators::safety_record::{Safety, SafetyConfig};
+use vidflow_operators::{
+    decode, encode, frame_safety, output, prompt_safety, AdmissionConfig, AdmittedJob, DecodedJob,
+    DenoisedJob, EncodedJob, EventSink, JobResult, Msg, StageCtx, Tier,
+};
+
+use crate::executors::{Denoiser, ThreadStage};
+use crate::offload::Executor;
+use crate::DataflowError;
+
+/// How an engine runs.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub admission: AdmissionConfig,
+    /// Root of the local object store for outputs.
+    pub out_dir: PathBuf,
+    /// Most jobs denoised together in one step.
+    pub max_batch: usize,
+    /// timely worker threads in this process.
+    pub workers: usize,
+    /// Denoising steps between checkpoints; 0 = no checkpoints.
+    pub checkpoint_every: usize,
+    /// Per-tier overrides of `checkpoint_every`.
+    pub checkpoint_every_tier: BTreeMap<Tier, usize>,
+    /// The safety policy and model files (every job passes both checks).
+    pub safety: SafetyConfig,
+}
+
+/// Prompt embeddings kept per process.
+const TEXT_CACHE_ENTRIES: usize = 1024;
+
+/// Process-wide state: loaded models, stage executors, events, cancellation.
+pub struct Engine {
+    pub ctx: StageCtx,
+    /// Outputs, and the inputs (i2v first frames) that jobs name by key.
+    pub store: Arc<OutputStore>,
+    pub admission: Arc<AdmissionConfig>,
+    pub safety: Arc<Safety>,
+    pub(crate) stages: Stages,
+}
+
+/// One executor per offloaded stage, in stage order.
+pub(crate) struct Stages {
+    pub prompt_safety: Arc<dyn Executor<Msg<AdmittedJob>, Msg<AdmittedJob>>>,
+    pub encode: Arc<dyn Executor<Msg<AdmittedJob>, Msg<EncodedJob>>>,
+    pub denoise: Arc<dyn Executor<Msg<EncodedJob>, Msg<DenoisedJob>>>,
+    pub decode: Arc<dyn Executor<Msg<DenoisedJob>, Msg<DecodedJob>>>,
+    pub frame_safety: Arc<dyn Executor<Msg<DecodedJob>, Msg<DecodedJob>>>,
+    pub output: Arc<dyn Executor<Msg<DecodedJob>, Msg<JobResult>>>,
+}
+
+impl Engine {
+    pub fn new(cfg: &EngineConfig, events: EventSink) -> Result<Arc<Engine>, DataflowError> {
+        let models = vidflow_operators::context::load_models(&cfg.admission)?;
+        let store = Arc::new(OutputStore::local(&cfg.out_dir)?);
+        let any = cfg.checkpoint_every > 0 || cfg.checkpoint_every_tier.values().any(|&n| n > 0);
+        let checkpoints = any.then(|| Checkpoints {
+            store: store.clone(),
+            every: cfg.checkpoint_every,
+            per_tier: cfg.checkpoint_every_tier.clone(),
+            keep: 2,
+        });
+        let ctx = StageCtx::new(models, events, checkpoints);
+        let safety = Arc::new(Safety::load(&cfg.safety, store.clone())?);
+        let stages = Stages {
+            prompt_safety: {
+                let s = safety.clone();
+                Arc::new(ThreadStage::spawn("safety-prompt", move |j| {
+                    prompt_safety::check_prompt(&s, j)
+                }))
+            },
+            encode: {
+                let (ctx, mut cache) = (ctx.clone(), TextCache::new(TEXT_CACHE_ENTRIES));
+                Arc::new(ThreadStage::spawn("encode", move |j| {
+                    encode::encode(&ctx, &mut cache, j)
+                }))
+            },
+            denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
+            decode: {
+                let ctx = ctx.clone();
+                Arc::new(ThreadStage::spawn("decode", move |j| decode::decode(&ctx, j)))
+            },
+            frame_safety: {
+                let s = safety.clone();
+                Arc::new(ThreadStage::spawn("safety-visual", move |j| {
+                    frame_safety::check_frames(&s, j)
+                }))
+            },
+            output: {
+                let (ctx, store) = (ctx.clone(), store.clone());
+                Arc::new(ThreadStage::spawn("output", move |j| {
+                    output::output(&ctx, &store, j)
+                }))
+            },
+        };
+        Ok(Arc::new(Engine {
+            admission: Arc::new(cfg.admission.clone()),
+            safety,
+            stages,
+            store,
+            ctx,
+        }))
+    }
+
+    /// Asks a job to stop; it does so before its next denoising step.
+    pub fn cancel(&self, job_id: &str) {
+        self.ctx.cancel(job_id);
+    }
+
+    /// Forgets a cancel (a timed-out job handed back for a retry).
+    pub fn uncancel(&self, job_id: &str) {
+        self.ctx.uncancel(job_id);
+    }
+}

@@ -1,0 +1,108 @@
+//! Where the offloaded stages run: a thread per stage that calls the
+//! stage's function (from `vidflow-operators`) on each job in turn, and
+//! the denoiser's thread, which drives a [`Batcher`] between arrivals.
+
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use vidflow_operators::denoise::Batcher;
+use vidflow_operators::{DenoisedJob, EncodedJob, Msg, StageCtx};
+
+use crate::offload::{Executor, Reply};
+
+/// A stage with one worker thread running `work` on each job in turn;
+/// failures pass straight through without reaching it.
+pub struct ThreadStage<I, O> {
+    tx: Mutex<Sender<(I, Reply<Msg<O>>)>>,
+}
+
+impl<I: Send + 'static, O: Send + 'static> ThreadStage<I, O> {
+    pub fn spawn(name: &str, mut work: impl FnMut(I) -> Msg<O> + Send + 'static) -> Self {
+        let (tx, rx) = channel::<(I, Reply<Msg<O>>)>();
+        std::thread::Builder::new()
+            .name(format!("vidflow-{name}"))
+            .spawn(move || {
+                while let Ok((item, reply)) = rx.recv() {
+                    reply.send(work(item));
+                }
+            })
+            .expect("spawning a stage thread");
+        ThreadStage { tx: Mutex::new(tx) }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Executor<Msg<I>, Msg<O>> for ThreadStage<I, O> {
+    fn submit(&self, item: Msg<I>, reply: Reply<Msg<O>>) {
+        match item {
+            Err(f) => reply.send(Err(f)),
+            Ok(i) => {
+                if let Ok(tx) = self.tx.lock() {
+                    let _ = tx.send((i, reply));
+                }
+            }
+        }
+    }
+}
+
+type Arrival = (EncodedJob, Reply<Msg<DenoisedJob>>);
+
+/// The denoise stage's thread: jobs join its [`Batcher`] between steps.
+pub struct Denoiser {
+    tx: Mutex<Sender<Arrival>>,
+}
+
+impl Denoiser {
+    pub fn spawn(ctx: StageCtx, max_batch: usize) -> Self {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("vidflow-denoise".into())
+            .spawn(move || denoise_loop(ctx, rx, max_batch))
+            .expect("spawning the denoiser");
+        Denoiser { tx: Mutex::new(tx) }
+    }
+}
+
+impl Executor<Msg<EncodedJob>, Msg<DenoisedJob>> for Denoiser {
+    fn submit(&self, item: Msg<EncodedJob>, reply: Reply<Msg<DenoisedJob>>) {
+        match item {
+            Err(f) => reply.send(Err(f)),
+            Ok(j) => {
+                if let Ok(tx) = self.tx.lock() {
+                    let _ = tx.send((j, reply));
+                }
+            }
+        }
+    }
+}
+
+fn denoise_loop(ctx: StageCtx, rx: Receiver<Arrival>, max_batch: usize) {
+    let mut batcher = Batcher::new(max_batch);
+    loop {
+        // Admit new jobs between steps; block only when idle.
+        let first = if batcher.is_idle() {
+            match rx.recv() {
+                Ok(x) => Some(x),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_millis(0)) {
+                Ok(x) => Some(x),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        for (job, reply) in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            batcher.join(job, reply);
+        }
+        // Cancellation takes effect here, between steps.
+        for (reply, out) in batcher.take_cancelled(&ctx) {
+            reply.send(out);
+        }
+        for (reply, out) in batcher.step(&ctx) {
+            reply.send(out);
+        }
+    }
+}

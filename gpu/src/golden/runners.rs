@@ -1,0 +1,118 @@
+//! The runners of the component kinds: each loads its model from the
+//! case's config and weights, feeds the case's inputs and returns named
+//! outputs. The models know nothing of golden cases; this module calls them.
+
+use candle_core::Tensor;
+
+use super::Case;
+use crate::error::{GpuError, Result};
+use crate::scheduler::SchedulerConfig;
+use crate::t5::{T5Config, T5Encoder};
+use crate::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
+use crate::vae::{LtxVae, VaeConfig};
+use crate::weights::parse_config;
+
+/// Golden runner for `ltx_transformer` cases.
+pub fn transformer(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: TransformerConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let model = LtxTransformer::load(case.weights()?, &cfg)?;
+    let rs = case
+        .scalars
+        .get("rope_interpolation_scale")
+        .and_then(|v| v.as_array())
+        .filter(|a| a.len() == 3)
+        .ok_or_else(|| {
+            GpuError::config(
+                case.case_desc(),
+                "missing scalar `rope_interpolation_scale` [3]",
+            )
+        })?;
+    let rope_scale = [
+        rs[0].as_f64().unwrap_or(f64::NAN),
+        rs[1].as_f64().unwrap_or(f64::NAN),
+        rs[2].as_f64().unwrap_or(f64::NAN),
+    ];
+    let grid = LatentGrid {
+        frames: case.scalar_usize("num_frames")?,
+        height: case.scalar_usize("height")?,
+        width: case.scalar_usize("width")?,
+        rope_scale,
+    };
+    let text = model.prepare_text(
+        &case.input("encoder_hidden_states")?,
+        &case.input("encoder_attention_mask")?,
+    )?;
+    let out = model.forward(
+        &case.input("hidden_states")?,
+        &text,
+        &case.input("timestep")?,
+        &grid,
+    )?;
+    Ok(vec![("output".into(), out)])
+}
+
+fn golden_vae(case: &Case) -> Result<LtxVae> {
+    let cfg: VaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    LtxVae::load(case.weights()?, &cfg)
+}
+
+pub fn vae_decoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let vae = golden_vae(case)?;
+    let t = match case.scalars.get("decode_timestep") {
+        Some(_) => Some(case.scalar_f64("decode_timestep")?),
+        None => None,
+    };
+    let video = vae.decode(&case.input("latents")?, t)?;
+    Ok(vec![("video".to_string(), video)])
+}
+
+pub fn vae_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let vae = golden_vae(case)?;
+    let (mean, std) = vae.encode(&case.input("video")?)?;
+    Ok(vec![
+        ("latent_mean".to_string(), mean),
+        ("latent_std".to_string(), std),
+    ])
+}
+
+/// Golden runner for `t5_encoder` cases.
+pub fn t5_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: T5Config = parse_config(case.config.clone(), &case.case_desc())?;
+    let model = T5Encoder::load(case.weights()?, &cfg)?;
+    let ids = case.input("input_ids")?;
+    let out = model.forward(&ids)?;
+    Ok(vec![("last_hidden_state".to_string(), out)])
+}
+
+
+/// Golden runner for `flow_match_schedule` cases.
+pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: SchedulerConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let pairs = case
+        .scalars
+        .get("pairs")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `pairs`"))?;
+    let mut out = Vec::new();
+    for p in pairs {
+        let (s, n) = match p.as_array().map(|a| a.as_slice()) {
+            Some([s, n]) => (s.as_u64(), n.as_u64()),
+            _ => (None, None),
+        };
+        let (Some(s), Some(n)) = (s, n) else {
+            return Err(GpuError::config(case.case_desc(), format!("bad pair {p}")));
+        };
+        let sch = cfg.schedule(s as usize, n as usize)?;
+        let dev = &candle_core::Device::Cpu;
+        out.push((
+            format!("timesteps_{s}_{n}"),
+            Tensor::new(sch.timesteps.as_slice(), dev)?,
+        ));
+        out.push((
+            format!("sigmas_{s}_{n}"),
+            Tensor::new(sch.sigmas.as_slice(), dev)?,
+        ));
+    }
+    Ok(out)
+}
+

@@ -1,0 +1,31 @@
+//! The job model of vidflow: what a job is on every side of the pipeline.
+//! [`JobSpec`] is what clients send (JSON via serde, protobuf via
+//! [`proto`]); [`validate()`] turns it, with an [`AdmissionConfig`] loaded
+//! from `configs/`, into a [`ValidatedJob`] the pipeline consumes, or a
+//! [`JobError`] naming the field, the value and what is allowed. [`event`]
+//! is what users see while it runs, [`result`] what the pipeline hands to
+//! a commit, [`ledger`] what the commit makes durable (record, charge or
+//! credit, analytics rows), priced by [`billing`] and bounded by [`quota`].
+//! The stages themselves are in `vidflow-operators`, which uses this crate.
+
+pub mod billing;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod ledger;
+pub mod limits;
+pub mod proto;
+pub mod quota;
+pub mod result;
+pub mod safety;
+pub mod spec;
+pub mod validate;
+
+pub use config::{AdmissionConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY};
+pub use error::{ConfigError, JobError};
+pub use id::{default_seed, generate_job_id, job_id_timestamp_ms};
+pub use spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
+pub use validate::{decode_image, validate, ImageInput, ValidatedJob, PRESETS};
+pub use event::Stage;
+pub use result::{JobResult, JobStatus, UnknownStatus};

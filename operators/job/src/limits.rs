@@ -1,0 +1,20 @@
+//! The limits a job spec is checked against, shared by validation and
+//! by the checks on the mode defaults in `configs/modes.toml`.
+
+/// W and H must be multiples of this (VAE 32x spatial compression).
+pub const SIZE_MULTIPLE: u32 = 32;
+/// Smallest accepted width or height.
+pub const MIN_SIDE: u32 = 256;
+/// Largest accepted width or height.
+pub const MAX_SIDE: u32 = 3840;
+/// Largest accepted frame area: the 4K preset, 3840x2176.
+pub const MAX_PIXELS: u64 = 3840 * 2176;
+/// Frame counts are 8n+1 (VAE 8x temporal compression plus the first frame).
+pub const FRAME_MULTIPLE: u32 = 8;
+/// 60 s at 24 fps.
+pub const MAX_FRAMES: u32 = 1441;
+pub const MIN_FPS: f64 = 1.0;
+pub const MAX_FPS: f64 = 60.0;
+pub const DEFAULT_FPS: f64 = 24.0;
+pub const MAX_STEPS: u32 = 200;
+pub const MAX_GUIDANCE: f64 = 20.0;

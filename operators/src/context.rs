@@ -1,0 +1,108 @@
+//! What every stage may need besides the job: the loaded models, where
+//! events go, which jobs were asked to stop, and the checkpoint store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use vidflow_gpu::pipeline::LtxPipeline;
+use vidflow_job::config::{AdmissionConfig, ModelDtype};
+
+use crate::checkpoint::Checkpoints;
+use crate::events::EventSink;
+use crate::StageError;
+
+/// Models by id, shared by all stages and workers of a process.
+pub type Models = Arc<HashMap<String, Arc<LtxPipeline>>>;
+
+/// Shared pieces every stage may need. Cheap to clone.
+#[derive(Clone)]
+pub struct StageCtx {
+    pub models: Models,
+    pub events: EventSink,
+    /// Job ids asked to stop; the denoiser checks between steps.
+    pub cancelled: Arc<Mutex<HashSet<String>>>,
+    /// Denoising checkpoints (off in the embedded CLI).
+    pub checkpoints: Option<Checkpoints>,
+}
+
+impl StageCtx {
+    pub fn new(models: Models, events: EventSink, checkpoints: Option<Checkpoints>) -> StageCtx {
+        StageCtx {
+            models,
+            events,
+            cancelled: Arc::new(Mutex::new(HashSet::new())),
+            checkpoints,
+        }
+    }
+
+    pub fn model(&self, id: &str) -> Result<&Arc<LtxPipeline>, StageError> {
+        self.models
+            .get(id)
+            .ok_or_else(|| StageError::ModelNotLoaded(id.to_string()))
+    }
+
+    /// Asks a job to stop; it does so before its next denoising step.
+    pub fn cancel(&self, job_id: &str) {
+        if let Ok(mut s) = self.cancelled.lock() {
+            s.insert(job_id.to_string());
+        }
+    }
+
+    /// Forgets a cancel (a timed-out job handed back for a retry).
+    pub fn uncancel(&self, job_id: &str) {
+        if let Ok(mut s) = self.cancelled.lock() {
+            s.remove(job_id);
+        }
+    }
+
+    pub fn is_cancelled(&self, job_id: &str) -> bool {
+        self.cancelled
+            .lock()
+            .map(|s| s.contains(job_id))
+            .unwrap_or(false)
+    }
+}
+
+/// A configured model that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("model `{id}`: {source}")]
+pub struct ModelLoadError {
+    pub id: String,
+    #[source]
+    pub source: vidflow_gpu::GpuError,
+}
+
+/// Loads every configured model once per process. Checkpoints go on the
+/// runtime device (a GPU in a CUDA build) in their configured dtype; the
+/// built-in tiny model stays on the CPU in f32, and so does everything on
+/// a CPU (candle's CPU convolutions have no bf16).
+pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, ModelLoadError> {
+    let device = vidflow_gpu::runtime_device().map_err(|source| ModelLoadError {
+        id: "(device)".into(),
+        source,
+    })?;
+    let mut m = HashMap::new();
+    for p in &cfg.models {
+        let dtype = match p.dtype {
+            _ if device.is_cpu() => candle_core::DType::F32,
+            ModelDtype::F32 => candle_core::DType::F32,
+            ModelDtype::Bf16 => candle_core::DType::BF16,
+            ModelDtype::F16 => candle_core::DType::F16,
+        };
+        let pipe = if p.path == "builtin:tiny" {
+            vidflow_gpu::tiny::pipeline()
+        } else {
+            LtxPipeline::from_dir_on(
+                p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)),
+                &device,
+                dtype,
+            )
+        }
+        .map_err(|source| ModelLoadError {
+            id: p.id.clone(),
+            source,
+        })?;
+        m.insert(p.id.clone(), Arc::new(pipe));
+    }
+    Ok(Arc::new(m))
+}
