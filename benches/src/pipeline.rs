@@ -33,10 +33,9 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
             workers: 1,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
-            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/.."
-            ))),
+            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+            )),
         },
         EventSink::discard(),
     )?)

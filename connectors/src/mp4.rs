@@ -62,12 +62,18 @@ pub fn encode_mp4(
     let (w, h) = (width as usize, height as usize);
 
     let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config(fps))
-        .map_err(|source| OutputError::Encoder { frame: None, source })?;
+        .map_err(|source| OutputError::Encoder {
+            frame: None,
+            source,
+        })?;
     let mut muxer = MuxerBuilder::new(Vec::with_capacity(rgb.len() / 50))
         .video(VideoCodec::H264, width, height, fps)
         .with_fast_start(true)
         .build()
-        .map_err(|source| OutputError::Mux { frame: None, source })?;
+        .map_err(|source| OutputError::Mux {
+            frame: None,
+            source,
+        })?;
 
     let mut yuv = YUVBuffer::new(w, h);
     let mut annexb = Vec::new();
@@ -95,9 +101,10 @@ pub fn encode_mp4(
                 source,
             })?;
     }
-    muxer
-        .finish_in_place()
-        .map_err(|source| OutputError::Mux { frame: None, source })?;
+    muxer.finish_in_place().map_err(|source| OutputError::Mux {
+        frame: None,
+        source,
+    })?;
     Ok(muxer.into_writer())
 }
 

@@ -285,12 +285,7 @@ impl Sinks {
             }
             let safety: Vec<&SafetyRow> = ls.iter().flat_map(|l| l.safety.iter()).collect();
             if !safety.is_empty() {
-                self.write_part(
-                    "safety",
-                    date,
-                    id,
-                    safety_batch(&safety),
-                )?;
+                self.write_part("safety", date, id, safety_batch(&safety))?;
             }
             // Jobs last: its ids are what marks a job as sunk.
             if !jobs.is_empty() {

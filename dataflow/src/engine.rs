@@ -89,7 +89,9 @@ impl Engine {
             denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
             decode: {
                 let ctx = ctx.clone();
-                Arc::new(ThreadStage::spawn("decode", move |j| decode::decode(&ctx, j)))
+                Arc::new(ThreadStage::spawn("decode", move |j| {
+                    decode::decode(&ctx, j)
+                }))
             },
             frame_safety: {
                 let s = safety.clone();

@@ -68,8 +68,10 @@ pub fn start(
 ) -> Result<(), DataflowError> {
     let feed = Arc::new(Mutex::new(Some(feed)));
     let guards = timely::execute(config, move |worker| {
-        let mut input =
-            InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<ValidatedJob>>>::new();
+        let mut input = InputHandle::<
+            u64,
+            timely::container::CapacityContainerBuilder<Vec<ValidatedJob>>,
+        >::new();
         let probe = ProbeHandle::new();
         let out = results.clone();
         worker.dataflow::<u64, _, _>(|scope| {
@@ -377,7 +379,10 @@ pub enum HostfileError {
 /// Reads a timely hosts file: one `host:port` per line, process 0 first;
 /// blank lines and `#` comments are skipped. Exactly `processes` entries
 /// are used (an error if there are fewer).
-pub fn read_hostfile(path: &std::path::Path, processes: usize) -> Result<Vec<String>, HostfileError> {
+pub fn read_hostfile(
+    path: &std::path::Path,
+    processes: usize,
+) -> Result<Vec<String>, HostfileError> {
     let text = std::fs::read_to_string(path).map_err(|source| HostfileError::Read {
         path: path.display().to_string(),
         source,

@@ -29,10 +29,9 @@ fn engine(out: &Path, events: EventSink) -> Arc<Engine> {
             workers: 1,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
-            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/.."
-            ))),
+            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+            )),
         },
         events,
     )

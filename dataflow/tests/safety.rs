@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vidflow_operators::safety_record::SafetyConfig;
 use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobResult};
 use vidflow_operators::event::Stage;
 use vidflow_operators::safety::Decision;
+use vidflow_operators::safety_record::SafetyConfig;
 use vidflow_operators::{AdmissionConfig, JobSpec};
 
 fn root() -> PathBuf {

@@ -176,7 +176,10 @@ impl NsfwClassifier {
             ));
         }
         // Softmax over [sfw, nsfw].
-        let p = probs.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(compute)?;
+        let p = probs
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(compute)?;
         Ok(p[1])
     }
 }

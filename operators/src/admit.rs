@@ -139,7 +139,11 @@ mod tests {
         let v = testkit::validated("j3", r#""kind": "i2v", "image": {"key": "acme/none.png"}"#);
         let f = prepare(&ctx, &store, v, testkit::date()).err().unwrap();
         assert_eq!(f.stage, Stage::Admit);
-        assert!(f.error.starts_with("invalid `image` key `acme/none.png`"), "{}", f.error);
+        assert!(
+            f.error.starts_with("invalid `image` key `acme/none.png`"),
+            "{}",
+            f.error
+        );
         store
             .put_atomic_blocking(&"acme/bad.png".into(), b"not an image".to_vec())
             .unwrap();

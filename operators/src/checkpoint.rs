@@ -229,9 +229,7 @@ impl Checkpoints {
         state: &DenoiseState,
     ) -> Result<Tensor, CheckpointError> {
         let bytes = self.store.get_blocking(key)?;
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or(CheckpointError::BadMagic)?;
+        let rest = bytes.strip_prefix(MAGIC).ok_or(CheckpointError::BadMagic)?;
         let nl = rest
             .iter()
             .position(|&b| b == b'\n')

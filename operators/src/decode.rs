@@ -31,7 +31,8 @@ pub fn decode(ctx: &StageCtx, job: DenoisedJob) -> Msg<DecodedJob> {
         .and_then(|p| Ok(p.decode_video(&state, &req)?));
     match video {
         Ok(video) => {
-            meta.timings.push((Stage::Decode, t0.elapsed().as_secs_f64()));
+            meta.timings
+                .push((Stage::Decode, t0.elapsed().as_secs_f64()));
             Ok(DecodedJob {
                 meta,
                 video: Arc::new(video),

@@ -96,7 +96,8 @@ pub fn encode(ctx: &StageCtx, cache: &mut TextCache, job: AdmittedJob) -> Msg<En
             }
         }
     }
-    meta.timings.push((Stage::Encode, t0.elapsed().as_secs_f64()));
+    meta.timings
+        .push((Stage::Encode, t0.elapsed().as_secs_f64()));
     Ok(EncodedJob {
         meta,
         req,
@@ -127,7 +128,12 @@ mod tests {
         assert_eq!(j.meta.resumed_from, None);
         assert!(matches!(
             events.try_recv().unwrap(),
-            JobEvent::Progress { stage: Stage::Encode, step: 0, total: 2, .. }
+            JobEvent::Progress {
+                stage: Stage::Encode,
+                step: 0,
+                total: 2,
+                ..
+            }
         ));
         assert_eq!((cache.hits, cache.misses), (0, 1));
         // CFG encodes the negative prompt too; the positive one is cached.

@@ -141,7 +141,12 @@ mod tests {
     fn fault_names_are_distinct_and_snake_case() {
         let names: std::collections::HashSet<_> = Fault::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(names.len(), Fault::ALL.len());
-        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
-        assert_eq!(Failing::CheckpointWriteError.name(), "checkpoint_write_error");
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert_eq!(
+            Failing::CheckpointWriteError.name(),
+            "checkpoint_write_error"
+        );
     }
 }

@@ -25,7 +25,8 @@ pub fn check_frames(safety: &Safety, job: DecodedJob) -> Msg<DecodedJob> {
         };
         return Err(Failure::new(meta, Stage::Safety, e));
     }
-    meta.timings.push((Stage::Safety, t0.elapsed().as_secs_f64()));
+    meta.timings
+        .push((Stage::Safety, t0.elapsed().as_secs_f64()));
     Ok(DecodedJob { meta, video })
 }
 
@@ -63,7 +64,7 @@ mod tests {
         let j = check_frames(&safety, decoded("v1", 40)).unwrap();
         assert_eq!(j.meta.safety.len(), 1);
         assert!(j.meta.safety[0].allowed);
-        assert_eq!(j.meta.safety[0].stage, vidflow_job::safety::Stage::Visual);
+        assert_eq!(j.meta.safety[0].stage, vidflow_job::safety::Check::Visual);
         assert!(store
             .exists_blocking(&"safety/acme/v1/visual.json".into())
             .unwrap());
@@ -72,7 +73,10 @@ mod tests {
     #[test]
     fn a_recorded_block_is_honoured_and_the_job_fails_at_safety() {
         let (safety, store) = crate::testkit::safety();
-        let mut d = safety.visual.check("acme", 64, 64, 1, &[40; 64 * 64 * 3]).unwrap();
+        let mut d = safety
+            .visual
+            .check("acme", 64, 64, 1, &[40; 64 * 64 * 3])
+            .unwrap();
         d.allowed = false;
         d.category = Some("sexual".into());
         store

@@ -25,7 +25,8 @@ pub fn output(ctx: &StageCtx, store: &OutputStore, job: DecodedJob) -> Msg<JobRe
     })();
     match stored {
         Ok(obj) => {
-            meta.timings.push((Stage::Output, t0.elapsed().as_secs_f64()));
+            meta.timings
+                .push((Stage::Output, t0.elapsed().as_secs_f64()));
             let stored = StoredVideo {
                 key: obj.key.to_string(),
                 size: obj.size,
@@ -105,7 +106,9 @@ mod tests {
         let r = output(&ctx, &store, decoded("acme", "o1", 64, 48)).unwrap();
         assert_eq!(r.status, vidflow_job::JobStatus::Completed);
         assert_eq!(r.key.as_deref(), Some("acme/2026-12-03/o1.mp4"));
-        let bytes = store.get_blocking(&"acme/2026-12-03/o1.mp4".into()).unwrap();
+        let bytes = store
+            .get_blocking(&"acme/2026-12-03/o1.mp4".into())
+            .unwrap();
         assert_eq!(r.size, Some(bytes.len() as u64));
         assert_eq!(
             r.sha256.as_deref(),
@@ -116,7 +119,10 @@ mod tests {
         assert_eq!(r.accel_s, 0.5);
         match events.try_recv().unwrap() {
             JobEvent::Completed { job_id, key, .. } => {
-                assert_eq!((job_id.as_str(), key.as_str()), ("o1", "acme/2026-12-03/o1.mp4"))
+                assert_eq!(
+                    (job_id.as_str(), key.as_str()),
+                    ("o1", "acme/2026-12-03/o1.mp4")
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -127,7 +133,9 @@ mod tests {
         let (ctx, events) = crate::testkit::ctx();
         let store = crate::testkit::memory_store();
         // Frames under the encoder's 16 px are refused, naming the field.
-        let f = output(&ctx, &store, decoded("acme", "o2", 8, 8)).err().unwrap();
+        let f = output(&ctx, &store, decoded("acme", "o2", 8, 8))
+            .err()
+            .unwrap();
         assert_eq!(f.stage, Stage::Output);
         assert!(f.error.contains("width"), "{}", f.error);
         assert!(events.try_recv().is_err());

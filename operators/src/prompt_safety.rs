@@ -44,7 +44,8 @@ pub fn check_prompt(safety: &Safety, job: AdmittedJob) -> Msg<AdmittedJob> {
             return Err(Failure::new(meta, Stage::Safety, e));
         }
     }
-    meta.timings.push((Stage::Safety, t0.elapsed().as_secs_f64()));
+    meta.timings
+        .push((Stage::Safety, t0.elapsed().as_secs_f64()));
     Ok(AdmittedJob { meta, req })
 }
 
@@ -74,9 +75,12 @@ mod tests {
     #[test]
     fn a_blocked_prompt_fails_naming_its_category() {
         let (safety, _) = testkit::safety();
-        let f = check_prompt(&safety, admitted("p2", "explicit porn scene in a motel room"))
-            .err()
-            .unwrap();
+        let f = check_prompt(
+            &safety,
+            admitted("p2", "explicit porn scene in a motel room"),
+        )
+        .err()
+        .unwrap();
         assert_eq!(f.stage, Stage::Safety);
         assert!(
             f.error
@@ -105,7 +109,13 @@ mod tests {
         store
             .put_atomic_blocking(&"safety/acme/p4/prompt.json".into(), b"{trunc".to_vec())
             .unwrap();
-        let f = check_prompt(&safety, admitted("p4", "a red fox")).err().unwrap();
-        assert!(f.error.contains("safety/acme/p4/prompt.json is corrupt"), "{}", f.error);
+        let f = check_prompt(&safety, admitted("p4", "a red fox"))
+            .err()
+            .unwrap();
+        assert!(
+            f.error.contains("safety/acme/p4/prompt.json is corrupt"),
+            "{}",
+            f.error
+        );
     }
 }

@@ -86,7 +86,7 @@ impl Safety {
         })
     }
 
-    fn key(meta: &JobMeta, stage: safety::Stage) -> Result<Path, RecordError> {
+    fn key(meta: &JobMeta, stage: safety::Check) -> Result<Path, RecordError> {
         if !vidflow_job::id::is_safe_id(&meta.tenant) || !vidflow_job::id::is_safe_id(&meta.job_id)
         {
             return Err(RecordError::UnsafeId {
@@ -107,7 +107,7 @@ impl Safety {
     pub fn recorded(
         &self,
         meta: &JobMeta,
-        stage: safety::Stage,
+        stage: safety::Check,
     ) -> Result<Option<Decision>, RecordError> {
         let key = Self::key(meta, stage)?;
         match self.store.get_blocking(&key) {
@@ -141,8 +141,12 @@ impl Safety {
     }
 
     /// Decides (or re-reads) and durably records the prompt decision.
-    pub fn decide_prompt(&self, meta: &JobMeta, prompt: &str) -> Result<Decision, crate::StageError> {
-        if let Some(d) = self.recorded(meta, safety::Stage::Prompt)? {
+    pub fn decide_prompt(
+        &self,
+        meta: &JobMeta,
+        prompt: &str,
+    ) -> Result<Decision, crate::StageError> {
+        if let Some(d) = self.recorded(meta, safety::Check::Prompt)? {
             return Ok(d);
         }
         let d = self.prompt.check(&meta.tenant, prompt)?;
@@ -156,7 +160,7 @@ impl Safety {
         meta: &JobMeta,
         v: &vidflow_gpu::pipeline::Video,
     ) -> Result<Decision, crate::StageError> {
-        if let Some(d) = self.recorded(meta, safety::Stage::Visual)? {
+        if let Some(d) = self.recorded(meta, safety::Check::Visual)? {
             return Ok(d);
         }
         let d = self

@@ -353,9 +353,9 @@ pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, Str
             workers: 1,
             checkpoint_every: 0,
             checkpoint_every_tier: Default::default(),
-            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(env!(
-                "CARGO_MANIFEST_DIR"
-            ))),
+            safety: vidflow_operators::safety_record::SafetyConfig::in_repo(std::path::Path::new(
+                env!("CARGO_MANIFEST_DIR"),
+            )),
         },
         EventSink::discard(),
     )

@@ -62,8 +62,7 @@ pub async fn serve_api(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        ?;
+        .build_v1()?;
     let interceptor = move |req| service::authenticate(&keys, req);
     tonic::transport::Server::builder()
         .add_service(health)

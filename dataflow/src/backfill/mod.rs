@@ -71,7 +71,10 @@ pub enum BackfillError {
     },
     /// A Parquet file that reads, but not as the table it should be.
     #[error("{path}: {problem}")]
-    Column { path: PathBuf, problem: ColumnProblem },
+    Column {
+        path: PathBuf,
+        problem: ColumnProblem,
+    },
     /// A result hook panicked while holding the results parts.
     #[error("the results parts were poisoned by a panicked worker")]
     Poisoned,
@@ -222,10 +225,11 @@ pub fn read_done(out: &Path) -> Result<HashMap<String, DoneRecord>, BackfillErro
             continue; // temp files of an interrupted write
         }
         let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-        let rec: DoneRecord = serde_json::from_str(&text).map_err(|source| BackfillError::Record {
-            path: p.clone(),
-            source,
-        })?;
+        let rec: DoneRecord =
+            serde_json::from_str(&text).map_err(|source| BackfillError::Record {
+                path: p.clone(),
+                source,
+            })?;
         done.insert(rec.row.job_id.clone(), rec);
     }
     Ok(done)
@@ -437,10 +441,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
                 if row.status == JobStatus::Completed && is_safe_id(&row.job_id) {
                     write_record(&done_dir, &row, process, &log, "recorded")?;
                 }
-                parts
-                    .lock()
-                    .map_err(|_| BackfillError::Poisoned)?
-                    .push(row)
+                parts.lock().map_err(|_| BackfillError::Poisoned)?.push(row)
             })();
             if let Err(e) = res {
                 tracing::error!("backfill: {e}");
@@ -473,9 +474,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
             report.failed += 1;
         }
     }
-    let mut parts = parts
-        .lock()
-        .map_err(|_| BackfillError::Poisoned)?;
+    let mut parts = parts.lock().map_err(|_| BackfillError::Poisoned)?;
     parts.flush()?;
     report.parts = std::mem::take(&mut parts.written);
     Ok(report)

@@ -19,8 +19,8 @@ use vidflow_operators::ledger::{JobRecord, Machine};
 use vidflow_operators::{JobResult, JobStatus};
 
 use super::metrics::Finished;
-use crate::graph::Results;
 use super::{terminal_event, InFlightMap, Outbound};
+use crate::graph::Results;
 
 /// The graph's exit in `serve`: every result the graph delivers goes onto
 /// the committer's queue, in the order the graph finished them.

@@ -304,9 +304,8 @@ impl Session {
             .map_err(|u| (msg_id.clone().unwrap_or_else(|| "_".into()), u))?;
         if spec.job_id.is_none() {
             // Deterministic, so a redelivery gets the same id (and seed).
-            spec.job_id = Some(
-                msg_id.unwrap_or_else(|| format!("m-{}", &sha256_hex(&d.data)[..32])),
-            );
+            spec.job_id =
+                Some(msg_id.unwrap_or_else(|| format!("m-{}", &sha256_hex(&d.data)[..32])));
         }
         Ok(spec)
     }

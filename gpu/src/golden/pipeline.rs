@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 
 use super::Case;
-use crate::pipeline::{postprocess, unpack_latents, PromptEmbeds};
 use crate::error::Result;
+use crate::pipeline::{postprocess, unpack_latents, PromptEmbeds};
 use crate::scheduler::{euler_step, SchedulerConfig};
 use crate::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
 use crate::vae::{LtxVae, VaeConfig};

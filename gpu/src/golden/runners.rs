@@ -84,7 +84,6 @@ pub fn t5_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
     Ok(vec![("last_hidden_state".to_string(), out)])
 }
 
-
 /// Golden runner for `flow_match_schedule` cases.
 pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let cfg: SchedulerConfig = parse_config(case.config.clone(), &case.case_desc())?;
@@ -115,4 +114,3 @@ pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     }
     Ok(out)
 }
-

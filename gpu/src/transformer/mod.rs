@@ -393,4 +393,3 @@ impl LtxTransformer {
         self.proj_out.forward(&h)
     }
 }
-

@@ -134,4 +134,3 @@ impl LtxVae {
         Ok((z.broadcast_mul(&std)? / self.config.scaling_factor)?.broadcast_add(&mean)?)
     }
 }
-

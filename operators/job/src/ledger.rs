@@ -430,14 +430,23 @@ mod tests {
         let c = p.charge(Tier::Premium, 1280, 704, 121, 24.0, false);
         assert_eq!(b.amount_micro, c.amount_micro);
         assert!(b.amount_micro > 0);
-        assert_eq!(b.amount_micro * 1000, b.unit_micro_per_s * b.billed_ms as i64);
-        assert_eq!((b.resolution_class.as_str(), b.tier.as_str()), ("720p", "premium"));
+        assert_eq!(
+            b.amount_micro * 1000,
+            b.unit_micro_per_s * b.billed_ms as i64
+        );
+        assert_eq!(
+            (b.resolution_class.as_str(), b.tier.as_str()),
+            ("720p", "premium")
+        );
         // accel = encode 0.5 + decode 1.0 + denoise share 3.0.
         assert_eq!(b.accelerator_s, 4.5);
         assert_eq!(b.compute_cost_micro, p.compute_cost_micro(4.5));
         let m = rec.metrics.as_ref().unwrap();
         assert_eq!(m.queue_wait_ms, 250);
-        assert_eq!((m.encode_s, m.denoise_s, m.decode_s, m.output_s), (0.5, 4.0, 1.0, 0.25));
+        assert_eq!(
+            (m.encode_s, m.denoise_s, m.decode_s, m.output_s),
+            (0.5, 4.0, 1.0, 0.25)
+        );
         assert_eq!((m.steps, m.batch_max, m.batch_mean), (4, 2, 1.5));
         assert_eq!(m.margin_micro, b.amount_micro - b.compute_cost_micro);
         assert_eq!(m.peak_rss_bytes, 1 << 20);
@@ -453,7 +462,7 @@ mod tests {
         let p = Pricing::builtin();
         let mut m = meta();
         m.safety.push(Decision {
-            stage: crate::safety::Stage::Prompt,
+            stage: crate::safety::Check::Prompt,
             allowed: false,
             category: Some("sexual".into()),
             reason: "terms".into(),
@@ -469,7 +478,8 @@ mod tests {
         assert_eq!(b.kind, EntryKind::Credit);
         assert_eq!(
             b.amount_micro,
-            -p.charge(Tier::Premium, 1280, 704, 121, 24.0, false).amount_micro
+            -p.charge(Tier::Premium, 1280, 704, 121, 24.0, false)
+                .amount_micro
         );
         assert_eq!(rec.metrics.as_ref().unwrap().margin_micro, 0);
         assert_eq!(rec.stage, Some(Stage::Safety));

@@ -24,8 +24,8 @@ pub mod validate;
 
 pub use config::{AdmissionConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY};
 pub use error::{ConfigError, JobError};
+pub use event::Stage;
 pub use id::{default_seed, generate_job_id, job_id_timestamp_ms};
+pub use result::{JobResult, JobStatus, UnknownStatus};
 pub use spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
 pub use validate::{decode_image, validate, ImageInput, ValidatedJob, PRESETS};
-pub use event::Stage;
-pub use result::{JobResult, JobStatus, UnknownStatus};

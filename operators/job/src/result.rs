@@ -347,7 +347,11 @@ mod tests {
 
     #[test]
     fn status_names_round_trip_and_compare_with_strings() {
-        for s in [JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled] {
+        for s in [
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
             assert!(s == s.as_str());

@@ -30,18 +30,21 @@ pub enum SafetyError {
     Input { field: String, msg: String },
 }
 
+/// Which of the two safety checks made a decision: the prompt check
+/// (before encoding) or the frame check (after decoding). Recorded as the
+/// decision's `stage` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub enum Check {
     Prompt,
     Visual,
 }
 
-impl Stage {
+impl Check {
     pub fn as_str(self) -> &'static str {
         match self {
-            Stage::Prompt => "prompt",
-            Stage::Visual => "visual",
+            Check::Prompt => "prompt",
+            Check::Visual => "visual",
         }
     }
 }
@@ -49,7 +52,7 @@ impl Stage {
 /// One safety decision, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    pub stage: Stage,
+    pub stage: Check,
     pub allowed: bool,
     /// The blocking category (`sexual`, `real_person`, ...); none when allowed.
     pub category: Option<String>,

@@ -20,7 +20,7 @@ use vidflow_gpu::bert::{cosine, BertEncoder};
 use super::policy::Policy;
 use super::profanity::ProfanityModel;
 use super::text::{matches, normalise, terms, Term};
-use super::{Decision, SafetyError, Stage};
+use super::{Check, Decision, SafetyError};
 
 struct Category {
     name: String,
@@ -229,7 +229,7 @@ impl PromptChecker {
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(match verdict {
             Some((category, reason)) => Decision {
-                stage: Stage::Prompt,
+                stage: Check::Prompt,
                 allowed: false,
                 category: Some(category),
                 reason,
@@ -239,7 +239,7 @@ impl PromptChecker {
                 latency_ms,
             },
             None => Decision {
-                stage: Stage::Prompt,
+                stage: Check::Prompt,
                 allowed: true,
                 category: None,
                 reason: String::new(),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use vidflow_gpu::nsfw::{FrameRef, NsfwClassifier};
 
 use super::policy::VisualConfig;
-use super::{Decision, SafetyError, Stage};
+use super::{Check, Decision, SafetyError};
 
 pub struct VisualChecker {
     model: NsfwClassifier,
@@ -115,7 +115,7 @@ impl VisualChecker {
         scores.insert("nsfw.frames".to_string(), probs.len() as f64);
         let allowed = worst < thr;
         Ok(Decision {
-            stage: Stage::Visual,
+            stage: Check::Visual,
             allowed,
             category: (!allowed).then(|| self.cfg.category.clone()),
             reason: if allowed {
