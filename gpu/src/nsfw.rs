@@ -137,21 +137,26 @@ impl NsfwClassifier {
     /// buffer fails fast with an error naming it (`frames[i]`) instead of
     /// after the network time of the frames before it.
     pub fn score_frames(&self, frames: &[FrameRef<'_>]) -> Result<Vec<f32>> {
-        let inputs = frames
+        let mut input = vec![0f32; frames.len() * CROP * CROP * 3];
+        for (i, (f, dst)) in frames
             .iter()
+            .zip(input.chunks_exact_mut(CROP * CROP * 3))
             .enumerate()
-            .map(|(i, f)| {
-                let crop =
-                    preprocess(f).map_err(|msg| GpuError::invalid(format!("frames[{i}]"), msg))?;
-                let mut input = vec![0f32; CROP * CROP * 3];
-                to_network_input(&crop, &mut input);
-                Ok(input)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        inputs.iter().map(|x| self.run_one(x)).collect()
+        {
+            let crop =
+                preprocess(f).map_err(|msg| GpuError::invalid(format!("frames[{i}]"), msg))?;
+            to_network_input(&crop, dst);
+        }
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_batch(input, frames.len())
     }
 
-    fn run_one(&self, input: &[f32]) -> Result<f32> {
+    /// All frames through the network in one batch: the convolutions'
+    /// matrix products then span every frame, which keeps both cores busy
+    /// on the small late layers (7x7 and 14x14 maps).
+    fn run_batch(&self, input: Vec<f32>, n: usize) -> Result<Vec<f32>> {
         let compute = |source| {
             onnx_err(
                 &self.path,
@@ -161,26 +166,23 @@ impl NsfwClassifier {
                 },
             )
         };
-        let x = Tensor::from_slice(input, (1, CROP, CROP, 3), &Device::Cpu).map_err(compute)?;
+        let x = Tensor::from_vec(input, (n, CROP, CROP, 3), &Device::Cpu).map_err(compute)?;
         let probs = self.graph.run(x).map_err(|e| onnx_err(&self.path, e))?;
-        if probs.dims() != [1, 2] {
+        if probs.dims() != [n, 2] {
             return Err(onnx_err(
                 &self.path,
                 OnnxError::Compute {
                     node: "output".into(),
                     source: candle_core::Error::Msg(format!(
-                        "shape {:?}, expected [1, 2]",
+                        "shape {:?}, expected [{n}, 2]",
                         probs.dims()
                     )),
                 },
             ));
         }
-        // Softmax over [sfw, nsfw].
-        let p = probs
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(compute)?;
-        Ok(p[1])
+        // Softmax over [sfw, nsfw] per frame.
+        let p = probs.to_vec2::<f32>().map_err(compute)?;
+        Ok(p.iter().map(|row| row[1]).collect())
     }
 }
 

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use prost::Message;
 
+mod cpu;
 mod ops;
 #[cfg(test)]
 mod tests;

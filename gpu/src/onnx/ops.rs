@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Storage, Tensor, D};
 
+use super::cpu::{conv2d, max_pool, Window};
 use super::pb;
 use super::{OnnxError, Result};
 
@@ -14,10 +15,9 @@ pub(super) enum Op {
     Transpose(Vec<usize>),
     /// `pads` in ONNX order: top, left, bottom, right.
     Conv {
-        stride: usize,
+        stride: (usize, usize),
         pads: [usize; 4],
         dilation: usize,
-        group: usize,
     },
     Relu,
     Add,
@@ -120,23 +120,18 @@ pub(super) fn parse_op(n: &pb::NodeProto, name: &str, opset: i64) -> Result<Op> 
             Op::Transpose(perm.iter().map(|&p| p as usize).collect())
         }
         "Conv" => {
-            let (sh, sw) = a.pair("strides", 1)?;
             let (dh, dw) = a.pair("dilations", 1)?;
-            if sh != sw {
-                return Err(a.bad("strides", (sh, sw), "equal strides"));
-            }
             if dh != dw {
                 return Err(a.bad("dilations", (dh, dw), "equal dilations"));
             }
             let group = a.int("group").unwrap_or(1);
-            if group < 1 {
-                return Err(a.bad("group", group, "at least 1"));
+            if group != 1 {
+                return Err(a.bad("group", group, "1 (no grouped convolution)"));
             }
             Op::Conv {
-                stride: sh,
+                stride: a.pair("strides", 1)?,
                 pads: a.pads()?,
                 dilation: dh,
-                group: group as usize,
             }
         }
         "Relu" => Op::Relu,
@@ -183,29 +178,17 @@ pub(super) fn parse_op(n: &pb::NodeProto, name: &str, opset: i64) -> Result<Op> 
     })
 }
 
-/// Pads `x` along `dim` with `value`.
-fn pad_value(
-    x: &Tensor,
-    dim: usize,
-    before: usize,
-    after: usize,
-    value: f32,
-) -> candle_core::Result<Tensor> {
-    if before == 0 && after == 0 {
-        return Ok(x.clone());
+/// Runs `f` on `t`'s values as one contiguous f32 slice of CPU memory.
+fn cpu_f32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(&s.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()]),
+        _ => candle_core::bail!("the ONNX interpreter runs on the CPU"),
     }
-    let mut parts = Vec::with_capacity(3);
-    let mut shape = x.dims().to_vec();
-    if before > 0 {
-        shape[dim] = before;
-        parts.push(Tensor::full(value, shape.as_slice(), x.device())?);
-    }
-    parts.push(x.clone());
-    if after > 0 {
-        shape[dim] = after;
-        parts.push(Tensor::full(value, shape.as_slice(), x.device())?);
-    }
-    Tensor::cat(&parts, dim)
 }
 
 pub(super) fn apply(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
@@ -216,19 +199,33 @@ pub(super) fn apply(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             stride,
             pads,
             dilation,
-            group,
         } => {
-            let [t, l, b, r] = *pads;
-            let (x, pad) = if t == b && l == r && t == l {
-                (x.clone(), t)
-            } else {
-                (x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?, 0)
-            };
-            let y = x.conv2d(args[1], pad, *stride, *dilation, *group)?;
-            match args.get(2) {
-                Some(bias) => y.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
-                None => Ok(y),
+            let (b, c, h, w) = x.dims4()?;
+            let (o, wc, kh, kw) = args[1].dims4()?;
+            if wc != c {
+                candle_core::bail!("the input has {c} channels, the weight expects {wc}");
             }
+            let g = Window {
+                b,
+                c,
+                h,
+                w,
+                kh,
+                kw,
+                stride: *stride,
+                dilation: *dilation,
+                pads: *pads,
+            };
+            if !g.fits() {
+                candle_core::bail!("a {kh}x{kw} kernel does not fit a {h}x{w} input");
+            }
+            let out = cpu_f32(x, |xv| {
+                cpu_f32(args[1], |wv| match args.get(2) {
+                    Some(bias) => cpu_f32(bias, |bv| Ok(conv2d(xv, wv, Some(bv), o, &g))),
+                    None => Ok(conv2d(xv, wv, None, o, &g)),
+                })
+            })?;
+            Tensor::from_vec(out, (b, o, g.ho(), g.wo()), &Device::Cpu)
         }
         Op::Relu => x.relu(),
         Op::Add => x.broadcast_add(args[1]),
@@ -237,11 +234,23 @@ pub(super) fn apply(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             stride,
             pads,
         } => {
-            let [t, l, b, r] = *pads;
-            // Padding never wins a max: pad with -inf.
-            let x = pad_value(x, 2, t, b, f32::NEG_INFINITY)?;
-            let x = pad_value(&x, 3, l, r, f32::NEG_INFINITY)?;
-            x.max_pool2d_with_stride(*kernel, *stride)
+            let (b, c, h, w) = x.dims4()?;
+            let g = Window {
+                b,
+                c,
+                h,
+                w,
+                kh: kernel.0,
+                kw: kernel.1,
+                stride: *stride,
+                dilation: 1,
+                pads: *pads,
+            };
+            if !g.fits() {
+                candle_core::bail!("a {kernel:?} window does not fit a {h}x{w} input");
+            }
+            let out = cpu_f32(x, |xv| Ok(max_pool(xv, &g)))?;
+            Tensor::from_vec(out, (b, c, g.ho(), g.wo()), &Device::Cpu)
         }
         Op::AveragePool { kernel, stride } => x.avg_pool2d_with_stride(*kernel, *stride),
         Op::Reshape => {

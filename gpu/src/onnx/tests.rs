@@ -204,17 +204,100 @@ fn unimplemented_attribute_values_are_refused_at_load() {
     );
     let e = OnnxGraph::from_bytes(&bytes).err().expect("refused");
     assert!(e.to_string().contains("auto_pad"), "{e}");
+    let group = pb::AttributeProto {
+        name: "group".into(),
+        i: 2,
+        ..Default::default()
+    };
     let bytes = model(
-        vec![node(
-            "Conv",
-            &["x", "w"],
-            "y",
-            vec![ints("strides", &[1, 2])],
-        )],
-        vec![f32_init("w", &[1, 1, 1, 1], &[1.0])],
+        vec![node("Conv", &["x", "w"], "y", vec![group])],
+        vec![f32_init("w", &[2, 1, 1, 1], &[1.0, 1.0])],
         "y",
     );
-    assert!(OnnxGraph::from_bytes(&bytes).is_err());
+    let e = OnnxGraph::from_bytes(&bytes).err().expect("refused");
+    assert!(e.to_string().contains("group"), "{e}");
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.5) - 1.0)
+        .collect()
+}
+
+/// The kernels against the definitions written as plain loops, over
+/// strides, dilation, asymmetric padding, and batch sizes on both sides of
+/// the kernels' threading switch.
+#[test]
+fn conv_and_max_pool_kernels_match_the_definitions() {
+    use super::cpu::{conv2d, max_pool, Window};
+    for (b, stride, dilation, pads, k) in [
+        (1, (1, 1), 1, [1, 1, 1, 1], 3),
+        (3, (2, 2), 1, [0, 0, 1, 1], 3),
+        (5, (2, 1), 2, [2, 1, 0, 3], 3),
+        (4, (1, 1), 1, [0; 4], 1),
+        (2, (2, 2), 1, [0; 4], 1),
+        (2, (2, 2), 1, [3, 3, 3, 3], 7),
+    ] {
+        let (c, h, w, o) = (3, 9, 11, 4);
+        let g = Window {
+            b,
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride,
+            dilation,
+            pads,
+        };
+        let x = values(b * c * h * w, 1);
+        let wt = values(o * c * k * k, 2);
+        let bias = values(o, 3);
+        let got = conv2d(&x, &wt, Some(&bias), o, &g);
+        let got_pool = max_pool(&x, &g);
+        let (ho, wo) = (g.ho(), g.wo());
+        assert_eq!(got.len(), b * o * ho * wo);
+        let at = |bi: usize, ci: usize, yo: usize, xo: usize, dy: usize, dx: usize| {
+            let yi = (yo * stride.0 + dy * dilation) as isize - pads[0] as isize;
+            let xi = (xo * stride.1 + dx * dilation) as isize - pads[1] as isize;
+            (yi >= 0 && xi >= 0 && (yi as usize) < h && (xi as usize) < w)
+                .then(|| x[((bi * c + ci) * h + yi as usize) * w + xi as usize])
+        };
+        for bi in 0..b {
+            for oi in 0..o {
+                for yo in 0..ho {
+                    for xo in 0..wo {
+                        let mut want = bias[oi] as f64;
+                        for ci in 0..c {
+                            for dy in 0..k {
+                                for dx in 0..k {
+                                    let v = at(bi, ci, yo, xo, dy, dx).unwrap_or(0.0);
+                                    want += (v * wt[((oi * c + ci) * k + dy) * k + dx]) as f64;
+                                }
+                            }
+                        }
+                        let g = got[((bi * o + oi) * ho + yo) * wo + xo] as f64;
+                        assert!(
+                            (g - want).abs() < 1e-4,
+                            "b{b} k{k} {stride:?}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+            for ci in 0..c {
+                for yo in 0..ho {
+                    for xo in 0..wo {
+                        let want = (0..k)
+                            .flat_map(|dy| (0..k).map(move |dx| (dy, dx)))
+                            .filter_map(|(dy, dx)| at(bi, ci, yo, xo, dy, dx))
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(got_pool[((bi * c + ci) * ho + yo) * wo + xo], want);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
