@@ -92,7 +92,8 @@ fn im2col(img: &[f32], g: &Window, cols: &mut [f32]) {
     });
 }
 
-/// `x`: `[b, c, h, w]`; `weight`: `[o, c, kh, kw]`; returns `[b, o, ho, wo]`.
+/// `x`: `[b, c, h, w]`; `weight`: `[o, c, kh, kw]`; returns `[b, o, ho, wo]`,
+/// through ReLU when `relu` (applied while the image's output is in cache).
 ///
 /// Images are spread over the threads, each a single-threaded im2col and
 /// GEMM into its own output, so no GEMM synchronises inside and no thread
@@ -103,6 +104,7 @@ pub(super) fn conv2d(
     bias: Option<&[f32]>,
     o: usize,
     g: &Window,
+    relu: bool,
 ) -> Vec<f32> {
     let n = g.ho() * g.wo();
     let kk = g.c * g.kh * g.kw;
@@ -156,6 +158,9 @@ pub(super) fn conv2d(
                         false,
                         gemm::Parallelism::None,
                     );
+                }
+                if relu {
+                    dst.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             },
         );

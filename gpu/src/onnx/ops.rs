@@ -14,13 +14,17 @@ use super::{OnnxError, Result};
 pub(super) enum Op {
     Transpose(Vec<usize>),
     /// `pads` in ONNX order: top, left, bottom, right.
+    /// `relu`: a following Relu folded in at load (`fuse_relu`).
     Conv {
         stride: (usize, usize),
         pads: [usize; 4],
         dilation: usize,
+        relu: bool,
     },
     Relu,
-    Add,
+    Add {
+        relu: bool,
+    },
     MaxPool {
         kernel: (usize, usize),
         stride: (usize, usize),
@@ -132,10 +136,11 @@ pub(super) fn parse_op(n: &pb::NodeProto, name: &str, opset: i64) -> Result<Op> 
                 stride: a.pair("strides", 1)?,
                 pads: a.pads()?,
                 dilation: dh,
+                relu: false,
             }
         }
         "Relu" => Op::Relu,
-        "Add" => Op::Add,
+        "Add" => Op::Add { relu: false },
         "MaxPool" | "AveragePool" => {
             let kernel = a.pair("kernel_shape", 0)?;
             let stride = a.pair("strides", 1)?;
@@ -199,6 +204,7 @@ pub(super) fn apply(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             stride,
             pads,
             dilation,
+            relu,
         } => {
             let (b, c, h, w) = x.dims4()?;
             let (o, wc, kh, kw) = args[1].dims4()?;
@@ -221,14 +227,26 @@ pub(super) fn apply(op: &Op, args: &[&Tensor]) -> candle_core::Result<Tensor> {
             }
             let out = cpu_f32(x, |xv| {
                 cpu_f32(args[1], |wv| match args.get(2) {
-                    Some(bias) => cpu_f32(bias, |bv| Ok(conv2d(xv, wv, Some(bv), o, &g))),
-                    None => Ok(conv2d(xv, wv, None, o, &g)),
+                    Some(bias) => cpu_f32(bias, |bv| Ok(conv2d(xv, wv, Some(bv), o, &g, *relu))),
+                    None => Ok(conv2d(xv, wv, None, o, &g, *relu)),
                 })
             })?;
             Tensor::from_vec(out, (b, o, g.ho(), g.wo()), &Device::Cpu)
         }
         Op::Relu => x.relu(),
-        Op::Add => x.broadcast_add(args[1]),
+        Op::Add { relu: false } => x.broadcast_add(args[1]),
+        Op::Add { relu: true } if x.dims() == args[1].dims() => {
+            let sum = cpu_f32(x, |a| {
+                cpu_f32(args[1], |b| {
+                    Ok(a.iter()
+                        .zip(b)
+                        .map(|(a, b)| (a + b).max(0.0))
+                        .collect::<Vec<f32>>())
+                })
+            })?;
+            Tensor::from_vec(sum, x.dims(), &Device::Cpu)
+        }
+        Op::Add { relu: true } => x.broadcast_add(args[1])?.relu(),
         Op::MaxPool {
             kernel,
             stride,

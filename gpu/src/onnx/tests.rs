@@ -254,7 +254,9 @@ fn conv_and_max_pool_kernels_match_the_definitions() {
         let x = values(b * c * h * w, 1);
         let wt = values(o * c * k * k, 2);
         let bias = values(o, 3);
-        let got = conv2d(&x, &wt, Some(&bias), o, &g);
+        let got = conv2d(&x, &wt, Some(&bias), o, &g, false);
+        let got_relu = conv2d(&x, &wt, Some(&bias), o, &g, true);
+        assert!(got.iter().zip(&got_relu).all(|(a, r)| *r == a.max(0.0)));
         let got_pool = max_pool(&x, &g);
         let (ho, wo) = (g.ho(), g.wo());
         assert_eq!(got.len(), b * o * ho * wo);
