@@ -130,3 +130,46 @@ impl TimestepEmbedder {
         self.linear_2.forward(&h)
     }
 }
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` on dense row-major f32 slices:
+/// the one GEMM call of our CPU convolutions (`vae/conv_cpu.rs`,
+/// `onnx/cpu.rs`). `accumulate` adds to what `dst` holds (a bias written
+/// first) instead of overwriting it.
+///
+/// Panics (a bug in the caller) when a slice is shorter than its shape.
+pub(crate) fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    rhs: &[f32],
+    par: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    // SAFETY: the three buffers are dense row-major with the strides given
+    // and at least the sizes asserted above; `dst` is a unique borrow, so
+    // it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}

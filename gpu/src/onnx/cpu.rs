@@ -134,31 +134,14 @@ pub(super) fn conv2d(
                     im2col(img, g, cols);
                     cols
                 };
-                // SAFETY: dense row-major buffers of matching sizes (m = o,
-                // n = ho*wo, k = c*kh*kw); dst aliases neither input.
-                unsafe {
-                    gemm::gemm(
-                        o,
-                        n,
-                        kk,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        bias.is_some(),
-                        weight.as_ptr(),
-                        1,
-                        kk as isize,
-                        rhs.as_ptr(),
-                        1,
-                        n as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                crate::nn::gemm_f32(
+                    (o, n, kk),
+                    dst,
+                    bias.is_some(),
+                    weight,
+                    rhs,
+                    gemm::Parallelism::None,
+                );
                 if relu {
                     dst.iter_mut().for_each(|v| *v = v.max(0.0));
                 }

@@ -129,31 +129,7 @@ pub(crate) fn conv3d(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom) -> V
                     im2col(x, g, bi, t, &mut cols);
                     &cols
                 };
-                // SAFETY: all three matrices are dense row-major buffers whose
-                // sizes match (m=O, n=Ho*Wo, k=kk); dst does not alias lhs/rhs.
-                unsafe {
-                    gemm::gemm(
-                        g.o,
-                        n,
-                        kk,
-                        dst.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        true,
-                        weight.as_ptr(),
-                        1,
-                        kk as isize,
-                        rhs.as_ptr(),
-                        1,
-                        n as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        per_frame_par,
-                    );
-                }
+                crate::nn::gemm_f32((g.o, n, kk), dst, true, weight, rhs, per_frame_par);
             }
         });
     out
