@@ -34,8 +34,12 @@ pub enum AuthError {
         path: String,
         source: std::io::Error,
     },
-    #[error("key file {path}: {msg}")]
-    Parse { path: String, msg: String },
+    #[error("key file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("key file {path}: entry {index}: {msg}")]
     Entry {
         path: String,
@@ -94,9 +98,9 @@ impl KeyStore {
             path: p.clone(),
             source,
         })?;
-        let f: KeyFile = toml::from_str(&text).map_err(|e| AuthError::Parse {
+        let f: KeyFile = toml::from_str(&text).map_err(|source| AuthError::Parse {
             path: p.clone(),
-            msg: e.to_string(),
+            source,
         })?;
         Self::from_entries(&f.key, &p)
     }

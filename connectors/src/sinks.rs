@@ -72,8 +72,27 @@ pub enum SinkError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {msg}")]
-    Parquet { path: String, msg: String },
+    #[error("{path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: {source}")]
+    Arrow {
+        path: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A billing part that reads, but not as the billing table.
+    #[error("{path}: {problem}")]
+    Column { path: String, problem: String },
+    #[error("{path}: {source}")]
+    EntryKind {
+        path: String,
+        #[source]
+        source: vidflow_job::ledger::UnknownEntryKind,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
@@ -310,9 +329,9 @@ impl Sinks {
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let final_path = dir.join(format!("part-{id}.parquet"));
         let tmp = dir.join(format!(".part-{id}.parquet.tmp"));
-        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
+        let perr = |source| SinkError::Parquet {
             path: tmp.display().to_string(),
-            msg: e.to_string(),
+            source,
         };
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let props = WriterProperties::builder()
@@ -334,17 +353,17 @@ impl Sinks {
 fn read_ids(dir: &Path) -> Result<HashSet<String>, SinkError> {
     let mut ids = HashSet::new();
     for p in parquet_files(dir) {
-        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
+        let perr = |source| SinkError::Parquet {
             path: p.display().to_string(),
-            msg: e.to_string(),
+            source,
         };
         let f = File::open(&p).map_err(io(&p))?;
         let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
         let mask = ProjectionMask::columns(b.parquet_schema(), ["job_id"]);
         for batch in b.with_projection(mask).build().map_err(perr)? {
-            let batch = batch.map_err(|e| SinkError::Parquet {
+            let batch = batch.map_err(|source| SinkError::Arrow {
                 path: p.display().to_string(),
-                msg: e.to_string(),
+                source,
             })?;
             if let Some(col) = batch.column(0).as_any().downcast_ref::<StringArray>() {
                 ids.extend(col.iter().flatten().map(str::to_string));
@@ -378,16 +397,23 @@ pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
     use arrow_array::{Array, Float64Array, UInt32Array, UInt64Array};
     let mut out = Vec::new();
     for p in parquet_files(&root.join("billing")) {
-        let perr = |e: String| SinkError::Parquet {
-            path: p.display().to_string(),
-            msg: e,
+        let path = || p.display().to_string();
+        let perr = |problem: String| SinkError::Column {
+            path: path(),
+            problem,
         };
         let f = File::open(&p).map_err(io(&p))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(f)
             .and_then(|b| b.build())
-            .map_err(|e| perr(e.to_string()))?;
+            .map_err(|source| SinkError::Parquet {
+                path: path(),
+                source,
+            })?;
         for batch in reader {
-            let b = batch.map_err(|e| perr(e.to_string()))?;
+            let b = batch.map_err(|source| SinkError::Arrow {
+                path: path(),
+                source,
+            })?;
             let col = |name: &str| {
                 b.column_by_name(name)
                     .cloned()
@@ -444,7 +470,13 @@ pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
                     resolution_class: class.value(i).into(),
                     width: w.as_ref().map(|a| a.value(i)).unwrap_or(0),
                     height: h.as_ref().map(|a| a.value(i)).unwrap_or(0),
-                    kind: kind.value(i).parse().map_err(perr)?,
+                    kind: kind
+                        .value(i)
+                        .parse()
+                        .map_err(|source| SinkError::EntryKind {
+                            path: path(),
+                            source,
+                        })?,
                     billed_ms: ms.value(i),
                     unit_micro_per_s: 0,
                     amount_micro: amount.value(i),

@@ -58,13 +58,18 @@ impl EntryKind {
     }
 }
 
+/// A ledger entry kind that is neither `charge` nor `credit`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ledger entry kind {0:?}")]
+pub struct UnknownEntryKind(pub String);
+
 impl std::str::FromStr for EntryKind {
-    type Err = String;
+    type Err = UnknownEntryKind;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "charge" => Ok(EntryKind::Charge),
             "credit" => Ok(EntryKind::Credit),
-            other => Err(format!("unknown ledger entry kind {other:?}")),
+            other => Err(UnknownEntryKind(other.to_string())),
         }
     }
 }
