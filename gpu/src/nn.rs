@@ -131,6 +131,18 @@ impl TimestepEmbedder {
     }
 }
 
+/// `out[x] = src[x + shift]`, zero where that falls outside `src`: one
+/// im2col row segment of a stride-1 convolution (`vae/conv_cpu.rs`,
+/// `onnx/cpu.rs`) as a single contiguous copy.
+pub(crate) fn copy_shifted(src: &[f32], out: &mut [f32], shift: isize) {
+    let lo = (-shift).clamp(0, out.len() as isize) as usize;
+    let hi = (src.len() as isize - shift).clamp(lo as isize, out.len() as isize) as usize;
+    out[..lo].fill(0.0);
+    out[lo..hi]
+        .copy_from_slice(&src[(lo as isize + shift) as usize..(hi as isize + shift) as usize]);
+    out[hi..].fill(0.0);
+}
+
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` on dense row-major f32 slices:
 /// the one GEMM call of our CPU convolutions (`vae/conv_cpu.rs`,
 /// `onnx/cpu.rs`). `accumulate` adds to what `dst` holds (a bias written

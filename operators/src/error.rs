@@ -41,6 +41,21 @@ pub enum StageError {
     },
 }
 
+impl StageError {
+    /// The failure of a job the policy blocked at a safety stage.
+    pub fn blocked(
+        meta: vidflow_job::result::JobMeta,
+        decision: Decision,
+        input_image: bool,
+    ) -> vidflow_job::result::Failure {
+        let e = StageError::Blocked {
+            decision: Box::new(decision),
+            input_image,
+        };
+        vidflow_job::result::Failure::new(meta, vidflow_job::event::Stage::Safety, e)
+    }
+}
+
 /// Why an object-store key did not give an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageKeyError {

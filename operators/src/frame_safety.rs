@@ -19,11 +19,7 @@ pub fn check_frames(safety: &Safety, job: DecodedJob) -> Msg<DecodedJob> {
     tracing::info!(job_id = %meta.job_id, decision = d.label(), category = ?d.category, latency_ms = d.latency_ms, "visual safety decision");
     meta.safety.push(d.clone());
     if !d.allowed {
-        let e = StageError::Blocked {
-            decision: Box::new(d),
-            input_image: false,
-        };
-        return Err(Failure::new(meta, Stage::Safety, e));
+        return Err(StageError::blocked(meta, d, false));
     }
     meta.timings
         .push((Stage::Safety, t0.elapsed().as_secs_f64()));

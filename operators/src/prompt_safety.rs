@@ -37,11 +37,7 @@ pub fn check_prompt(safety: &Safety, job: AdmittedJob) -> Msg<AdmittedJob> {
         };
         if !d.allowed {
             meta.safety.push(d.clone());
-            let e = StageError::Blocked {
-                decision: Box::new(d),
-                input_image: true,
-            };
-            return Err(Failure::new(meta, Stage::Safety, e));
+            return Err(StageError::blocked(meta, d, true));
         }
     }
     meta.timings

@@ -76,13 +76,7 @@ fn im2col(img: &[f32], g: &Window, cols: &mut [f32]) {
                 // Output column x reads input column x + shift: one
                 // contiguous run, zeros where it falls off either edge.
                 let shift = (dx * g.dilation) as isize - g.pads[1] as isize;
-                let lo = (-shift).clamp(0, wo as isize) as usize;
-                let hi = (g.w as isize - shift).clamp(lo as isize, wo as isize) as usize;
-                out[..lo].fill(0.0);
-                out[lo..hi].copy_from_slice(
-                    &src[(lo as isize + shift) as usize..(hi as isize + shift) as usize],
-                );
-                out[hi..].fill(0.0);
+                crate::nn::copy_shifted(src, out, shift);
             } else {
                 for (xo, v) in out.iter_mut().enumerate() {
                     *v = src_x(g, xo, dx).map_or(0.0, |xi| src[xi]);

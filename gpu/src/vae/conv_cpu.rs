@@ -64,14 +64,7 @@ fn im2col(x: &[f32], g: &ConvGeom, bi: usize, t: usize, cols: &mut [f32]) {
             if s == 1 {
                 // Output x reads input x + dx - pad: one contiguous run with
                 // zeros where it falls off either edge.
-                let shift = dx as isize - pad;
-                let lo = (-shift).max(0) as usize;
-                let hi = ((w as isize - shift).min(wo as isize)).max(lo as isize) as usize;
-                out[..lo].fill(0.0);
-                out[lo..hi].copy_from_slice(
-                    &src[(lo as isize + shift) as usize..(hi as isize + shift) as usize],
-                );
-                out[hi..].fill(0.0);
+                crate::nn::copy_shifted(src, out, dx as isize - pad);
             } else {
                 for (xo, v) in out.iter_mut().enumerate() {
                     let xi = (xo * s) as isize + dx as isize - pad;
