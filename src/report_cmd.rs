@@ -12,7 +12,7 @@ use vidflow_operators::ledger::EntryKind;
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
-    /// Revenue, credits, compute cost and margin per tier and resolution.
+    /// Revenue, compute cost and margin per tier and resolution.
     Billing {
         /// The analytics root (`<out_dir>/analytics` of `vidflow serve`).
         #[arg(long, default_value = "out/serve/analytics")]
@@ -31,23 +31,21 @@ pub enum ReportCmd {
 #[derive(Default, Clone, serde::Serialize)]
 struct Group {
     jobs_charged: u64,
-    jobs_credited: u64,
     billed_ms: u64,
     revenue_micro: i64,
-    credits_micro: i64,
     compute_cost_micro: i64,
     margin_micro: i64,
 }
 
 impl Group {
     fn add(&mut self, kind: EntryKind, ms: u64, amount: i64, cost: i64) {
-        if kind == EntryKind::Charge {
-            self.jobs_charged += 1;
-            self.billed_ms += ms;
-            self.revenue_micro += amount;
-        } else {
-            self.jobs_credited += 1;
-            self.credits_micro += amount;
+        // Charges are the only ledger rows (see vidflow_job::ledger).
+        match kind {
+            EntryKind::Charge => {
+                self.jobs_charged += 1;
+                self.billed_ms += ms;
+                self.revenue_micro += amount;
+            }
         }
         self.compute_cost_micro += cost;
         self.margin_micro = self.revenue_micro - self.compute_cost_micro;
@@ -96,27 +94,23 @@ pub fn run(c: ReportCmd) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<9} {:<6} {:>7} {:>7} {:>10} {:>14} {:>14} {:>14} {:>14}",
+        "{:<9} {:<6} {:>7} {:>10} {:>14} {:>14} {:>14}",
         "tier",
         "res",
         "charged",
-        "credits",
         "seconds",
         "revenue $",
-        "credits $",
         "compute $",
         "margin $"
     );
     let line = |tier: &str, res: &str, g: &Group| {
         println!(
-            "{:<9} {:<6} {:>7} {:>7} {:>10.3} {:>14} {:>14} {:>14} {:>14}",
+            "{:<9} {:<6} {:>7} {:>10.3} {:>14} {:>14} {:>14}",
             tier,
             res,
             g.jobs_charged,
-            g.jobs_credited,
             g.billed_ms as f64 / 1000.0,
             format_usd(g.revenue_micro),
-            format_usd(g.credits_micro),
             format_usd(g.compute_cost_micro),
             format_usd(g.margin_micro)
         )

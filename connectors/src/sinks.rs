@@ -27,6 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use vidflow_job::ledger::{BillingRow, JobRecord, JobRow, MetricsRow, SafetyRow};
+use vidflow_job::JobKey;
 
 use crate::batches::{billing_batch, jobs_batch, metrics_batch, safety_batch};
 
@@ -106,6 +107,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Line {
     job_id: String,
+    #[serde(default)]
+    tenant: String,
     billing: Option<BillingRow>,
     metrics: Option<MetricsRow>,
     #[serde(default)]
@@ -122,9 +125,22 @@ struct Segment {
     opened: Instant,
 }
 
+impl Line {
+    /// Whose job this is: the key analytics de-duplication goes by (two
+    /// tenants may both have a `job-1`; each keeps its rows).
+    fn key(&self) -> JobKey {
+        let tenant = match (&self.tenant, &self.job) {
+            (t, Some(j)) if t.is_empty() => j.tenant.clone(),
+            (t, _) => t.clone(),
+        };
+        JobKey::new(tenant, self.job_id.clone())
+    }
+}
+
 struct State {
     seg: Option<Segment>,
-    sunk: HashSet<String>,
+    /// Jobs whose rows are in Parquet, by (tenant, job id).
+    sunk: HashSet<JobKey>,
     seq: u64,
 }
 
@@ -180,7 +196,10 @@ impl Sinks {
             let st = self.state.lock().expect("sink state poisoned");
             records
                 .iter()
-                .filter(|r| r.job.is_some() && !st.sunk.contains(&r.job_id))
+                .filter(|r| {
+                    r.job.is_some()
+                        && !st.sunk.contains(&JobKey::new(r.tenant.clone(), r.job_id.clone()))
+                })
                 .collect()
         };
         for r in &missing {
@@ -196,6 +215,7 @@ impl Sinks {
     pub fn append(&self, r: &JobRecord) -> Result<(), SinkError> {
         let line = Line {
             job_id: r.job_id.clone(),
+            tenant: r.tenant.clone(),
             billing: r.billing.clone(),
             metrics: r.metrics.clone(),
             safety: r.safety.clone(),
@@ -279,7 +299,8 @@ impl Sinks {
             let Ok(line) = serde_json::from_str::<Line>(&l) else {
                 continue;
             };
-            if st.sunk.contains(&line.job_id) || !seen.insert(line.job_id.clone()) {
+            let key = line.key();
+            if st.sunk.contains(&key) || !seen.insert(key) {
                 continue;
             }
             lines.push(line);
@@ -312,7 +333,7 @@ impl Sinks {
             }
         }
         for l in lines {
-            st.sunk.insert(l.job_id);
+            st.sunk.insert(l.key());
         }
         fs::remove_file(path).map_err(io(path))?;
         Ok(())
@@ -349,8 +370,8 @@ impl Sinks {
     }
 }
 
-/// Job ids already in a dataset's parts.
-fn read_ids(dir: &Path) -> Result<HashSet<String>, SinkError> {
+/// (tenant, job id) of the jobs already in a dataset's parts.
+fn read_ids(dir: &Path) -> Result<HashSet<JobKey>, SinkError> {
     let mut ids = HashSet::new();
     for p in parquet_files(dir) {
         let perr = |source| SinkError::Parquet {
@@ -359,14 +380,26 @@ fn read_ids(dir: &Path) -> Result<HashSet<String>, SinkError> {
         };
         let f = File::open(&p).map_err(io(&p))?;
         let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
-        let mask = ProjectionMask::columns(b.parquet_schema(), ["job_id"]);
+        let mask = ProjectionMask::columns(b.parquet_schema(), ["tenant", "job_id"]);
         for batch in b.with_projection(mask).build().map_err(perr)? {
             let batch = batch.map_err(|source| SinkError::Arrow {
                 path: p.display().to_string(),
                 source,
             })?;
-            if let Some(col) = batch.column(0).as_any().downcast_ref::<StringArray>() {
-                ids.extend(col.iter().flatten().map(str::to_string));
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| SinkError::Column {
+                        path: p.display().to_string(),
+                        problem: format!("column {name} is missing or not text"),
+                    })
+            };
+            let (tenants, jobs) = (col("tenant")?, col("job_id")?);
+            for (t, j) in tenants.iter().zip(jobs.iter()) {
+                if let (Some(t), Some(j)) = (t, j) {
+                    ids.insert(JobKey::new(t, j));
+                }
             }
         }
     }
@@ -500,6 +533,26 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, ms: u64) -> JobRecord {
+        rec_of("acme", id, ms)
+    }
+
+    fn rec_of(tenant: &str, id: &str, ms: u64) -> JobRecord {
+        let mut r = rec_acme(id, ms);
+        r.tenant = tenant.into();
+        for t in [
+            r.billing.as_mut().map(|b| &mut b.tenant),
+            r.metrics.as_mut().map(|m| &mut m.tenant),
+            r.job.as_mut().map(|j| &mut j.tenant),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *t = tenant.into();
+        }
+        r
+    }
+
+    fn rec_acme(id: &str, ms: u64) -> JobRecord {
         JobRecord {
             job_id: id.into(),
             tenant: "acme".into(),
@@ -601,5 +654,30 @@ mod tests {
         let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
         assert_eq!(s.recover(&[rec("d", day), rec("a", day)]).unwrap(), 1);
         assert_eq!(read_billing(dir.path()).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn two_tenants_with_the_same_job_id_both_keep_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 1_795_812_585_904;
+        let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
+        s.append(&rec_of("acme", "job-1", day)).unwrap();
+        s.append(&rec_of("globex", "job-1", day)).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        // Reopened: both are known as sunk, neither is re-derived twice.
+        let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
+        let again = [rec_of("acme", "job-1", day), rec_of("globex", "job-1", day)];
+        assert_eq!(s.recover(&again).unwrap(), 0);
+        let mut who: Vec<_> = read_billing(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.tenant, r.job_id))
+            .collect();
+        who.sort();
+        assert_eq!(
+            who,
+            [("acme".to_string(), "job-1".to_string()), ("globex".into(), "job-1".into())]
+        );
     }
 }

@@ -10,6 +10,7 @@ use vidflow_connectors::store::OutputStore;
 use vidflow_operators::checkpoint::Checkpoints;
 use vidflow_operators::encode::TextCache;
 use vidflow_operators::safety_record::{Safety, SafetyConfig};
+use vidflow_operators::JobKey;
 use vidflow_operators::{
     decode, encode, frame_safety, output, prompt_safety, AdmissionConfig, AdmittedJob, DecodedJob,
     DenoisedJob, EncodedJob, EventSink, JobResult, Msg, StageCtx, Tier,
@@ -116,12 +117,12 @@ impl Engine {
     }
 
     /// Asks a job to stop; it does so before its next denoising step.
-    pub fn cancel(&self, job_id: &str) {
-        self.ctx.cancel(job_id);
+    pub fn cancel(&self, key: &JobKey) {
+        self.ctx.cancel(key);
     }
 
-    /// Forgets a cancel (a timed-out job handed back for a retry).
-    pub fn uncancel(&self, job_id: &str) {
-        self.ctx.uncancel(job_id);
+    /// Forgets a cancel: the job ended, or was handed back for a retry.
+    pub fn forget_cancel(&self, key: &JobKey) {
+        self.ctx.forget_cancel(key);
     }
 }

@@ -53,7 +53,7 @@ pub fn pipeline<'s>(
             Ok(r) => r.clone(),
             Err(f) => {
                 if f.cancelled_at.is_none() {
-                    events.emit(JobEvent::Failed {
+                    events.emit(&f.meta.tenant, JobEvent::Failed {
                         job_id: f.meta.job_id.clone(),
                         stage: f.stage,
                         error: f.error.clone(),

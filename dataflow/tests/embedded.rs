@@ -163,7 +163,7 @@ fn progress_every_two_seconds_and_cancellation_within_a_step() {
                 .or_default()
                 .push(Instant::now());
             if job_id == "job-cancel" && *step >= 3 && cancel_requested_at.is_none() {
-                e.cancel("job-cancel");
+                e.cancel(&vidflow_operators::JobKey::new("acme", "job-cancel"));
                 cancel_requested_at = Some(*step);
             }
         }

@@ -53,8 +53,18 @@ fn run_one(e: &Arc<Engine>, s: JobSpec) -> JobResult {
     r.pop().unwrap()
 }
 
+/// The decision recorded for a job's stage (`<stage>-<fingerprint>.json`).
 fn decision(out: &Path, tenant: &str, job: &str, stage: &str) -> Option<Decision> {
-    let p = out.join(format!("safety/{tenant}/{job}/{stage}.json"));
+    let dir = out.join(format!("safety/{tenant}/{job}"));
+    let p = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{stage}-")))
+        })?;
     std::fs::read(&p)
         .ok()
         .map(|b| serde_json::from_slice(&b).unwrap())
@@ -125,27 +135,34 @@ fn a_blocked_prompt_never_reaches_the_model() {
 
 #[test]
 fn a_recorded_decision_wins_over_a_fresh_one() {
-    // A second delivery of a job (or a restart) must give the answer the
-    // first gave, even if the policy changed in between.
+    // A second delivery of a job (or a restart) gives the answer the first
+    // gave for the same prompt under the same policy.
     let tmp = tempfile::tempdir().unwrap();
     let e = engine(tmp.path());
     let mut d = e.safety.prompt.check("acme", "explicit porn").unwrap();
     d.reason = "recorded earlier".into();
-    let p = tmp.path().join("safety/acme/again-1/prompt.json");
+    let key = |job: &str| {
+        let k = e
+            .safety
+            .prompt_record_key("acme", job, "a calm lake at dawn", "")
+            .unwrap();
+        tmp.path().join(k.as_ref())
+    };
+    let p = key("again-1");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, serde_json::to_vec(&d).unwrap()).unwrap();
     let r = run_one(&e, spec("again-1", "acme", "a calm lake at dawn"));
     assert_eq!(r.status, "failed");
     assert!(r.error.unwrap().contains("recorded earlier"));
     // A damaged record is not guessed at: the job fails, naming it.
-    let p2 = tmp.path().join("safety/acme/again-2/prompt.json");
+    let p2 = key("again-2");
     std::fs::create_dir_all(p2.parent().unwrap()).unwrap();
     std::fs::write(&p2, b"{not json").unwrap();
     let r = run_one(&e, spec("again-2", "acme", "a calm lake at dawn"));
     assert_eq!(r.status, "failed");
     let err = r.error.unwrap();
     assert!(
-        err.contains("safety/acme/again-2/prompt.json") && err.contains("corrupt"),
+        err.contains("safety/acme/again-2/prompt-") && err.contains("corrupt"),
         "{err}"
     );
     assert_eq!(mp4s(tmp.path()), 0);

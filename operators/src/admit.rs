@@ -31,7 +31,7 @@ pub fn prepare(
     );
     match to_request(&v, store) {
         Ok(req) => {
-            ctx.events.emit(JobEvent::Accepted { job_id: v.job_id });
+            ctx.events.emit(&v.tenant, JobEvent::Accepted { job_id: v.job_id });
             Ok(AdmittedJob { meta, req })
         }
         Err(e) => Err(Failure::new(meta, Stage::Admit, e)),

@@ -1,11 +1,13 @@
 //! What every stage may need besides the job: the loaded models, where
 //! events go, which jobs were asked to stop, and the checkpoint store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use vidflow_gpu::pipeline::LtxPipeline;
 use vidflow_job::config::{AdmissionConfig, ModelDtype};
+use vidflow_job::JobKey;
 
 use crate::checkpoint::Checkpoints;
 use crate::events::EventSink;
@@ -19,8 +21,9 @@ pub type Models = Arc<HashMap<String, Arc<LtxPipeline>>>;
 pub struct StageCtx {
     pub models: Models,
     pub events: EventSink,
-    /// Job ids asked to stop; the denoiser checks between steps.
-    pub cancelled: Arc<Mutex<HashSet<String>>>,
+    /// Jobs asked to stop, by (tenant, job id), with when they were asked;
+    /// the denoiser checks between steps. See [`StageCtx::cancel`].
+    pub cancelled: Arc<Mutex<HashMap<JobKey, Instant>>>,
     /// Denoising checkpoints (off in the embedded CLI).
     pub checkpoints: Option<Checkpoints>,
 }
@@ -30,7 +33,7 @@ impl StageCtx {
         StageCtx {
             models,
             events,
-            cancelled: Arc::new(Mutex::new(HashSet::new())),
+            cancelled: Arc::new(Mutex::new(HashMap::new())),
             checkpoints,
         }
     }
@@ -41,27 +44,38 @@ impl StageCtx {
             .ok_or_else(|| StageError::ModelNotLoaded(id.to_string()))
     }
 
-    /// Asks a job to stop; it does so before its next denoising step.
-    pub fn cancel(&self, job_id: &str) {
+    /// Asks a job to stop; it does so before its next denoising step. A
+    /// cancel may arrive before its job does (queued, or running on another
+    /// process), so it is remembered until the job ends here
+    /// ([`StageCtx::forget_cancel`]) or, for a job that never comes, for
+    /// [`PENDING_CANCEL_TTL`]: the set stays bounded by the cancels of a
+    /// day, not every cancel ever sent.
+    pub fn cancel(&self, key: &JobKey) {
         if let Ok(mut s) = self.cancelled.lock() {
-            s.insert(job_id.to_string());
+            let now = Instant::now();
+            s.retain(|_, at| now.duration_since(*at) < PENDING_CANCEL_TTL);
+            s.insert(key.clone(), now);
         }
     }
 
-    /// Forgets a cancel (a timed-out job handed back for a retry).
-    pub fn uncancel(&self, job_id: &str) {
+    /// Forgets a cancel: the job ended (a later job with the same key must
+    /// not inherit it), or a timed-out job is handed back for a retry.
+    pub fn forget_cancel(&self, key: &JobKey) {
         if let Ok(mut s) = self.cancelled.lock() {
-            s.remove(job_id);
+            s.remove(key);
         }
     }
 
-    pub fn is_cancelled(&self, job_id: &str) -> bool {
+    pub fn is_cancelled(&self, key: &JobKey) -> bool {
         self.cancelled
             .lock()
-            .map(|s| s.contains(job_id))
+            .map(|s| s.contains_key(key))
             .unwrap_or(false)
     }
 }
+
+/// How long a cancel waits for a job that has not reached this process.
+pub const PENDING_CANCEL_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A configured model that could not be loaded.
 #[derive(Debug, thiserror::Error)]

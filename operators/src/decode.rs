@@ -18,7 +18,7 @@ pub fn decode(ctx: &StageCtx, job: DenoisedJob) -> Msg<DecodedJob> {
         state,
     } = job;
     let total = state.schedule.steps();
-    ctx.events.emit(JobEvent::Progress {
+    ctx.events.emit(&meta.tenant, JobEvent::Progress {
         job_id: meta.job_id.clone(),
         stage: Stage::Decode,
         step: total,

@@ -79,10 +79,10 @@ impl<R> Batcher<R> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.active.len() {
-            if ctx.is_cancelled(&self.active[i].job.meta.job_id) {
+            if ctx.is_cancelled(&self.active[i].job.meta.key()) {
                 let a = self.active.swap_remove(i);
                 let step = a.job.state.step;
-                ctx.events.emit(JobEvent::Cancelled {
+                ctx.events.emit(&a.job.meta.tenant, JobEvent::Cancelled {
                     job_id: a.job.meta.job_id.clone(),
                     step,
                 });
@@ -176,7 +176,7 @@ impl<R> Batcher<R> {
                     tracing::warn!(job_id = %m.job_id, step = st.step, error = %e, "checkpoint write failed; continuing");
                 }
             }
-            ctx.events.emit(JobEvent::Progress {
+            ctx.events.emit(&a.job.meta.tenant, JobEvent::Progress {
                 job_id: a.job.meta.job_id.clone(),
                 stage: Stage::Denoise,
                 step: st.step,
@@ -288,7 +288,10 @@ mod tests {
         let mut b = Batcher::new(4);
         b.join(encoded(&ctx, "x", r#""kind": "t2v""#), "x");
         b.step(&ctx);
-        ctx.cancel("x");
+        // Another tenant's job with the same id is not this job.
+        ctx.cancel(&vidflow_job::JobKey::new("globex", "x"));
+        assert!(b.take_cancelled(&ctx).is_empty());
+        ctx.cancel(&vidflow_job::JobKey::new("acme", "x"));
         let out = b.take_cancelled(&ctx);
         assert!(b.is_idle());
         let f = out.into_iter().next().unwrap().1.err().unwrap();

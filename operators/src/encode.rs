@@ -61,7 +61,7 @@ impl TextCache {
 pub fn encode(ctx: &StageCtx, cache: &mut TextCache, job: AdmittedJob) -> Msg<EncodedJob> {
     let t0 = Instant::now();
     let AdmittedJob { mut meta, req } = job;
-    ctx.events.emit(JobEvent::Progress {
+    ctx.events.emit(&meta.tenant, JobEvent::Progress {
         job_id: meta.job_id.clone(),
         stage: Stage::Encode,
         step: 0,

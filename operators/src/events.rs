@@ -7,7 +7,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use vidflow_job::event::{JobEvent, Stage};
+pub use vidflow_job::event::{EventEnvelope, JobEvent, Stage};
+use vidflow_job::JobKey;
 
 /// Where events go. Sending never fails the pipeline: a consumer that went
 /// away must not stop generation.
@@ -19,22 +20,24 @@ pub use vidflow_job::event::{JobEvent, Stage};
 #[derive(Clone)]
 pub struct EventSink {
     tx: Option<SendFn>,
-    live: Arc<Mutex<HashMap<String, (JobEvent, Instant)>>>,
+    /// Each running job's latest progress, by (tenant, job id).
+    live: Arc<Mutex<HashMap<JobKey, (JobEvent, Instant)>>>,
 }
 
 /// How long a job may go without an event before its progress is re-sent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Where a sink delivers each event.
-pub type SendFn = Arc<dyn Fn(JobEvent) + Send + Sync>;
+/// Where a sink delivers each event, with the tenant whose job it is (an
+/// event names only the job id, which two tenants may share).
+pub type SendFn = Arc<dyn Fn(EventEnvelope) + Send + Sync>;
 
 impl EventSink {
     /// Events go to a channel.
     pub fn new(tx: Sender<JobEvent>) -> Self {
         let tx = Mutex::new(tx);
-        Self::from_fn(Arc::new(move |e| {
+        Self::from_fn(Arc::new(move |env: EventEnvelope| {
             if let Ok(tx) = tx.lock() {
-                let _ = tx.send(e);
+                let _ = tx.send(env.event);
             }
         }))
     }
@@ -56,14 +59,14 @@ impl EventSink {
                 let Some(live) = weak.upgrade() else { return };
                 let Ok(mut live) = live.lock() else { return };
                 let now = Instant::now();
-                for (ev, last) in live.values_mut() {
+                for (key, (ev, last)) in live.iter_mut() {
                     if now.duration_since(*last) >= HEARTBEAT {
                         if let JobEvent::Progress { eta_s, .. } = ev {
                             *eta_s = eta_s
                                 .map(|e| (e - now.duration_since(*last).as_secs_f64()).max(0.0));
                         }
                         if let Some(tx) = &tx {
-                            tx(ev.clone());
+                            tx(envelope(&key.tenant, ev.clone()));
                         }
                         *last = now;
                     }
@@ -79,11 +82,13 @@ impl EventSink {
         }
     }
 
-    pub fn emit(&self, e: JobEvent) {
-        tracing::debug!(job_id = e.job_id(), event = ?e, "job event");
+    /// Sends `e`, an event of `tenant`'s job.
+    pub fn emit(&self, tenant: &str, e: JobEvent) {
+        tracing::debug!(tenant = %tenant, job_id = e.job_id(), event = ?e, "job event");
+        let key = JobKey::new(tenant, e.job_id());
         if let Ok(mut live) = self.live.lock() {
             if e.is_terminal() {
-                live.remove(e.job_id());
+                live.remove(&key);
             } else if self.tx.is_some() {
                 let mut beat = e.clone();
                 if let JobEvent::Accepted { job_id, .. } = &e {
@@ -99,11 +104,20 @@ impl EventSink {
                 if let JobEvent::Progress { batch, .. } = &mut beat {
                     *batch = 0;
                 }
-                live.insert(e.job_id().to_string(), (beat, Instant::now()));
+                live.insert(key, (beat, Instant::now()));
             }
         }
         if let Some(tx) = &self.tx {
-            tx(e);
+            tx(envelope(tenant, e));
         }
+    }
+}
+
+fn envelope(tenant: &str, event: JobEvent) -> EventEnvelope {
+    EventEnvelope {
+        tenant: tenant.to_string(),
+        ts_ms: vidflow_job::event::now_ms(),
+        replay: false,
+        event,
     }
 }

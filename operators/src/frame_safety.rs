@@ -61,9 +61,8 @@ mod tests {
         assert_eq!(j.meta.safety.len(), 1);
         assert!(j.meta.safety[0].allowed);
         assert_eq!(j.meta.safety[0].stage, vidflow_job::safety::Check::Visual);
-        assert!(store
-            .exists_blocking(&"safety/acme/v1/visual.json".into())
-            .unwrap());
+        let key = safety.visual_record_key("acme", "v1").unwrap();
+        assert!(store.exists_blocking(&key).unwrap());
     }
 
     #[test]
@@ -77,7 +76,7 @@ mod tests {
         d.category = Some("sexual".into());
         store
             .put_atomic_blocking(
-                &"safety/acme/v2/visual.json".into(),
+                &safety.visual_record_key("acme", "v2").unwrap(),
                 serde_json::to_vec(&d).unwrap(),
             )
             .unwrap();

@@ -32,7 +32,7 @@ pub fn output(ctx: &StageCtx, store: &OutputStore, job: DecodedJob) -> Msg<JobRe
                 size: obj.size,
                 sha256: obj.sha256_hex,
             };
-            ctx.events.emit(JobEvent::Completed {
+            ctx.events.emit(&meta.tenant, JobEvent::Completed {
                 job_id: meta.job_id.clone(),
                 key: stored.key.clone(),
                 size: stored.size,

@@ -14,7 +14,8 @@ pub fn check_prompt(safety: &Safety, job: AdmittedJob) -> Msg<AdmittedJob> {
     let t0 = Instant::now();
     let AdmittedJob { mut meta, req } = job;
     let prompt = String::from_utf8_lossy(&req.prompt).into_owned();
-    let d = match safety.decide_prompt(&meta, &prompt) {
+    let negative = String::from_utf8_lossy(&req.negative_prompt).into_owned();
+    let d = match safety.decide_prompt(&meta, &prompt, &negative) {
         Ok(d) => d,
         Err(e) => return Err(Failure::new(meta, Stage::Safety, e)),
     };
@@ -64,7 +65,10 @@ mod tests {
         assert_eq!(j.meta.safety.len(), 1);
         assert!(j.meta.safety[0].allowed);
         assert_eq!(j.meta.timings[0].0, Stage::Safety);
-        let key = "safety/acme/p1/prompt.json".into();
+        let key = safety
+            .prompt_record_key("acme", "p1", "a red fox running through snow", "")
+            .unwrap();
+        assert!(key.as_ref().starts_with("safety/acme/p1/prompt-"), "{key}");
         assert!(store.exists_blocking(&key).unwrap());
     }
 
@@ -90,28 +94,41 @@ mod tests {
     #[test]
     fn a_recorded_decision_is_reused_and_a_corrupt_one_is_an_error() {
         let (safety, store) = testkit::safety();
-        // A recorded "allow" wins over what the policy would say now.
+        // A decision recorded for this very input is reused.
         let j = admitted("p3", "a red fox");
         let mut d = safety.prompt.check("acme", "a red fox").unwrap();
         d.reason = "recorded earlier".into();
+        let key = safety.prompt_record_key("acme", "p3", "a red fox", "").unwrap();
         store
-            .put_atomic_blocking(
-                &"safety/acme/p3/prompt.json".into(),
-                serde_json::to_vec(&d).unwrap(),
-            )
+            .put_atomic_blocking(&key, serde_json::to_vec(&d).unwrap())
             .unwrap();
         let j = check_prompt(&safety, j).unwrap();
         assert_eq!(j.meta.safety[0].reason, "recorded earlier");
-        store
-            .put_atomic_blocking(&"safety/acme/p4/prompt.json".into(), b"{trunc".to_vec())
-            .unwrap();
-        let f = check_prompt(&safety, admitted("p4", "a red fox"))
-            .err()
-            .unwrap();
+        let j4 = admitted("p4", "a red fox");
+        let key = safety.prompt_record_key("acme", "p4", "a red fox", "").unwrap();
+        store.put_atomic_blocking(&key, b"{trunc".to_vec()).unwrap();
+        let f = check_prompt(&safety, j4).err().unwrap();
         assert!(
-            f.error.contains("safety/acme/p4/prompt.json is corrupt"),
+            f.error.contains(&format!("{key} is corrupt")),
             "{}",
             f.error
         );
+    }
+
+    #[test]
+    fn an_allow_for_one_prompt_is_not_reused_for_another() {
+        // The same (tenant, job id) comes back with an unsafe prompt: the
+        // "allow" recorded for the first prompt must not let it through.
+        let (safety, _) = testkit::safety();
+        let first = check_prompt(&safety, admitted("p5", "a red fox")).unwrap();
+        assert!(first.meta.safety[0].allowed);
+        let f = check_prompt(
+            &safety,
+            admitted("p5", "explicit porn scene in a motel room"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(f.stage, Stage::Safety, "{}", f.error);
+        assert!(f.error.contains("category sexual"), "{}", f.error);
     }
 }

@@ -1,13 +1,18 @@
 //! The safety checkers of a process and the decisions they recorded. A
 //! decision is written to the object store
-//! (`safety/<tenant>/<job>/<stage>.json`) before the job may go on, and a
-//! redelivered or resumed job reuses the recorded one, so a policy edit
-//! between two deliveries cannot flip an answer already given.
+//! (`safety/<tenant>/<job>/<stage>-<fingerprint>.json`) before the job may
+//! go on, and a redelivered or resumed job reuses the recorded one, so a
+//! crash between the check and the commit costs no second check. The
+//! fingerprint binds a decision to what was decided: the policy version
+//! and, for the prompt check, the prompt and negative prompt. A later run
+//! with the same (tenant, job id) but another prompt (or after a policy
+//! change) is checked afresh, never waved through on an old "allow".
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use object_store::path::Path;
+use sha2::{Digest, Sha256};
 use vidflow_connectors::store::OutputStore;
 use vidflow_connectors::OutputError;
 use vidflow_job::result::JobMeta;
@@ -86,30 +91,31 @@ impl Safety {
         })
     }
 
-    fn key(meta: &JobMeta, stage: safety::Check) -> Result<Path, RecordError> {
-        if !vidflow_job::id::is_safe_id(&meta.tenant) || !vidflow_job::id::is_safe_id(&meta.job_id)
-        {
-            return Err(RecordError::UnsafeId {
-                tenant: meta.tenant.clone(),
-                job_id: meta.job_id.clone(),
-            });
-        }
-        Ok(Path::from(format!(
-            "safety/{}/{}/{}.json",
-            meta.tenant,
-            meta.job_id,
-            stage.as_str()
-        )))
+    /// What a prompt decision is bound to.
+    fn prompt_fingerprint(&self, prompt: &str, negative: &str) -> String {
+        fingerprint(&[self.prompt.policy.version.as_bytes(), prompt.as_bytes(), negative.as_bytes()])
     }
 
-    /// The recorded decision for this job and stage, if any. An unreadable
-    /// record is an error, never "absent": guessing could run a blocked job.
-    pub fn recorded(
+    /// What a frame decision is bound to (the frames follow from the
+    /// request the job id was admitted with; the policy may change).
+    fn visual_fingerprint(&self) -> String {
+        fingerprint(&[self.prompt.policy.version.as_bytes()])
+    }
+
+    fn key(meta: &JobMeta, stage: safety::Check, fp: &str) -> Result<Path, RecordError> {
+        record_key(&meta.tenant, &meta.job_id, stage, fp)
+    }
+
+    /// The decision recorded for this job, stage and fingerprint, if any.
+    /// An unreadable record is an error, never "absent": guessing could run
+    /// a blocked job.
+    fn recorded(
         &self,
         meta: &JobMeta,
         stage: safety::Check,
+        fp: &str,
     ) -> Result<Option<Decision>, RecordError> {
-        let key = Self::key(meta, stage)?;
+        let key = Self::key(meta, stage, fp)?;
         match self.store.get_blocking(&key) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
@@ -125,8 +131,8 @@ impl Safety {
         }
     }
 
-    fn record(&self, meta: &JobMeta, d: &Decision) -> Result<(), RecordError> {
-        let key = Self::key(meta, d.stage)?;
+    fn record(&self, meta: &JobMeta, d: &Decision, fp: &str) -> Result<(), RecordError> {
+        let key = Self::key(meta, d.stage, fp)?;
         let body = serde_json::to_vec(d).map_err(|source| RecordError::Corrupt {
             key: key.to_string(),
             source,
@@ -145,13 +151,32 @@ impl Safety {
         &self,
         meta: &JobMeta,
         prompt: &str,
+        negative_prompt: &str,
     ) -> Result<Decision, crate::StageError> {
-        if let Some(d) = self.recorded(meta, safety::Check::Prompt)? {
+        let fp = self.prompt_fingerprint(prompt, negative_prompt);
+        if let Some(d) = self.recorded(meta, safety::Check::Prompt, &fp)? {
             return Ok(d);
         }
         let d = self.prompt.check(&meta.tenant, prompt)?;
-        self.record(meta, &d)?;
+        self.record(meta, &d, &fp)?;
         Ok(d)
+    }
+
+    /// Where the prompt decision for this job and input is recorded.
+    pub fn prompt_record_key(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        prompt: &str,
+        negative_prompt: &str,
+    ) -> Result<Path, RecordError> {
+        let fp = self.prompt_fingerprint(prompt, negative_prompt);
+        record_key(tenant, job_id, safety::Check::Prompt, &fp)
+    }
+
+    /// Where the frame decision for this job is recorded.
+    pub fn visual_record_key(&self, tenant: &str, job_id: &str) -> Result<Path, RecordError> {
+        record_key(tenant, job_id, safety::Check::Visual, &self.visual_fingerprint())
     }
 
     /// Decides (or re-reads) and durably records the frame decision.
@@ -160,13 +185,43 @@ impl Safety {
         meta: &JobMeta,
         v: &vidflow_gpu::pipeline::Video,
     ) -> Result<Decision, crate::StageError> {
-        if let Some(d) = self.recorded(meta, safety::Check::Visual)? {
+        let fp = self.visual_fingerprint();
+        if let Some(d) = self.recorded(meta, safety::Check::Visual, &fp)? {
             return Ok(d);
         }
         let d = self
             .visual
             .check(&meta.tenant, v.width, v.height, v.frames, &v.rgb)?;
-        self.record(meta, &d)?;
+        self.record(meta, &d, &fp)?;
         Ok(d)
     }
+}
+
+fn record_key(
+    tenant: &str,
+    job_id: &str,
+    stage: safety::Check,
+    fp: &str,
+) -> Result<Path, RecordError> {
+    if !vidflow_job::id::is_safe_id(tenant) || !vidflow_job::id::is_safe_id(job_id) {
+        return Err(RecordError::UnsafeId {
+            tenant: tenant.to_string(),
+            job_id: job_id.to_string(),
+        });
+    }
+    Ok(Path::from(format!(
+        "safety/{tenant}/{job_id}/{}-{fp}.json",
+        stage.as_str()
+    )))
+}
+
+/// 16 hex digits of SHA-256 over the parts, each length-prefixed (so
+/// ("ab", "c") and ("a", "bc") differ).
+fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }

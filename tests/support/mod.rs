@@ -54,10 +54,24 @@ impl Setup {
         let prefix = format!("test-{name}-{}-{nanos}", std::process::id());
         let out = tmp.path().join("out");
         let config = tmp.path().join("vidflow.toml");
+        // The shipped default quota is a small trial; the test tenants
+        // get room for any tier and size (a test that is about quotas
+        // brings its own `[billing]`).
+        let mut extra = engine_extra.to_string();
+        if !extra.contains("[billing]") {
+            let quotas = tmp.path().join("quotas.toml");
+            std::fs::write(
+                &quotas,
+                "[default]\nmax_concurrent = 100\nmonthly_video_seconds = 1000000.0\n\
+                 max_resolution = \"4k\"\ntiers = [\"premium\", \"standard\", \"free\"]\n",
+            )
+            .unwrap();
+            extra.push_str(&format!("\n[billing]\nquotas = \"{}\"\n", quotas.display()));
+        }
         let toml = format!(
             "[amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
              [[auth.key]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[auth.key]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n\
-             [engine]\nout_dir = \"{}\"\n{engine_extra}\n",
+             [engine]\nout_dir = \"{}\"\n{extra}\n",
             amqp_url(),
             hash_key(KEY_A),
             hash_key(KEY_B),

@@ -88,6 +88,11 @@ impl Committer {
         let Some(rec) = self.write_record(&r).await else {
             return;
         };
+        // The job ended: a cancel sent for it must not outlive it (a later
+        // job with the same tenant and id would inherit it).
+        if let Some(e) = &self.engine {
+            e.forget_cancel(&r.key());
+        }
         self.append_outbox(&rec).await;
         faults::point(Fault::AfterCommit);
         self.count(&rec, r.accel_s);
@@ -103,24 +108,23 @@ impl Committer {
     async fn hand_back_if_timed_out(&self, r: &JobResult) -> bool {
         // (Removed either way: a job stopped too late to take effect
         // finished normally.)
+        let key = r.key();
         let was_stopped = self
             .timed_out
             .lock()
-            .map(|mut t| t.remove(&r.job_id))
+            .map(|mut t| t.remove(&key))
             .unwrap_or(false);
         if !(was_stopped && r.status == JobStatus::Cancelled) {
             return false;
         }
         if let Some(e) = &self.engine {
-            e.uncancel(&r.job_id);
+            e.forget_cancel(&key);
         }
-        let job = self
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&r.job_id));
+        let job = self.inflight.lock().ok().and_then(|mut m| m.remove(&key));
         if let Some(j) = job {
-            self.quotas.finish(&j.tenant, &r.job_id, false);
+            // Its reservation stays: the redelivery takes it up again
+            // rather than queueing behind (or being refused by) the quota.
+            self.quotas.hand_back(&key.tenant, &r.job_id);
             tracing::warn!(job_id = %r.job_id, "generation timeout: handed back for a retry");
             for a in j.ackers {
                 let _ = a
@@ -142,7 +146,7 @@ impl Committer {
             .inflight
             .lock()
             .ok()
-            .and_then(|m| m.get(&r.job_id).map(|j| j.terms.clone()));
+            .and_then(|m| m.get(&r.key()).map(|j| j.terms.clone()));
         let Some(terms) = terms else {
             tracing::error!(job_id = %r.job_id, "finished job is not in flight; not committed");
             return None;
@@ -229,6 +233,26 @@ pub(crate) fn attempts_key(
     Ok(object_store::path::Path::from(format!(
         "attempts/{tenant}/{job_id}"
     )))
+}
+
+/// Takes back the count of a run this process hands back unfinished on
+/// a drain (SIGTERM): a rolling restart is not the job's fault, and only
+/// runs cut by a crash or a timeout may make it a poison job.
+pub(crate) async fn unbump_attempts(
+    store: &OutputStore,
+    tenant: &str,
+    job_id: &str,
+) -> Result<(), OutputError> {
+    let key = attempts_key(tenant, job_id)?;
+    let before = match store.get(&key).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().parse::<u32>().unwrap_or(0),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    store
+        .put_atomic(&key, before.saturating_sub(1).to_string().into_bytes())
+        .await?;
+    Ok(())
 }
 
 /// Counts one more started run of a job and returns the runs before it.

@@ -37,7 +37,7 @@ use vidflow_connectors::store::OutputStore;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::{JobRecord, JobTerms};
 use vidflow_operators::quota::{month_of_ms, QuotaBook};
-use vidflow_operators::{EventSink, JobResult, JobStatus};
+use vidflow_operators::{EventSink, JobKey, JobResult, JobStatus};
 
 pub use config::{
     AuthConfig, BillingSection, EngineSection, GrpcConfig, MetricsConfig, ServeConfig,
@@ -78,25 +78,25 @@ pub enum ServeError {
     Sinks(#[from] vidflow_connectors::sinks::SinkError),
 }
 
-/// A job this process holds unacked: its tenant and every delivery of its
-/// message (a redelivery while it runs adds one; all are acked together).
+/// A job this process holds unacked (keyed by (tenant, job id) in
+/// [`InFlightMap`]): every delivery of its message (a redelivery while it
+/// runs adds one; all are acked together).
 pub(crate) struct InFlight {
-    pub tenant: String,
     pub terms: JobTerms,
     pub ackers: Vec<Acker>,
     pub since: Instant,
 }
 
 /// Jobs stopped for running over their tier's timeout (to be handed back).
-pub(crate) type TimedOut = Arc<Mutex<std::collections::HashSet<String>>>;
+pub(crate) type TimedOut = Arc<Mutex<std::collections::HashSet<JobKey>>>;
 
-pub(crate) type InFlightMap = Arc<Mutex<HashMap<String, InFlight>>>;
+pub(crate) type InFlightMap = Arc<Mutex<HashMap<JobKey, InFlight>>>;
 
 /// What the session publishes.
 pub(crate) enum Outbound {
     /// A progress/accepted event from the pipeline (terminal ones are
     /// dropped: the committer sends those once they are durable).
-    Event(JobEvent),
+    Event(EventEnvelope),
     /// A job's terminal event, after its record was written: publish with a
     /// confirm, then ack the job's deliveries.
     Terminal(EventEnvelope),

@@ -29,7 +29,7 @@ use vidflow_connectors::records::read_record;
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::JobTerms;
-use vidflow_operators::{validate, AdmissionConfig, JobResult, JobSpec, ValidatedJob};
+use vidflow_operators::{validate, AdmissionConfig, JobKey, JobResult, JobSpec, ValidatedJob};
 
 use super::metrics::Finished;
 use super::{terminal_event, InFlight, InFlightMap, Outbound};
@@ -88,6 +88,7 @@ impl Session {
             }
             if let Some(d) = drain_deadline {
                 if Instant::now() >= d {
+                    self.uncount_handed_back().await;
                     return;
                 }
             }
@@ -179,6 +180,7 @@ impl Session {
                         in_flight = left,
                         "drain timeout: handing unfinished jobs back to the broker"
                     );
+                    self.uncount_handed_back().await;
                     return Ok(());
                 }
             }
@@ -215,25 +217,40 @@ impl Session {
     /// them back to the broker for a bounded retry).
     fn check_timeouts(&self) {
         let Some(engine) = &self.engine else { return };
-        let over: Vec<String> = self
+        let over: Vec<JobKey> = self
             .inflight
             .lock()
             .map(|m| {
                 m.iter()
                     .filter(|(_, j)| j.since.elapsed() > self.timeouts.of(j.terms.tier))
-                    .map(|(id, _)| id.clone())
+                    .map(|(k, _)| k.clone())
                     .collect()
             })
             .unwrap_or_default();
-        for id in over {
+        for key in over {
             let new = self
                 .timed_out
                 .lock()
-                .map(|mut t| t.insert(id.clone()))
+                .map(|mut t| t.insert(key.clone()))
                 .unwrap_or(false);
             if new {
-                tracing::warn!(job_id = %id, "generation timeout: stopping the job");
-                engine.cancel(&id);
+                tracing::warn!(tenant = %key.tenant, job_id = %key.job_id, "generation timeout: stopping the job");
+                engine.cancel(&key);
+            }
+        }
+    }
+
+    /// A drain hands the jobs still running back to the broker: those runs
+    /// are not the jobs' failures, so they do not count as attempts.
+    async fn uncount_handed_back(&self) {
+        let keys: Vec<JobKey> = self
+            .inflight
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for k in keys {
+            if let Err(e) = super::commit::unbump_attempts(&self.store, &k.tenant, &k.job_id).await {
+                tracing::warn!(tenant = %k.tenant, job_id = %k.job_id, error = %e, "could not take back the attempt of a handed-back job");
             }
         }
     }
@@ -320,26 +337,16 @@ impl Session {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<Delivery>, lapin::Error> {
+        // Keyed by (tenant, job id): another tenant's job with the same
+        // id is a different job, and nothing here tells it this one runs.
         // No lock may be held across an await: decide, release, then act.
-        let in_use_by_other = {
+        {
             let mut map = self.inflight.lock().expect("in-flight map poisoned");
-            match map.get_mut(job_id) {
-                Some(j) if j.tenant == tenant => {
-                    tracing::info!(job_id = %job_id, "duplicate delivery of a running job: not started again");
-                    j.ackers.push(d.acker);
-                    return Ok(None);
-                }
-                Some(_) => true,
-                None => false,
+            if let Some(j) = map.get_mut(&JobKey::new(tenant, job_id)) {
+                tracing::info!(tenant = %tenant, job_id = %job_id, "duplicate delivery of a running job: not started again");
+                j.ackers.push(d.acker);
+                return Ok(None);
             }
-        };
-        if in_use_by_other {
-            let u = Undecodable {
-                field: "job_id".into(),
-                error: format!("invalid job_id = {job_id:?}: in use by a running job"),
-            };
-            self.reject(ch, &d, tenant, job_id, u).await?;
-            return Ok(None);
         }
         match read_record(&self.store, tenant, job_id).await {
             Ok(Some(rec)) => {
@@ -403,14 +410,14 @@ impl Session {
         terms: JobTerms,
     ) -> Result<(), lapin::Error> {
         let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
+        let key = JobKey::new(&tenant, &job_id);
         let (data, properties, redelivered) = (d.data, d.properties, d.redelivered);
         self.inflight
             .lock()
             .expect("in-flight map poisoned")
             .insert(
-                job_id.clone(),
+                key.clone(),
                 InFlight {
-                    tenant: tenant.clone(),
                     terms,
                     ackers: vec![d.acker],
                     since: Instant::now(),
@@ -441,8 +448,10 @@ impl Session {
         }
         tracing::info!(job_id = %job_id, tenant = %tenant, redelivered, attempt = before + 1, "job taken");
         if !self.intake.send(v) {
-            // The graph is gone (shutting down): hand the job back.
-            let job = self.inflight.lock().expect("poisoned").remove(&job_id);
+            // The graph is gone (shutting down): hand the job back, and
+            // the run that never started does not count.
+            let _ = super::commit::unbump_attempts(&self.store, &tenant, &job_id).await;
+            let job = self.inflight.lock().expect("poisoned").remove(&key);
             if let Some(j) = job {
                 for a in j.ackers {
                     let _ = a
@@ -504,44 +513,33 @@ impl Session {
     fn on_control(&self, body: &[u8]) {
         match serde_json::from_slice::<Control>(body) {
             Ok(Control::Cancel { tenant, job_id }) => {
-                let owned = self
-                    .inflight
-                    .lock()
-                    .map(|m| m.get(&job_id).map(|j| j.tenant == tenant))
-                    .unwrap_or(None);
-                // Not here yet (or on another process): remember it, so it
-                // stops as soon as it starts here.
-                if owned != Some(false) {
-                    if let Some(e) = &self.engine {
-                        tracing::info!(job_id = %job_id, "cancel received");
-                        e.cancel(&job_id);
-                    }
+                // Running here, not here yet, or on another process: the
+                // engine remembers it (by tenant and id), so the job stops
+                // as soon as it runs here.
+                if let Some(e) = &self.engine {
+                    tracing::info!(tenant = %tenant, job_id = %job_id, "cancel received");
+                    e.cancel(&JobKey::new(tenant, job_id));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "unreadable control message"),
         }
     }
 
-    async fn publish_event(&self, ch: &Channel, e: JobEvent) -> Result<(), lapin::Error> {
-        if e.is_terminal() {
+    async fn publish_event(&self, ch: &Channel, env: EventEnvelope) -> Result<(), lapin::Error> {
+        if env.event.is_terminal() {
             return Ok(());
         }
-        // Every job the pipeline runs here is in the map until acked.
-        let tenant = match self
+        // Every job the pipeline runs here is in the map until acked; a
+        // late heartbeat of an acked job is not announced.
+        let key = JobKey::new(&env.tenant, env.event.job_id());
+        let running = self
             .inflight
             .lock()
-            .ok()
-            .and_then(|m| m.get(e.job_id()).map(|j| j.tenant.clone()))
-        {
-            Some(t) => t,
-            None => return Ok(()),
-        };
-        let env = EventEnvelope {
-            tenant,
-            ts_ms: now_ms(),
-            replay: false,
-            event: e,
-        };
+            .map(|m| m.contains_key(&key))
+            .unwrap_or(false);
+        if !running {
+            return Ok(());
+        }
         publish_nowait(ch, &self.topo, &env).await
     }
 
@@ -563,6 +561,7 @@ impl Session {
         let quotas = self.quotas.clone();
         tokio::spawn(async move {
             let job_id = env.event.job_id().to_string();
+            let key = JobKey::new(&env.tenant, &job_id);
             match confirm.await {
                 Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => {
                     // Ack before the job leaves the map: a drain waits for
@@ -576,7 +575,7 @@ impl Session {
                             .lock()
                             .ok()
                             .and_then(|mut m| {
-                                m.get_mut(&job_id).map(|j| std::mem::take(&mut j.ackers))
+                                m.get_mut(&key).map(|j| std::mem::take(&mut j.ackers))
                             })
                             .unwrap_or_default();
                         if batch.is_empty() {
@@ -590,13 +589,13 @@ impl Session {
                             acked += 1;
                         }
                     }
-                    let job = inflight.lock().ok().and_then(|mut m| m.remove(&job_id));
+                    let job = inflight.lock().ok().and_then(|mut m| m.remove(&key));
                     if let Some(j) = job {
                         // The slot frees only now, after the terminal event
                         // is out: events never show more jobs running than
                         // the quota allows.
                         quotas.finish(
-                            &j.tenant,
+                            &key.tenant,
                             &job_id,
                             matches!(env.event, JobEvent::Completed { .. }),
                         );

@@ -100,9 +100,41 @@ pub fn is_safe_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A job's identity across the platform: job ids are chosen by clients
+/// (`job_id`, `client_key`), so two tenants may well both have `order-1`.
+/// Every per-job structure (cancels, jobs in flight, de-duplication,
+/// records, safety decisions) is keyed by this pair, never by the id alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub tenant: String,
+    pub job_id: String,
+}
+
+impl JobKey {
+    pub fn new(tenant: impl Into<String>, job_id: impl Into<String>) -> JobKey {
+        JobKey {
+            tenant: tenant.into(),
+            job_id: job_id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.job_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_differ_by_tenant() {
+        let a = JobKey::new("acme", "order-1");
+        assert_ne!(a, JobKey::new("globex", "order-1"));
+        assert_eq!(a.to_string(), "acme/order-1");
+    }
 
     #[test]
     fn parts_roundtrip() {

@@ -5,9 +5,13 @@
 //! [`JobResult`], the [`JobTerms`] the job was admitted under and the
 //! [`Pricing`] beside this module.
 //!
-//! Every ledger row is backed by a delivery (a `charge`: the video is
-//! stored) or a hold (a `credit`: the refund of a job that delivered
-//! nothing). The record is created once (first commit wins, see
+//! The money model: tenants pay for delivered video, after the fact. The
+//! only ledger row is a `charge`, written when (and because) the video is
+//! stored; a job that delivers nothing (failed, cancelled, blocked,
+//! poison) has no ledger row at all, so no row can ever refund money that
+//! was not taken. Nothing is held at admission: what a tenant may still
+//! spend is bounded by its quota reservation (`crate::quota`), not by a
+//! money hold. The record is created once (first commit wins, see
 //! `vidflow_connectors::records`), so a job is charged once.
 
 use serde::{Deserialize, Serialize};
@@ -38,27 +42,27 @@ pub struct JobTerms {
     pub est_vram_bytes: u64,
 }
 
-/// A ledger entry's direction.
+/// A ledger entry's kind. There is one: money moves only for delivered
+/// video (see the module doc); the column names it so a reader can tell a
+/// ledger row from anything else and so the set can grow without a new
+/// schema.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// The video was delivered: the tenant pays.
     #[default]
     Charge,
-    /// Nothing was delivered (failed, cancelled): the hold is refunded.
-    Credit,
 }
 
 impl EntryKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::Charge => "charge",
-            EntryKind::Credit => "credit",
         }
     }
 }
 
-/// A ledger entry kind that is neither `charge` nor `credit`.
+/// A ledger entry kind this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown ledger entry kind {0:?}")]
 pub struct UnknownEntryKind(pub String);
@@ -68,7 +72,6 @@ impl std::str::FromStr for EntryKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "charge" => Ok(EntryKind::Charge),
-            "credit" => Ok(EntryKind::Credit),
             other => Err(UnknownEntryKind(other.to_string())),
         }
     }
@@ -80,8 +83,8 @@ impl PartialEq<&str> for EntryKind {
     }
 }
 
-/// One ledger entry: the job's charge (delivered) or credit (failed,
-/// cancelled: the refund of its hold). Money in integer micro-dollars.
+/// One ledger entry: the charge of a delivered job. Money in integer
+/// micro-dollars.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BillingRow {
     pub job_id: String,
@@ -94,7 +97,7 @@ pub struct BillingRow {
     /// Delivered video, whole milliseconds (rounded up).
     pub billed_ms: u64,
     pub unit_micro_per_s: i64,
-    /// Positive for a charge, negative for a credit.
+    /// What the tenant pays (positive).
     pub amount_micro: i64,
     pub price_version: String,
     pub accelerator_s: f64,
@@ -270,30 +273,23 @@ impl JobRecord {
         );
         let cost = pricing.compute_cost_micro(r.accel_s);
         let class = ResClass::of(terms.width, terms.height).as_str().to_string();
-        let billing = BillingRow {
+        // A ledger row only for delivered video: nothing else moves money.
+        let billing = delivered.then(|| BillingRow {
             job_id: r.job_id.clone(),
             tenant: r.tenant.clone(),
             tier: terms.tier.as_str().into(),
             resolution_class: class.clone(),
             width: terms.width,
             height: terms.height,
-            kind: if delivered {
-                EntryKind::Charge
-            } else {
-                EntryKind::Credit
-            },
+            kind: EntryKind::Charge,
             billed_ms: charge.billed_ms,
             unit_micro_per_s: charge.unit_micro_per_s,
-            amount_micro: if delivered {
-                charge.amount_micro
-            } else {
-                -charge.amount_micro
-            },
+            amount_micro: charge.amount_micro,
             price_version: charge.price_version.clone(),
             accelerator_s: r.accel_s,
             compute_cost_micro: cost,
             ts_ms: now,
-        };
+        });
         let n = r.batch_sizes.len().max(1) as f64;
         let metrics = MetricsRow {
             job_id: r.job_id.clone(),
@@ -354,7 +350,7 @@ impl JobRecord {
             timings: r.timings.clone(),
             batch_sizes: r.batch_sizes.clone(),
             commit_id,
-            billing: Some(billing),
+            billing,
             metrics: Some(metrics),
             job: Some(job),
             safety: r
@@ -463,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_job_gets_a_credit_of_its_hold_and_no_margin() {
+    fn a_failed_job_has_no_ledger_row_and_no_margin() {
         let p = Pricing::builtin();
         let mut m = meta();
         m.safety.push(Decision {
@@ -479,13 +475,9 @@ mod tests {
         let r = JobResult::from_failure(Failure::new(m, Stage::Safety, "blocked"));
         let rec = JobRecord::commit(&r, &terms(), &p, at(), "c2".into());
         assert!(rec.charge().is_none());
-        let b = rec.billing.as_ref().unwrap();
-        assert_eq!(b.kind, EntryKind::Credit);
-        assert_eq!(
-            b.amount_micro,
-            -p.charge(Tier::Premium, 1280, 704, 121, 24.0, false)
-                .amount_micro
-        );
+        // Nothing was delivered, so no money moves either way (a credit
+        // here would refund a charge that never happened).
+        assert_eq!(rec.billing, None);
         assert_eq!(rec.metrics.as_ref().unwrap().margin_micro, 0);
         assert_eq!(rec.stage, Some(Stage::Safety));
         assert_eq!(rec.safety.len(), 1);
@@ -500,7 +492,7 @@ mod tests {
         let rec = JobRecord::commit(&r, &terms(), &Pricing::builtin(), at(), "c3".into());
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["status"], "cancelled");
-        assert_eq!(v["billing"]["kind"], "credit");
+        assert!(v["billing"].is_null(), "{v}");
         assert_eq!(v["timings"][1][0], "encode");
         assert_eq!(v["cancelled_at"], 3);
         let back: JobRecord = serde_json::from_value(v).unwrap();

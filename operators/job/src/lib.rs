@@ -25,7 +25,7 @@ pub mod validate;
 pub use config::{AdmissionConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY};
 pub use error::{ConfigError, JobError};
 pub use event::Stage;
-pub use id::{default_seed, generate_job_id, job_id_timestamp_ms};
+pub use id::{default_seed, generate_job_id, job_id_timestamp_ms, JobKey};
 pub use result::{JobResult, JobStatus, UnknownStatus};
 pub use spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
 pub use validate::{decode_image, validate, ImageInput, ValidatedJob, PRESETS};

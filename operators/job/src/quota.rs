@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -142,9 +143,21 @@ pub enum QuotaError {
 struct Usage {
     month: String,
     used_ms: u64,
-    /// Admitted, unfinished jobs and the ms each reserved.
-    running: HashMap<String, u64>,
+    /// Admitted, unfinished jobs and what each reserved.
+    running: HashMap<String, Reservation>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    ms: u64,
+    /// Set while the job is back in the broker (a timeout hand-back): its
+    /// redelivery takes the reservation up again; one that never returns
+    /// here (another process took it) lapses after [`HANDED_BACK_TTL`].
+    handed_back: Option<Instant>,
+}
+
+/// How long a handed-back job's reservation waits for its redelivery.
+pub const HANDED_BACK_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The live per-tenant counters.
 #[derive(Debug)]
@@ -211,9 +224,15 @@ impl QuotaBook {
         let mut u = self.usage.lock().expect("quota book poisoned");
         let e = u.entry(a.tenant.to_string()).or_default();
         roll(e, a.month);
-        if e.running.contains_key(a.job_id) {
+        if let Some(r) = e.running.get_mut(a.job_id) {
+            // A duplicate delivery, or the redelivery of a job handed back.
+            r.handed_back = None;
             return Ok(());
         }
+        e.running.retain(|_, r| {
+            r.handed_back
+                .is_none_or(|at| at.elapsed() < HANDED_BACK_TTL)
+        });
         if e.running.len() as u32 >= l.max_concurrent {
             return Err(QuotaError::Concurrent {
                 limit: l.max_concurrent,
@@ -221,7 +240,7 @@ impl QuotaBook {
             });
         }
         let limit_ms = (l.monthly_video_seconds * 1000.0).round() as u64;
-        let reserved: u64 = e.running.values().sum();
+        let reserved: u64 = e.running.values().map(|r| r.ms).sum();
         if e.used_ms + reserved + a.video_ms > limit_ms {
             return Err(QuotaError::MonthlySeconds {
                 month: e.month.clone(),
@@ -231,8 +250,24 @@ impl QuotaBook {
                 job_ms: a.video_ms,
             });
         }
-        e.running.insert(a.job_id.to_string(), a.video_ms);
+        e.running.insert(
+            a.job_id.to_string(),
+            Reservation {
+                ms: a.video_ms,
+                handed_back: None,
+            },
+        );
         Ok(())
+    }
+
+    /// Keeps a job's reservation while it is back in the broker (handed
+    /// back for a retry): its redelivery must not be refused for the slot
+    /// or the seconds it already held.
+    pub fn hand_back(&self, tenant: &str, job_id: &str) {
+        let mut u = self.usage.lock().expect("quota book poisoned");
+        if let Some(r) = u.get_mut(tenant).and_then(|e| e.running.get_mut(job_id)) {
+            r.handed_back = Some(Instant::now());
+        }
     }
 
     /// Ends a job's reservation: its seconds count as used when it
@@ -240,9 +275,9 @@ impl QuotaBook {
     pub fn finish(&self, tenant: &str, job_id: &str, delivered: bool) {
         let mut u = self.usage.lock().expect("quota book poisoned");
         if let Some(e) = u.get_mut(tenant) {
-            if let Some(ms) = e.running.remove(job_id) {
+            if let Some(r) = e.running.remove(job_id) {
                 if delivered {
-                    e.used_ms += ms;
+                    e.used_ms += r.ms;
                 }
             }
         }
@@ -398,6 +433,19 @@ mod tests {
     }
 
     #[test]
+    fn a_handed_back_job_keeps_its_reservation() {
+        let b = book("[tenant.acme]\nmax_concurrent = 1\n");
+        b.try_reserve(&ask("long", 1000)).unwrap();
+        b.hand_back("acme", "long");
+        // Its slot and seconds are still held: nobody else gets them...
+        assert!(b.try_reserve(&ask("other", 1)).is_err());
+        // ...and its redelivery is not refused.
+        b.try_reserve(&ask("long", 1000)).unwrap();
+        b.finish("acme", "long", true);
+        assert_eq!(b.usage("acme"), (0, 1000));
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(month_of_ms(0), "1970-01");
         assert_eq!(date_of_ms(1_795_812_585_904), "2026-11-27");
@@ -405,8 +453,13 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_file_parses() {
+    fn the_shipped_default_is_conservative() {
+        // A tenant nobody listed gets a trial: no 4K, no premium capacity.
         let q = QuotaConfig::builtin();
-        assert!(q.limits("anyone").max_concurrent >= 1);
+        let l = q.limits("anyone");
+        assert!(l.max_concurrent >= 1 && l.max_concurrent <= 2, "{l:?}");
+        assert!(l.max_resolution <= ResClass::P720, "{l:?}");
+        assert_eq!(l.tiers, vec![Tier::Free], "{l:?}");
+        assert!(l.monthly_video_seconds <= 60.0, "{l:?}");
     }
 }

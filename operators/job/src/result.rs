@@ -105,6 +105,11 @@ pub struct JobMeta {
 }
 
 impl JobMeta {
+    /// The (tenant, job id) this job is.
+    pub fn key(&self) -> crate::JobKey {
+        crate::JobKey::new(self.tenant.clone(), self.job_id.clone())
+    }
+
     /// A job at admission: nothing measured yet.
     pub fn new(
         job_id: String,
@@ -205,6 +210,11 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// The (tenant, job id) this result belongs to.
+    pub fn key(&self) -> crate::JobKey {
+        crate::JobKey::new(self.tenant.clone(), self.job_id.clone())
+    }
+
     fn bare(job_id: String, tenant: String, status: JobStatus) -> JobResult {
         JobResult {
             job_id,
