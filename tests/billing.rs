@@ -104,7 +104,7 @@ async fn thirty_jobs_are_billed_exactly_and_read_back_by_duckdb_and_pyarrow() {
     // nothing delivered, so no ledger row at all.
     let mut bad = JobSpec::from_json(
         r#"{"job_id":"bill-fail","tenant":"acme","tier":"standard","kind":"i2v","prompt":"x",
-            "image":{"key":"nowhere/first.png"},"resolution":"256x256","frames":9,"steps":1}"#,
+            "image":{"key":"acme/nowhere/first.png"},"resolution":"256x256","frames":9,"steps":1}"#,
     )
     .unwrap();
     bad.mode = vidflow_operators::Mode::Realtime;

@@ -79,8 +79,10 @@ impl KeyStore {
                 index: i + 1,
                 msg: msg.to_string(),
             };
-            if !vidflow_job::id::is_safe_id(&e.tenant) {
-                return Err(bad("tenant must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
+            if !vidflow_job::id::is_tenant_name(&e.tenant) {
+                return Err(bad(
+                    "tenant must be 1 to 64 characters of A-Z a-z 0-9 _ - and not a reserved name",
+                ));
             }
             let h = e.sha256.to_ascii_lowercase();
             if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {

@@ -32,6 +32,9 @@ pub enum OutputError {
         #[source]
         source: muxide::api::MuxerError,
     },
+    /// An object is larger than the reader accepts (read no further).
+    #[error("object {key} is larger than {limit} bytes")]
+    TooLarge { key: String, limit: u64 },
     /// The object store failed (I/O, missing object, ...).
     #[error("object store error: {0}")]
     Store(#[from] object_store::Error),

@@ -182,6 +182,36 @@ impl OutputStore {
         Ok(Vec::from(bytes))
     }
 
+    /// The bytes under `key`, refusing (without reading them) an object
+    /// over `limit` bytes: its size is checked from the metadata first,
+    /// and the body is read no further than the limit in case it grew.
+    pub async fn get_capped(&self, key: &Path, limit: u64) -> Result<Vec<u8>, OutputError> {
+        use futures_util::StreamExt;
+        let too_large = || OutputError::TooLarge {
+            key: key.to_string(),
+            limit,
+        };
+        let r = self.store.get(key).await?;
+        if r.meta.size > limit {
+            return Err(too_large());
+        }
+        let mut out = Vec::with_capacity(r.meta.size as usize);
+        let mut body = r.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if out.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// [`OutputStore::get_capped`] for non-async threads.
+    pub fn get_capped_blocking(&self, key: &Path, limit: u64) -> Result<Vec<u8>, OutputError> {
+        self.block_on(self.get_capped(key, limit))
+    }
+
     /// Whether an object is stored under `key`.
     pub async fn exists(&self, key: &Path) -> Result<bool, OutputError> {
         match self.store.head(key).await {

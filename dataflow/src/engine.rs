@@ -10,10 +10,10 @@ use vidflow_connectors::store::OutputStore;
 use vidflow_operators::checkpoint::Checkpoints;
 use vidflow_operators::encode::TextCache;
 use vidflow_operators::safety_record::{Safety, SafetyConfig};
-use vidflow_operators::JobKey;
 use vidflow_operators::{
-    decode, encode, frame_safety, output, prompt_safety, AdmissionConfig, AdmittedJob, DecodedJob,
-    DenoisedJob, EncodedJob, EventSink, JobResult, Msg, StageCtx, Tier,
+    admit, decode, encode, frame_safety, output, prompt_safety, AdmissionConfig, AdmittedJob,
+    DecodedJob, DenoisedJob, EncodedJob, EventSink, JobKey, JobResult, Msg, StageCtx, Tier,
+    ValidatedJob,
 };
 
 use crate::executors::{Denoiser, ThreadStage};
@@ -53,6 +53,7 @@ pub struct Engine {
 
 /// One executor per offloaded stage, in stage order.
 pub(crate) struct Stages {
+    pub admit: Arc<dyn Executor<Msg<ValidatedJob>, Msg<AdmittedJob>>>,
     pub prompt_safety: Arc<dyn Executor<Msg<AdmittedJob>, Msg<AdmittedJob>>>,
     pub encode: Arc<dyn Executor<Msg<AdmittedJob>, Msg<EncodedJob>>>,
     pub denoise: Arc<dyn Executor<Msg<EncodedJob>, Msg<DenoisedJob>>>,
@@ -75,6 +76,12 @@ impl Engine {
         let ctx = StageCtx::new(models, events, checkpoints);
         let safety = Arc::new(Safety::load(&cfg.safety, store.clone())?);
         let stages = Stages {
+            admit: {
+                let (ctx, store) = (ctx.clone(), store.clone());
+                Arc::new(ThreadStage::spawn("admit", move |v| {
+                    admit::prepare(&ctx, &store, v, admit::today_utc())
+                }))
+            },
             prompt_safety: {
                 let s = safety.clone();
                 Arc::new(ThreadStage::spawn("safety-prompt", move |j| {

@@ -1,14 +1,14 @@
 //! The stage order, in one function: admit → prompt safety → encode →
-//! denoise → decode → frame safety → output. Admission is cheap and runs
-//! on the timely worker; every heavy stage is offloaded (`offload.rs`) to
-//! the engine's executors, shared by all workers of the process.
+//! denoise → decode → frame safety → output. Every stage is offloaded
+//! (`offload.rs`) to the engine's executors, shared by all workers of the
+//! process: even admission reads the store and decodes an i2v first frame,
+//! which must not stall the timely worker.
 
 use std::sync::Arc;
 
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::Stream;
-use vidflow_operators::admit::{prepare, today_utc};
 use vidflow_operators::event::JobEvent;
 use vidflow_operators::{JobResult, Msg, ValidatedJob};
 
@@ -39,9 +39,8 @@ pub fn pipeline<'s>(
     engine: &Arc<Engine>,
     results: Results,
 ) -> Stream<'s, u64, Vec<Msg<JobResult>>> {
-    let e = engine.clone();
-    let admitted = jobs.map(move |v| prepare(&e.ctx, &e.store, v, today_utc()));
     let s = &engine.stages;
+    let admitted = offload(jobs.map(Ok), "admit", s.admit.clone());
     let checked = offload(admitted, "safety-prompt", s.prompt_safety.clone());
     let encoded = offload(checked, "encode", s.encode.clone());
     let denoised = offload(encoded, "denoise", s.denoise.clone());

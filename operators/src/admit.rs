@@ -1,7 +1,9 @@
 //! Admission. A job is validated once, where it enters ([`vidflow_job::validate`]
-//! at the driver or the queue consumer); the validated job is what travels.
-//! [`prepare`], the graph's first stage, turns it into the runtime request
-//! (reading a first frame named by key from the object store) and
+//! at the driver or the queue consumer: cheap checks, an image's header
+//! but none of its pixels); the validated job is what travels.
+//! [`prepare`], the graph's first stage (on its own thread: it reads the
+//! store and decodes), turns it into the runtime request, reading a first
+//! frame named by key (size-capped) and decoding the first frame once, and
 //! announces it; [`refused`] is the failed result of a spec that did not
 //! pass.
 
@@ -9,6 +11,7 @@ use vidflow_connectors::store::OutputStore;
 use vidflow_gpu::pipeline::GenerateRequest;
 use vidflow_job::event::{JobEvent, Stage};
 use vidflow_job::result::{Failure, JobMeta, JobResult};
+use vidflow_job::validate::MAX_INLINE_IMAGE_BYTES;
 use vidflow_job::{ImageInput, JobError, JobSpec, ValidatedJob};
 
 use crate::error::{ImageKeyError, StageError};
@@ -50,19 +53,25 @@ pub fn refused(spec: &JobSpec, e: &JobError, date: chrono::NaiveDate) -> JobResu
     JobResult::from_failure(Failure::new(meta, Stage::Admit, e))
 }
 
-/// The runtime request for a validated job. A first frame given by key is
-/// read from the object store and decoded like an inline image.
+/// The runtime request for a validated job: the job's one image decode.
+/// A first frame given by key is read from the object store (at most
+/// [`MAX_INLINE_IMAGE_BYTES`]; validation confined the key to the
+/// tenant's prefix) and decoded like an inline image.
 pub fn to_request(v: &ValidatedJob, store: &OutputStore) -> Result<GenerateRequest, StageError> {
     let image = match &v.image {
         None => None,
-        Some(ImageInput::Decoded(img)) => Some(img.clone()),
+        Some(ImageInput::Inline(bytes)) => {
+            Some(vidflow_job::decode_image(bytes, v.width, v.height)?)
+        }
         Some(ImageInput::Key(k)) => {
             let key_err = |source: ImageKeyError| StageError::ImageKey {
                 key: k.clone(),
                 source,
             };
             let path = object_store::path::Path::parse(k).map_err(|e| key_err(e.into()))?;
-            let bytes = store.get_blocking(&path).map_err(|e| key_err(e.into()))?;
+            let bytes = store
+                .get_capped_blocking(&path, MAX_INLINE_IMAGE_BYTES as u64)
+                .map_err(|e| key_err(e.into()))?;
             Some(vidflow_job::decode_image(&bytes, v.width, v.height)?)
         }
     };
@@ -152,6 +161,33 @@ mod tests {
         assert!(f.error.contains("image"), "{}", f.error);
         // Nothing was announced for either.
         assert!(events.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_oversized_first_frame_is_refused_unread() {
+        let (ctx, _events) = testkit::ctx();
+        let store = testkit::memory_store();
+        store
+            .put_atomic_blocking(
+                &"acme/huge.png".into(),
+                vec![0u8; MAX_INLINE_IMAGE_BYTES + 1],
+            )
+            .unwrap();
+        let v = testkit::validated("j5", r#""kind": "i2v", "image": {"key": "acme/huge.png"}"#);
+        let f = prepare(&ctx, &store, v, testkit::date()).err().unwrap();
+        assert!(f.error.contains("larger than"), "{}", f.error);
+    }
+
+    #[test]
+    fn another_tenants_key_never_reaches_the_store() {
+        let spec = JobSpec::from_json(
+            r#"{"job_id": "k", "tenant": "acme", "tier": "free", "kind": "i2v", "prompt": "x",
+                "resolution": "256x256", "image": {"key": "globex/inputs/first.png"}}"#,
+        )
+        .unwrap();
+        let e = vidflow_job::validate(&spec, &testkit::admission()).unwrap_err();
+        assert_eq!(e.field(), "image");
+        assert!(e.to_string().contains("tenant's own prefix `acme/`"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub const BUILTIN_TINY: &str = "builtin:tiny";
 
 /// Default worker VRAM limit: 80 GiB (one H100 80GB).
 pub const DEFAULT_WORKER_VRAM_BYTES: u64 = 80 << 30;
+/// Default host memory budget for one job's frames (see
+/// [`crate::limits::host_frame_bytes`]): 32 GiB, room for 60 s of 480p
+/// or 10 s of 1080p.
+pub const DEFAULT_WORKER_HOST_BYTES: u64 = 32 << 30;
 
 /// The embedded copy of `configs/modes.toml` used by
 /// [`AdmissionConfig::builtin_default`].
@@ -103,6 +107,11 @@ pub struct ModelsConfig {
     /// VRAM estimate exceeds it is rejected at admission.
     #[serde(default = "default_worker_vram")]
     pub worker_vram_bytes: u64,
+    /// Host memory one job's frames may take (default 32 GiB): a job whose
+    /// estimate (`limits::host_frame_bytes`) exceeds it is rejected at
+    /// admission instead of exhausting the machine's memory mid-decode.
+    #[serde(default = "default_worker_host")]
+    pub worker_host_bytes: u64,
     /// Model used when a job names none (default: the first `[[model]]`).
     #[serde(default)]
     pub default_model: Option<String>,
@@ -112,6 +121,9 @@ pub struct ModelsConfig {
 
 fn default_worker_vram() -> u64 {
     DEFAULT_WORKER_VRAM_BYTES
+}
+fn default_worker_host() -> u64 {
+    DEFAULT_WORKER_HOST_BYTES
 }
 
 /// A configured model with the geometry the runtime reports for it.
@@ -216,6 +228,9 @@ pub struct AdmissionConfig {
     pub default_model: String,
     /// A job whose VRAM estimate exceeds this is rejected (`TooLarge`).
     pub worker_vram_bytes: u64,
+    /// A job whose host-memory estimate exceeds this is rejected
+    /// (`HostMemory`).
+    pub worker_host_bytes: u64,
 }
 
 impl AdmissionConfig {
@@ -239,6 +254,7 @@ impl AdmissionConfig {
             parse_toml(p, BUILTIN_MODES_TOML).expect("embedded modes.toml parses");
         let models = ModelsConfig {
             worker_vram_bytes: DEFAULT_WORKER_VRAM_BYTES,
+            worker_host_bytes: DEFAULT_WORKER_HOST_BYTES,
             default_model: Some("ltx-tiny".into()),
             model: vec![ModelEntry {
                 id: "ltx-tiny".into(),
@@ -306,6 +322,9 @@ impl AdmissionConfig {
         if models.worker_vram_bytes == 0 {
             return Err(invalid("worker_vram_bytes must be > 0".into()));
         }
+        if models.worker_host_bytes == 0 {
+            return Err(invalid("worker_host_bytes must be > 0".into()));
+        }
         let profiles = models
             .model
             .iter()
@@ -316,6 +335,7 @@ impl AdmissionConfig {
             models: profiles,
             default_model,
             worker_vram_bytes: models.worker_vram_bytes,
+            worker_host_bytes: models.worker_host_bytes,
         })
     }
 

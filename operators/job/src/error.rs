@@ -37,6 +37,23 @@ pub enum JobError {
         height: u32,
         num_frames: u32,
     },
+    /// The job's frames would not fit the host memory budget: its video is
+    /// held in host memory whole (decoded f32 frames, RGB8 frames, the
+    /// crop) before MP4 encoding.
+    #[error(
+        "job too large for host memory: {width}x{height}, {num_frames} frames needs an \
+         estimated {:.2} GiB of host memory for its frames, more than the budget \
+         worker_host_bytes = {:.2} GiB (lower the resolution or duration)",
+        gib(*needed_bytes),
+        gib(*limit_bytes)
+    )]
+    HostMemory {
+        needed_bytes: u64,
+        limit_bytes: u64,
+        width: u32,
+        height: u32,
+        num_frames: u32,
+    },
 }
 
 impl JobError {
@@ -46,7 +63,7 @@ impl JobError {
         match self {
             JobError::Invalid { field, .. } | JobError::Unsupported { field, .. } => field,
             JobError::UnknownModel { .. } => "model",
-            JobError::TooLarge { .. } => "resolution",
+            JobError::TooLarge { .. } | JobError::HostMemory { .. } => "resolution",
         }
     }
 

@@ -100,6 +100,17 @@ pub fn is_safe_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Top-level prefixes of the object store that belong to the service
+/// (job records, checkpoints, safety decisions, attempt counts, analytics):
+/// no tenant may be named like one, since a tenant's outputs and inputs
+/// live under `<tenant>/`.
+pub const RESERVED_TENANTS: &[&str] = &["jobs", "checkpoints", "safety", "attempts", "analytics"];
+
+/// Whether `s` may name a tenant: a safe id that is not a reserved prefix.
+pub fn is_tenant_name(s: &str) -> bool {
+    is_safe_id(s) && !RESERVED_TENANTS.contains(&s)
+}
+
 /// A job's identity across the platform: job ids are chosen by clients
 /// (`job_id`, `client_key`), so two tenants may well both have `order-1`.
 /// Every per-job structure (cancels, jobs in flight, de-duplication,

@@ -18,3 +18,17 @@ pub const MAX_FPS: f64 = 60.0;
 pub const DEFAULT_FPS: f64 = 24.0;
 pub const MAX_STEPS: u32 = 200;
 pub const MAX_GUIDANCE: f64 = 20.0;
+
+/// Host bytes per output pixel per frame while a job's video is decoded
+/// and stored: the VAE's f32 output and its post-processed f32 copy (4 + 4
+/// bytes x 3 channels, alive together), the RGB8 frames (3), and in the
+/// output stage the cropped RGB8 copy (3). Measured against peak RSS in
+/// tests/security.rs.
+pub const HOST_BYTES_PER_PIXEL_FRAME: u64 = 30;
+
+/// The host memory a job's frames take at their peak (see
+/// [`HOST_BYTES_PER_PIXEL_FRAME`]); model weights and activations are not
+/// included (they are per process, not per job).
+pub fn host_frame_bytes(width: u32, height: u32, num_frames: u32) -> u64 {
+    width as u64 * height as u64 * num_frames as u64 * HOST_BYTES_PER_PIXEL_FRAME
+}

@@ -20,8 +20,17 @@ use crate::spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
 pub use crate::limits::*;
 /// Prompt and negative prompt length limit, in characters.
 pub const MAX_PROMPT_CHARS: usize = 2000;
-/// Largest decoded inline image, bytes.
+/// Largest encoded first frame (inline, or read from the store by key),
+/// bytes.
 pub const MAX_INLINE_IMAGE_BYTES: usize = 32 << 20;
+/// Largest first frame, per side and in pixels, as its header declares
+/// it: checked before any pixel is decoded, so a small file that declares
+/// a huge image (a decompression bomb) costs nothing. A 4K video's frame
+/// is 3840x2176; a larger source would only be scaled down.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+pub const MAX_IMAGE_PIXELS: u64 = 4096 * 4096;
+/// Most memory the decoder may allocate for one first frame.
+pub const MAX_IMAGE_DECODE_BYTES: u64 = 256 << 20;
 /// Largest object-store key, bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
@@ -35,17 +44,20 @@ pub const PRESETS: &[(&str, u32, u32)] = &[
     ("4k", 3840, 2176),
 ];
 
-/// The first frame of an image-to-video job, as the pipeline consumes it.
-/// Serialisable because validated jobs cross timely's exchange.
+/// The first frame of an image-to-video job, still encoded: [`validate`]
+/// checks its header (format, declared size) but decodes no pixel, so the
+/// one decode of a job happens on the admission stage's own thread
+/// ([`decode_image`]), never on an async runtime or the timely worker.
+/// Serialisable because validated jobs cross timely's exchange (encoded
+/// bytes are also far smaller than the frame).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ImageInput {
-    /// An object-store key, not fetched by [`validate`]: the dataflow's
-    /// admission stage reads it from the object store and passes the bytes
-    /// through [`decode_image`] (same formats, limits and resize as inline
-    /// images) before the job reaches encoding.
+    /// An object-store key under the tenant's own prefix (`<tenant>/...`),
+    /// not fetched by [`validate`]: admission reads it (at most
+    /// [`MAX_INLINE_IMAGE_BYTES`]) and decodes it like an inline image.
     Key(String),
-    /// Decoded RGB8, already the video's width x height.
-    Decoded(RgbImage),
+    /// PNG or JPEG bytes whose header passed [`image_header`].
+    Inline(Vec<u8>),
 }
 
 /// A job with every default applied and every limit checked: what the
@@ -88,6 +100,16 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         None => generate_job_id(),
     };
     check_id("tenant", &spec.tenant)?;
+    if !crate::id::is_tenant_name(&spec.tenant) {
+        return Err(JobError::invalid(
+            "tenant",
+            format!("{:?}", spec.tenant),
+            format!(
+                "is reserved for the service's own storage ({})",
+                crate::id::RESERVED_TENANTS.join(", ")
+            ),
+        ));
+    }
     if spec.audio {
         return Err(JobError::Unsupported {
             field: "audio".into(),
@@ -174,24 +196,33 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             num_frames,
         });
     }
+    let host = crate::limits::host_frame_bytes(width, height, num_frames);
+    if host > cfg.worker_host_bytes {
+        return Err(JobError::HostMemory {
+            needed_bytes: host,
+            limit_bytes: cfg.worker_host_bytes,
+            width,
+            height,
+            num_frames,
+        });
+    }
     let image = match &spec.image {
         None => None,
         Some(ImageSource::Key(key)) => {
-            check_key(key)?;
+            check_key(key, &spec.tenant)?;
             Some(ImageInput::Key(key.clone()))
         }
         Some(ImageSource::InlineBase64(b64)) => {
             let bytes = decode_base64(b64)?;
-            Some(ImageInput::Decoded(
-                decode_image(&bytes, width, height).map_err(|e| match e {
-                    JobError::Invalid { field, reason, .. } => JobError::Invalid {
-                        field,
-                        value: crate::error::display_value(b64),
-                        reason,
-                    },
-                    other => other,
-                })?,
-            ))
+            image_header(&bytes).map_err(|e| match e {
+                JobError::Invalid { field, reason, .. } => JobError::Invalid {
+                    field,
+                    value: crate::error::display_value(b64),
+                    reason,
+                },
+                other => other,
+            })?;
+            Some(ImageInput::Inline(bytes))
         }
     };
     let seed = spec.seed.unwrap_or_else(|| default_seed(&job_id));
@@ -371,7 +402,10 @@ pub fn seconds_to_frames(field: &str, seconds: f64, fps: f64) -> Result<u32, Job
     Ok(n)
 }
 
-fn check_key(key: &str) -> Result<(), JobError> {
+/// A key is a relative path in the object store, and it must lie under
+/// the tenant's own prefix: the store also holds other tenants' inputs and
+/// outputs and the service's records, checkpoints and safety decisions.
+fn check_key(key: &str, tenant: &str) -> Result<(), JobError> {
     let bad = key.is_empty()
         || key.len() > MAX_KEY_LEN
         || key.starts_with('/')
@@ -388,6 +422,13 @@ fn check_key(key: &str) -> Result<(), JobError> {
                 "key must be a relative object-store key of 1 to {MAX_KEY_LEN} bytes \
                  (segments separated by '/', none empty, '.' or '..')"
             ),
+        ));
+    }
+    if key.split('/').next() != Some(tenant) || !key.contains('/') {
+        return Err(JobError::invalid(
+            "image",
+            format!("{{\"key\": {key:?}}}"),
+            format!("key must be under the tenant's own prefix `{tenant}/`"),
         ));
     }
     Ok(())
@@ -425,14 +466,27 @@ pub(crate) fn decode_base64(b64: &str) -> Result<Vec<u8>, JobError> {
     })
 }
 
-/// Decodes PNG or JPEG bytes to RGB8 (alpha dropped, grey expanded) and
-/// fits them to `width` x `height`: scaled to cover the frame keeping the
-/// aspect ratio, centre-cropped, Lanczos3 resampling. Errors name `image`
-/// and carry the decoder's message.
-pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, JobError> {
+/// What an image's header says, read without decoding any pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Reads and checks an image's header: PNG or JPEG, at most
+/// [`MAX_IMAGE_SIDE`] per side and [`MAX_IMAGE_PIXELS`] in all, at most
+/// [`MAX_INLINE_IMAGE_BYTES`] encoded. Errors name `image`.
+pub fn image_header(bytes: &[u8]) -> Result<ImageHeader, JobError> {
     let value = format!("({} bytes)", bytes.len());
     let err = |reason: String| JobError::invalid("image", &value, reason);
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+    if bytes.len() > MAX_INLINE_IMAGE_BYTES {
+        return Err(err(format!(
+            "image larger than {} MiB",
+            MAX_INLINE_IMAGE_BYTES >> 20
+        )));
+    }
+    let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read image: {e}")))?;
     let format = match reader.format() {
@@ -446,10 +500,38 @@ pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, J
             )))
         }
     };
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| err(format!("cannot read the {format:?} header: {e}")))?;
+    if w == 0 || h == 0 {
+        return Err(err("image has no pixels".into()));
+    }
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(err(format!(
+            "image is {w}x{h}: at most {MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS} pixels \
+             (the header is checked before decoding)"
+        )));
+    }
+    Ok(ImageHeader {
+        format,
+        width: w,
+        height: h,
+    })
+}
+
+/// Decodes PNG or JPEG bytes to RGB8 (alpha dropped, grey expanded) and
+/// fits them to `width` x `height`: scaled to cover the frame keeping the
+/// aspect ratio, centre-cropped, Lanczos3 resampling. Errors name `image`
+/// and carry the decoder's message.
+pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, JobError> {
+    let value = format!("({} bytes)", bytes.len());
+    let err = |reason: String| JobError::invalid("image", &value, reason);
+    let format = image_header(bytes)?.format;
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16384);
-    limits.max_image_height = Some(16384);
-    limits.max_alloc = Some(1 << 30);
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
     reader.limits(limits);
     let img = reader
         .decode()

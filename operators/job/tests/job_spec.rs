@@ -271,14 +271,17 @@ fn t2v_with_image() {
 fn corrupt_png_names_image_with_decoder_message() {
     let mut png = png_bytes(64, 64, |x, y| [x as u8, y as u8, 0]);
     png.truncate(png.len() / 2);
-    for b in &mut png[40..] {
+    // Damage the pixel data only (the IDAT payload starts at byte 41): the
+    // header still reads.
+    for b in &mut png[45..] {
         *b ^= 0x5a;
     }
-    let msg = invalid(
-        &i2v(ImageSource::InlineBase64(b64(&png))),
-        "image",
-        "cannot decode Png: ",
-    );
+    // Validation reads only the header (intact here); the one decode, at
+    // admission, names the field and carries the decoder's message.
+    let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
+    assert!(matches!(j.image, Some(ImageInput::Inline(_))));
+    let msg = vidflow_job::decode_image(&png, 832, 480).unwrap_err().to_string();
+    assert!(msg.contains("image") && msg.contains("cannot decode Png: "), "{msg}");
     assert!(msg.len() > "cannot decode Png: ".len() + 20, "{msg}");
 }
 
@@ -321,6 +324,15 @@ fn path_like_tenant_rejected() {
             "tenant",
             "must be 1 to 64 characters of A-Z a-z 0-9 _ - (no paths)",
         );
+    }
+}
+
+#[test]
+fn reserved_tenant_names_rejected() {
+    for t in ["jobs", "checkpoints", "safety", "attempts", "analytics"] {
+        let mut s = t2v();
+        s.tenant = t.to_string();
+        invalid(&s, "tenant", "reserved for the service's own storage");
     }
 }
 
@@ -546,9 +558,10 @@ fn inline_png_decoded_and_cover_resized() {
         |x, _| if x < 100 { [255, 0, 0] } else { [0, 0, 255] },
     );
     let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
-    let Some(ImageInput::Decoded(img)) = &j.image else {
+    let Some(ImageInput::Inline(bytes)) = &j.image else {
         panic!("{:?}", j.image)
     };
+    let img = vidflow_job::decode_image(bytes, j.width, j.height).unwrap();
     assert_eq!((img.width, img.height), (832, 480));
     assert_eq!(img.data.len(), 832 * 480 * 3);
     let px = |x: usize, y: usize| &img.data[(y * 832 + x) * 3..(y * 832 + x) * 3 + 3];
@@ -558,9 +571,10 @@ fn inline_png_decoded_and_cover_resized() {
     // Data URL prefix and missing padding are accepted; same pixels.
     let url = format!("data:image/png;base64,{}", b64(&png).trim_end_matches('='));
     let j2 = ok(&i2v(ImageSource::InlineBase64(url)));
-    let Some(ImageInput::Decoded(img2)) = &j2.image else {
+    let Some(ImageInput::Inline(bytes2)) = &j2.image else {
         panic!()
     };
+    let img2 = vidflow_job::decode_image(bytes2, j2.width, j2.height).unwrap();
     assert_eq!(img.data, img2.data);
 }
 
@@ -570,15 +584,66 @@ fn inline_jpeg_and_exact_size_png() {
     let mut jpg = Vec::new();
     img.write_to(&mut Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
         .unwrap();
+    let decoded = |j: &ValidatedJob| match &j.image {
+        Some(ImageInput::Inline(b)) => vidflow_job::decode_image(b, j.width, j.height).unwrap(),
+        other => panic!("{other:?}"),
+    };
     let j = ok(&i2v(ImageSource::InlineBase64(b64(&jpg))));
-    assert!(matches!(&j.image, Some(ImageInput::Decoded(i)) if (i.width, i.height) == (832, 480)));
+    let i = decoded(&j);
+    assert_eq!((i.width, i.height), (832, 480));
     // Already the video size: passed through unchanged.
     let png = png_bytes(832, 480, |x, y| [(x % 256) as u8, (y % 256) as u8, 7]);
     let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
-    let Some(ImageInput::Decoded(i)) = &j.image else {
-        panic!()
-    };
+    let i = decoded(&j);
     assert_eq!(&i.data[..6], &[0, 0, 7, 1, 0, 7]);
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_from_its_header() {
+    // A tiny PNG that declares 65536 x 65536 pixels: refused before any
+    // pixel is decoded (the IDAT is never read).
+    let mut png = png_bytes(1, 1, |_, _| [0, 0, 0]);
+    // IHDR width/height are bytes 16..24; its CRC (29..33) is not checked
+    // by the header read, but keep it honest anyway.
+    png[16..20].copy_from_slice(&65536u32.to_be_bytes());
+    png[20..24].copy_from_slice(&65536u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let msg = invalid(
+        &i2v(ImageSource::InlineBase64(b64(&png))),
+        "image",
+        "image is 65536x65536",
+    );
+    assert!(msg.contains("header is checked before decoding"), "{msg}");
+    // Within the side limit but over the pixel budget.
+    png[16..20].copy_from_slice(&8000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&8000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    invalid(&i2v(ImageSource::InlineBase64(b64(&png))), "image", "image is 8000x8000");
+}
+
+/// CRC-32 (IEEE), for hand-made PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+#[test]
+fn an_image_key_outside_the_tenants_prefix_is_refused() {
+    for key in ["globex/inputs/first.png", "jobs/acme/j1.json", "first.png", "checkpoints/acme/x"] {
+        invalid(
+            &i2v(ImageSource::Key(key.into())),
+            "image",
+            "tenant's own prefix",
+        );
+    }
 }
 
 #[test]
