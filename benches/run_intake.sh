@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="${JOBS:-5000}"
 export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"
-export VIDFLOW_AMQP_URL="amqp://127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
+export VIDFLOW_AMQP_URL="amqp://vidflow:${VIDFLOW_BROKER_PASSWORD:-vidflow}@127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
 if ! bash scripts/broker.sh status >/dev/null 2>&1; then
   bash scripts/broker.sh start
   trap 'bash scripts/broker.sh stop' EXIT

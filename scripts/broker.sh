@@ -7,6 +7,13 @@
 #   bash scripts/broker.sh status
 #   bash scripts/broker.sh ctl ARGS...   # rabbitmqctl against this broker (e.g. list_queues)
 #
+# `start` also makes the service's own broker user, `vidflow` (password
+# $VIDFLOW_BROKER_PASSWORD, default `vidflow`: a development broker on
+# loopback), with every permission on the vhost: vidflow serve, the API and
+# operators' `vidflow submit` connect as it (`[amqp] service_users`).
+# Tenants get their own restricted users from `vidflow tenant add NAME
+# --rabbitmqctl "bash scripts/broker.sh ctl"` (docs/SECURITY.md).
+#
 # Env: VIDFLOW_AMQP_PORT (default 5679), VIDFLOW_BROKER_DIR (default
 # ${TMPDIR:-/tmp}/vidflow-rabbitmq-$PORT). The Erlang distribution port is
 # pinned to PORT+20000 and the CLI tools' ports to PORT+20001..+20010, all on
@@ -64,16 +71,29 @@ CONF
 
 ready() { "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" status >/dev/null 2>&1; }
 
+# The service user, made or reset (idempotent).
+service_user() {
+  local ctl=("$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME")
+  local pw="${VIDFLOW_BROKER_PASSWORD:-vidflow}"
+  if ! "${ctl[@]}" list_users 2>/dev/null | awk '{print $1}' | grep -qx vidflow; then
+    printf '%s\n' "$pw" | "${ctl[@]}" add_user vidflow >/dev/null
+  else
+    printf '%s\n' "$pw" | "${ctl[@]}" change_password vidflow >/dev/null
+  fi
+  "${ctl[@]}" set_permissions -p / vidflow '.*' '.*' '.*' >/dev/null
+}
+
 case "$cmd" in
   start)
     install_if_missing
     setup_env
-    if ready; then echo "broker: already running on 127.0.0.1:$PORT"; exit 0; fi
+    if ready; then service_user; echo "broker: already running on 127.0.0.1:$PORT"; exit 0; fi
     "$BIN/rabbitmq-server" >"$DIR/log/console.log" 2>&1 &
     for _ in $(seq 1 60); do
       if "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" await_startup --timeout 2 >/dev/null 2>&1 \
          && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-        echo "broker: ready on amqp://guest:guest@127.0.0.1:$PORT (data $DIR)"
+        service_user
+        echo "broker: ready on amqp://vidflow:***@127.0.0.1:$PORT (data $DIR)"
         exit 0
       fi
       sleep 1

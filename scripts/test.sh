@@ -24,7 +24,7 @@ bash scripts/check-kernels-host.sh
 # The serve tests need a real RabbitMQ: a private one on loopback, stopped
 # when the tests end (pass or fail).
 export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"
-export VIDFLOW_AMQP_URL="amqp://127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
+export VIDFLOW_AMQP_URL="amqp://vidflow:${VIDFLOW_BROKER_PASSWORD:-vidflow}@127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
 bash scripts/broker.sh start
 trap 'bash scripts/broker.sh stop' EXIT
 cargo test --workspace --locked "$@"

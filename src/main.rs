@@ -9,6 +9,7 @@ mod report_cmd;
 mod safety_cmd;
 mod serve_cmd;
 mod submit_cmd;
+mod tenant_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: safety_cmd::SafetyCmd,
     },
+    /// Tenants: a broker user and an API key each.
+    Tenant {
+        #[command(subcommand)]
+        cmd: tenant_cmd::TenantCmd,
+    },
     /// API keys.
     Key {
         #[command(subcommand)]
@@ -75,6 +81,7 @@ fn main() {
         Cmd::Serve(a) => serve_cmd::run(a),
         Cmd::Submit(a) => submit_cmd::run(a),
         Cmd::Key { cmd } => key_cmd::run(cmd),
+        Cmd::Tenant { cmd } => tenant_cmd::run(cmd),
         Cmd::Report { cmd } => report_cmd::run(cmd),
         Cmd::Safety { cmd } => safety_cmd::run(cmd),
     };

@@ -42,7 +42,7 @@ pub struct SubmitArgs {
     #[arg(
         long,
         env = "VIDFLOW_AMQP_URL",
-        default_value = "amqp://127.0.0.1:5679/%2f"
+        default_value = "amqp://vidflow:vidflow@127.0.0.1:5679/%2f"
     )]
     pub amqp: String,
     /// Queue/exchange name prefix (`[amqp] prefix`).
@@ -173,18 +173,27 @@ fn report(ok: bool, job_id: &str, key: &str, error: &str, untrained: bool) -> i3
 async fn via_amqp(a: &SubmitArgs, mut spec: JobSpec) -> Result<i32> {
     let topo = amqp::Topology::new(&a.prefix);
     let job_id = spec.ensure_job_id().to_string();
+    // Publishing as the tenant's own broker user: it may not declare the
+    // service's names, and may hear only its own events.
+    let as_tenant = amqp::url_user(&a.amqp) == spec.tenant;
     // Bind the follower before publishing so no event is missed.
     let follower = if a.follow {
         let conn = amqp::connect(&a.amqp, "vidflow-submit-follow").await?;
         let ch = conn.create_channel().await?;
-        topo.declare(&ch).await?;
-        let q = topo.bind_events(&ch, &format!("job.*.{job_id}.*")).await?;
+        if !as_tenant {
+            topo.declare(&ch).await?;
+        }
+        let binding = vidflow_operators::event::routing_key(&spec.tenant, &job_id, "*");
+        let q = topo.bind_events(&ch, &binding).await?;
         let consumer = amqp::consume_auto_ack(&ch, &q, "vidflow-submit").await?;
         Some((conn, consumer))
     } else {
         None
     };
-    let publisher = Publisher::new(&a.amqp, "vidflow-submit", topo);
+    let mut publisher = Publisher::new(&a.amqp, "vidflow-submit", topo);
+    if as_tenant {
+        publisher = publisher.without_declare();
+    }
     publisher
         .publish_job(&spec)
         .await

@@ -30,7 +30,7 @@ async fn fifty_jobs_over_amqp_complete_once_each() {
             9,
             2,
         );
-        amqp::publish_job(&ch, &topo, &s).await.unwrap();
+        amqp::publish_job(&ch, &topo, &s, &amqp_user()).await.unwrap();
     }
     events
         .until(Duration::from_secs(600), "50 completed events", |all| {
@@ -124,6 +124,7 @@ async fn malformed_messages_are_dead_lettered_and_service_keeps_serving() {
     for (i, (_, (body, ct))) in bad.iter_mut().enumerate() {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
+            .with_user_id(amqp_user().as_str().into())
             .with_message_id(format!("bad-{i:02}").into());
         if let Some(ct) = ct {
             props = props.with_content_type((*ct).into());
@@ -139,7 +140,9 @@ async fn malformed_messages_are_dead_lettered_and_service_keeps_serving() {
             "",
             &topo.jobs,
             s.as_bytes(),
-            BasicProperties::default().with_delivery_mode(2),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_user_id(amqp_user().as_str().into()),
             true,
         )
         .await

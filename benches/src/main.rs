@@ -41,7 +41,7 @@ struct Args {
     #[arg(
         long,
         env = "VIDFLOW_AMQP_URL",
-        default_value = "amqp://127.0.0.1:5679/%2f"
+        default_value = "amqp://vidflow:vidflow@127.0.0.1:5679/%2f"
     )]
     amqp: String,
     /// pipeline suite: jobs, resolution, frames, steps.

@@ -37,6 +37,10 @@ pub const H_FIELD: &str = "x-vidflow-field";
 pub const H_QUEUE: &str = "x-vidflow-queue";
 /// Unix ms when a job was published (queue-wait metering).
 pub const H_SUBMITTED_MS: &str = "x-vidflow-submitted-ms";
+/// The broker user that published a dead-lettered message (its `user_id`
+/// property, which the dead-letter copy cannot keep: the broker lets a
+/// connection publish only under its own user).
+pub const H_PUBLISHER: &str = "x-vidflow-publisher";
 
 /// `[amqp]` in `configs/vidflow.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,16 +63,31 @@ pub struct AmqpConfig {
     /// bytes; an inline first frame at 4K is a few MB.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Broker users that are the service itself (serve processes, the
+    /// API, operators' `vidflow submit`): their job messages may name any
+    /// tenant (the API checked the tenant's key), and only their events
+    /// and control messages are believed. Every other publisher must be a
+    /// tenant's own broker user (see [`authenticate`]). The broker proves
+    /// the user: it refuses a message whose `user_id` property is not the
+    /// publishing connection's user.
+    #[serde(default = "default_service_users")]
+    pub service_users: Vec<String>,
 }
 
+/// The private broker of `scripts/broker.sh` as its service user (a
+/// development password on loopback; deployments set `url` or
+/// `VIDFLOW_AMQP_URL`).
 fn default_url() -> String {
-    "amqp://127.0.0.1:5679/%2f".into()
+    "amqp://vidflow:vidflow@127.0.0.1:5679/%2f".into()
 }
 fn default_prefix() -> String {
     "vidflow".into()
 }
 fn default_max_message_bytes() -> usize {
     8 << 20
+}
+fn default_service_users() -> Vec<String> {
+    vec!["vidflow".into()]
 }
 
 impl Default for AmqpConfig {
@@ -78,6 +97,7 @@ impl Default for AmqpConfig {
             prefix: default_prefix(),
             prefetch: 0,
             max_message_bytes: default_max_message_bytes(),
+            service_users: default_service_users(),
         }
     }
 }
@@ -96,9 +116,12 @@ impl AmqpConfig {
 /// Names of the queues and exchanges, all derived from one prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
-    /// Durable priority queue of job specs (default exchange, routing key =
-    /// queue name).
+    /// Durable priority queue of job specs, fed by [`Topology::intake`].
     pub jobs: String,
+    /// Durable direct exchange that routes to [`Topology::jobs`]: the one
+    /// thing a tenant's broker user may publish to (no tenant gets write
+    /// access to the default exchange, which reaches every queue).
+    pub intake: String,
     /// Durable queue of messages that could not be turned into a job, with
     /// the reason in [`H_ERROR`]/[`H_FIELD`] headers.
     pub dead: String,
@@ -113,6 +136,7 @@ impl Topology {
     pub fn new(prefix: &str) -> Topology {
         Topology {
             jobs: format!("{prefix}.jobs"),
+            intake: format!("{prefix}.intake"),
             dead: format!("{prefix}.jobs.dead"),
             events: format!("{prefix}.events"),
             control: format!("{prefix}.control"),
@@ -145,6 +169,21 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
+        ch.exchange_declare(
+            self.intake.as_str().into(),
+            ExchangeKind::Direct,
+            ex,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_bind(
+            self.jobs.as_str().into(),
+            self.intake.as_str().into(),
+            self.jobs.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         ch.exchange_declare(
             self.events.as_str().into(),
             ExchangeKind::Topic,
@@ -262,13 +301,16 @@ pub fn tier_priority(t: Tier) -> u8 {
     }
 }
 
-/// Publishes a job spec (JSON) to the intake queue, persistent, with its
-/// tier's priority, and waits for the broker's confirm (`ch` must be in
-/// confirm mode): once this returns the job survives a broker restart.
+/// Publishes a job spec (JSON) through the intake exchange, persistent,
+/// with its tier's priority and `user_id` = the publishing connection's
+/// broker user (`user`; the broker refuses any other), and waits for the
+/// broker's confirm (`ch` must be in confirm mode): once this returns the
+/// job survives a broker restart.
 pub async fn publish_job(
     ch: &Channel,
     topo: &Topology,
     spec: &JobSpec,
+    user: &str,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(spec)?;
     let mut headers = FieldTable::default();
@@ -280,11 +322,12 @@ pub async fn publish_job(
         .with_delivery_mode(2)
         .with_content_type(JSON.into())
         .with_priority(tier_priority(spec.tier))
+        .with_user_id(ShortString::try_new(user)?)
         .with_headers(headers);
     if let Some(id) = &spec.job_id {
         props = props.with_message_id(id.as_str().into());
     }
-    publish_confirmed(ch, "", &topo.jobs, &body, props, true).await
+    publish_confirmed(ch, &topo.intake, &topo.jobs, &body, props, true).await
 }
 
 /// Publishes and waits for the confirm. `mandatory` makes an unroutable
@@ -318,11 +361,13 @@ pub async fn publish_confirmed(
     }
 }
 
-/// The properties of a persistent event message.
-pub fn event_properties() -> BasicProperties {
+/// The properties of a persistent event message, published by broker
+/// user `user` (a service user: followers believe no one else).
+pub fn event_properties(user: &str) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(JSON.into())
+        .with_user_id(user.into())
 }
 
 /// The body of an event message.
@@ -341,8 +386,15 @@ pub async fn dead_letter(
     props: &BasicProperties,
     field: &str,
     error: &str,
+    user: &str,
 ) -> Result<(), PublishError> {
     let mut headers = props.headers().clone().unwrap_or_default();
+    if let Some(u) = props.user_id() {
+        headers.insert(
+            H_PUBLISHER.into(),
+            AMQPValue::LongString(LongString::from(u.as_str())),
+        );
+    }
     headers.insert(
         H_ERROR.into(),
         AMQPValue::LongString(LongString::from(error)),
@@ -359,8 +411,115 @@ pub async fn dead_letter(
         .clone()
         .with_headers(headers)
         .with_delivery_mode(2)
-        .with_priority(0);
+        .with_priority(0)
+        .with_user_id(ShortString::try_new(user)?);
     publish_confirmed(ch, "", &topo.dead, body, props, true).await
+}
+
+/// The broker user a URL connects as (RabbitMQ's `guest` when it names
+/// none).
+pub fn url_user(url: &str) -> String {
+    use std::str::FromStr;
+    lapin::uri::AMQPUri::from_str(url)
+        .map(|u| u.authority.userinfo.username)
+        .unwrap_or_else(|_| "guest".into())
+}
+
+/// The broker permissions of a tenant's own user (RabbitMQ regexes, one
+/// vhost), so that the broker itself enforces who may do what:
+/// - publish only to the intake exchange (not the default exchange, the
+///   events exchange or the control exchange);
+/// - declare, bind and consume only server-named queues (`amq.gen-*`; the
+///   service's own private queues are exclusive, so unusable by others);
+/// - bind such a queue to the events exchange only with binding keys under
+///   `job.<tenant>.` (topic permission): a tenant hears only its own
+///   events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantPermissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+    /// The topic exchange the topic permissions apply to.
+    pub topic_exchange: String,
+    pub topic_write: String,
+    pub topic_read: String,
+}
+
+impl TenantPermissions {
+    pub fn new(topo: &Topology, tenant: &str) -> TenantPermissions {
+        let q = regex_escape;
+        TenantPermissions {
+            configure: "^amq\\.gen-.*$".into(),
+            write: format!("^({}|amq\\.gen-.*)$", q(&topo.intake)),
+            read: format!("^({}|amq\\.gen-.*)$", q(&topo.events)),
+            topic_exchange: topo.events.clone(),
+            topic_write: "^$".into(),
+            topic_read: format!("^job\\.{}\\.", q(tenant)),
+        }
+    }
+}
+
+/// `s` with every regex metacharacter escaped.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Who published a message, as the broker proved it (its `user_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A service user (see [`AmqpConfig::service_users`]).
+    Service(String),
+    /// A tenant publishing as its own broker user.
+    Tenant(String),
+}
+
+/// Who may publish jobs: the service users and the known tenants (a
+/// tenant's broker user is named like the tenant).
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub service_users: Vec<String>,
+    pub tenants: std::collections::BTreeSet<String>,
+}
+
+impl Trust {
+    pub fn is_service(&self, props: &BasicProperties) -> bool {
+        props
+            .user_id()
+            .as_ref()
+            .is_some_and(|u| self.service_users.iter().any(|s| s == u.as_str()))
+    }
+}
+
+/// Who published a job message, or why it counts as unauthenticated (the
+/// field is `user_id`): a message with no `user_id` property (the broker
+/// checks one only when it is set), or one from a broker user that is
+/// neither a service user nor a known tenant.
+pub fn authenticate(props: &BasicProperties, trust: &Trust) -> Result<Origin, Undecodable> {
+    let unauth = |error: String| Undecodable {
+        field: "user_id".into(),
+        error: format!("unauthenticated: {error}"),
+    };
+    let Some(user) = props.user_id().as_ref().map(|u| u.as_str().to_string()) else {
+        return Err(unauth(
+            "the message has no user_id property (publish with user_id = your broker user; \
+             the broker verifies it)"
+                .into(),
+        ));
+    };
+    if trust.service_users.contains(&user) {
+        return Ok(Origin::Service(user));
+    }
+    if trust.tenants.contains(&user) {
+        return Ok(Origin::Tenant(user));
+    }
+    Err(unauth(format!("broker user {user:?} is not a tenant of this service")))
 }
 
 /// A header's value as text (long or short string), if present.
@@ -434,9 +593,12 @@ pub async fn publish_control(
     ch: &Channel,
     topo: &Topology,
     c: &Control,
+    user: &str,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(c)?;
-    let props = BasicProperties::default().with_content_type(JSON.into());
+    let props = BasicProperties::default()
+        .with_content_type(JSON.into())
+        .with_user_id(ShortString::try_new(user)?);
     // Not mandatory: with no serve process bound, nobody runs the job.
     publish_confirmed(ch, &topo.control, "", &body, props, false).await
 }
@@ -452,6 +614,9 @@ pub struct Publisher {
     url: String,
     name: String,
     topo: Topology,
+    /// Declare the topology on connect (a tenant's broker user may not:
+    /// it has no configure permission on the service's names).
+    declare: bool,
     chan: tokio::sync::Mutex<Option<(Connection, Channel)>>,
 }
 
@@ -461,8 +626,16 @@ impl Publisher {
             url: url.to_string(),
             name: name.to_string(),
             topo,
+            declare: true,
             chan: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// A publisher that never declares the topology (publishing as a
+    /// tenant's own broker user; the service declared it).
+    pub fn without_declare(mut self) -> Publisher {
+        self.declare = false;
+        self
     }
 
     pub fn topology(&self) -> &Topology {
@@ -480,7 +653,9 @@ impl Publisher {
         }
         let conn = connect(&self.url, &self.name).await?;
         let ch = confirm_channel(&conn).await?;
-        self.topo.declare(&ch).await?;
+        if self.declare {
+            self.topo.declare(&ch).await?;
+        }
         *g = Some((conn, ch.clone()));
         Ok(ch)
     }
@@ -489,12 +664,18 @@ impl Publisher {
         *self.chan.lock().await = None;
     }
 
+    /// The broker user this publisher connects as.
+    pub fn user(&self) -> String {
+        url_user(&self.url)
+    }
+
     /// [`publish_job`], retried once on a fresh connection.
     pub async fn publish_job(&self, spec: &JobSpec) -> Result<(), PublishError> {
         let mut last = None;
+        let user = self.user();
         for _ in 0..2 {
             let ch = self.channel().await?;
-            match publish_job(&ch, &self.topo, spec).await {
+            match publish_job(&ch, &self.topo, spec, &user).await {
                 Err(PublishError::Amqp(e)) => {
                     self.reset().await;
                     last = Some(PublishError::Amqp(e));
@@ -508,9 +689,10 @@ impl Publisher {
     /// [`publish_control`], retried once on a fresh connection.
     pub async fn publish_control(&self, c: &Control) -> Result<(), PublishError> {
         let mut last = None;
+        let user = self.user();
         for _ in 0..2 {
             let ch = self.channel().await?;
-            match publish_control(&ch, &self.topo, c).await {
+            match publish_control(&ch, &self.topo, c, &user).await {
                 Err(PublishError::Amqp(e)) => {
                     self.reset().await;
                     last = Some(PublishError::Amqp(e));
@@ -530,6 +712,7 @@ mod tests {
     fn names_follow_the_prefix() {
         let t = Topology::new("vf");
         assert_eq!(t.jobs, "vf.jobs");
+        assert_eq!(t.intake, "vf.intake");
         assert_eq!(t.dead, "vf.jobs.dead");
         assert_eq!(t.events, "vf.events");
         assert_eq!(t.control, "vf.control");
@@ -564,6 +747,47 @@ mod tests {
         let p = vidflow_job::proto::JobSpec::try_from(&spec).unwrap();
         let got = decode_job(&p.encode_to_vec(), Some(PROTOBUF), 1000).unwrap();
         assert_eq!(got, spec);
+    }
+
+    #[test]
+    fn publishers_are_told_apart_by_their_proven_user() {
+        let trust = Trust {
+            service_users: vec!["vidflow".into()],
+            tenants: ["acme".to_string()].into_iter().collect(),
+        };
+        let as_user = |u: &str| BasicProperties::default().with_user_id(u.into());
+        assert_eq!(
+            authenticate(&as_user("vidflow"), &trust),
+            Ok(Origin::Service("vidflow".into()))
+        );
+        assert_eq!(
+            authenticate(&as_user("acme"), &trust),
+            Ok(Origin::Tenant("acme".into()))
+        );
+        let e = authenticate(&as_user("mallory"), &trust).unwrap_err();
+        assert_eq!(e.field, "user_id");
+        assert!(e.error.starts_with("unauthenticated"), "{e:?}");
+        let e = authenticate(&BasicProperties::default(), &trust).unwrap_err();
+        assert!(e.error.contains("no user_id"), "{e:?}");
+        assert!(trust.is_service(&as_user("vidflow")));
+        assert!(!trust.is_service(&as_user("acme")));
+        assert!(!trust.is_service(&BasicProperties::default()));
+    }
+
+    #[test]
+    fn tenant_permissions_name_only_what_a_tenant_may_touch() {
+        let p = TenantPermissions::new(&Topology::new("vf-1"), "acme");
+        assert_eq!(p.configure, "^amq\\.gen-.*$");
+        assert_eq!(p.write, "^(vf\\-1\\.intake|amq\\.gen-.*)$");
+        assert_eq!(p.read, "^(vf\\-1\\.events|amq\\.gen-.*)$");
+        assert_eq!(p.topic_exchange, "vf-1.events");
+        assert_eq!((p.topic_write.as_str(), p.topic_read.as_str()), ("^$", "^job\\.acme\\."));
+    }
+
+    #[test]
+    fn url_users() {
+        assert_eq!(url_user("amqp://127.0.0.1:5679/%2f"), "guest");
+        assert_eq!(url_user("amqp://acme:pw@127.0.0.1:5679/%2f"), "acme");
     }
 
     #[test]

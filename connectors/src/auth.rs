@@ -117,6 +117,11 @@ impl KeyStore {
         self.by_hash.get(&hash_key(key)).map(String::as_str)
     }
 
+    /// Every tenant with a key.
+    pub fn tenants(&self) -> std::collections::BTreeSet<String> {
+        self.by_hash.values().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
@@ -130,11 +135,14 @@ impl KeyStore {
 /// if missing) and returns the key, which is shown once and never stored.
 pub fn add_key(path: &Path, tenant: &str) -> Result<String, AuthError> {
     let p = path.display().to_string();
-    if !vidflow_job::id::is_safe_id(tenant) {
+    if !vidflow_job::id::is_tenant_name(tenant) {
         return Err(AuthError::Entry {
             path: p,
             index: 0,
-            msg: format!("invalid tenant {tenant:?}: 1 to 64 characters of A-Z a-z 0-9 _ -"),
+            msg: format!(
+                "invalid tenant {tenant:?}: 1 to 64 characters of A-Z a-z 0-9 _ -, not one of {}",
+                vidflow_job::id::RESERVED_TENANTS.join(", ")
+            ),
         });
     }
     if path.exists() {

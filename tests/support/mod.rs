@@ -17,7 +17,14 @@ use vidflow_operators::event::{EventEnvelope, JobEvent};
 use vidflow_operators::JobSpec;
 
 pub fn amqp_url() -> String {
-    std::env::var("VIDFLOW_AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5679/%2f".into())
+    std::env::var("VIDFLOW_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://vidflow:vidflow@127.0.0.1:5679/%2f".into())
+}
+
+/// The broker user the tests publish as (the service user: its jobs may
+/// name any tenant, as the API's do).
+pub fn amqp_user() -> String {
+    amqp::url_user(&amqp_url())
 }
 
 /// A connection to the test broker; a missing broker fails the test with

@@ -77,10 +77,13 @@ pub async fn serve_api(
 }
 
 /// Keeps `table` up to date from the events exchange (every job of every
-/// serve process), reconnecting with back-off, until `stop` is set.
+/// serve process), reconnecting with back-off, until `stop` is set. Only
+/// events a service user published are believed: a forged `completed`
+/// must never reach a tenant's job table.
 pub async fn follow_events(
     url: String,
     topo: Topology,
+    trust: Arc<amqp::Trust>,
     table: Arc<JobTable>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -96,6 +99,13 @@ pub async fn follow_events(
             attempt = 0;
             while let Some(d) = consumer.next().await {
                 let d = d?;
+                if !trust.is_service(&d.properties) {
+                    tracing::warn!(
+                        user = ?d.properties.user_id().as_ref().map(|u| u.as_str().to_string()),
+                        "event not from a service user: ignored"
+                    );
+                    continue;
+                }
                 match serde_json::from_slice::<EventEnvelope>(&d.data) {
                     Ok(env) => table.apply(&env),
                     Err(e) => tracing::warn!(error = %e, "unreadable event on the events exchange"),

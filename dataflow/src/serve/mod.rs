@@ -163,6 +163,10 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     let stop = Arc::new(AtomicBool::new(false));
     let url = cfg.amqp.effective_url();
     let topo = cfg.amqp.topology();
+    let trust = Arc::new(vidflow_connectors::amqp::Trust {
+        service_users: cfg.amqp.service_users.clone(),
+        tenants: keys.tenants(),
+    });
 
     rt.block_on(async move {
         let shutdown = Arc::new(tokio::sync::Notify::new());
@@ -260,6 +264,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             tokio::spawn(grpc::follow_events(
                 url.clone(),
                 topo.clone(),
+                trust.clone(),
                 table.clone(),
                 stop.clone(),
             ));
@@ -279,6 +284,8 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         }
 
         let sess = session::Session {
+            me: vidflow_connectors::amqp::url_user(&url),
+            trust,
             url,
             topo,
             prefetch: cfg.prefetch(),

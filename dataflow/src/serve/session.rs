@@ -37,6 +37,11 @@ use crate::engine::Engine;
 
 pub(crate) struct Session {
     pub url: String,
+    /// The broker user this process connects as (`user_id` of everything
+    /// it publishes).
+    pub me: String,
+    /// Who may publish jobs, and whose control messages count.
+    pub trust: Arc<amqp::Trust>,
     pub topo: Topology,
     pub prefetch: u16,
     pub max_message_bytes: usize,
@@ -193,7 +198,7 @@ impl Session {
                     ))),
                 },
                 c = control.next() => match c {
-                    Some(Ok(d)) => self.on_control(&d.data),
+                    Some(Ok(d)) => self.on_control(&d),
                     Some(Err(e)) => return Err(e),
                     None => {}
                 },
@@ -265,7 +270,7 @@ impl Session {
     async fn on_delivery(&self, ch: &Channel, d: Delivery) -> Result<(), lapin::Error> {
         let spec = match self.decode(&d) {
             Ok(s) => s,
-            Err((id, u)) => return self.reject(ch, &d, "_", &id, u).await,
+            Err((tenant, id, u)) => return self.reject(ch, &d, &tenant, &id, u).await,
         };
         let job_id = spec.job_id.clone().unwrap_or_default();
         let tenant = spec.tenant.clone();
@@ -304,9 +309,11 @@ impl Session {
         self.run_job(ch, d, v, terms).await
     }
 
-    /// Step 1: the message as a job spec, with a job id that a redelivery
-    /// gets again (the message id, else a hash of the body).
-    fn decode(&self, d: &Delivery) -> Result<JobSpec, (String, Undecodable)> {
+    /// Step 1: who sent the message (as the broker proved it), then the
+    /// message as a job spec of that sender's tenant, with a job id that a
+    /// redelivery gets again (the message id, else a hash of the body).
+    /// An error carries the tenant to tell (the proven one, or `_`).
+    fn decode(&self, d: &Delivery) -> Result<JobSpec, (String, String, Undecodable)> {
         let ct = d
             .properties
             .content_type()
@@ -317,8 +324,28 @@ impl Session {
             .message_id()
             .as_ref()
             .map(|s| s.as_str().to_string());
+        let id_or = || msg_id.clone().unwrap_or_else(|| "_".into());
+        // Authenticated before the body costs anything to parse.
+        let origin = amqp::authenticate(&d.properties, &self.trust)
+            .map_err(|u| ("_".to_string(), id_or(), u))?;
+        let told = match &origin {
+            amqp::Origin::Tenant(t) => t.clone(),
+            amqp::Origin::Service(_) => "_".into(),
+        };
         let mut spec = decode_job(&d.data, ct.as_deref(), self.max_message_bytes)
-            .map_err(|u| (msg_id.clone().unwrap_or_else(|| "_".into()), u))?;
+            .map_err(|u| (told.clone(), id_or(), u))?;
+        if let amqp::Origin::Tenant(t) = &origin {
+            if spec.tenant != *t {
+                let u = Undecodable {
+                    field: "user_id".into(),
+                    error: format!(
+                        "unauthenticated: broker user {t:?} may submit jobs only for tenant {t:?}, not {:?}",
+                        spec.tenant
+                    ),
+                };
+                return Err((told, id_or(), u));
+            }
+        }
         if spec.job_id.is_none() {
             // Deterministic, so a redelivery gets the same id (and seed).
             spec.job_id =
@@ -357,7 +384,7 @@ impl Session {
                     &self.topo.events,
                     &env.routing_key(),
                     &amqp::event_body(&env),
-                    amqp::event_properties(),
+                    amqp::event_properties(&self.me),
                     false,
                 )
                 .await
@@ -438,7 +465,7 @@ impl Session {
                 self.max_attempts
             );
             tracing::error!(job_id = %job_id, attempts = before, "{reason}");
-            amqp::dead_letter(ch, &self.topo, &data, &properties, "job_id", &reason)
+            amqp::dead_letter(ch, &self.topo, &data, &properties, "job_id", &reason, &self.me)
                 .await
                 .map_err(to_lapin)?;
             let _ = self
@@ -478,7 +505,7 @@ impl Session {
         u: Undecodable,
     ) -> Result<(), lapin::Error> {
         tracing::warn!(job_id = %job_id, field = %u.field, error = %u.error, "dead-lettering message");
-        amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error)
+        amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error, &self.me)
             .await
             .map_err(to_lapin)?;
         self.refuse(ch, d, tenant, job_id, u).await
@@ -505,13 +532,22 @@ impl Session {
                 error: u.error,
             },
         };
-        publish_nowait(ch, &self.topo, &env).await?;
+        publish_nowait(ch, &self.topo, &env, &self.me).await?;
         d.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
 
-    fn on_control(&self, body: &[u8]) {
-        match serde_json::from_slice::<Control>(body) {
+    /// A control message counts only from a service user (the broker also
+    /// refuses tenants' writes to the control exchange).
+    fn on_control(&self, d: &Delivery) {
+        if !self.trust.is_service(&d.properties) {
+            tracing::warn!(
+                user = ?d.properties.user_id().as_ref().map(|u| u.as_str().to_string()),
+                "control message not from a service user: ignored"
+            );
+            return;
+        }
+        match serde_json::from_slice::<Control>(&d.data) {
             Ok(Control::Cancel { tenant, job_id }) => {
                 // Running here, not here yet, or on another process: the
                 // engine remembers it (by tenant and id), so the job stops
@@ -540,7 +576,7 @@ impl Session {
         if !running {
             return Ok(());
         }
-        publish_nowait(ch, &self.topo, &env).await
+        publish_nowait(ch, &self.topo, &env, &self.me).await
     }
 
     /// Publishes a terminal event; when the broker confirms it, acks every
@@ -553,7 +589,7 @@ impl Session {
                 env.routing_key().as_str().into(),
                 BasicPublishOptions::default(),
                 &amqp::event_body(&env),
-                amqp::event_properties(),
+                amqp::event_properties(&self.me),
             )
             .await?;
         let inflight = self.inflight.clone();
@@ -617,6 +653,7 @@ async fn publish_nowait(
     ch: &Channel,
     topo: &Topology,
     env: &EventEnvelope,
+    me: &str,
 ) -> Result<(), lapin::Error> {
     // The confirm is not awaited: progress is best-effort and frequent.
     let _confirm = ch
@@ -625,7 +662,7 @@ async fn publish_nowait(
             env.routing_key().as_str().into(),
             BasicPublishOptions::default(),
             &amqp::event_body(env),
-            amqp::event_properties(),
+            amqp::event_properties(me),
         )
         .await?;
     Ok(())
