@@ -95,13 +95,7 @@ pub fn run(c: ReportCmd) -> Result<i32> {
     }
     println!(
         "{:<9} {:<6} {:>7} {:>10} {:>14} {:>14} {:>14}",
-        "tier",
-        "res",
-        "charged",
-        "seconds",
-        "revenue $",
-        "compute $",
-        "margin $"
+        "tier", "res", "charged", "seconds", "revenue $", "compute $", "margin $"
     );
     let line = |tier: &str, res: &str, g: &Group| {
         println!(

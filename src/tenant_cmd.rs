@@ -85,7 +85,15 @@ pub fn run(c: TenantCmd) -> Result<i32> {
     let p = TenantPermissions::new(&Topology::new(&prefix), &name);
     run_ctl(&["add_user", &name], Some(&format!("{password}\n")))?;
     run_ctl(
-        &["set_permissions", "-p", &vhost, &name, &p.configure, &p.write, &p.read],
+        &[
+            "set_permissions",
+            "-p",
+            &vhost,
+            &name,
+            &p.configure,
+            &p.write,
+            &p.read,
+        ],
         None,
     )?;
     run_ctl(

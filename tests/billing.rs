@@ -110,7 +110,9 @@ async fn thirty_jobs_are_billed_exactly_and_read_back_by_duckdb_and_pyarrow() {
     bad.mode = vidflow_operators::Mode::Realtime;
     specs.push(bad);
     for s in &specs {
-        amqp::publish_job(&ch, &topo, s, &amqp_user()).await.unwrap();
+        amqp::publish_job(&ch, &topo, s, &amqp_user())
+            .await
+            .unwrap();
     }
     let ids: Vec<String> = specs.iter().map(|s| s.job_id.clone().unwrap()).collect();
     let want = ids.clone();
@@ -222,7 +224,9 @@ async fn a_job_delivered_three_times_is_charged_once() {
     // The fault goes to this child only: the other tests of this binary
     // start their own servers concurrently.
     let mut first = setup.start_with_env("serve-1", &[("VIDFLOW_FAULT", "after_commit")]);
-    amqp::publish_job(&ch, &topo, &job, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &job, &amqp_user())
+        .await
+        .unwrap();
     let t0 = std::time::Instant::now();
     while first.child.try_wait().unwrap().is_none() {
         assert!(
@@ -248,7 +252,9 @@ async fn a_job_delivered_three_times_is_charged_once() {
         })
         .await;
     // 3: the same job published again.
-    amqp::publish_job(&ch, &topo, &job, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &job, &amqp_user())
+        .await
+        .unwrap();
     events
         .until(Duration::from_secs(60), "the second replay", |all| {
             all.iter()

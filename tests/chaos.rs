@@ -125,7 +125,9 @@ async fn chaos_nothing_lost_nothing_doubled() {
         let conn = broker().await;
         let ch = amqp::confirm_channel(&conn).await.unwrap();
         for s in &specs {
-            amqp::publish_job(&ch, &topo, s, &amqp_user()).await.unwrap();
+            amqp::publish_job(&ch, &topo, s, &amqp_user())
+                .await
+                .unwrap();
         }
     }
     let t0 = Instant::now();

@@ -37,7 +37,9 @@ async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
     // Killed right after its 17th step: checkpoints 5, 10, 15 were
     // written; the newest two (10, 15) are kept.
     let mut first = setup.start_with_env("serve-1", &[("VIDFLOW_FAULT", "mid_step@17")]);
-    amqp::publish_job(&ch, &topo, &job, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &job, &amqp_user())
+        .await
+        .unwrap();
     wait_exit(&mut first, Duration::from_secs(120));
     let ck_dir = setup.out.join("checkpoints/acme/ck-1");
     let mut names: Vec<String> = std::fs::read_dir(&ck_dir)
@@ -99,7 +101,9 @@ async fn a_poison_job_is_dead_lettered_after_k_attempts_and_not_billed() {
     let conn = broker().await;
     let ch = amqp::confirm_channel(&conn).await.unwrap();
     let poison = spec("poison-1", "acme", "standard", "256x256", 9, 2);
-    amqp::publish_job(&ch, &topo, &poison, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &poison, &amqp_user())
+        .await
+        .unwrap();
     // Two runs, each killed when the job reaches decode.
     for i in 0..2 {
         let mut s = setup.start_with_env(&format!("crash-{i}"), &[("VIDFLOW_FAULT", "decode")]);
@@ -117,9 +121,14 @@ async fn a_poison_job_is_dead_lettered_after_k_attempts_and_not_billed() {
     // Other jobs are unaffected.
     let others: Vec<String> = (0..3).map(|i| format!("ok-{i}")).collect();
     for id in &others {
-        amqp::publish_job(&ch, &topo, &spec(id, "acme", "standard", "256x256", 9, 2), &amqp_user())
-            .await
-            .unwrap();
+        amqp::publish_job(
+            &ch,
+            &topo,
+            &spec(id, "acme", "standard", "256x256", 9, 2),
+            &amqp_user(),
+        )
+        .await
+        .unwrap();
     }
     let want = others.clone();
     events
@@ -171,7 +180,9 @@ async fn a_timed_out_job_is_retried_from_its_checkpoint_and_completes_identicall
     let job = spec("slowpoke", "acme", "standard", "512x512", 17, 80);
     let reference = reference_sha(std::slice::from_ref(&job));
     let serve = setup.start("serve");
-    amqp::publish_job(&ch, &topo, &job, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &job, &amqp_user())
+        .await
+        .unwrap();
     events
         .until(Duration::from_secs(300), "the completion", |all| {
             all.iter().any(|(_, e)| e.event.is_terminal())

@@ -62,7 +62,9 @@ async fn a_job_outlives_the_brokers_ack_timeout_without_restarting() {
     let ch = amqp::confirm_channel(&conn).await.unwrap();
     // Far more steps than the test waits for; it is cancelled at the end.
     let s = spec("slow-1", "acme", "premium", "768x768", 49, 200);
-    amqp::publish_job(&ch, &topo, &s, &amqp_user()).await.unwrap();
+    amqp::publish_job(&ch, &topo, &s, &amqp_user())
+        .await
+        .unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     while !serve

@@ -30,7 +30,9 @@ async fn fifty_jobs_over_amqp_complete_once_each() {
             9,
             2,
         );
-        amqp::publish_job(&ch, &topo, &s, &amqp_user()).await.unwrap();
+        amqp::publish_job(&ch, &topo, &s, &amqp_user())
+            .await
+            .unwrap();
     }
     events
         .until(Duration::from_secs(600), "50 completed events", |all| {

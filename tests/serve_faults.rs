@@ -56,7 +56,9 @@ async fn publish_jobs(topo: &amqp::Topology, ids: &[String]) {
     for id in ids {
         // ~20 steps of ~0.15 s: long enough to be killed mid-denoise.
         let s = spec(id, "acme", "standard", "512x512", 17, 20);
-        amqp::publish_job(&ch, topo, &s, &amqp_user()).await.unwrap();
+        amqp::publish_job(&ch, topo, &s, &amqp_user())
+            .await
+            .unwrap();
     }
 }
 

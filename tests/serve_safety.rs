@@ -53,7 +53,9 @@ async fn blocked_jobs_fail_with_their_category_are_not_billed_and_are_recorded()
     let mut vis = spec("s-video", "globex", "standard", "256x256", 9, 2);
     vis.prompt = "a lighthouse on a cliff at sunset".into();
     for s in [&ok, &bad, &deep, &vis] {
-        amqp::publish_job(&ch, &topo, s, &amqp_user()).await.unwrap();
+        amqp::publish_job(&ch, &topo, s, &amqp_user())
+            .await
+            .unwrap();
     }
     events
         .until(Duration::from_secs(300), "4 finished jobs", |all| {
@@ -123,9 +125,7 @@ async fn blocked_jobs_fail_with_their_category_are_not_billed_and_are_recorded()
     assert_eq!(meta, serde_json::json!([[6, 6]]));
     assert_eq!(
         sql("billing", "job_id, kind, amount_micro < 0"),
-        serde_json::json!([
-            ["s-ok", "charge", false],
-        ])
+        serde_json::json!([["s-ok", "charge", false],])
     );
     cleanup(&ch, &topo).await;
 }

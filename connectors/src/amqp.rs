@@ -519,7 +519,9 @@ pub fn authenticate(props: &BasicProperties, trust: &Trust) -> Result<Origin, Un
     if trust.tenants.contains(&user) {
         return Ok(Origin::Tenant(user));
     }
-    Err(unauth(format!("broker user {user:?} is not a tenant of this service")))
+    Err(unauth(format!(
+        "broker user {user:?} is not a tenant of this service"
+    )))
 }
 
 /// A header's value as text (long or short string), if present.
@@ -781,7 +783,10 @@ mod tests {
         assert_eq!(p.write, "^(vf\\-1\\.intake|amq\\.gen-.*)$");
         assert_eq!(p.read, "^(vf\\-1\\.events|amq\\.gen-.*)$");
         assert_eq!(p.topic_exchange, "vf-1.events");
-        assert_eq!((p.topic_write.as_str(), p.topic_read.as_str()), ("^$", "^job\\.acme\\."));
+        assert_eq!(
+            (p.topic_write.as_str(), p.topic_read.as_str()),
+            ("^$", "^job\\.acme\\.")
+        );
     }
 
     #[test]

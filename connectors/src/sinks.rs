@@ -198,7 +198,9 @@ impl Sinks {
                 .iter()
                 .filter(|r| {
                     r.job.is_some()
-                        && !st.sunk.contains(&JobKey::new(r.tenant.clone(), r.job_id.clone()))
+                        && !st
+                            .sunk
+                            .contains(&JobKey::new(r.tenant.clone(), r.job_id.clone()))
                 })
                 .collect()
         };
@@ -677,7 +679,10 @@ mod tests {
         who.sort();
         assert_eq!(
             who,
-            [("acme".to_string(), "job-1".to_string()), ("globex".into(), "job-1".into())]
+            [
+                ("acme".to_string(), "job-1".to_string()),
+                ("globex".into(), "job-1".into())
+            ]
         );
     }
 }

@@ -52,11 +52,14 @@ pub fn pipeline<'s>(
             Ok(r) => r.clone(),
             Err(f) => {
                 if f.cancelled_at.is_none() {
-                    events.emit(&f.meta.tenant, JobEvent::Failed {
-                        job_id: f.meta.job_id.clone(),
-                        stage: f.stage,
-                        error: f.error.clone(),
-                    });
+                    events.emit(
+                        &f.meta.tenant,
+                        JobEvent::Failed {
+                            job_id: f.meta.job_id.clone(),
+                            stage: f.stage,
+                            error: f.error.clone(),
+                        },
+                    );
                 }
                 JobResult::from_failure(f.clone())
             }

@@ -126,11 +126,14 @@ pub fn start(
                         Ok(v) => input.send(v),
                         Err(e) => {
                             if let Model::Engine(engine) = &model {
-                                engine.ctx.events.emit(&s.tenant, JobEvent::Failed {
-                                    job_id: id.to_string(),
-                                    stage: Stage::Admit,
-                                    error: e.to_string(),
-                                });
+                                engine.ctx.events.emit(
+                                    &s.tenant,
+                                    JobEvent::Failed {
+                                        job_id: id.to_string(),
+                                        stage: Stage::Admit,
+                                        error: e.to_string(),
+                                    },
+                                );
                             }
                             results.deliver(refused(s, &e, date));
                         }

@@ -34,7 +34,8 @@ pub fn prepare(
     );
     match to_request(&v, store) {
         Ok(req) => {
-            ctx.events.emit(&v.tenant, JobEvent::Accepted { job_id: v.job_id });
+            ctx.events
+                .emit(&v.tenant, JobEvent::Accepted { job_id: v.job_id });
             Ok(AdmittedJob { meta, req })
         }
         Err(e) => Err(Failure::new(meta, Stage::Admit, e)),

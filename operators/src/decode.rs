@@ -18,14 +18,17 @@ pub fn decode(ctx: &StageCtx, job: DenoisedJob) -> Msg<DecodedJob> {
         state,
     } = job;
     let total = state.schedule.steps();
-    ctx.events.emit(&meta.tenant, JobEvent::Progress {
-        job_id: meta.job_id.clone(),
-        stage: Stage::Decode,
-        step: total,
-        total,
-        eta_s: None,
-        batch: 0,
-    });
+    ctx.events.emit(
+        &meta.tenant,
+        JobEvent::Progress {
+            job_id: meta.job_id.clone(),
+            stage: Stage::Decode,
+            step: total,
+            total,
+            eta_s: None,
+            batch: 0,
+        },
+    );
     let video = ctx
         .model(&meta.model_id)
         .and_then(|p| Ok(p.decode_video(&state, &req)?));

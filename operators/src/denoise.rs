@@ -82,10 +82,13 @@ impl<R> Batcher<R> {
             if ctx.is_cancelled(&self.active[i].job.meta.key()) {
                 let a = self.active.swap_remove(i);
                 let step = a.job.state.step;
-                ctx.events.emit(&a.job.meta.tenant, JobEvent::Cancelled {
-                    job_id: a.job.meta.job_id.clone(),
-                    step,
-                });
+                ctx.events.emit(
+                    &a.job.meta.tenant,
+                    JobEvent::Cancelled {
+                        job_id: a.job.meta.job_id.clone(),
+                        step,
+                    },
+                );
                 out.push((a.reply, Err(Failure::cancelled(a.job.meta, step))));
             } else {
                 i += 1;
@@ -176,14 +179,17 @@ impl<R> Batcher<R> {
                     tracing::warn!(job_id = %m.job_id, step = st.step, error = %e, "checkpoint write failed; continuing");
                 }
             }
-            ctx.events.emit(&a.job.meta.tenant, JobEvent::Progress {
-                job_id: a.job.meta.job_id.clone(),
-                stage: Stage::Denoise,
-                step: st.step,
-                total,
-                eta_s: Some(avg * (total - st.step) as f64),
-                batch: n,
-            });
+            ctx.events.emit(
+                &a.job.meta.tenant,
+                JobEvent::Progress {
+                    job_id: a.job.meta.job_id.clone(),
+                    stage: Stage::Denoise,
+                    step: st.step,
+                    total,
+                    eta_s: Some(avg * (total - st.step) as f64),
+                    batch: n,
+                },
+            );
             if st.step >= total {
                 done.push(i);
             }

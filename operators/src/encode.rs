@@ -61,14 +61,17 @@ impl TextCache {
 pub fn encode(ctx: &StageCtx, cache: &mut TextCache, job: AdmittedJob) -> Msg<EncodedJob> {
     let t0 = Instant::now();
     let AdmittedJob { mut meta, req } = job;
-    ctx.events.emit(&meta.tenant, JobEvent::Progress {
-        job_id: meta.job_id.clone(),
-        stage: Stage::Encode,
-        step: 0,
-        total: req.steps,
-        eta_s: None,
-        batch: 0,
-    });
+    ctx.events.emit(
+        &meta.tenant,
+        JobEvent::Progress {
+            job_id: meta.job_id.clone(),
+            stage: Stage::Encode,
+            step: 0,
+            total: req.steps,
+            eta_s: None,
+            batch: 0,
+        },
+    );
     let encoded = (|| -> Result<_, StageError> {
         let p = ctx.model(&meta.model_id)?;
         let pos = cache.get_or_encode(&meta.model_id, p, &req.prompt)?;

@@ -32,13 +32,16 @@ pub fn output(ctx: &StageCtx, store: &OutputStore, job: DecodedJob) -> Msg<JobRe
                 size: obj.size,
                 sha256: obj.sha256_hex,
             };
-            ctx.events.emit(&meta.tenant, JobEvent::Completed {
-                job_id: meta.job_id.clone(),
-                key: stored.key.clone(),
-                size: stored.size,
-                sha256: stored.sha256.clone(),
-                untrained: video.untrained,
-            });
+            ctx.events.emit(
+                &meta.tenant,
+                JobEvent::Completed {
+                    job_id: meta.job_id.clone(),
+                    key: stored.key.clone(),
+                    size: stored.size,
+                    sha256: stored.sha256.clone(),
+                    untrained: video.untrained,
+                },
+            );
             Ok(JobResult::completed(meta, stored, video.untrained))
         }
         Err(e) => Err(Failure::new(meta, Stage::Output, e)),

@@ -98,14 +98,18 @@ mod tests {
         let j = admitted("p3", "a red fox");
         let mut d = safety.prompt.check("acme", "a red fox").unwrap();
         d.reason = "recorded earlier".into();
-        let key = safety.prompt_record_key("acme", "p3", "a red fox", "").unwrap();
+        let key = safety
+            .prompt_record_key("acme", "p3", "a red fox", "")
+            .unwrap();
         store
             .put_atomic_blocking(&key, serde_json::to_vec(&d).unwrap())
             .unwrap();
         let j = check_prompt(&safety, j).unwrap();
         assert_eq!(j.meta.safety[0].reason, "recorded earlier");
         let j4 = admitted("p4", "a red fox");
-        let key = safety.prompt_record_key("acme", "p4", "a red fox", "").unwrap();
+        let key = safety
+            .prompt_record_key("acme", "p4", "a red fox", "")
+            .unwrap();
         store.put_atomic_blocking(&key, b"{trunc".to_vec()).unwrap();
         let f = check_prompt(&safety, j4).err().unwrap();
         assert!(

@@ -93,7 +93,11 @@ impl Safety {
 
     /// What a prompt decision is bound to.
     fn prompt_fingerprint(&self, prompt: &str, negative: &str) -> String {
-        fingerprint(&[self.prompt.policy.version.as_bytes(), prompt.as_bytes(), negative.as_bytes()])
+        fingerprint(&[
+            self.prompt.policy.version.as_bytes(),
+            prompt.as_bytes(),
+            negative.as_bytes(),
+        ])
     }
 
     /// What a frame decision is bound to (the frames follow from the
@@ -176,7 +180,12 @@ impl Safety {
 
     /// Where the frame decision for this job is recorded.
     pub fn visual_record_key(&self, tenant: &str, job_id: &str) -> Result<Path, RecordError> {
-        record_key(tenant, job_id, safety::Check::Visual, &self.visual_fingerprint())
+        record_key(
+            tenant,
+            job_id,
+            safety::Check::Visual,
+            &self.visual_fingerprint(),
+        )
     }
 
     /// Decides (or re-reads) and durably records the frame decision.
@@ -223,5 +232,8 @@ fn fingerprint(parts: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

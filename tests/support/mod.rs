@@ -75,11 +75,16 @@ impl Setup {
             .unwrap();
             extra.push_str(&format!("\n[billing]\nquotas = \"{}\"\n", quotas.display()));
         }
+        // Tenants made by `vidflow tenant add` land in this key file.
+        let keys = tmp.path().join("keys.toml");
+        std::fs::write(&keys, "").unwrap();
         let toml = format!(
             "[amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+             [auth]\nkeys_file = \"{}\"\n\n\
              [[auth.key]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[auth.key]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n\
              [engine]\nout_dir = \"{}\"\n{extra}\n",
             amqp_url(),
+            keys.display(),
             hash_key(KEY_A),
             hash_key(KEY_B),
             out.display()
@@ -95,6 +100,41 @@ impl Setup {
 
     pub fn topo(&self) -> Topology {
         Topology::new(&self.prefix)
+    }
+
+    /// `vidflow tenant add NAME` for this deployment (its prefix and key
+    /// file) against the test broker. Call before [`Setup::start`]: keys
+    /// are read at start.
+    pub fn add_tenant(&self, name: &str) -> TenantCreds {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+            .args([
+                "tenant",
+                "add",
+                name,
+                "--prefix",
+                &self.prefix,
+                "--keys-file",
+            ])
+            .arg(self.tmp.path().join("keys.toml"))
+            .arg("--rabbitmqctl")
+            .arg(format!(
+                "bash {}",
+                root.join("scripts/broker.sh ctl").display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vidflow tenant add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        TenantCreds {
+            name: name.to_string(),
+            password: v["broker_password"].as_str().unwrap().to_string(),
+            api_key: v["api_key"].as_str().unwrap().to_string(),
+        }
     }
 
     /// Starts `vidflow serve` and waits for its ready line.
@@ -190,6 +230,34 @@ impl Setup {
     }
 }
 
+/// What `vidflow tenant add` handed out.
+pub struct TenantCreds {
+    pub name: String,
+    pub password: String,
+    pub api_key: String,
+}
+
+impl TenantCreds {
+    /// The test broker's URL as this tenant's own broker user.
+    pub fn url(&self) -> String {
+        let url = amqp_url();
+        let rest = url
+            .rsplit_once('@')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_else(|| url.trim_start_matches("amqp://").to_string());
+        format!("amqp://{}:{}@{rest}", self.name, self.password)
+    }
+
+    /// Removes the broker user (users outlive a test's queues).
+    pub fn delete(&self) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let _ = Command::new("bash")
+            .arg(root.join("scripts/broker.sh"))
+            .args(["ctl", "delete_user", &self.name])
+            .output();
+    }
+}
+
 pub struct Serve {
     pub child: Child,
     /// `http://127.0.0.1:PORT` of the gRPC API.
@@ -207,6 +275,20 @@ impl Serve {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Peak resident memory of the serve process so far (VmHWM), bytes.
+    pub fn peak_rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
     }
 }
 
@@ -355,7 +437,7 @@ pub async fn cleanup(ch: &Channel, topo: &Topology) {
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    for x in [&topo.events, &topo.control] {
+    for x in [&topo.events, &topo.control, &topo.intake] {
         let _ = ch
             .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
             .await;

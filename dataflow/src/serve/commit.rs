@@ -245,7 +245,10 @@ pub(crate) async fn unbump_attempts(
 ) -> Result<(), OutputError> {
     let key = attempts_key(tenant, job_id)?;
     let before = match store.get(&key).await {
-        Ok(b) => String::from_utf8_lossy(&b).trim().parse::<u32>().unwrap_or(0),
+        Ok(b) => String::from_utf8_lossy(&b)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0),
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e),
     };

@@ -254,7 +254,8 @@ impl Session {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         for k in keys {
-            if let Err(e) = super::commit::unbump_attempts(&self.store, &k.tenant, &k.job_id).await {
+            if let Err(e) = super::commit::unbump_attempts(&self.store, &k.tenant, &k.job_id).await
+            {
                 tracing::warn!(tenant = %k.tenant, job_id = %k.job_id, error = %e, "could not take back the attempt of a handed-back job");
             }
         }
@@ -461,13 +462,22 @@ impl Session {
         };
         if before >= self.max_attempts {
             let reason = format!(
-                "poison job: {before} earlier runs ended without a result (crash or kill);                  dead-lettered after {} attempts",
+                "poison job: {before} earlier runs ended without a result (crash or timeout); \
+                 dead-lettered after {} attempts",
                 self.max_attempts
             );
             tracing::error!(job_id = %job_id, attempts = before, "{reason}");
-            amqp::dead_letter(ch, &self.topo, &data, &properties, "job_id", &reason, &self.me)
-                .await
-                .map_err(to_lapin)?;
+            amqp::dead_letter(
+                ch,
+                &self.topo,
+                &data,
+                &properties,
+                "job_id",
+                &reason,
+                &self.me,
+            )
+            .await
+            .map_err(to_lapin)?;
             let _ = self
                 .results
                 .send(JobResult::failed_before_start(job_id, tenant, reason));
@@ -505,9 +515,17 @@ impl Session {
         u: Undecodable,
     ) -> Result<(), lapin::Error> {
         tracing::warn!(job_id = %job_id, field = %u.field, error = %u.error, "dead-lettering message");
-        amqp::dead_letter(ch, &self.topo, &d.data, &d.properties, &u.field, &u.error, &self.me)
-            .await
-            .map_err(to_lapin)?;
+        amqp::dead_letter(
+            ch,
+            &self.topo,
+            &d.data,
+            &d.properties,
+            &u.field,
+            &u.error,
+            &self.me,
+        )
+        .await
+        .map_err(to_lapin)?;
         self.refuse(ch, d, tenant, job_id, u).await
     }
 

@@ -28,4 +28,6 @@ pub use event::Stage;
 pub use id::{default_seed, generate_job_id, job_id_timestamp_ms, JobKey};
 pub use result::{JobResult, JobStatus, UnknownStatus};
 pub use spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
-pub use validate::{decode_image, image_header, validate, ImageHeader, ImageInput, ValidatedJob, PRESETS};
+pub use validate::{
+    decode_image, image_header, validate, ImageHeader, ImageInput, ValidatedJob, PRESETS,
+};

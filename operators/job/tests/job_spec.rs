@@ -280,8 +280,13 @@ fn corrupt_png_names_image_with_decoder_message() {
     // admission, names the field and carries the decoder's message.
     let j = ok(&i2v(ImageSource::InlineBase64(b64(&png))));
     assert!(matches!(j.image, Some(ImageInput::Inline(_))));
-    let msg = vidflow_job::decode_image(&png, 832, 480).unwrap_err().to_string();
-    assert!(msg.contains("image") && msg.contains("cannot decode Png: "), "{msg}");
+    let msg = vidflow_job::decode_image(&png, 832, 480)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("image") && msg.contains("cannot decode Png: "),
+        "{msg}"
+    );
     assert!(msg.len() > "cannot decode Png: ".len() + 20, "{msg}");
 }
 
@@ -620,7 +625,11 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     png[20..24].copy_from_slice(&8000u32.to_be_bytes());
     let crc = crc32(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
-    invalid(&i2v(ImageSource::InlineBase64(b64(&png))), "image", "image is 8000x8000");
+    invalid(
+        &i2v(ImageSource::InlineBase64(b64(&png))),
+        "image",
+        "image is 8000x8000",
+    );
 }
 
 /// CRC-32 (IEEE), for hand-made PNG chunks.
@@ -629,7 +638,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -637,7 +650,12 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 #[test]
 fn an_image_key_outside_the_tenants_prefix_is_refused() {
-    for key in ["globex/inputs/first.png", "jobs/acme/j1.json", "first.png", "checkpoints/acme/x"] {
+    for key in [
+        "globex/inputs/first.png",
+        "jobs/acme/j1.json",
+        "first.png",
+        "checkpoints/acme/x",
+    ] {
         invalid(
             &i2v(ImageSource::Key(key.into())),
             "image",
