@@ -59,6 +59,54 @@ fn wf(path: &Path, msg: impl Into<String>) -> GpuError {
     }
 }
 
+/// One tensor as a safetensors header declares it (checked).
+#[derive(Debug, Clone)]
+pub struct CheckedTensor {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    /// Byte range within the data section.
+    pub range: (usize, usize),
+}
+
+/// Reads and checks a safetensors file's header (untrusted bytes: a
+/// checkpoint from anywhere): every tensor must lie inside the data section
+/// and its byte length must match its shape (no overflow on absurd
+/// shapes). Returns the data section's offset and the tensors.
+pub fn check_safetensors(bytes: &[u8]) -> std::result::Result<(usize, Vec<CheckedTensor>), String> {
+    let (n, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let data_start = 8usize
+        .checked_add(n)
+        .filter(|&s| s <= bytes.len())
+        .ok_or("header longer than the file")?;
+    let data_len = bytes.len() - data_start;
+    let mut out = Vec::new();
+    for (name, info) in meta.tensors() {
+        let (a, b) = info.data_offsets;
+        if b > data_len || a > b {
+            return Err(format!(
+                "tensor `{name}` lies outside the file (truncated?)"
+            ));
+        }
+        if let Some(sz) = dtype_size(info.dtype) {
+            let bytes = info.shape.iter().try_fold(sz, |acc, &d| acc.checked_mul(d));
+            if bytes != Some(b - a) {
+                return Err(format!(
+                    "tensor `{name}` byte length does not match its shape"
+                ));
+            }
+        }
+        out.push(CheckedTensor {
+            name,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            range: (a, b),
+        });
+    }
+    Ok((data_start, out))
+}
+
 fn dtype_size(d: safetensors::Dtype) -> Option<usize> {
     use safetensors::Dtype::*;
     Some(match d {
@@ -87,38 +135,22 @@ impl Weights {
                 path: path.clone(),
                 source,
             })?;
-            let (n, meta) = safetensors::SafeTensors::read_metadata(&mmap)
-                .map_err(|e| wf(path, format!("not a valid safetensors file: {e}")))?;
-            let data_start = 8 + n;
-            let data_len = mmap.len() - data_start;
+            let (data_start, metas) = check_safetensors(&mmap).map_err(|e| wf(path, e))?;
             let idx = files.len();
-            for (name, info) in meta.tensors() {
-                let (a, b) = info.data_offsets;
-                if b > data_len || a > b {
+            for m in metas {
+                if tensors.contains_key(&m.name) {
                     return Err(wf(
                         path,
-                        format!("tensor `{name}` lies outside the file (truncated?)"),
+                        format!("tensor `{}` appears in two files", m.name),
                     ));
                 }
-                if let Some(sz) = dtype_size(info.dtype) {
-                    let numel: usize = info.shape.iter().product();
-                    if numel * sz != b - a {
-                        return Err(wf(
-                            path,
-                            format!("tensor `{name}` byte length does not match its shape"),
-                        ));
-                    }
-                }
-                if tensors.contains_key(&name) {
-                    return Err(wf(path, format!("tensor `{name}` appears in two files")));
-                }
                 tensors.insert(
-                    name,
+                    m.name,
                     TensorEntry {
                         file: idx,
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        range: (a, b),
+                        dtype: m.dtype,
+                        shape: m.shape,
+                        range: m.range,
                     },
                 );
             }

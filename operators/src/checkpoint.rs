@@ -136,18 +136,13 @@ impl Checkpoints {
             return Err(CheckpointError::Injected);
         }
         let data: Vec<f32> = state.latents.flatten_all()?.to_vec1::<f32>()?;
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let header = Header {
-            job_id: job_id.to_string(),
-            step: state.step,
-            shape: state.latents.dims().to_vec(),
-            request: request_hash(req),
-            sha256: hex(&Sha256::digest(&bytes)),
-        };
-        let mut out = MAGIC.to_vec();
-        out.extend(serde_json::to_vec(&header)?);
-        out.push(b'\n');
-        out.extend(bytes);
+        let out = encode_checkpoint(
+            job_id,
+            state.step,
+            state.latents.dims(),
+            &request_hash(req),
+            &data,
+        );
         let key = dir(tenant, job_id).join(format!("step-{:05}.ckpt", state.step));
         self.store.put_atomic_blocking(&key, out)?;
         // Older ones beyond `keep`: the store stays bounded per job.
@@ -229,40 +224,78 @@ impl Checkpoints {
         state: &DenoiseState,
     ) -> Result<Tensor, CheckpointError> {
         let bytes = self.store.get_blocking(key)?;
-        let rest = bytes.strip_prefix(MAGIC).ok_or(CheckpointError::BadMagic)?;
-        let nl = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(CheckpointError::Truncated)?;
-        let header: Header = serde_json::from_slice(&rest[..nl])?;
-        let data = &rest[nl + 1..];
-        if header.job_id != job_id || header.request != request_hash(req) {
-            return Err(CheckpointError::Foreign);
-        }
-        if header.shape != state.latents.dims() {
-            return Err(CheckpointError::Shape {
-                found: header.shape,
-                expected: state.latents.dims().to_vec(),
-            });
-        }
-        if hex(&Sha256::digest(data)) != header.sha256 {
-            return Err(CheckpointError::Checksum);
-        }
-        let n: usize = header.shape.iter().product();
-        if data.len() != n * 4 {
-            return Err(CheckpointError::Length {
-                found: data.len(),
-                expected: n * 4,
-            });
-        }
-        let v: Vec<f32> = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Tensor::from_vec(
-            v,
-            header.shape.as_slice(),
-            state.latents.device(),
-        )?)
+        let dims = state.latents.dims();
+        let (_, v) = parse_checkpoint(&bytes, job_id, &request_hash(req), dims)?;
+        Ok(Tensor::from_vec(v, dims, state.latents.device())?)
     }
+}
+
+/// A checkpoint file: magic, a JSON header line, then the latents as f32
+/// little-endian.
+pub fn encode_checkpoint(
+    job_id: &str,
+    step: usize,
+    shape: &[usize],
+    request: &str,
+    data: &[f32],
+) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = Header {
+        job_id: job_id.to_string(),
+        step,
+        shape: shape.to_vec(),
+        request: request.to_string(),
+        sha256: hex(&Sha256::digest(&bytes)),
+    };
+    let mut out = MAGIC.to_vec();
+    out.extend(serde_json::to_vec(&header).unwrap_or_default());
+    out.push(b'\n');
+    out.extend(bytes);
+    out
+}
+
+/// Reads a checkpoint file (untrusted bytes: the store may hold anything)
+/// for `job_id`, `request` and latents of `shape`: its step and latents,
+/// or why it is refused. Checks the binding before the checksum and the
+/// checksum before the length, so nothing is allocated for a stranger.
+pub fn parse_checkpoint(
+    bytes: &[u8],
+    job_id: &str,
+    request: &str,
+    shape: &[usize],
+) -> Result<(usize, Vec<f32>), CheckpointError> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or(CheckpointError::BadMagic)?;
+    let nl = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(CheckpointError::Truncated)?;
+    let header: Header = serde_json::from_slice(&rest[..nl])?;
+    let data = &rest[nl + 1..];
+    if header.job_id != job_id || header.request != request {
+        return Err(CheckpointError::Foreign);
+    }
+    if header.shape != shape {
+        return Err(CheckpointError::Shape {
+            found: header.shape,
+            expected: shape.to_vec(),
+        });
+    }
+    if hex(&Sha256::digest(data)) != header.sha256 {
+        return Err(CheckpointError::Checksum);
+    }
+    let n = shape
+        .iter()
+        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if data.len() != n {
+        return Err(CheckpointError::Length {
+            found: data.len(),
+            expected: n,
+        });
+    }
+    let v: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((header.step, v))
 }
