@@ -280,7 +280,7 @@ fn fuzz_protobuf_job_decoding_and_validation() {
 fn fuzz_amqp_properties_as_intake_reads_them() {
     let trust = Trust {
         service_users: vec!["vidflow".into()],
-        tenants: ["acme".to_string()].into_iter().collect(),
+        tenants: amqp::Tenants::Fixed(["acme".to_string()].into_iter().collect()),
     };
     let seeds = vec![
         b"vidflow\x00m-1\x00application/json\x001765000000000".to_vec(),

@@ -12,7 +12,7 @@ use vidflow_connectors::grpc::pb::job_service_client::JobServiceClient;
 use vidflow_connectors::grpc::pb::{JobRef, JobState};
 use vidflow_connectors::lapin::options::{BasicGetOptions, QueuePurgeOptions};
 use vidflow_connectors::lapin::{BasicProperties, Channel, Connection};
-use vidflow_connectors::tonic::Request;
+use vidflow_connectors::tonic::{Code, Request};
 use vidflow_operators::event::{EventEnvelope, JobEvent};
 use vidflow_operators::JobSpec;
 
@@ -829,4 +829,136 @@ fn duck(root: &std::path::Path, dataset: &str, cols: &str, order: &str) -> serde
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `vidflow key new` (with and without an expiry) and `vidflow key revoke`
+/// change what a running service accepts within seconds, and a tenant
+/// added by `vidflow tenant add` after start may publish at once: the
+/// service follows its key file, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_added_expire_and_are_revoked_without_a_restart() {
+    let setup = Setup::new("keyring", "max_batch = 2");
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let serve = setup.start("serve");
+    let mut api = JobServiceClient::connect(serve.grpc.clone().unwrap())
+        .await
+        .unwrap();
+    let keys = setup.tmp.path().join("keys.toml");
+    let vidflow = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let keys_s = keys.to_str().unwrap();
+    // The code a Get of an unknown job gets with `key`.
+    let probe = |key: String| {
+        let mut api = api.clone();
+        async move {
+            match api
+                .get(req(
+                    JobRef {
+                        job_id: "nothing".into(),
+                    },
+                    &key,
+                ))
+                .await
+            {
+                Ok(_) => Code::Ok,
+                Err(s) => s.code(),
+            }
+        }
+    };
+    async fn until_code<F: std::future::Future<Output = Code>>(
+        what: &str,
+        want: Code,
+        f: impl Fn() -> F,
+    ) {
+        let t0 = std::time::Instant::now();
+        loop {
+            let got = f().await;
+            if got == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{what}: still {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(probe(KEY_A.into()).await, Code::NotFound);
+    let expired = vidflow(&[
+        "key",
+        "new",
+        "--tenant",
+        "acme",
+        "--file",
+        keys_s,
+        "--expires",
+        "2020-01-01",
+    ]);
+    let fresh = vidflow(&["key", "new", "--tenant", "acme", "--file", keys_s]);
+    assert_eq!(
+        probe(fresh.clone()).await,
+        Code::Unauthenticated,
+        "not loaded yet"
+    );
+    until_code("a new key", Code::NotFound, || probe(fresh.clone())).await;
+    assert_eq!(
+        probe(expired.clone()).await,
+        Code::Unauthenticated,
+        "an expired key works"
+    );
+    vidflow(&["key", "revoke", &fresh, "--file", keys_s]);
+    until_code("a revoked key", Code::Unauthenticated, || {
+        probe(fresh.clone())
+    })
+    .await;
+    assert_eq!(
+        probe(KEY_A.into()).await,
+        Code::NotFound,
+        "other keys still work"
+    );
+
+    // A tenant made while the service runs publishes as itself at once.
+    let tn = setup.add_tenant(&unique("tn"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_c, ch) = confirm_as(&tn.url()).await;
+    publish_raw(
+        &ch,
+        &topo,
+        "new-1",
+        &job_json("new-1", &tn.name),
+        Some(&tn.name),
+    )
+    .await
+    .unwrap();
+    events
+        .until(Duration::from_secs(120), "new-1 answered", |all| {
+            terminal_of(all, &tn.name, "new-1").is_some()
+        })
+        .await;
+    let e = terminal_of(&events.all, &tn.name, "new-1").unwrap();
+    assert!(is_completed(e), "{e:?}");
+    let ok = api
+        .get(req(
+            JobRef {
+                job_id: "new-1".into(),
+            },
+            &tn.api_key,
+        ))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    serve.terminate();
+    let svc = broker().await;
+    cleanup(&amqp::confirm_channel(&svc).await.unwrap(), &topo).await;
+    tn.delete();
 }

@@ -12,6 +12,7 @@
 //! durable. The price of strict priority is that free jobs wait while
 //! premium work keeps arriving; their 15 min target is the slack for that.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{
@@ -482,10 +483,30 @@ pub enum Origin {
 
 /// Who may publish jobs: the service users and the known tenants (a
 /// tenant's broker user is named like the tenant).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 pub struct Trust {
     pub service_users: Vec<String>,
-    pub tenants: std::collections::BTreeSet<String>,
+    pub tenants: Tenants,
+}
+
+/// The tenants a service knows.
+#[derive(Clone)]
+pub enum Tenants {
+    /// A fixed set (tests, tools).
+    Fixed(std::collections::BTreeSet<String>),
+    /// Those with a working API key, followed as the key file changes: a
+    /// tenant added by `vidflow tenant add` is known without a restart,
+    /// and one whose keys are all revoked or expired is not.
+    Keys(Arc<crate::auth::KeyRing>),
+}
+
+impl Tenants {
+    pub fn contains(&self, tenant: &str) -> bool {
+        match self {
+            Tenants::Fixed(s) => s.contains(tenant),
+            Tenants::Keys(k) => k.current().has_tenant(tenant),
+        }
+    }
 }
 
 impl Trust {
@@ -755,7 +776,7 @@ mod tests {
     fn publishers_are_told_apart_by_their_proven_user() {
         let trust = Trust {
             service_users: vec!["vidflow".into()],
-            tenants: ["acme".to_string()].into_iter().collect(),
+            tenants: Tenants::Fixed(["acme".to_string()].into_iter().collect()),
         };
         let as_user = |u: &str| BasicProperties::default().with_user_id(u.into());
         assert_eq!(

@@ -20,7 +20,7 @@ pub use service::{client_job_id, Api};
 pub use table::JobTable;
 
 use crate::amqp::{self, Publisher, Topology};
-use crate::auth::KeyStore;
+use crate::auth::KeyRing;
 use crate::store::OutputStore;
 
 /// Generated messages, client and server.
@@ -33,7 +33,8 @@ pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vidflow_
 
 /// What the API needs.
 pub struct ApiDeps {
-    pub keys: Arc<KeyStore>,
+    /// Followed as the key file changes (see [`KeyRing`]).
+    pub keys: Arc<KeyRing>,
     pub admission: Arc<AdmissionConfig>,
     pub store: Arc<OutputStore>,
     pub publisher: Arc<Publisher>,
@@ -63,7 +64,7 @@ pub async fn serve_api(
         .register_encoded_file_descriptor_set(DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let interceptor = move |req| service::authenticate(&keys, req);
+    let interceptor = move |req| service::authenticate(&keys.current(), req);
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)

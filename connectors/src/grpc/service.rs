@@ -270,6 +270,7 @@ mod tests {
             &[KeyEntry {
                 tenant: "acme".into(),
                 sha256: hash_key("vf_good"),
+                expires: None,
             }],
             "test",
         )

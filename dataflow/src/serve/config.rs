@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use vidflow_connectors::amqp::AmqpConfig;
-use vidflow_connectors::auth::{KeyEntry, KeyStore};
+use vidflow_connectors::auth::{KeyEntry, KeyRing};
 use vidflow_connectors::sinks::SinkConfig;
 use vidflow_operators::billing::Pricing;
 use vidflow_operators::quota::QuotaConfig;
@@ -282,13 +282,13 @@ impl ServeConfig {
         toml::from_str(&text).map_err(|e| config_error(path, e))
     }
 
-    /// All API keys: the key file's and the inline ones.
-    pub fn keys(&self) -> Result<KeyStore, ServeError> {
-        let mut keys = KeyStore::from_entries(&self.auth.key, "[auth] key")?;
-        if let Some(f) = &self.auth.keys_file {
-            keys.extend(KeyStore::load(f)?);
-        }
-        Ok(keys)
+    /// All API keys: the inline ones and the key file's, which the
+    /// service re-reads when it changes.
+    pub fn keys(&self) -> Result<KeyRing, ServeError> {
+        Ok(KeyRing::load(
+            self.auth.key.clone(),
+            self.auth.keys_file.clone(),
+        )?)
     }
 
     pub fn admission(&self) -> Result<AdmissionConfig, ServeError> {

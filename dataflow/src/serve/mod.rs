@@ -115,10 +115,10 @@ pub type OnReady = Box<dyn FnOnce(Ready) + Send>;
 /// Runs the service until SIGTERM/SIGINT, then drains and returns.
 pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> {
     let admission = cfg.admission()?;
-    let keys = cfg.keys()?;
+    let keys = Arc::new(cfg.keys()?);
     let pricing = Arc::new(cfg.pricing()?);
     let quotas = Arc::new(QuotaBook::new(cfg.quotas()?));
-    if cfg.grpc.enabled && keys.is_empty() {
+    if cfg.grpc.enabled && keys.current().is_empty() {
         tracing::warn!("no API keys configured: every gRPC call will be UNAUTHENTICATED");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,7 +165,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     let topo = cfg.amqp.topology();
     let trust = Arc::new(vidflow_connectors::amqp::Trust {
         service_users: cfg.amqp.service_users.clone(),
-        tenants: keys.tenants(),
+        tenants: vidflow_connectors::amqp::Tenants::Keys(keys.clone()),
     });
 
     rt.block_on(async move {
@@ -180,6 +180,9 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 shutdown.notify_one();
             });
         }
+        // Keys follow the key file: added, expired and revoked keys take
+        // effect within a second, without a restart.
+        tokio::spawn(keys.clone().watch(Duration::from_secs(1), stop.clone()));
         // Durable state first: this month's delivered seconds for the
         // quota book, and analytics rows of records the sinks lack.
         let records = all_records(&store)
@@ -269,7 +272,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 stop.clone(),
             ));
             let deps = ApiDeps {
-                keys: Arc::new(keys),
+                keys: keys.clone(),
                 admission: Arc::new(admission.clone()),
                 store: store.clone(),
                 publisher: Arc::new(Publisher::new(&url, "vidflow-api", topo.clone())),
