@@ -6,6 +6,11 @@
 #   bash scripts/broker.sh stop
 #   bash scripts/broker.sh status
 #   bash scripts/broker.sh ctl ARGS...   # rabbitmqctl against this broker (e.g. list_queues)
+#   bash scripts/broker.sh ca-path       # the CA that signs the amqps listener's certificate
+#
+# Besides amqp:// on PORT the broker listens for amqps:// (TLS) on PORT+1,
+# with a certificate from a throwaway CA made at start (scripts/make-test-ca.sh,
+# kept in DIR/tls while valid).
 #
 # `start` also makes the service's own broker user, `vidflow` (password
 # $VIDFLOW_BROKER_PASSWORD, default `vidflow`: a development broker on
@@ -65,11 +70,26 @@ setup_env() {
   # acknowledgement timeout (30 min default; 3.10 has no per-queue override).
   cat > "$DIR/rabbitmq.conf" <<CONF
 listeners.tcp.1 = 127.0.0.1:$PORT
+listeners.ssl.1 = 127.0.0.1:$((PORT + 1))
+ssl_options.cacertfile = $DIR/tls/ca.pem
+ssl_options.certfile = $DIR/tls/server.pem
+ssl_options.keyfile = $DIR/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 consumer_timeout = 7200000
 CONF
 }
 
 ready() { "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" status >/dev/null 2>&1; }
+
+# The amqps listener's certificates: made once, remade when under a day of
+# validity is left.
+tls_certs() {
+  if [ -f "$DIR/tls/server.pem" ] && openssl x509 -checkend 86400 -noout -in "$DIR/tls/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  bash "$(dirname "$0")/make-test-ca.sh" "$DIR/tls"
+}
 
 # The service user, made or reset (idempotent).
 service_user() {
@@ -87,6 +107,7 @@ case "$cmd" in
   start)
     install_if_missing
     setup_env
+    tls_certs
     if ready; then service_user; echo "broker: already running on 127.0.0.1:$PORT"; exit 0; fi
     "$BIN/rabbitmq-server" >"$DIR/log/console.log" 2>&1 &
     for _ in $(seq 1 60); do
@@ -111,10 +132,14 @@ case "$cmd" in
     setup_env
     if ready; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
     ;;
+  ca-path)
+    setup_env
+    echo "$DIR/tls/ca.pem"
+    ;;
   ctl)
     setup_env
     shift
     exec "$BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" "$@"
     ;;
-  *) echo "usage: $0 start|stop|status|ctl ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|ca-path|ctl ARGS..." >&2; exit 2 ;;
 esac

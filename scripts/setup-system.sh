@@ -3,16 +3,18 @@
 #   ffmpeg  - provides ffprobe, which the MP4 output tests use to check videos
 #   nasm    - assembler for the openh264 encoder's SIMD code (without it the
 #             `openh264` crate silently builds a ~2x slower C-only encoder)
+#   openssl - makes the test CA and certificates for the TLS tests (the
+#             private broker's amqps listener, the gRPC API over TLS)
 # Idempotent: does nothing (and touches no network) when all are present;
 # runs `apt-get update` only when something must be installed.
 # Needs root (or passwordless sudo) when something is missing.
 set -euo pipefail
 
 # package -> command it provides
-declare -A PROVIDES=([ffmpeg]=ffprobe [nasm]=nasm)
+declare -A PROVIDES=([ffmpeg]=ffprobe [nasm]=nasm [openssl]=openssl)
 
 missing=()
-for pkg in ffmpeg nasm; do
+for pkg in ffmpeg nasm openssl; do
   if command -v "${PROVIDES[$pkg]}" >/dev/null 2>&1; then
     echo "setup-system: ${PROVIDES[$pkg]} present (package $pkg): nothing to do"
   else

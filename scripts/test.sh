@@ -27,4 +27,8 @@ export VIDFLOW_AMQP_PORT="${VIDFLOW_AMQP_PORT:-5679}"
 export VIDFLOW_AMQP_URL="amqp://vidflow:${VIDFLOW_BROKER_PASSWORD:-vidflow}@127.0.0.1:${VIDFLOW_AMQP_PORT}/%2f"
 bash scripts/broker.sh start
 trap 'bash scripts/broker.sh stop' EXIT
+# ...which also speaks amqps:// on the next port, with a CA made at start.
+export VIDFLOW_AMQPS_URL="amqps://vidflow:${VIDFLOW_BROKER_PASSWORD:-vidflow}@127.0.0.1:$((VIDFLOW_AMQP_PORT + 1))/%2f"
+VIDFLOW_AMQP_CA_FILE="$(bash scripts/broker.sh ca-path)"
+export VIDFLOW_AMQP_CA_FILE
 cargo test --workspace --locked "$@"

@@ -51,6 +51,10 @@ pub struct SubmitArgs {
     /// Show progress until the job finishes; exit 1 unless it completed.
     #[arg(long)]
     pub follow: bool,
+    /// PEM file of the CA that signs the API's certificate (an `https://`
+    /// --grpc address) and the broker's (an `amqps://` URL).
+    #[arg(long, env = "VIDFLOW_CA_FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 pub fn run(a: SubmitArgs) -> Result<i32> {
@@ -97,9 +101,21 @@ async fn via_grpc(a: &SubmitArgs, spec: JobSpec) -> Result<i32> {
     let Some(key) = a.key.as_deref() else {
         bail!("--key (or VIDFLOW_API_KEY) is required with --via grpc");
     };
-    let mut client = JobServiceClient::connect(a.grpc.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(a.grpc.clone())
+        .with_context(|| format!("API address {}", a.grpc))?;
+    if a.grpc.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &a.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
+        .connect()
         .await
         .with_context(|| format!("connecting to {}", a.grpc))?;
+    let mut client = JobServiceClient::new(channel);
     let req = SubmitRequest {
         spec: Some(vidflow_operators::proto::JobSpec::try_from(&spec)?),
         client_key: a.client_key.clone().unwrap_or_default(),
@@ -171,6 +187,9 @@ fn report(ok: bool, job_id: &str, key: &str, error: &str, untrained: bool) -> i3
 }
 
 async fn via_amqp(a: &SubmitArgs, mut spec: JobSpec) -> Result<i32> {
+    if let Some(ca) = &a.ca {
+        amqp::trust_ca(ca)?;
+    }
     let topo = amqp::Topology::new(&a.prefix);
     let job_id = spec.ensure_job_id().to_string();
     // Publishing as the tenant's own broker user: it may not declare the

@@ -962,3 +962,145 @@ async fn keys_are_added_expire_and_are_revoked_without_a_restart() {
     cleanup(&amqp::confirm_channel(&svc).await.unwrap(), &topo).await;
     tn.delete();
 }
+
+/// TLS where configured: `vidflow serve` with `[amqp] ca_file` talks to
+/// the broker only over amqps (and refuses to start with a plaintext URL),
+/// and with `[grpc.tls]` serves the API only over TLS: a plaintext client
+/// and a client that does not trust the CA both fail. Both CAs are made at
+/// test time (scripts/make-test-ca.sh; the broker's by scripts/broker.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_required_where_configured() {
+    use vidflow_connectors::tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let amqps = std::env::var("VIDFLOW_AMQPS_URL")
+        .expect("VIDFLOW_AMQPS_URL: run through scripts/test.sh (the broker's amqps listener)");
+    let broker_ca = std::env::var("VIDFLOW_AMQP_CA_FILE")
+        .expect("VIDFLOW_AMQP_CA_FILE: run through scripts/test.sh");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let certs = tempfile::tempdir().unwrap();
+    let st = Command::new("bash")
+        .arg(root.join("scripts/make-test-ca.sh"))
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (cert, key) = (
+        certs.path().join("server.pem"),
+        certs.path().join("server.key"),
+    );
+    let setup = Setup::new(
+        "tls",
+        &format!(
+            "max_batch = 2\n\n[grpc.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let cfg = std::fs::read_to_string(&setup.config).unwrap();
+    let tls_cfg = cfg.replacen(
+        &format!("url = \"{}\"", amqp_url()),
+        &format!("url = \"{amqps}\"\nca_file = \"{broker_ca}\""),
+        1,
+    );
+    assert_ne!(cfg, tls_cfg);
+    std::fs::write(&setup.config, &tls_cfg).unwrap();
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let serve = setup.start("serve");
+    // The service's broker connections are TLS ones.
+    let conns = Command::new("bash")
+        .arg(root.join("scripts/broker.sh"))
+        .args(["ctl", "list_connections", "client_properties", "ssl"])
+        .output()
+        .unwrap();
+    let conns = String::from_utf8_lossy(&conns.stdout);
+    let serve_conns: Vec<&str> = conns
+        .lines()
+        .filter(|l| l.contains("vidflow-serve"))
+        .collect();
+    assert!(!serve_conns.is_empty(), "{conns}");
+    assert!(
+        serve_conns.iter().all(|l| l.trim_end().ends_with("true")),
+        "{conns}"
+    );
+
+    let port = serve
+        .grpc
+        .as_deref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    let chan = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut api = JobServiceClient::new(chan);
+    let s = spec("tls-1", "acme", "standard", "256x256", 9, 2);
+    let sub = vidflow_connectors::grpc::pb::SubmitRequest {
+        spec: Some(vidflow_operators::proto::JobSpec::try_from(&s).unwrap()),
+        client_key: String::new(),
+    };
+    api.submit(req(sub, KEY_A)).await.unwrap();
+    events
+        .until(Duration::from_secs(120), "tls-1 finished", |all| {
+            terminal_of(all, "acme", "tls-1").is_some()
+        })
+        .await;
+    assert!(is_completed(
+        terminal_of(&events.all, "acme", "tls-1").unwrap()
+    ));
+    // Plaintext, and TLS without trusting the CA: refused.
+    let plain = async {
+        let mut c = JobServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .ok()?;
+        c.get(req(
+            JobRef {
+                job_id: "tls-1".into(),
+            },
+            KEY_A,
+        ))
+        .await
+        .ok()
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(10), plain)
+        .await
+        .ok()
+        .flatten()
+        .is_none());
+    let untrusted = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new())
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        untrusted.is_err(),
+        "a client that does not trust the CA connected"
+    );
+    serve.terminate();
+
+    // A CA configured with a plaintext broker URL: the service will not start.
+    let plain_cfg = tls_cfg.replacen(
+        &format!("url = \"{amqps}\""),
+        &format!("url = \"{}\"", amqp_url()),
+        1,
+    );
+    std::fs::write(&setup.config, plain_cfg).unwrap();
+    let mut refused = setup.start("serve-plain");
+    let st = refused.child.wait().unwrap();
+    assert!(!st.success());
+    let log = refused.log_text();
+    assert!(
+        log.contains("requires TLS") && log.contains("not amqps://"),
+        "{log}"
+    );
+    let svc = broker().await;
+    cleanup(&amqp::confirm_channel(&svc).await.unwrap(), &topo).await;
+}

@@ -73,6 +73,12 @@ pub struct AmqpConfig {
     /// publishing connection's user.
     #[serde(default = "default_service_users")]
     pub service_users: Vec<String>,
+    /// PEM file of the CA(s) that sign the broker's certificate. Set, the
+    /// connection must be TLS: `url` has to be `amqps://` (the service
+    /// refuses to start otherwise, so a typo cannot silently fall back to
+    /// plaintext). Unset, an `amqps://` URL trusts the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The private broker of `scripts/broker.sh` as its service user (a
@@ -99,6 +105,7 @@ impl Default for AmqpConfig {
             prefetch: 0,
             max_message_bytes: default_max_message_bytes(),
             service_users: default_service_users(),
+            ca_file: None,
         }
     }
 }
@@ -111,6 +118,70 @@ impl AmqpConfig {
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.prefix)
+    }
+
+    /// Applies `ca_file`: checks the URL is `amqps://` and makes the CA
+    /// the one this process's broker connections trust ([`trust_ca`]).
+    pub fn apply_tls(&self) -> Result<(), TlsError> {
+        let Some(ca) = &self.ca_file else {
+            return Ok(());
+        };
+        let url = self.effective_url();
+        if !url.starts_with("amqps://") {
+            return Err(TlsError::Plaintext {
+                url: redact(&url),
+                ca: ca.display().to_string(),
+            });
+        }
+        trust_ca(ca)
+    }
+}
+
+/// A TLS setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("[amqp] ca_file = {ca} requires TLS, but the broker URL {url} is not amqps://")]
+    Plaintext { url: String, ca: String },
+    #[error("reading the CA file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NotPem { path: String },
+}
+
+/// The CA bundle (PEM) this process's `amqps://` connections trust: one
+/// process talks to one broker, so it is set once at start-up rather than
+/// threaded through every connection site.
+static TRUSTED_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Trusts the CA(s) in the PEM file at `path` for `amqps://` connections
+/// made by [`connect`] from now on (the first call wins).
+pub fn trust_ca(path: &std::path::Path) -> Result<(), TlsError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(TlsError::NotPem {
+            path: path.display().to_string(),
+        });
+    }
+    let _ = TRUSTED_CA.set(pem);
+    Ok(())
+}
+
+/// `url` with its password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -267,7 +338,17 @@ pub async fn consume_auto_ack(
 /// UI and `rabbitmqctl list_connections`).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props).await
+    match TRUSTED_CA.get() {
+        Some(ca) if url.starts_with("amqps://") => {
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(ca.clone()),
+            };
+            let rt = lapin::runtime::default_runtime()?;
+            Connection::connect_with_config(url, props, tls, rt).await
+        }
+        _ => Connection::connect(url, props).await,
+    }
 }
 
 /// A channel in confirm mode.

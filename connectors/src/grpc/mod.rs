@@ -45,14 +45,18 @@ pub struct ApiDeps {
 pub enum ApiError {
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC TLS: {0}")]
+    Tls(#[source] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves; with `tls`
+/// (PEM certificate chain, PEM key) only over TLS.
 pub async fn serve_api(
     listener: TcpListener,
     deps: ApiDeps,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     use pb::job_service_server::JobServiceServer;
@@ -65,7 +69,14 @@ pub async fn serve_api(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let interceptor = move |req| service::authenticate(&keys.current(), req);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let id = tonic::transport::Identity::from_pem(cert, key);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(id))
+            .map_err(ApiError::Tls)?;
+    }
+    server
         .add_service(health)
         .add_service(reflection)
         .add_service(JobServiceServer::with_interceptor(api, interceptor))

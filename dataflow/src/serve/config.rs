@@ -102,6 +102,31 @@ pub struct GrpcConfig {
     /// Listen address; port 0 picks a free port (printed at start).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `[grpc.tls]`: serve the API over TLS only (a plaintext client is
+    /// refused). Absent: plaintext, for a private network.
+    #[serde(default)]
+    pub tls: Option<GrpcTls>,
+}
+
+/// `[grpc.tls]`: the server's certificate chain and key, PEM files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl GrpcTls {
+    /// The PEM bytes of the certificate chain and the key.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), ServeError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ServeError::Config {
+                path: p.display().to_string(),
+                source: Box::new(e),
+            })
+        };
+        Ok((read(&self.cert)?, read(&self.key)?))
+    }
 }
 
 fn yes() -> bool {
@@ -116,6 +141,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             enabled: true,
             listen: default_listen(),
+            tls: None,
         }
     }
 }

@@ -40,7 +40,7 @@ use vidflow_operators::quota::{month_of_ms, QuotaBook};
 use vidflow_operators::{EventSink, JobKey, JobResult, JobStatus};
 
 pub use config::{
-    AuthConfig, BillingSection, EngineSection, GrpcConfig, MetricsConfig, ServeConfig,
+    AuthConfig, BillingSection, EngineSection, GrpcConfig, GrpcTls, MetricsConfig, ServeConfig,
 };
 
 use crate::engine::{Engine, EngineConfig};
@@ -76,6 +76,8 @@ pub enum ServeError {
     Records(#[source] vidflow_connectors::OutputError),
     #[error("analytics sinks: {0}")]
     Sinks(#[from] vidflow_connectors::sinks::SinkError),
+    #[error("broker TLS: {0}")]
+    Tls(#[from] vidflow_connectors::amqp::TlsError),
 }
 
 /// A job this process holds unacked (keyed by (tenant, job id) in
@@ -114,6 +116,13 @@ pub type OnReady = Box<dyn FnOnce(Ready) + Send>;
 
 /// Runs the service until SIGTERM/SIGINT, then drains and returns.
 pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> {
+    // TLS first: with a CA configured, nothing may reach the broker in
+    // plaintext.
+    cfg.amqp.apply_tls()?;
+    let grpc_tls = match &cfg.grpc.tls {
+        Some(t) => Some(t.read()?),
+        None => None,
+    };
     let admission = cfg.admission()?;
     let keys = Arc::new(cfg.keys()?);
     let pricing = Arc::new(cfg.pricing()?);
@@ -279,7 +288,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 table,
             };
             let stop_api = stop.clone();
-            api_task = Some(tokio::spawn(grpc::serve_api(listener, deps, async move {
+            api_task = Some(tokio::spawn(grpc::serve_api(listener, deps, grpc_tls, async move {
                 while !stop_api.load(Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
