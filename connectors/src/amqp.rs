@@ -334,10 +334,12 @@ pub async fn consume_auto_ack(
     .await
 }
 
-/// Connects, tagging the connection with `name` (seen in the management
-/// UI and `rabbitmqctl list_connections`).
+/// Connects, tagging the connection with `name@<pid>` (seen in the
+/// management UI and `rabbitmqctl list_connections`: which process holds
+/// which connection).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("{name}@{}", std::process::id()).into());
     match TRUSTED_CA.get() {
         Some(ca) if url.starts_with("amqps://") => {
             let tls = lapin::tcp::OwnedTLSConfig {

@@ -2,6 +2,8 @@
 //! scripts/test.sh), the real binary, an events follower.
 #![allow(dead_code)]
 
+pub mod attack;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
