@@ -67,12 +67,12 @@ pub enum GpuError {
         free_mib: u64,
         total_mib: u64,
     },
-    /// An ONNX model that our interpreter (`onnx.rs`) cannot load or run.
+    /// An ONNX model that our interpreter (`onnx/`) cannot load or run.
     #[error("onnx model {path}: {source}")]
     Onnx {
         path: PathBuf,
         #[source]
-        source: crate::onnx::OnnxError,
+        source: crate::onnx::error::OnnxError,
     },
 }
 

@@ -12,7 +12,6 @@
 //! durable. The price of strict priority is that free jobs wait while
 //! premium work keeps arriving; their 15 min target is the slack for that.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{
@@ -25,6 +24,15 @@ use lapin::{
 };
 use serde::{Deserialize, Serialize};
 use vidflow_job::event::EventEnvelope;
+
+mod publisher;
+mod tls;
+mod trust;
+
+pub use publisher::Publisher;
+
+pub use tls::{redact, trust_ca, TlsError};
+pub use trust::{authenticate, url_user, Origin, TenantPermissions, Tenants, Trust};
 use vidflow_job::{JobError, JobSpec, Tier};
 
 /// Content type of a job message in the protobuf form; anything else is
@@ -134,54 +142,6 @@ impl AmqpConfig {
             });
         }
         trust_ca(ca)
-    }
-}
-
-/// A TLS setting that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("[amqp] ca_file = {ca} requires TLS, but the broker URL {url} is not amqps://")]
-    Plaintext { url: String, ca: String },
-    #[error("reading the CA file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} holds no PEM certificate")]
-    NotPem { path: String },
-}
-
-/// The CA bundle (PEM) this process's `amqps://` connections trust: one
-/// process talks to one broker, so it is set once at start-up rather than
-/// threaded through every connection site.
-static TRUSTED_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Trusts the CA(s) in the PEM file at `path` for `amqps://` connections
-/// made by [`connect`] from now on (the first call wins).
-pub fn trust_ca(path: &std::path::Path) -> Result<(), TlsError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(TlsError::NotPem {
-            path: path.display().to_string(),
-        });
-    }
-    let _ = TRUSTED_CA.set(pem);
-    Ok(())
-}
-
-/// `url` with its password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -340,7 +300,7 @@ pub async fn consume_auto_ack(
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("{name}@{}", std::process::id()).into());
-    match TRUSTED_CA.get() {
+    match tls::trusted_ca() {
         Some(ca) if url.starts_with("amqps://") => {
             let tls = lapin::tcp::OwnedTLSConfig {
                 identity: None,
@@ -500,134 +460,6 @@ pub async fn dead_letter(
     publish_confirmed(ch, "", &topo.dead, body, props, true).await
 }
 
-/// The broker user a URL connects as (RabbitMQ's `guest` when it names
-/// none).
-pub fn url_user(url: &str) -> String {
-    use std::str::FromStr;
-    lapin::uri::AMQPUri::from_str(url)
-        .map(|u| u.authority.userinfo.username)
-        .unwrap_or_else(|_| "guest".into())
-}
-
-/// The broker permissions of a tenant's own user (RabbitMQ regexes, one
-/// vhost), so that the broker itself enforces who may do what:
-/// - publish only to the intake exchange (not the default exchange, the
-///   events exchange or the control exchange);
-/// - declare, bind and consume only server-named queues (`amq.gen-*`; the
-///   service's own private queues are exclusive, so unusable by others);
-/// - bind such a queue to the events exchange only with binding keys under
-///   `job.<tenant>.` (topic permission): a tenant hears only its own
-///   events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TenantPermissions {
-    pub configure: String,
-    pub write: String,
-    pub read: String,
-    /// The topic exchange the topic permissions apply to.
-    pub topic_exchange: String,
-    pub topic_write: String,
-    pub topic_read: String,
-}
-
-impl TenantPermissions {
-    pub fn new(topo: &Topology, tenant: &str) -> TenantPermissions {
-        let q = regex_escape;
-        TenantPermissions {
-            configure: "^amq\\.gen-.*$".into(),
-            write: format!("^({}|amq\\.gen-.*)$", q(&topo.intake)),
-            read: format!("^({}|amq\\.gen-.*)$", q(&topo.events)),
-            topic_exchange: topo.events.clone(),
-            topic_write: "^$".into(),
-            topic_read: format!("^job\\.{}\\.", q(tenant)),
-        }
-    }
-}
-
-/// `s` with every regex metacharacter escaped.
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Who published a message, as the broker proved it (its `user_id`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// A service user (see [`AmqpConfig::service_users`]).
-    Service(String),
-    /// A tenant publishing as its own broker user.
-    Tenant(String),
-}
-
-/// Who may publish jobs: the service users and the known tenants (a
-/// tenant's broker user is named like the tenant).
-#[derive(Clone)]
-pub struct Trust {
-    pub service_users: Vec<String>,
-    pub tenants: Tenants,
-}
-
-/// The tenants a service knows.
-#[derive(Clone)]
-pub enum Tenants {
-    /// A fixed set (tests, tools).
-    Fixed(std::collections::BTreeSet<String>),
-    /// Those with a working API key, followed as the key file changes: a
-    /// tenant added by `vidflow tenant add` is known without a restart,
-    /// and one whose keys are all revoked or expired is not.
-    Keys(Arc<crate::auth::KeyRing>),
-}
-
-impl Tenants {
-    pub fn contains(&self, tenant: &str) -> bool {
-        match self {
-            Tenants::Fixed(s) => s.contains(tenant),
-            Tenants::Keys(k) => k.current().has_tenant(tenant),
-        }
-    }
-}
-
-impl Trust {
-    pub fn is_service(&self, props: &BasicProperties) -> bool {
-        props
-            .user_id()
-            .as_ref()
-            .is_some_and(|u| self.service_users.iter().any(|s| s == u.as_str()))
-    }
-}
-
-/// Who published a job message, or why it counts as unauthenticated (the
-/// field is `user_id`): a message with no `user_id` property (the broker
-/// checks one only when it is set), or one from a broker user that is
-/// neither a service user nor a known tenant.
-pub fn authenticate(props: &BasicProperties, trust: &Trust) -> Result<Origin, Undecodable> {
-    let unauth = |error: String| Undecodable {
-        field: "user_id".into(),
-        error: format!("unauthenticated: {error}"),
-    };
-    let Some(user) = props.user_id().as_ref().map(|u| u.as_str().to_string()) else {
-        return Err(unauth(
-            "the message has no user_id property (publish with user_id = your broker user; \
-             the broker verifies it)"
-                .into(),
-        ));
-    };
-    if trust.service_users.contains(&user) {
-        return Ok(Origin::Service(user));
-    }
-    if trust.tenants.contains(&user) {
-        return Ok(Origin::Tenant(user));
-    }
-    Err(unauth(format!(
-        "broker user {user:?} is not a tenant of this service"
-    )))
-}
-
 /// A header's value as text (long or short string), if present.
 pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
     let h = props.headers().as_ref()?;
@@ -714,102 +546,6 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5_000))
 }
 
-/// A publishing connection that reconnects on demand: used by the API and
-/// `vidflow submit`, which publish now and then rather than stream.
-pub struct Publisher {
-    url: String,
-    name: String,
-    topo: Topology,
-    /// Declare the topology on connect (a tenant's broker user may not:
-    /// it has no configure permission on the service's names).
-    declare: bool,
-    chan: tokio::sync::Mutex<Option<(Connection, Channel)>>,
-}
-
-impl Publisher {
-    pub fn new(url: &str, name: &str, topo: Topology) -> Publisher {
-        Publisher {
-            url: url.to_string(),
-            name: name.to_string(),
-            topo,
-            declare: true,
-            chan: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// A publisher that never declares the topology (publishing as a
-    /// tenant's own broker user; the service declared it).
-    pub fn without_declare(mut self) -> Publisher {
-        self.declare = false;
-        self
-    }
-
-    pub fn topology(&self) -> &Topology {
-        &self.topo
-    }
-
-    /// A connected confirm channel (topology declared), reconnecting if
-    /// the last one died.
-    pub async fn channel(&self) -> Result<Channel, lapin::Error> {
-        let mut g = self.chan.lock().await;
-        if let Some((conn, ch)) = g.as_ref() {
-            if conn.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
-            }
-        }
-        let conn = connect(&self.url, &self.name).await?;
-        let ch = confirm_channel(&conn).await?;
-        if self.declare {
-            self.topo.declare(&ch).await?;
-        }
-        *g = Some((conn, ch.clone()));
-        Ok(ch)
-    }
-
-    async fn reset(&self) {
-        *self.chan.lock().await = None;
-    }
-
-    /// The broker user this publisher connects as.
-    pub fn user(&self) -> String {
-        url_user(&self.url)
-    }
-
-    /// [`publish_job`], retried once on a fresh connection.
-    pub async fn publish_job(&self, spec: &JobSpec) -> Result<(), PublishError> {
-        let mut last = None;
-        let user = self.user();
-        for _ in 0..2 {
-            let ch = self.channel().await?;
-            match publish_job(&ch, &self.topo, spec, &user).await {
-                Err(PublishError::Amqp(e)) => {
-                    self.reset().await;
-                    last = Some(PublishError::Amqp(e));
-                }
-                r => return r,
-            }
-        }
-        Err(last.unwrap_or(PublishError::Nacked))
-    }
-
-    /// [`publish_control`], retried once on a fresh connection.
-    pub async fn publish_control(&self, c: &Control) -> Result<(), PublishError> {
-        let mut last = None;
-        let user = self.user();
-        for _ in 0..2 {
-            let ch = self.channel().await?;
-            match publish_control(&ch, &self.topo, c, &user).await {
-                Err(PublishError::Amqp(e)) => {
-                    self.reset().await;
-                    last = Some(PublishError::Amqp(e));
-                }
-                r => return r,
-            }
-        }
-        Err(last.unwrap_or(PublishError::Nacked))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,50 +589,6 @@ mod tests {
         let p = vidflow_job::proto::JobSpec::try_from(&spec).unwrap();
         let got = decode_job(&p.encode_to_vec(), Some(PROTOBUF), 1000).unwrap();
         assert_eq!(got, spec);
-    }
-
-    #[test]
-    fn publishers_are_told_apart_by_their_proven_user() {
-        let trust = Trust {
-            service_users: vec!["vidflow".into()],
-            tenants: Tenants::Fixed(["acme".to_string()].into_iter().collect()),
-        };
-        let as_user = |u: &str| BasicProperties::default().with_user_id(u.into());
-        assert_eq!(
-            authenticate(&as_user("vidflow"), &trust),
-            Ok(Origin::Service("vidflow".into()))
-        );
-        assert_eq!(
-            authenticate(&as_user("acme"), &trust),
-            Ok(Origin::Tenant("acme".into()))
-        );
-        let e = authenticate(&as_user("mallory"), &trust).unwrap_err();
-        assert_eq!(e.field, "user_id");
-        assert!(e.error.starts_with("unauthenticated"), "{e:?}");
-        let e = authenticate(&BasicProperties::default(), &trust).unwrap_err();
-        assert!(e.error.contains("no user_id"), "{e:?}");
-        assert!(trust.is_service(&as_user("vidflow")));
-        assert!(!trust.is_service(&as_user("acme")));
-        assert!(!trust.is_service(&BasicProperties::default()));
-    }
-
-    #[test]
-    fn tenant_permissions_name_only_what_a_tenant_may_touch() {
-        let p = TenantPermissions::new(&Topology::new("vf-1"), "acme");
-        assert_eq!(p.configure, "^amq\\.gen-.*$");
-        assert_eq!(p.write, "^(vf\\-1\\.intake|amq\\.gen-.*)$");
-        assert_eq!(p.read, "^(vf\\-1\\.events|amq\\.gen-.*)$");
-        assert_eq!(p.topic_exchange, "vf-1.events");
-        assert_eq!(
-            (p.topic_write.as_str(), p.topic_read.as_str()),
-            ("^$", "^job\\.acme\\.")
-        );
-    }
-
-    #[test]
-    fn url_users() {
-        assert_eq!(url_user("amqp://127.0.0.1:5679/%2f"), "guest");
-        assert_eq!(url_user("amqp://acme:pw@127.0.0.1:5679/%2f"), "acme");
     }
 
     #[test]
