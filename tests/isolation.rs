@@ -414,3 +414,77 @@ async fn sigterm_restarts_do_not_make_a_job_poison() {
     serve.terminate();
     cleanup(&ch, &topo).await;
 }
+
+/// A job handed back for its timeout keeps its quota slot: a tenant with
+/// one concurrent job and a premium job waiting behind it (prefetch 1, so
+/// the premium job is delivered first once the timed-out one is back in
+/// the queue) must not lose the running job to the newcomer. The newcomer
+/// is refused by the quota; the timed-out job resumes and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_job_keeps_its_quota_slot_across_the_hand_back() {
+    let qdir = tempfile::tempdir().unwrap();
+    let quotas = qdir.path().join("quotas.toml");
+    std::fs::write(
+        &quotas,
+        "[default]\nmax_concurrent = 1\nmonthly_video_seconds = 100000.0\nmax_resolution = \"4k\"\n\
+         tiers = [\"premium\", \"standard\", \"free\"]\n",
+    )
+    .unwrap();
+    let setup = Setup::new(
+        "handback",
+        &format!(
+            "max_batch = 1\ncheckpoint_every = 3\nmax_attempts = 30\n\n[engine.timeouts]\nstandard = 1.0\n\n\
+             [billing]\nquotas = \"{}\"\n",
+            quotas.display()
+        ),
+    );
+    let cfg = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        cfg.replacen("[amqp]\n", "[amqp]\nprefetch = 1\n", 1),
+    )
+    .unwrap();
+    let topo = setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let conn = broker().await;
+    let ch = amqp::confirm_channel(&conn).await.unwrap();
+    let serve = setup.start("serve");
+    publish(
+        &ch,
+        &topo,
+        &spec("slow-1", "acme", "standard", "512x512", 17, 80),
+    )
+    .await;
+    until_running(&mut events, "acme", "slow-1").await;
+    publish(
+        &ch,
+        &topo,
+        &spec("rush-1", "acme", "premium", "256x256", 9, 2),
+    )
+    .await;
+    events
+        .until(Duration::from_secs(300), "both answered", |all| {
+            terminal_of(all, "acme", "slow-1").is_some()
+                && terminal_of(all, "acme", "rush-1").is_some()
+        })
+        .await;
+    let log = serve.log_text();
+    serve.terminate();
+    assert!(
+        log.contains("handed back for a retry"),
+        "the job never timed out:\n{log}"
+    );
+    let slow = terminal_of(&events.all, "acme", "slow-1").unwrap();
+    assert!(
+        is_completed(slow),
+        "the timed-out job lost its slot: {slow:?}"
+    );
+    match terminal_of(&events.all, "acme", "rush-1") {
+        Some(JobEvent::Rejected { field, error, .. }) => {
+            assert_eq!(field, "quota");
+            assert!(error.contains("concurrent jobs limit 1"), "{error}");
+        }
+        other => panic!("rush-1: {other:?}"),
+    }
+    cleanup(&ch, &topo).await;
+}
