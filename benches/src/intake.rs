@@ -30,6 +30,7 @@ async fn publish_all(
     ch: &vidflow_connectors::lapin::Channel,
     topo: &Topology,
     n: usize,
+    user: &str,
 ) -> Result<f64> {
     let t0 = Instant::now();
     // Confirmed in windows of 256 so publishing is not one round trip per
@@ -41,7 +42,9 @@ async fn publish_all(
         let props = vidflow_connectors::lapin::BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(amqp::JSON.into())
-            .with_priority(amqp::tier_priority(s.tier));
+            .with_priority(amqp::tier_priority(s.tier))
+            // The service believes only proven publishers (docs/SECURITY.md).
+            .with_user_id(user.into());
         pending.push(
             ch.basic_publish(
                 "".into(),
@@ -69,7 +72,7 @@ async fn raw(url: &str, n: usize, prefetch: u16) -> Result<f64> {
     let ch = amqp::confirm_channel(&conn).await?;
     let topo = Topology::new(&format!("bench-raw-{}-{prefetch}", std::process::id()));
     topo.declare(&ch).await?;
-    publish_all(&ch, &topo, n).await?;
+    publish_all(&ch, &topo, n, &amqp::url_user(url)).await?;
     let cons = conn.create_channel().await?;
     cons.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumer = cons
@@ -147,7 +150,7 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
         topo.declare(&ch).await?;
         let q = topo.bind_events(&ch, "job.#").await?;
         let events = amqp::consume_auto_ack(&ch, &q, "bench-events").await?;
-        let rate = publish_all(&ch, &topo, n).await?;
+        let rate = publish_all(&ch, &topo, n, &amqp::url_user(url)).await?;
         anyhow::Ok((conn, rate, events))
     })?;
     let ready: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
