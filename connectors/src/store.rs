@@ -131,7 +131,11 @@ impl OutputStore {
             })
         })?;
         let root = root.canonicalize().unwrap_or(root);
-        let fs = LocalFileSystem::new_with_prefix(&root)?.with_fsync(true);
+        // Cleanup: deleting a store's last object under a prefix (a finished
+        // job's checkpoints) leaves no empty directories behind.
+        let fs = LocalFileSystem::new_with_prefix(&root)?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
         Ok(OutputStore {
             store: Arc::new(fs),
             local_root: Some(root),
@@ -210,6 +214,33 @@ impl OutputStore {
     /// [`OutputStore::get_capped`] for non-async threads.
     pub fn get_capped_blocking(&self, key: &Path, limit: u64) -> Result<Vec<u8>, OutputError> {
         self.block_on(self.get_capped(key, limit))
+    }
+
+    /// Keys of every object under `prefix` (through the store, so it works
+    /// the same on a local directory and on S3).
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>, OutputError> {
+        use futures_util::TryStreamExt;
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(prefix)).try_collect().await?;
+        Ok(metas.into_iter().map(|m| m.location).collect())
+    }
+
+    /// Deletes the object under `key`; an absent one is not an error.
+    pub async fn delete(&self, key: &Path) -> Result<(), OutputError> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`OutputStore::list`] for non-async threads.
+    pub fn list_blocking(&self, prefix: &Path) -> Result<Vec<Path>, OutputError> {
+        self.block_on(self.list(prefix))
+    }
+
+    /// [`OutputStore::delete`] for non-async threads.
+    pub fn delete_blocking(&self, key: &Path) -> Result<(), OutputError> {
+        self.block_on(self.delete(key))
     }
 
     /// Whether an object is stored under `key`.

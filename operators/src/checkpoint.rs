@@ -35,8 +35,6 @@ pub enum CheckpointError {
     Header(#[from] serde_json::Error),
     #[error("object store: {0}")]
     Store(#[from] vidflow_connectors::OutputError),
-    #[error("deleting an old checkpoint: {0}")]
-    Delete(#[from] std::io::Error),
     #[error("not a vidflow checkpoint (bad magic)")]
     BadMagic,
     #[error("truncated header")]
@@ -154,35 +152,37 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// The steps of a job's stored checkpoints, listed through the store
+    /// (a local directory or S3 alike). An unlistable store lists nothing:
+    /// the job then starts from step 0, which costs time, never output.
     fn list(&self, tenant: &str, job_id: &str) -> Vec<usize> {
-        let Some(root) = self.store.local_path(&dir(tenant, job_id)) else {
-            return Vec::new();
+        let keys = match self.store.list_blocking(&dir(tenant, job_id)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "listing checkpoints failed");
+                return Vec::new();
+            }
         };
-        let Ok(rd) = std::fs::read_dir(root) else {
-            return Vec::new();
-        };
-        rd.flatten()
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.strip_prefix("step-")?.strip_suffix(".ckpt")?.parse().ok()
+        keys.iter()
+            .filter_map(|k| {
+                let name = k.filename()?;
+                name.strip_prefix("step-")?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()
             })
             .collect()
     }
 
     fn delete_step(&self, tenant: &str, job_id: &str, step: usize) -> Result<(), CheckpointError> {
-        if let Some(p) = self
-            .store
-            .local_path(&dir(tenant, job_id).join(format!("step-{step:05}.ckpt")))
-        {
-            std::fs::remove_file(p)?;
-        }
-        Ok(())
+        let key = dir(tenant, job_id).join(format!("step-{step:05}.ckpt"));
+        Ok(self.store.delete_blocking(&key)?)
     }
 
     /// Deletes every checkpoint of a finished job.
     pub fn clear(&self, tenant: &str, job_id: &str) {
-        if let Some(p) = self.store.local_path(&dir(tenant, job_id)) {
-            let _ = std::fs::remove_dir_all(p);
+        for step in self.list(tenant, job_id) {
+            let _ = self.delete_step(tenant, job_id, step);
         }
     }
 
@@ -298,4 +298,40 @@ pub fn parse_checkpoint(
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     Ok((header.step, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    #[test]
+    fn checkpoints_are_listed_kept_and_cleared_through_the_store() {
+        // An in-memory store: nothing here may go around the store to a
+        // file system (the fleet keeps checkpoints on S3).
+        let (ctx, _) = testkit::ctx();
+        let store = Arc::new(testkit::memory_store());
+        let v = testkit::validated("ck-1", r#""kind": "t2v""#);
+        let a = crate::admit::prepare(&ctx, &store, v, testkit::date()).unwrap();
+        let mut e = crate::encode::encode(&ctx, &mut crate::encode::TextCache::new(4), a).unwrap();
+        let ck = Checkpoints {
+            store: store.clone(),
+            every: 1,
+            per_tier: Default::default(),
+            keep: 2,
+        };
+        for step in 1..=3 {
+            e.state.step = step;
+            ck.save("acme", "ck-1", &e.req, &e.state).unwrap();
+        }
+        let mut steps = ck.list("acme", "ck-1");
+        steps.sort_unstable();
+        assert_eq!(steps, vec![2, 3], "only the newest `keep` are kept");
+        e.state.step = 0;
+        let r = ck.resume("acme", "ck-1", &e.req, &mut e.state).unwrap();
+        assert_eq!((r.step, e.state.step), (3, 3));
+        assert!(ck.list("globex", "ck-1").is_empty(), "another tenant's job");
+        ck.clear("acme", "ck-1");
+        assert!(ck.list("acme", "ck-1").is_empty());
+    }
 }
