@@ -86,9 +86,16 @@ async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
         sha, reference["ck-1"],
         "resumed output differs from an uninterrupted run"
     );
+    let left: Vec<String> = std::fs::read_dir(&ck_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(
         !ck_dir.exists(),
-        "checkpoints are deleted when the job completes"
+        "checkpoints are deleted when the job completes; left: {left:?}"
     );
     cleanup(&ch, &topo).await;
 }

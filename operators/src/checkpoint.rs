@@ -163,15 +163,7 @@ impl Checkpoints {
                 return Vec::new();
             }
         };
-        keys.iter()
-            .filter_map(|k| {
-                let name = k.filename()?;
-                name.strip_prefix("step-")?
-                    .strip_suffix(".ckpt")?
-                    .parse()
-                    .ok()
-            })
-            .collect()
+        steps_of(&keys)
     }
 
     fn delete_step(&self, tenant: &str, job_id: &str, step: usize) -> Result<(), CheckpointError> {
@@ -179,10 +171,29 @@ impl Checkpoints {
         Ok(self.store.delete_blocking(&key)?)
     }
 
-    /// Deletes every checkpoint of a finished job.
+    /// Deletes every checkpoint of a finished job (from a stage thread).
     pub fn clear(&self, tenant: &str, job_id: &str) {
         for step in self.list(tenant, job_id) {
             let _ = self.delete_step(tenant, job_id, step);
+        }
+    }
+
+    /// [`Checkpoints::clear`] from async code (the committer): the blocking
+    /// store calls refuse to run inside a runtime.
+    pub async fn clear_async(&self, tenant: &str, job_id: &str) {
+        let d = dir(tenant, job_id);
+        let keys = match self.store.list(&d).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "listing checkpoints to delete failed");
+                return;
+            }
+        };
+        for step in steps_of(&keys) {
+            let _ = self
+                .store
+                .delete(&d.clone().join(format!("step-{step:05}.ckpt")))
+                .await;
         }
     }
 
@@ -228,6 +239,19 @@ impl Checkpoints {
         let (_, v) = parse_checkpoint(&bytes, job_id, &request_hash(req), dims)?;
         Ok(Tensor::from_vec(v, dims, state.latents.device())?)
     }
+}
+
+/// The steps named by checkpoint keys (`.../step-NNNNN.ckpt`).
+fn steps_of(keys: &[object_store::path::Path]) -> Vec<usize> {
+    keys.iter()
+        .filter_map(|k| {
+            let name = k.filename()?;
+            name.strip_prefix("step-")?
+                .strip_suffix(".ckpt")?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// A checkpoint file: magic, a JSON header line, then the latents as f32

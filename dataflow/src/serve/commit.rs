@@ -170,7 +170,7 @@ impl Committer {
         };
         // Finished: its checkpoints and attempt count are no longer needed.
         if let Some(ck) = &self.checkpoints {
-            ck.clear(&rec.tenant, &rec.job_id);
+            ck.clear_async(&rec.tenant, &rec.job_id).await;
         }
         if let Ok(k) = attempts_key(&rec.tenant, &rec.job_id) {
             use object_store::ObjectStoreExt;
