@@ -281,16 +281,7 @@ impl Serve {
 
     /// Peak resident memory of the serve process so far (VmHWM), bytes.
     pub fn peak_rss(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
+        vidflow_dataflow::serve::metrics::peak_rss_bytes(&self.pid().to_string())
     }
 }
 

@@ -43,20 +43,6 @@ pub(crate) struct Committer {
     pub out: UnboundedSender<Outbound>,
 }
 
-/// Peak resident memory of this process (VmHWM), 0 where unknown.
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 impl Committer {
     /// Commits results as they leave the graph, each on its own task (a
     /// slow fsync must not hold the others). Store failures are retried
@@ -153,7 +139,7 @@ impl Committer {
         };
         let at = Machine {
             now_ms: now_ms(),
-            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes: super::metrics::peak_rss_bytes("self"),
         };
         let commit_id = vidflow_operators::generate_job_id();
         let rec = JobRecord::commit(r, &terms, &self.pricing, at, commit_id);

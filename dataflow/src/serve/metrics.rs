@@ -232,3 +232,19 @@ mod tests {
         );
     }
 }
+
+/// Peak resident memory (VmHWM) of process `pid` (`"self"`: this one),
+/// 0 where unknown (not Linux, process gone). Job records carry it; the
+/// security tests read a serve process's with it.
+pub fn peak_rss_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
