@@ -215,9 +215,10 @@ async fn the_broker_proves_who_publishes_and_forgeries_are_refused() {
         .await
         .unwrap()
         .into_inner();
-    assert_ne!(
-        s.state(),
-        JobState::Completed,
+    // The real job may already have finished on a fast machine, so the check
+    // is on what the forgery would have written, not on the state alone.
+    assert!(
+        s.output_key != "evil/x.mp4" && s.sha256 != "00",
         "the forged event reached the job table: {s:?}"
     );
     events
