@@ -6,7 +6,7 @@
 #   bash scripts/s3.sh start    # build s3s-fs once if missing (cached), start, wait until it answers
 #   bash scripts/s3.sh stop
 #   bash scripts/s3.sh status
-#   bash scripts/s3.sh env      # VIDFLOW_S3_* lines for the environment
+#   bash scripts/s3.sh env      # VIDFLOW_S3_* lines for the environment ([store] overrides)
 #
 # Env: VIDFLOW_S3_PORT (default 8014), VIDFLOW_S3_DIR (default
 # ${TMPDIR:-/tmp}/vidflow-s3-$PORT), VIDFLOW_TOOLS_CACHE (where the built
@@ -70,10 +70,12 @@ case "$cmd" in
     if listening; then echo "s3: running on 127.0.0.1:$PORT"; else echo "s3: not running"; exit 1; fi
     ;;
   env)
+    # The names `[store]` reads (endpoint, key id, secret); the bucket goes
+    # in the config. The tests read the VIDFLOW_TEST_S3_* copies.
     echo "VIDFLOW_S3_ENDPOINT=http://127.0.0.1:$PORT"
     echo "VIDFLOW_S3_BUCKET=$BUCKET"
-    echo "VIDFLOW_S3_ACCESS_KEY=$ACCESS"
-    echo "VIDFLOW_S3_SECRET_KEY=$SECRET"
+    echo "VIDFLOW_S3_ACCESS_KEY_ID=$ACCESS"
+    echo "VIDFLOW_S3_SECRET_ACCESS_KEY=$SECRET"
     ;;
   *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac

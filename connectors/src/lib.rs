@@ -2,7 +2,8 @@
 //! store ([`store::OutputStore`]) and the job records kept in it
 //! ([`records`]), RabbitMQ topology and message formats ([`amqp`]), API
 //! keys ([`auth`]), the gRPC API ([`grpc`]) and the Parquet analytics
-//! sinks ([`sinks`], their Arrow batches in [`batches`]).
+//! sinks ([`sinks`], their Arrow batches in [`batches`]) and the state a
+//! fleet of serving nodes shares ([`state`]: local files or PostgreSQL).
 
 pub mod amqp;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod mp4;
 pub mod records;
 pub mod sinks;
+pub mod state;
 pub mod store;
 
 pub use error::OutputError;

@@ -63,9 +63,20 @@ pub(crate) struct Stages {
 }
 
 impl Engine {
+    /// An engine whose objects live in a local store at `cfg.out_dir`.
     pub fn new(cfg: &EngineConfig, events: EventSink) -> Result<Arc<Engine>, DataflowError> {
-        let models = vidflow_operators::context::load_models(&cfg.admission)?;
         let store = Arc::new(OutputStore::local(&cfg.out_dir)?);
+        Self::with_store(cfg, events, store)
+    }
+
+    /// An engine whose outputs, i2v inputs, checkpoints and safety records
+    /// live in `store` (S3 in a fleet, so any node can resume a job).
+    pub fn with_store(
+        cfg: &EngineConfig,
+        events: EventSink,
+        store: Arc<OutputStore>,
+    ) -> Result<Arc<Engine>, DataflowError> {
+        let models = vidflow_operators::context::load_models(&cfg.admission)?;
         let any = cfg.checkpoint_every > 0 || cfg.checkpoint_every_tier.values().any(|&n| n > 0);
         let checkpoints = any.then(|| Checkpoints {
             store: store.clone(),

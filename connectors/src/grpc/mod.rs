@@ -21,7 +21,6 @@ pub use table::JobTable;
 
 use crate::amqp::{self, Publisher, Topology};
 use crate::auth::KeyRing;
-use crate::store::OutputStore;
 
 /// Generated messages, client and server.
 pub mod pb {
@@ -36,7 +35,8 @@ pub struct ApiDeps {
     /// Followed as the key file changes (see [`KeyRing`]).
     pub keys: Arc<KeyRing>,
     pub admission: Arc<AdmissionConfig>,
-    pub store: Arc<OutputStore>,
+    /// Job records (the local files or the fleet's database).
+    pub state: crate::state::StateStore,
     pub publisher: Arc<Publisher>,
     pub table: Arc<JobTable>,
 }

@@ -16,7 +16,6 @@ use super::table::{is_terminal, status_from_record};
 use super::ApiDeps;
 use crate::amqp::Control;
 use crate::auth::KeyStore;
-use crate::records::{list_records, read_record};
 
 /// The authenticated tenant, put on each request by [`authenticate`].
 #[derive(Clone, Debug)]
@@ -86,7 +85,7 @@ async fn lookup(deps: &ApiDeps, tenant: &str, job_id: &str) -> Result<JobStatus,
     if !vidflow_job::id::is_safe_id(job_id) {
         return Err(not_found());
     }
-    match read_record(&deps.store, tenant, job_id).await {
+    match deps.state.read_record(tenant, job_id).await {
         Ok(Some(r)) => Ok(status_from_record(&r)),
         Ok(None) => Err(not_found()),
         Err(e) => Err(Status::internal(format!("reading the job record: {e}"))),
@@ -132,7 +131,7 @@ impl JobService for Api {
             }));
         }
         // Finished before this API process knew of it.
-        if let Ok(Some(_)) = read_record(&self.deps.store, &tenant, &job_id).await {
+        if let Ok(Some(_)) = self.deps.state.read_record(&tenant, &job_id).await {
             self.deps.table.remove(&tenant, &job_id);
             return Ok(Response::new(SubmitReply {
                 job_id,
@@ -229,7 +228,7 @@ impl JobService for Api {
             n => n as usize,
         };
         let mut by_id = std::collections::HashMap::new();
-        let records = list_records(&self.deps.store, &tenant)
+        let records = self.deps.state.list_records(&tenant)
             .await
             .map_err(|e| Status::internal(format!("listing job records: {e}")))?;
         for r in records {

@@ -8,10 +8,8 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use vidflow_connectors::records::create_record;
 use vidflow_connectors::sinks::Sinks;
-use vidflow_connectors::store::OutputStore;
-use vidflow_connectors::OutputError;
+use vidflow_connectors::state::{Committed, StateStore};
 use vidflow_operators::billing::Pricing;
 use vidflow_operators::event::now_ms;
 use vidflow_operators::faults::{self, Fault};
@@ -35,10 +33,10 @@ pub(crate) struct Committer {
     pub engine: Option<Arc<crate::engine::Engine>>,
     pub checkpoints: Option<vidflow_operators::checkpoint::Checkpoints>,
     pub metrics: Arc<super::metrics::Metrics>,
-    pub store: Arc<OutputStore>,
+    /// Records, ledger, attempts, reservations, leases (local or shared).
+    pub state: StateStore,
     pub pricing: Arc<Pricing>,
     pub sinks: Arc<Sinks>,
-    pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
     pub inflight: InFlightMap,
     pub out: UnboundedSender<Outbound>,
 }
@@ -71,7 +69,7 @@ impl Committer {
         if self.hand_back_if_timed_out(&r).await {
             return;
         }
-        let Some(rec) = self.write_record(&r).await else {
+        let Some(Committed { record: rec, first }) = self.write_record(&r).await else {
             return;
         };
         // The job ended: a cancel sent for it must not outlive it (a later
@@ -79,12 +77,19 @@ impl Committer {
         if let Some(e) = &self.engine {
             e.forget_cancel(&r.key());
         }
-        self.append_outbox(&rec).await;
+        // Only the commit that won writes the job's analytics rows and
+        // announces it as new; another node's earlier commit stands, and
+        // this one replays it.
+        if first {
+            self.append_outbox(&rec).await;
+        } else {
+            tracing::warn!(tenant = %rec.tenant, job_id = %rec.job_id, "job already committed elsewhere: replaying that record");
+        }
         faults::point(Fault::AfterCommit);
         self.count(&rec, r.accel_s);
         let _ = self
             .out
-            .send(Outbound::Terminal(terminal_event(&rec, false)));
+            .send(Outbound::Terminal(terminal_event(&rec, !first)));
     }
 
     /// A job stopped for running over its tier's timeout is not committed:
@@ -110,7 +115,13 @@ impl Committer {
         if let Some(j) = job {
             // Its reservation stays: the redelivery takes it up again
             // rather than queueing behind (or being refused by) the quota.
-            self.quotas.hand_back(&key.tenant, &r.job_id);
+            // The lease goes: any node may take the job up.
+            if let Err(e) = self.state.hand_back(&key).await {
+                tracing::warn!(job_id = %r.job_id, error = %e, "could not keep the handed-back job's reservation");
+            }
+            if let Err(e) = self.state.release_lease(&key).await {
+                tracing::warn!(job_id = %r.job_id, error = %e, "could not release the handed-back job's lease");
+            }
             tracing::warn!(job_id = %r.job_id, "generation timeout: handed back for a retry");
             for a in j.ackers {
                 let _ = a
@@ -127,7 +138,7 @@ impl Committer {
     /// The job's record and ledger entry, created once (a store failure is
     /// retried with back-off; the message stays unacked meanwhile). Returns
     /// the record that won: an earlier commit's if there was one.
-    async fn write_record(&self, r: &JobResult) -> Option<JobRecord> {
+    async fn write_record(&self, r: &JobResult) -> Option<Committed> {
         let terms = self
             .inflight
             .lock()
@@ -144,8 +155,8 @@ impl Committer {
         let commit_id = vidflow_operators::generate_job_id();
         let rec = JobRecord::commit(r, &terms, &self.pricing, at, commit_id);
         let mut attempt = 0;
-        let rec = loop {
-            match create_record(&self.store, &rec).await {
+        let won = loop {
+            match self.state.commit_record(&rec).await {
                 Ok(won) => break won,
                 Err(e) => {
                     tracing::error!(job_id = %rec.job_id, error = %e, attempt, "writing the job record failed; retrying");
@@ -154,15 +165,19 @@ impl Committer {
                 }
             }
         };
-        // Finished: its checkpoints and attempt count are no longer needed.
+        // Finished: its checkpoints, attempt count and lease are no longer
+        // needed (a failure here leaves garbage, never a wrong answer).
         if let Some(ck) = &self.checkpoints {
             ck.clear_async(&rec.tenant, &rec.job_id).await;
         }
-        if let Ok(k) = attempts_key(&rec.tenant, &rec.job_id) {
-            use object_store::ObjectStoreExt;
-            let _ = self.store.object_store().delete(&k).await;
+        let key = r.key();
+        if let Err(e) = self.state.clear_attempts(&key.tenant, &key.job_id).await {
+            tracing::warn!(job_id = %rec.job_id, error = %e, "could not clear the attempt count");
         }
-        Some(rec)
+        if let Err(e) = self.state.release_lease(&key).await {
+            tracing::warn!(job_id = %rec.job_id, error = %e, "could not release the lease");
+        }
+        Some(won)
     }
 
     /// The record's analytics rows into the fsync'd outbox (retried until
@@ -202,62 +217,3 @@ impl Committer {
     }
 }
 
-/// Where a job's count of started runs is kept.
-pub(crate) fn attempts_key(
-    tenant: &str,
-    job_id: &str,
-) -> Result<object_store::path::Path, OutputError> {
-    for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
-        if !vidflow_operators::id::is_safe_id(v) {
-            return Err(OutputError::invalid(
-                field,
-                format!("{v:?}"),
-                "1 to 64 characters of A-Z a-z 0-9 _ -",
-            ));
-        }
-    }
-    Ok(object_store::path::Path::from(format!(
-        "attempts/{tenant}/{job_id}"
-    )))
-}
-
-/// Takes back the count of a run this process hands back unfinished on
-/// a drain (SIGTERM): a rolling restart is not the job's fault, and only
-/// runs cut by a crash or a timeout may make it a poison job.
-pub(crate) async fn unbump_attempts(
-    store: &OutputStore,
-    tenant: &str,
-    job_id: &str,
-) -> Result<(), OutputError> {
-    let key = attempts_key(tenant, job_id)?;
-    let before = match store.get(&key).await {
-        Ok(b) => String::from_utf8_lossy(&b)
-            .trim()
-            .parse::<u32>()
-            .unwrap_or(0),
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    store
-        .put_atomic(&key, before.saturating_sub(1).to_string().into_bytes())
-        .await?;
-    Ok(())
-}
-
-/// Counts one more started run of a job and returns the runs before it.
-pub(crate) async fn bump_attempts(
-    store: &OutputStore,
-    tenant: &str,
-    job_id: &str,
-) -> Result<u32, OutputError> {
-    let key = attempts_key(tenant, job_id)?;
-    let before = match store.get(&key).await {
-        Ok(b) => String::from_utf8_lossy(&b).trim().parse().unwrap_or(0),
-        Err(e) if e.is_not_found() => 0,
-        Err(e) => return Err(e),
-    };
-    store
-        .put_atomic(&key, (before + 1).to_string().into_bytes())
-        .await?;
-    Ok(before)
-}

@@ -32,6 +32,14 @@ pub struct ServeConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub safety: SafetySection,
+    /// Where the state nodes share lives: this node's files (`local`, the
+    /// default) or PostgreSQL (`postgres`, a fleet).
+    #[serde(default)]
+    pub state: vidflow_connectors::state::StateConfig,
+    /// Where objects live: `[engine] out_dir` (`local`, the default) or an
+    /// S3-compatible bucket (`s3`, shared by a fleet).
+    #[serde(default)]
+    pub store: vidflow_connectors::store::StoreConfig,
 }
 
 /// `[safety]`: the policy file and the model cache (paths relative to the

@@ -31,7 +31,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use vidflow_connectors::amqp::Publisher;
 use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
 use vidflow_connectors::lapin::Acker;
-use vidflow_connectors::records::all_records;
+use vidflow_connectors::state::{Backend, StateStore};
 use vidflow_connectors::sinks::Sinks;
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
@@ -72,8 +72,8 @@ pub enum ServeError {
     Runtime(#[from] std::io::Error),
     #[error("runtime: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("reading job records: {0}")]
-    Records(#[source] vidflow_connectors::OutputError),
+    #[error("shared state: {0}")]
+    State(#[from] vidflow_connectors::state::StateError),
     #[error("analytics sinks: {0}")]
     Sinks(#[from] vidflow_connectors::sinks::SinkError),
     #[error("broker TLS: {0}")]
@@ -140,13 +140,13 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         let _ = ev_tx.send(Outbound::Event(e));
     }));
     let store = Arc::new(
-        OutputStore::local(&cfg.engine.out_dir)
+        OutputStore::open(&cfg.store, &cfg.engine.out_dir)
             .map_err(|e| ServeError::Engine(crate::DataflowError::Store(e)))?,
     );
     let engine = if cfg.engine.noop_model {
         None
     } else {
-        Some(Engine::new(
+        Some(Engine::with_store(
             &EngineConfig {
                 admission: admission.clone(),
                 out_dir: cfg.engine.out_dir.clone(),
@@ -157,6 +157,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 safety: cfg.safety.to_config(),
             },
             events,
+            store.clone(),
         )?)
     };
     let (intake, feed) = channel_feed();
@@ -172,6 +173,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     let stop = Arc::new(AtomicBool::new(false));
     let url = cfg.amqp.effective_url();
     let topo = cfg.amqp.topology();
+    let node = cfg.state.node_name();
     let trust = Arc::new(vidflow_connectors::amqp::Trust {
         service_users: cfg.amqp.service_users.clone(),
         tenants: vidflow_connectors::amqp::Tenants::Keys(keys.clone()),
@@ -192,16 +194,28 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         // Keys follow the key file: added, expired and revoked keys take
         // effect within a second, without a restart.
         tokio::spawn(keys.clone().watch(Duration::from_secs(1), stop.clone()));
-        // Durable state first: this month's delivered seconds for the
-        // quota book, and analytics rows of records the sinks lack.
-        let records = all_records(&store)
-            .await
-            .map_err(ServeError::Records)?;
-        let month = month_of_ms(now_ms());
-        for r in &records {
-            if let Some(b) = r.charge() {
-                if month_of_ms(b.ts_ms) == month {
-                    quotas.add_used(&r.tenant, &month, b.billed_ms);
+        // Durable state first: the shared state's backend, this month's
+        // delivered seconds for a local quota book, and analytics rows of
+        // records the sinks lack (on a fleet, those this node's commit won).
+        let state = match cfg.state.backend {
+            Backend::Local => StateStore::local(store.clone(), quotas.clone()),
+            Backend::Postgres => StateStore::Postgres(Arc::new(
+                vidflow_connectors::state::postgres::Pg::connect(
+                    &cfg.state,
+                    Arc::new(quotas.config().clone()),
+                )
+                .await?,
+            )),
+        };
+        tracing::info!(backend = ?state.backend(), node = %node, "shared state ready");
+        let records = state.records_to_sink().await?;
+        if state.backend() == Backend::Local {
+            let month = month_of_ms(now_ms());
+            for r in &records {
+                if let Some(b) = r.charge() {
+                    if month_of_ms(b.ts_ms) == month {
+                        quotas.add_used(&r.tenant, &month, b.billed_ms);
+                    }
                 }
             }
         }
@@ -252,14 +266,21 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             engine: engine.clone(),
             checkpoints: engine.as_ref().and_then(|e| e.ctx.checkpoints.clone()),
             metrics: metrics.clone(),
-            store: store.clone(),
+            state: state.clone(),
             pricing: pricing.clone(),
             sinks: sinks.clone(),
-            quotas: quotas.clone(),
             inflight: inflight.clone(),
             out: out_tx.clone(),
         };
         tokio::spawn(committer.run(result_rx));
+        // The leases of the jobs running here stay ours while this process
+        // lives: renewed at a third of their lifetime.
+        tokio::spawn(heartbeat(
+            state.clone(),
+            inflight.clone(),
+            cfg.state.lease_ttl(),
+            stop.clone(),
+        ));
 
         // The API.
         let mut api_addr = None;
@@ -283,7 +304,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             let deps = ApiDeps {
                 keys: keys.clone(),
                 admission: Arc::new(admission.clone()),
-                store: store.clone(),
+                state: state.clone(),
                 publisher: Arc::new(Publisher::new(&url, "vidflow-api", topo.clone())),
                 table,
             };
@@ -303,8 +324,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             prefetch: cfg.prefetch(),
             max_message_bytes: cfg.amqp.max_message_bytes,
             admission: Arc::new(admission),
-            store,
-            quotas,
+            state,
             metrics,
             results: result_tx,
             max_attempts: cfg.engine.max_attempts,
@@ -344,6 +364,25 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     // their messages went back to the broker with the connection.
     drop(graph);
     Ok(())
+}
+
+/// Renews the leases of the jobs in flight here (and so their quota
+/// reservations) until the service stops. Nothing to do on the local
+/// backend.
+async fn heartbeat(state: StateStore, inflight: InFlightMap, ttl: Duration, stop: Arc<AtomicBool>) {
+    if state.backend() == Backend::Local {
+        return;
+    }
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(ttl / 3).await;
+        let keys: Vec<JobKey> = inflight
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Err(e) = state.heartbeat(&keys).await {
+            tracing::warn!(error = %e, jobs = keys.len(), "lease heartbeat failed");
+        }
+    }
 }
 
 /// Queue depths and the in-flight gauge, every 2 s.

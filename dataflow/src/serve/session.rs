@@ -25,7 +25,7 @@ use vidflow_connectors::lapin::options::{
 };
 use vidflow_connectors::lapin::types::FieldTable;
 use vidflow_connectors::lapin::{self, Channel, Confirmation};
-use vidflow_connectors::records::read_record;
+use vidflow_connectors::state::{Lease, StateError, StateStore};
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::JobTerms;
@@ -46,8 +46,8 @@ pub(crate) struct Session {
     pub prefetch: u16,
     pub max_message_bytes: usize,
     pub admission: Arc<AdmissionConfig>,
-    pub store: Arc<vidflow_connectors::store::OutputStore>,
-    pub quotas: Arc<vidflow_operators::quota::QuotaBook>,
+    /// Records, attempts, reservations, leases (local or shared).
+    pub state: StateStore,
     pub metrics: Arc<super::metrics::Metrics>,
     /// Straight to the committer (poison jobs that never enter the graph).
     pub results: tokio::sync::mpsc::UnboundedSender<JobResult>,
@@ -70,6 +70,27 @@ enum End {
 }
 
 type Ready = Option<Box<dyn FnOnce() + Send>>;
+
+/// A delivery of a job another node holds the lease of: it waits here,
+/// unacked, and is tried again every second, until that node's record
+/// appears (then it is acked with a replay) or the lease lapses (then this
+/// node takes the job over, from its newest checkpoint).
+struct Parked {
+    d: Delivery,
+    v: ValidatedJob,
+    audio: bool,
+    holder: String,
+}
+
+/// What step 3 decided about a delivery.
+enum Dedupe {
+    /// Nobody runs or ran it: start it.
+    Start(Delivery),
+    /// Joined a running job, or answered from a record: nothing to do.
+    Done,
+    /// The shared state could not be asked: try again later.
+    Retry(Delivery),
+}
 
 impl Session {
     /// Runs sessions until a drain completes.
@@ -165,6 +186,8 @@ impl Session {
             self.publish_terminal(&pub_ch, env).await?;
         }
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut parked: Vec<Parked> = Vec::new();
+        let mut parked_at = Instant::now();
         loop {
             if self.stop.load(Ordering::SeqCst) && consuming {
                 consuming = false;
@@ -191,7 +214,7 @@ impl Session {
             }
             tokio::select! {
                 d = consumer.next(), if consuming => match d {
-                    Some(Ok(d)) => self.on_delivery(&pub_ch, d).await?,
+                    Some(Ok(d)) => self.on_delivery(&pub_ch, d, &mut parked).await?,
                     Some(Err(e)) => return Err(e),
                     None => return Err(lapin::Error::from(std::io::Error::other(
                         "the broker cancelled the intake consumer",
@@ -212,7 +235,15 @@ impl Session {
                     }
                     None => {}
                 },
-                _ = tick.tick() => self.check_timeouts(),
+                _ = tick.tick() => {
+                    self.check_timeouts();
+                    if !parked.is_empty() && consuming && parked_at.elapsed() >= Duration::from_secs(1) {
+                        parked_at = Instant::now();
+                        for p in std::mem::take(&mut parked) {
+                            self.proceed(&pub_ch, p, &mut parked).await?;
+                        }
+                    }
+                }
                 _ = self.shutdown.notified() => {}
             }
         }
@@ -254,9 +285,11 @@ impl Session {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         for k in keys {
-            if let Err(e) = super::commit::unbump_attempts(&self.store, &k.tenant, &k.job_id).await
-            {
+            if let Err(e) = self.state.unbump_attempts(&k.tenant, &k.job_id).await {
                 tracing::warn!(tenant = %k.tenant, job_id = %k.job_id, error = %e, "could not take back the attempt of a handed-back job");
+            }
+            if let Err(e) = self.state.release_lease(&k).await {
+                tracing::warn!(tenant = %k.tenant, job_id = %k.job_id, error = %e, "could not release the lease of a handed-back job");
             }
         }
     }
@@ -267,8 +300,14 @@ impl Session {
 
     /// One intake message, in five steps: decode it, admit it (the one
     /// validation: the validated job is what the graph receives), dedupe it
-    /// against running and finished jobs, reserve its quota, run it.
-    async fn on_delivery(&self, ch: &Channel, d: Delivery) -> Result<(), lapin::Error> {
+    /// against running and finished jobs (here and, through the lease, on
+    /// other nodes), reserve its quota, run it.
+    async fn on_delivery(
+        &self,
+        ch: &Channel,
+        d: Delivery,
+        parked: &mut Vec<Parked>,
+    ) -> Result<(), lapin::Error> {
         let spec = match self.decode(&d) {
             Ok(s) => s,
             Err((tenant, id, u)) => return self.reject(ch, &d, &tenant, &id, u).await,
@@ -285,10 +324,58 @@ impl Session {
                 return self.reject(ch, &d, &tenant, &job_id, u).await;
             }
         };
-        let d = match self.dedupe(ch, d, &tenant, &job_id).await? {
-            Some(d) => d,
-            None => return Ok(()),
+        let p = Parked {
+            d,
+            v,
+            audio: spec.audio,
+            holder: String::new(),
         };
+        self.proceed(ch, p, parked).await
+    }
+
+    /// Steps 3 to 5 of an admitted delivery (again for a parked one): it
+    /// waits in `parked` while another node holds the job's lease.
+    async fn proceed(
+        &self,
+        ch: &Channel,
+        p: Parked,
+        parked: &mut Vec<Parked>,
+    ) -> Result<(), lapin::Error> {
+        let Parked { d, v, audio, holder } = p;
+        let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
+        let d = match self.dedupe(ch, d, &tenant, &job_id).await? {
+            Dedupe::Start(d) => d,
+            Dedupe::Done => return Ok(()),
+            Dedupe::Retry(d) => {
+                parked.push(Parked { d, v, audio, holder });
+                return Ok(());
+            }
+        };
+        let key = JobKey::new(&tenant, &job_id);
+        match self.state.take_lease(&key).await {
+            Ok(Lease::Taken) => {
+                if !holder.is_empty() {
+                    tracing::warn!(tenant = %tenant, job_id = %job_id, from = %holder, "lease lapsed: taking the job over");
+                }
+            }
+            Ok(Lease::HeldBy(node)) => {
+                if holder != node {
+                    tracing::info!(tenant = %tenant, job_id = %job_id, holder = %node, "job runs on another node: waiting");
+                }
+                parked.push(Parked {
+                    d,
+                    v,
+                    audio,
+                    holder: node,
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not take the job's lease; retrying");
+                parked.push(Parked { d, v, audio, holder });
+                return Ok(());
+            }
+        }
         let terms = JobTerms {
             tier: v.tier,
             kind: v.kind,
@@ -296,16 +383,31 @@ impl Session {
             height: v.height,
             frames: v.num_frames,
             fps: v.fps,
-            audio: spec.audio,
+            audio,
             submitted_ms: amqp::header_str(&d.properties, amqp::H_SUBMITTED_MS)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(now_ms),
             admitted_ms: now_ms(),
             est_vram_bytes: v.estimated_vram_bytes,
         };
-        if let Err(u) = self.reserve(&tenant, &job_id, &terms) {
-            // A refusal is an answer, not a bad message: no dead letter.
-            return self.refuse(ch, &d, &tenant, &job_id, u).await;
+        match self.reserve(&tenant, &job_id, &terms).await {
+            Ok(Ok(())) => {}
+            Ok(Err(u)) => {
+                // A refusal is an answer, not a bad message: no dead letter.
+                let _ = self.state.release_lease(&key).await;
+                return self.refuse(ch, &d, &tenant, &job_id, u).await;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not reserve the job's quota; retrying");
+                let _ = self.state.release_lease(&key).await;
+                parked.push(Parked {
+                    d,
+                    v,
+                    audio,
+                    holder: String::new(),
+                });
+                return Ok(());
+            }
         }
         self.run_job(ch, d, v, terms).await
     }
@@ -364,7 +466,7 @@ impl Session {
         d: Delivery,
         tenant: &str,
         job_id: &str,
-    ) -> Result<Option<Delivery>, lapin::Error> {
+    ) -> Result<Dedupe, lapin::Error> {
         // Keyed by (tenant, job id): another tenant's job with the same
         // id is a different job, and nothing here tells it this one runs.
         // No lock may be held across an await: decide, release, then act.
@@ -373,10 +475,10 @@ impl Session {
             if let Some(j) = map.get_mut(&JobKey::new(tenant, job_id)) {
                 tracing::info!(tenant = %tenant, job_id = %job_id, "duplicate delivery of a running job: not started again");
                 j.ackers.push(d.acker);
-                return Ok(None);
+                return Ok(Dedupe::Done);
             }
         }
-        match read_record(&self.store, tenant, job_id).await {
+        match self.state.read_record(tenant, job_id).await {
             Ok(Some(rec)) => {
                 tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
                 let env = terminal_event(&rec, true);
@@ -391,10 +493,10 @@ impl Session {
                 .await
                 .map_err(to_lapin)?;
                 d.acker.ack(BasicAckOptions::default()).await?;
-                Ok(None)
+                Ok(Dedupe::Done)
             }
-            Ok(None) => Ok(Some(d)),
-            Err(e) => {
+            Ok(None) => Ok(Dedupe::Start(d)),
+            Err(e @ (StateError::Record { .. } | StateError::Store(_))) => {
                 // Unreadable record: never guess "absent" (that would run
                 // the job twice); park the message with the reason.
                 let u = Undecodable {
@@ -402,14 +504,24 @@ impl Session {
                     error: format!("job record unreadable: {e}"),
                 };
                 self.reject(ch, &d, tenant, job_id, u).await?;
-                Ok(None)
+                Ok(Dedupe::Done)
+            }
+            Err(e) => {
+                // The database is unreachable: the job waits, unacked.
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not read the job's record; retrying");
+                Ok(Dedupe::Retry(d))
             }
         }
     }
 
     /// Step 4: a concurrency slot and the job's seconds from the tenant's
     /// quotas, or the reason it is refused.
-    fn reserve(&self, tenant: &str, job_id: &str, t: &JobTerms) -> Result<(), Undecodable> {
+    async fn reserve(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        t: &JobTerms,
+    ) -> Result<Result<(), Undecodable>, StateError> {
         let month = vidflow_operators::quota::month_of_ms(t.admitted_ms);
         let ask = vidflow_operators::quota::Ask {
             tenant,
@@ -419,13 +531,13 @@ impl Session {
             video_ms: vidflow_operators::billing::billed_ms(t.frames, t.fps),
             month: &month,
         };
-        self.quotas.try_reserve(&ask).map_err(|q| {
+        Ok(self.state.try_reserve(&ask).await?.map_err(|q| {
             tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
             Undecodable {
                 field: "quota".into(),
                 error: q.to_string(),
             }
-        })
+        }))
     }
 
     /// Step 5: hold the delivery until the commit, count the attempt, and
@@ -453,7 +565,7 @@ impl Session {
             );
         // A job whose earlier runs were all cut short (it keeps killing its
         // worker) is parked with the reason and credited, not run again.
-        let before = match super::commit::bump_attempts(&self.store, &tenant, &job_id).await {
+        let before = match self.state.bump_attempts(&tenant, &job_id).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(job_id = %job_id, error = %e, "could not count attempts; running anyway");
@@ -487,7 +599,8 @@ impl Session {
         if !self.intake.send(v) {
             // The graph is gone (shutting down): hand the job back, and
             // the run that never started does not count.
-            let _ = super::commit::unbump_attempts(&self.store, &tenant, &job_id).await;
+            let _ = self.state.unbump_attempts(&tenant, &job_id).await;
+            let _ = self.state.release_lease(&key).await;
             let job = self.inflight.lock().expect("poisoned").remove(&key);
             if let Some(j) = job {
                 for a in j.ackers {
@@ -612,7 +725,7 @@ impl Session {
             .await?;
         let inflight = self.inflight.clone();
         let out_tx = self.out_tx.clone();
-        let quotas = self.quotas.clone();
+        let state = self.state.clone();
         tokio::spawn(async move {
             let job_id = env.event.job_id().to_string();
             let key = JobKey::new(&env.tenant, &job_id);
@@ -648,11 +761,10 @@ impl Session {
                         // The slot frees only now, after the terminal event
                         // is out: events never show more jobs running than
                         // the quota allows.
-                        quotas.finish(
-                            &key.tenant,
-                            &job_id,
-                            matches!(env.event, JobEvent::Completed { .. }),
-                        );
+                        let delivered = matches!(env.event, JobEvent::Completed { .. });
+                        if let Err(e) = state.finish(&key, delivered).await {
+                            tracing::warn!(job_id = %job_id, error = %e, "could not end the job's reservation (it lapses)");
+                        }
                         tracing::debug!(job_id = %job_id, held_s = j.since.elapsed().as_secs_f64(), deliveries = acked, "acked");
                     }
                 }

@@ -112,6 +112,39 @@ impl QuotaConfig {
     pub fn limits(&self, tenant: &str) -> &Limits {
         self.tenants.get(tenant).unwrap_or(&self.default)
     }
+
+    /// The limits that need no counting (tier, resolution class): the same
+    /// answer on every node. Returns the tenant's limits for the counted
+    /// ones (concurrency, monthly seconds), which whoever holds the counts
+    /// checks: [`QuotaBook`] in one process, the database in a fleet.
+    pub fn check_shape(&self, a: &Ask) -> Result<&Limits, QuotaError> {
+        let l = self.limits(a.tenant);
+        if !l.tiers.contains(&a.tier) {
+            return Err(QuotaError::Tier {
+                asked: a.tier,
+                allowed: l
+                    .tiers
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if a.class > l.max_resolution {
+            return Err(QuotaError::Resolution {
+                max: l.max_resolution.as_str(),
+                asked: a.class.as_str(),
+            });
+        }
+        Ok(l)
+    }
+}
+
+impl Limits {
+    /// The monthly allowance in whole milliseconds.
+    pub fn monthly_ms(&self) -> u64 {
+        (self.monthly_video_seconds * 1000.0).round() as u64
+    }
 }
 
 /// Why admission refused a job: the limit and the usage, in words.
@@ -203,24 +236,7 @@ impl QuotaBook {
     /// A job already holding a reservation (a duplicate delivery) is let
     /// through without a second one.
     pub fn try_reserve(&self, a: &Ask) -> Result<(), QuotaError> {
-        let l = self.cfg.limits(a.tenant);
-        if !l.tiers.contains(&a.tier) {
-            return Err(QuotaError::Tier {
-                asked: a.tier,
-                allowed: l
-                    .tiers
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        if a.class > l.max_resolution {
-            return Err(QuotaError::Resolution {
-                max: l.max_resolution.as_str(),
-                asked: a.class.as_str(),
-            });
-        }
+        let l = self.cfg.check_shape(a)?;
         let mut u = self.usage.lock().expect("quota book poisoned");
         let e = u.entry(a.tenant.to_string()).or_default();
         roll(e, a.month);
@@ -239,7 +255,7 @@ impl QuotaBook {
                 current: e.running.len() as u32,
             });
         }
-        let limit_ms = (l.monthly_video_seconds * 1000.0).round() as u64;
+        let limit_ms = l.monthly_ms();
         let reserved: u64 = e.running.values().map(|r| r.ms).sum();
         if e.used_ms + reserved + a.video_ms > limit_ms {
             return Err(QuotaError::MonthlySeconds {
@@ -291,6 +307,11 @@ impl QuotaBook {
             .unwrap_or((0, 0))
     }
 }
+
+/// How long a reservation lasts after its node last vouched for it (a
+/// running job's lease heartbeat does; a job handed back or a node that
+/// died does not): the same span as [`HANDED_BACK_TTL`].
+pub const RESERVATION_TTL: Duration = HANDED_BACK_TTL;
 
 /// A new month starts from zero used (reservations carry over).
 fn roll(e: &mut Usage, month: &str) {

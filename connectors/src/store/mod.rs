@@ -14,7 +14,7 @@
 //!   mid-write can leave a `<target>#<n>` file behind, never a partial target.
 //!   [`OutputStore::local`] also turns on `fsync` (file and parent directory),
 //!   so a returned [`StoredObject`] is durable.
-//! * On S3/GCS/Azure (object_store features this build does not enable) a single PUT is
+//! * On S3 ([`OutputStore::s3`], `[store] kind = "s3"`) a single PUT is
 //!   atomic by the service's semantics: the object appears whole or not at all.
 //!
 //! So no temp-file-and-rename of our own is needed.
@@ -39,6 +39,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use sha2::{Digest, Sha256};
 
 use crate::error::OutputError;
+
+mod config;
+pub use config::{StoreConfig, StoreKind};
 
 /// Longest accepted tenant or job id.
 pub const MAX_ID_LEN: usize = 64;
@@ -104,6 +107,17 @@ pub struct OutputStore {
     /// [`OutputStore::local`].
     local_root: Option<PathBuf>,
     runtime: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Drop for OutputStore {
+    /// The blocking helpers' runtime may be dropped from async code (the
+    /// last owner of the store is a task): shut it down without waiting,
+    /// which tokio allows there (a plain drop panics).
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl OutputStore {

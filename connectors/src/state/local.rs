@@ -1,0 +1,98 @@
+//! The state of one node in its own object store and memory: records at
+//! `jobs/<tenant>/<job_id>.json` (create-only), attempt counts at
+//! `attempts/<tenant>/<job_id>`, the quota book in this process. Exact for
+//! one process; a fleet uses [`super::postgres`].
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use vidflow_job::ledger::JobRecord;
+use vidflow_job::quota::QuotaBook;
+
+use super::{Committed, StateError};
+use crate::error::OutputError;
+use crate::records;
+use crate::store::OutputStore;
+
+pub struct Local {
+    pub store: Arc<OutputStore>,
+    pub book: Arc<QuotaBook>,
+}
+
+impl Local {
+    pub fn new(store: Arc<OutputStore>, book: Arc<QuotaBook>) -> Local {
+        Local { store, book }
+    }
+
+    pub async fn commit_record(&self, r: &JobRecord) -> Result<Committed, StateError> {
+        let won = records::create_record(&self.store, r).await?;
+        let first = won.commit_id == r.commit_id;
+        Ok(Committed { record: won, first })
+    }
+
+    pub async fn read_record(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<JobRecord>, StateError> {
+        Ok(records::read_record(&self.store, tenant, job_id).await?)
+    }
+
+    pub async fn list_records(&self, tenant: &str) -> Result<Vec<JobRecord>, StateError> {
+        Ok(records::list_records(&self.store, tenant).await?)
+    }
+
+    pub async fn all_records(&self) -> Result<Vec<JobRecord>, StateError> {
+        Ok(records::all_records(&self.store).await?)
+    }
+
+    pub async fn bump_attempts(&self, tenant: &str, job_id: &str) -> Result<u32, StateError> {
+        let key = attempts_key(tenant, job_id)?;
+        let before = self.read_count(&key).await?.unwrap_or(0);
+        self.store
+            .put_atomic(&key, (before + 1).to_string().into_bytes())
+            .await?;
+        Ok(before)
+    }
+
+    pub async fn unbump_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
+        let key = attempts_key(tenant, job_id)?;
+        let Some(before) = self.read_count(&key).await? else {
+            return Ok(());
+        };
+        self.store
+            .put_atomic(&key, before.saturating_sub(1).to_string().into_bytes())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn clear_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
+        let key = attempts_key(tenant, job_id)?;
+        self.store.delete(&key).await?;
+        Ok(())
+    }
+
+    async fn read_count(&self, key: &Path) -> Result<Option<u32>, OutputError> {
+        match self.store.get(key).await {
+            Ok(b) => Ok(Some(
+                String::from_utf8_lossy(&b).trim().parse().unwrap_or(0),
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where a job's count of started runs is kept.
+pub fn attempts_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
+    for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
+        if !vidflow_job::id::is_safe_id(v) {
+            return Err(OutputError::invalid(
+                field,
+                format!("{v:?}"),
+                "1 to 64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+    }
+    Ok(Path::from(format!("attempts/{tenant}/{job_id}")))
+}

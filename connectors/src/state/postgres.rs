@@ -1,0 +1,459 @@
+//! The fleet's shared state in PostgreSQL (tokio-postgres over a
+//! deadpool pool). Every rule that must hold across nodes is the
+//! database's: the primary key of `job_records` lets one commit of a job
+//! win (its charge goes into `ledger` in the same transaction); attempts
+//! are single-statement increments; a tenant's reservations are checked
+//! and written under a transaction-scoped advisory lock on the tenant, so
+//! any number of nodes admitting at once never exceed its limits; leases
+//! are conditional upserts judged on the database's clock.
+//!
+//! The schema is `connectors/migrations/*.sql`, applied at connect in one
+//! transaction under an advisory lock (several nodes may start at once).
+//! Records are stored as `jsonb`, passed as text (no serde feature of the
+//! driver needed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
+use vidflow_job::id::JobKey;
+use vidflow_job::ledger::JobRecord;
+use vidflow_job::quota::{month_of_ms, Ask, QuotaConfig, QuotaError, RESERVATION_TTL};
+
+use super::{Committed, Lease, StateConfig, StateError};
+
+/// The schema, in order: (version, file, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_state.sql",
+    include_str!("../../migrations/0001_state.sql"),
+)];
+
+/// Advisory lock keys (first of the two-int form): schema changes, and a
+/// tenant's quota (second int: hash of the tenant).
+const LOCK_MIGRATE: i32 = 0x7669_6466; // "vidf"
+const LOCK_QUOTA: i32 = 0x7669_6471; // "vidq"
+
+pub struct Pg {
+    pool: Pool,
+    node: String,
+    lease_ttl: Duration,
+    quotas: Arc<QuotaConfig>,
+}
+
+impl Pg {
+    /// Opens the pool, applies the migrations and forgets leases this node
+    /// held before a restart (it runs nothing yet).
+    pub async fn connect(cfg: &StateConfig, quotas: Arc<QuotaConfig>) -> Result<Pg, StateError> {
+        let url = cfg.effective_url();
+        if url.is_empty() {
+            return Err(StateError::Config {
+                field: "state.url",
+                error: "backend \"postgres\" needs a URL (or VIDFLOW_DATABASE_URL)".into(),
+            });
+        }
+        let pg_cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            StateError::Config {
+                field: "state.url",
+                error: e.to_string(),
+            }
+        })?;
+        let mgr = deadpool_postgres::Manager::from_config(
+            pg_cfg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .config(PoolConfig::new(cfg.pool_size.max(1)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StateError::Config {
+                field: "state.pool_size",
+                error: e.to_string(),
+            })?;
+        let pg = Pg {
+            pool,
+            node: cfg.node_name(),
+            lease_ttl: cfg.lease_ttl(),
+            quotas,
+        };
+        pg.migrate().await?;
+        let c = pg.pool.get().await?;
+        c.execute("DELETE FROM job_leases WHERE node = $1", &[&pg.node])
+            .await?;
+        Ok(pg)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    async fn migrate(&self) -> Result<(), StateError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 file       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+        for (version, file, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|source| StateError::Migration { file, source })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, file) VALUES ($1, $2)",
+                &[version, file],
+            )
+            .await?;
+            tracing::info!(file, "applied a state migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn commit_record(&self, r: &JobRecord) -> Result<Committed, StateError> {
+        let body = serde_json::to_string(r).unwrap_or_default();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO job_records (tenant, job_id, status, node, finished_ms, record)
+                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
+                 ON CONFLICT (tenant, job_id) DO NOTHING",
+                &[
+                    &r.tenant,
+                    &r.job_id,
+                    &r.status.to_string(),
+                    &self.node,
+                    &(r.finished_ms as i64),
+                    &body,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            if let Some(b) = r.charge() {
+                tx.execute(
+                    "INSERT INTO ledger (tenant, job_id, month, billed_ms, amount_micro, ts_ms, commit_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &r.tenant,
+                        &r.job_id,
+                        &month_of_ms(b.ts_ms),
+                        &(b.billed_ms as i64),
+                        &b.amount_micro,
+                        &(b.ts_ms as i64),
+                        &r.commit_id,
+                    ],
+                )
+                .await?;
+            }
+            // The seconds move from the reservation to the ledger in the
+            // same transaction: never counted twice, never dropped. The
+            // slot itself stays until the terminal event is out (finish).
+            tx.execute(
+                "UPDATE quota_reservations SET ms = 0 WHERE tenant = $1 AND job_id = $2",
+                &[&r.tenant, &r.job_id],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Committed {
+                record: r.clone(),
+                first: true,
+            });
+        }
+        let row = tx
+            .query_one(
+                "SELECT record::text FROM job_records WHERE tenant = $1 AND job_id = $2",
+                &[&r.tenant, &r.job_id],
+            )
+            .await?;
+        tx.commit().await?;
+        let record = parse(&r.tenant, &r.job_id, row.get(0))?;
+        Ok(Committed {
+            record,
+            first: false,
+        })
+    }
+
+    pub async fn read_record(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<JobRecord>, StateError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "SELECT record::text FROM job_records WHERE tenant = $1 AND job_id = $2",
+                &[&tenant, &job_id],
+            )
+            .await?;
+        row.map(|r| parse(tenant, job_id, r.get(0))).transpose()
+    }
+
+    pub async fn list_records(&self, tenant: &str) -> Result<Vec<JobRecord>, StateError> {
+        self.records_where(
+            "SELECT job_id, record::text FROM job_records WHERE tenant = $1 ORDER BY finished_ms",
+            tenant,
+        )
+        .await
+    }
+
+    pub async fn records_of_node(&self) -> Result<Vec<JobRecord>, StateError> {
+        self.records_where(
+            "SELECT job_id, record::text FROM job_records WHERE node = $1 ORDER BY finished_ms",
+            &self.node,
+        )
+        .await
+    }
+
+    async fn records_where(&self, sql: &str, arg: &str) -> Result<Vec<JobRecord>, StateError> {
+        let c = self.pool.get().await?;
+        let rows = c.query(sql, &[&arg]).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (job_id, text): (String, String) = (row.get(0), row.get(1));
+            match serde_json::from_str::<JobRecord>(&text) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(job_id = %job_id, error = %e, "unreadable job record"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn bump_attempts(&self, tenant: &str, job_id: &str) -> Result<u32, StateError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO job_attempts (tenant, job_id, runs) VALUES ($1, $2, 1)
+                 ON CONFLICT (tenant, job_id) DO UPDATE SET runs = job_attempts.runs + 1
+                 RETURNING runs - 1",
+                &[&tenant, &job_id],
+            )
+            .await?;
+        Ok(row.get::<_, i32>(0).max(0) as u32)
+    }
+
+    pub async fn unbump_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE job_attempts SET runs = greatest(runs - 1, 0) WHERE tenant = $1 AND job_id = $2",
+            &[&tenant, &job_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn clear_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "DELETE FROM job_attempts WHERE tenant = $1 AND job_id = $2",
+            &[&tenant, &job_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The tenant's counted limits, checked and reserved in one
+    /// transaction under the tenant's advisory lock.
+    pub async fn try_reserve(&self, a: &Ask<'_>) -> Result<Result<(), QuotaError>, StateError> {
+        let l = match self.quotas.check_shape(a) {
+            Ok(l) => l.clone(),
+            Err(q) => return Ok(Err(q)),
+        };
+        let ttl = RESERVATION_TTL.as_secs_f64();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&LOCK_QUOTA, &a.tenant],
+        )
+        .await?;
+        // A duplicate delivery, or a job taken over from another node:
+        // the reservation is its own already.
+        let again = tx
+            .execute(
+                "UPDATE quota_reservations SET touched_at = now(), node = $3
+                 WHERE tenant = $1 AND job_id = $2",
+                &[&a.tenant, &a.job_id, &self.node],
+            )
+            .await?;
+        if again == 1 {
+            tx.commit().await?;
+            return Ok(Ok(()));
+        }
+        tx.execute(
+            "DELETE FROM quota_reservations
+             WHERE tenant = $1 AND touched_at < now() - make_interval(secs => $2)",
+            &[&a.tenant, &ttl],
+        )
+        .await?;
+        let held = tx
+            .query_one(
+                "SELECT count(*), coalesce(sum(ms), 0)::bigint FROM quota_reservations WHERE tenant = $1",
+                &[&a.tenant],
+            )
+            .await?;
+        let (running, reserved): (i64, i64) = (held.get(0), held.get(1));
+        if running as u64 >= l.max_concurrent as u64 {
+            tx.commit().await?;
+            return Ok(Err(QuotaError::Concurrent {
+                limit: l.max_concurrent,
+                current: running as u32,
+            }));
+        }
+        let used: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(billed_ms), 0)::bigint FROM ledger WHERE tenant = $1 AND month = $2",
+                &[&a.tenant, &a.month],
+            )
+            .await?
+            .get(0);
+        let limit_ms = l.monthly_ms();
+        if used as u64 + reserved as u64 + a.video_ms > limit_ms {
+            tx.commit().await?;
+            return Ok(Err(QuotaError::MonthlySeconds {
+                month: a.month.to_string(),
+                limit_ms,
+                used_ms: used as u64,
+                reserved_ms: reserved as u64,
+                job_ms: a.video_ms,
+            }));
+        }
+        tx.execute(
+            "INSERT INTO quota_reservations (tenant, job_id, month, ms, node) VALUES ($1, $2, $3, $4, $5)",
+            &[&a.tenant, &a.job_id, &a.month, &(a.video_ms as i64), &self.node],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    pub async fn finish(&self, key: &JobKey) -> Result<(), StateError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "DELETE FROM quota_reservations WHERE tenant = $1 AND job_id = $2",
+            &[&key.tenant, &key.job_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn usage(&self, tenant: &str, month: &str) -> Result<(u32, u64), StateError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM quota_reservations WHERE tenant = $1
+                           AND touched_at >= now() - make_interval(secs => $3)),
+                        (SELECT coalesce(sum(billed_ms), 0)::bigint FROM ledger
+                          WHERE tenant = $1 AND month = $2)",
+                &[&tenant, &month, &RESERVATION_TTL.as_secs_f64()],
+            )
+            .await?;
+        let (n, used): (i64, i64) = (row.get(0), row.get(1));
+        Ok((n as u32, used as u64))
+    }
+
+    pub async fn take_lease(&self, key: &JobKey) -> Result<Lease, StateError> {
+        let c = self.pool.get().await?;
+        for _ in 0..3 {
+            let got = c
+                .query_opt(
+                    "INSERT INTO job_leases (tenant, job_id, node, expires_at)
+                     VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                     ON CONFLICT (tenant, job_id) DO UPDATE
+                        SET node = EXCLUDED.node, expires_at = EXCLUDED.expires_at
+                      WHERE job_leases.node = EXCLUDED.node OR job_leases.expires_at < now()
+                     RETURNING node",
+                    &[
+                        &key.tenant,
+                        &key.job_id,
+                        &self.node,
+                        &self.lease_ttl.as_secs_f64(),
+                    ],
+                )
+                .await?;
+            if got.is_some() {
+                return Ok(Lease::Taken);
+            }
+            let holder = c
+                .query_opt(
+                    "SELECT node FROM job_leases WHERE tenant = $1 AND job_id = $2",
+                    &[&key.tenant, &key.job_id],
+                )
+                .await?;
+            if let Some(h) = holder {
+                return Ok(Lease::HeldBy(h.get(0)));
+            }
+            // Released between the two statements: try again.
+        }
+        Ok(Lease::HeldBy("?".into()))
+    }
+
+    pub async fn heartbeat(&self, running: &[JobKey]) -> Result<u64, StateError> {
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let tenants: Vec<&str> = running.iter().map(|k| k.tenant.as_str()).collect();
+        let ids: Vec<&str> = running.iter().map(|k| k.job_id.as_str()).collect();
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE job_leases l SET expires_at = now() + make_interval(secs => $2)
+                   FROM unnest($3::text[], $4::text[]) AS k(tenant, job_id)
+                  WHERE l.node = $1 AND l.tenant = k.tenant AND l.job_id = k.job_id",
+                &[&self.node, &self.lease_ttl.as_secs_f64(), &tenants, &ids],
+            )
+            .await?;
+        c.execute(
+            "UPDATE quota_reservations r SET touched_at = now()
+               FROM unnest($1::text[], $2::text[]) AS k(tenant, job_id)
+              WHERE r.tenant = k.tenant AND r.job_id = k.job_id",
+            &[&tenants, &ids],
+        )
+        .await?;
+        Ok(n)
+    }
+
+    pub async fn release_lease(&self, key: &JobKey) -> Result<(), StateError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "DELETE FROM job_leases WHERE tenant = $1 AND job_id = $2 AND node = $3",
+            &[&key.tenant, &key.job_id, &self.node],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The pool, for the other shared tables (API keys, the submit index).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+fn parse(tenant: &str, job_id: &str, text: String) -> Result<JobRecord, StateError> {
+    serde_json::from_str(&text).map_err(|source| StateError::Record {
+        tenant: tenant.into(),
+        job_id: job_id.into(),
+        source,
+    })
+}
