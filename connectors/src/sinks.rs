@@ -11,6 +11,12 @@
 //! whose job is in no part yet is re-derived, so what was acked always
 //! reaches Parquet. Duplicates are impossible: the job ids already in the
 //! `jobs` dataset are loaded at start and skipped.
+//!
+//! Several nodes may share one root: each has its own outbox
+//! (`_outbox/<node>/`) and names its parts after itself, so none rolls or
+//! deletes another's live segment; that a job's rows are written by one
+//! node only is the shared state's doing (only the commit that won
+//! appends them, and a node recovers only the records it won).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -44,6 +50,11 @@ pub struct SinkConfig {
     /// ...or when its oldest row is this old.
     #[serde(default = "default_age")]
     pub max_age_s: f64,
+    /// Where the datasets go; default `<engine.out_dir>/analytics`. The
+    /// nodes of a fleet point this at one shared directory: each writes
+    /// its own outbox and part files there.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
 }
 
 fn default_rows() -> usize {
@@ -62,6 +73,7 @@ impl Default for SinkConfig {
             max_rows: default_rows(),
             max_bytes: default_bytes(),
             max_age_s: default_age(),
+            root: None,
         }
     }
 }
@@ -146,6 +158,10 @@ struct State {
 
 pub struct Sinks {
     root: PathBuf,
+    /// This node's outbox directory, `_outbox/<node>/`.
+    outbox: PathBuf,
+    /// In every segment and part name.
+    node: String,
     cfg: SinkConfig,
     state: Mutex<State>,
 }
@@ -153,13 +169,31 @@ pub struct Sinks {
 pub const DATASETS: [&str; 4] = ["billing", "metrics", "safety", "jobs"];
 
 impl Sinks {
-    /// Opens the sinks at `root` and rolls any outbox left by a crash.
+    /// Opens the sinks of a single node at `root` and rolls any outbox
+    /// left by a crash (its own and, there being no other node, any other
+    /// directory under `_outbox/`).
     pub fn open(root: &Path, cfg: SinkConfig) -> Result<Arc<Sinks>, SinkError> {
-        let outbox = root.join("_outbox");
+        Self::open_node(root, cfg, "local", true)
+    }
+
+    /// Opens the sinks of node `node` at `root`, which other nodes may
+    /// share: its outbox is `_outbox/<node>/` and its part files carry its
+    /// name, so no node rolls, deletes or overwrites another's. With
+    /// `adopt_others` (one node only) every leftover outbox is rolled.
+    pub fn open_node(
+        root: &Path,
+        cfg: SinkConfig,
+        node: &str,
+        adopt_others: bool,
+    ) -> Result<Arc<Sinks>, SinkError> {
+        let node = safe_node(node);
+        let outbox = root.join("_outbox").join(&node);
         fs::create_dir_all(&outbox).map_err(io(&outbox))?;
         let sunk = read_ids(&root.join("jobs"))?;
         let s = Arc::new(Sinks {
             root: root.to_path_buf(),
+            outbox: outbox.clone(),
+            node,
             cfg,
             state: Mutex::new(State {
                 seg: None,
@@ -167,20 +201,32 @@ impl Sinks {
                 seq: 0,
             }),
         });
-        let mut left: Vec<PathBuf> = fs::read_dir(&outbox)
-            .map_err(io(&outbox))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .collect();
-        left.sort();
-        for p in left {
-            let id = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut st = s.state.lock().expect("sink state poisoned");
-            s.convert(&mut st, &id, &p)?;
+        let mut dirs = vec![outbox];
+        if adopt_others {
+            let all = root.join("_outbox");
+            dirs.push(all.clone());
+            for e in fs::read_dir(&all).map_err(io(&all))?.flatten() {
+                if e.path().is_dir() && e.path() != dirs[0] {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for dir in dirs {
+            let mut left: Vec<PathBuf> = fs::read_dir(&dir)
+                .map_err(io(&dir))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            left.sort();
+            for p in left {
+                let id = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let mut st = s.state.lock().expect("sink state poisoned");
+                s.convert(&mut st, &id, &p)?;
+            }
         }
         Ok(s)
     }
@@ -229,12 +275,13 @@ impl Sinks {
         if st.seg.is_none() {
             st.seq += 1;
             let id = format!(
-                "{:013}-{}-{}",
+                "{:013}-{}-{}-{}",
                 vidflow_job::event::now_ms(),
+                self.node,
                 std::process::id(),
                 st.seq
             );
-            let path = self.root.join("_outbox").join(format!("{id}.jsonl"));
+            let path = self.outbox.join(format!("{id}.jsonl"));
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -369,6 +416,26 @@ impl Sinks {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// A node name as a file name part: characters other than
+/// `A-Z a-z 0-9 . _ -` become `_` (a host name may hold anything).
+fn safe_node(node: &str) -> String {
+    let n: String = node
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match n.as_str() {
+        "" | "." | ".." => "node".into(),
+        _ => n,
     }
 }
 
@@ -630,6 +697,7 @@ mod tests {
             max_rows: 2,
             max_bytes: 1 << 30,
             max_age_s: 3600.0,
+            root: None,
         };
         let day = 1_795_812_585_904; // 2026-11-27
         let s = Sinks::open(dir.path(), cfg.clone()).unwrap();
@@ -650,7 +718,9 @@ mod tests {
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(dir.path().join("billing/date=2026-11-27").is_dir());
         assert!(dir.path().join("billing/date=2026-11-28").is_dir());
-        let left: Vec<_> = fs::read_dir(dir.path().join("_outbox")).unwrap().collect();
+        let left: Vec<_> = fs::read_dir(dir.path().join("_outbox/local"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty());
         // A record that never reached the outbox is re-derived.
         let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
@@ -684,5 +754,46 @@ mod tests {
                 ("globex".into(), "job-1".into())
             ]
         );
+    }
+
+    #[test]
+    fn nodes_sharing_a_root_never_touch_each_others_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 1_795_812_585_904;
+        let cfg = SinkConfig::default();
+        let a = Sinks::open_node(dir.path(), cfg.clone(), "node-a", false).unwrap();
+        a.append(&rec_of("acme", "a1", day)).unwrap();
+        // Node b starts (and restarts) while a's segment is open: a's
+        // outbox stays as it is.
+        let b = Sinks::open_node(dir.path(), cfg.clone(), "node-b", false).unwrap();
+        b.append(&rec_of("acme", "b1", day)).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let b = Sinks::open_node(dir.path(), cfg.clone(), "node-b", false).unwrap();
+        let a_left: Vec<_> = fs::read_dir(dir.path().join("_outbox/node-a"))
+            .unwrap()
+            .collect();
+        assert_eq!(a_left.len(), 1, "a's live segment was rolled by b");
+        a.append(&rec_of("acme", "a2", day)).unwrap();
+        a.flush().unwrap();
+        drop((a, b));
+        let mut ids: Vec<_> = read_billing(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a1", "a2", "b1"]);
+        // Every part names its node.
+        for p in parquet_files(&dir.path().join("billing")) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.contains("-node-a-") || name.contains("-node-b-"), "{name}");
+        }
+        // A single node adopts whatever outbox it finds.
+        let c = Sinks::open_node(dir.path(), cfg.clone(), "node-c", false).unwrap();
+        c.append(&rec_of("globex", "c1", day)).unwrap();
+        drop(c);
+        Sinks::open(dir.path(), cfg).unwrap();
+        assert_eq!(read_billing(dir.path()).unwrap().len(), 4);
     }
 }

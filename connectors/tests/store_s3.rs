@@ -13,6 +13,7 @@ fn config() -> StoreConfig {
         kind: StoreKind::S3,
         endpoint: var("VIDFLOW_TEST_S3_ENDPOINT", "http://127.0.0.1:8014"),
         bucket: var("VIDFLOW_TEST_S3_BUCKET", "vidflow"),
+        prefix: String::new(),
         region: "us-east-1".into(),
         access_key_id: var("VIDFLOW_TEST_S3_ACCESS_KEY_ID", "vidflow-test"),
         secret_access_key: var("VIDFLOW_TEST_S3_SECRET_ACCESS_KEY", "vidflow-test-secret"),
@@ -94,6 +95,15 @@ async fn objects_round_trip_through_s3_from_async_and_blocking_callers() {
     );
     // Deleting an absent object is not an error.
     store.delete(&missing).await.unwrap();
+    // A prefixed store sees only its own keys, at their plain names.
+    let mut inner = config();
+    inner.prefix = format!("{p}/jobs");
+    let scoped = OutputStore::s3(&inner).unwrap();
+    assert_eq!(scoped.list(&ObjectPath::from("acme")).await.unwrap().len(), 20);
+    assert_eq!(
+        scoped.get(&ObjectPath::from("acme/r0.json")).await.unwrap(),
+        b"{}"
+    );
 }
 
 #[test]

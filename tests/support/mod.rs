@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod fleet;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -146,6 +147,17 @@ impl Setup {
 
     /// As [`Setup::start`], with extra environment (fault injection).
     pub fn start_with_env(&self, log_name: &str, env: &[(&str, &str)]) -> Serve {
+        self.start_config(&self.config, log_name, env)
+    }
+
+    /// As [`Setup::start_with_env`], with another config file (a node of a
+    /// fleet: its own scratch directory and name).
+    pub fn start_config(
+        &self,
+        config: &std::path::Path,
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> Serve {
         let log = self.tmp.path().join(format!("{log_name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vidflow"));
         for (k, v) in env {
@@ -153,7 +165,7 @@ impl Setup {
         }
         let mut child = cmd
             .args(["serve", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .env("RUST_LOG", "info")
             .env_remove("VIDFLOW_AMQP_URL")
             .stdout(Stdio::piped())

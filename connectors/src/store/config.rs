@@ -46,6 +46,9 @@ pub struct StoreConfig {
     pub endpoint: String,
     /// The bucket (it must exist).
     pub bucket: String,
+    /// A key prefix inside the bucket (several deployments in one bucket);
+    /// empty: the bucket's root.
+    pub prefix: String,
     pub region: String,
     /// `VIDFLOW_S3_ACCESS_KEY_ID` overrides it.
     pub access_key_id: String,
@@ -61,6 +64,7 @@ impl Default for StoreConfig {
             kind: StoreKind::Local,
             endpoint: String::new(),
             bucket: String::new(),
+            prefix: String::new(),
             region: "us-east-1".into(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
@@ -139,6 +143,13 @@ impl OutputStore {
                 .with_endpoint(&endpoint)
                 .with_virtual_hosted_style_request(false);
         }
-        Ok(OutputStore::new(Arc::new(b.build()?)))
+        let s3 = Arc::new(b.build()?);
+        let prefix = cfg.prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Ok(OutputStore::new(s3));
+        }
+        Ok(OutputStore::new(Arc::new(
+            object_store::prefix::PrefixStore::new(s3, prefix),
+        )))
     }
 }

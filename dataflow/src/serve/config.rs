@@ -351,7 +351,10 @@ impl ServeConfig {
 
     /// Root of the Parquet analytics datasets: `<out_dir>/analytics`.
     pub fn analytics_dir(&self) -> PathBuf {
-        self.engine.out_dir.join("analytics")
+        self.sinks
+            .root
+            .clone()
+            .unwrap_or_else(|| self.engine.out_dir.join("analytics"))
     }
 
     /// Unacked jobs held at once (see `AmqpConfig::prefetch`).

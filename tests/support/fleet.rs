@@ -1,0 +1,125 @@
+//! A fleet of `vidflow serve` processes for the tests: each node with its
+//! own scratch directory and name, all sharing the test broker (one queue
+//! prefix), a fresh PostgreSQL database and one prefix of the S3 server.
+//! The analytics root is one directory the nodes share (as a mounted
+//! volume would be).
+
+use std::path::PathBuf;
+
+use vidflow_connectors::store::{OutputStore, StoreConfig, StoreKind};
+
+use super::*;
+
+pub fn admin_db_url() -> String {
+    std::env::var("VIDFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://vidflow@127.0.0.1:55432/vidflow".into())
+}
+
+/// A database of its own on the test server; returns its URL.
+pub async fn fresh_db(name: &str) -> String {
+    let admin = admin_db_url();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no PostgreSQL at {admin} ({e}): run through scripts/test.sh or start scripts/postgres.sh")
+        });
+    tokio::spawn(conn);
+    let db = format!("f_{name}_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{db}")
+}
+
+pub async fn db(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// The test S3 server, under `prefix`.
+pub fn s3_config(prefix: &str) -> StoreConfig {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    StoreConfig {
+        kind: StoreKind::S3,
+        endpoint: var("VIDFLOW_TEST_S3_ENDPOINT", "http://127.0.0.1:8014"),
+        bucket: var("VIDFLOW_TEST_S3_BUCKET", "vidflow"),
+        prefix: prefix.into(),
+        region: "us-east-1".into(),
+        access_key_id: var("VIDFLOW_TEST_S3_ACCESS_KEY_ID", "vidflow-test"),
+        secret_access_key: var("VIDFLOW_TEST_S3_SECRET_ACCESS_KEY", "vidflow-test-secret"),
+        allow_http: true,
+    }
+}
+
+pub struct Fleet {
+    pub setup: Setup,
+    _analytics_tmp: tempfile::TempDir,
+    pub db_url: String,
+    pub analytics: PathBuf,
+    /// One config per node (`node-<i>`).
+    pub configs: Vec<PathBuf>,
+    pub store: StoreConfig,
+}
+
+impl Fleet {
+    /// `nodes` node configs over one deployment. `engine_extra` goes into
+    /// `[engine]`; `more` is appended (other sections, e.g. `[billing]`).
+    pub async fn new(name: &str, nodes: usize, engine_extra: &str, more: &str) -> Fleet {
+        let db_url = fresh_db(name).await;
+        let probe = Setup::new(name, "");
+        let store = s3_config(&probe.prefix);
+        drop(probe);
+        let analytics_tmp = tempfile::tempdir().unwrap();
+        let analytics_dir = analytics_tmp.path().to_path_buf();
+        let extra = format!(
+            "{engine_extra}\n{more}\n\n[state]\nbackend = \"postgres\"\nurl = \"{db_url}\"\nlease_ttl_s = 3.0\n\n\
+             [store]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n\n\
+             [sinks]\nroot = \"{}\"\nmax_age_s = 1.0\n",
+            store.endpoint,
+            store.bucket,
+            store.prefix,
+            store.access_key_id,
+            store.secret_access_key,
+            analytics_dir.display()
+        );
+        let setup = Setup::new(name, &extra);
+        let text = std::fs::read_to_string(&setup.config).unwrap();
+        let mut configs = Vec::new();
+        for i in 0..nodes {
+            let scratch = setup.tmp.path().join(format!("node-{i}"));
+            let t = text
+                .replace(
+                    &format!("out_dir = \"{}\"", setup.out.display()),
+                    &format!("out_dir = \"{}\"", scratch.display()),
+                )
+                .replace("[state]\n", &format!("[state]\nnode = \"node-{i}\"\n"));
+            let p = setup.tmp.path().join(format!("node-{i}.toml"));
+            std::fs::write(&p, t).unwrap();
+            configs.push(p);
+        }
+        Fleet {
+            setup,
+            _analytics_tmp: analytics_tmp,
+            db_url,
+            analytics: analytics_dir,
+            configs,
+            store,
+        }
+    }
+
+    pub fn start(&self, node: usize, log: &str, env: &[(&str, &str)]) -> Serve {
+        self.setup.start_config(&self.configs[node], log, env)
+    }
+
+    pub fn objects(&self) -> OutputStore {
+        OutputStore::s3(&self.store).unwrap()
+    }
+}
