@@ -334,3 +334,196 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
     );
     cleanup(&ch, &topo).await;
 }
+
+/// How long a node takes to see a key change made in the database (it
+/// reloads every second): the documented bound.
+const KEY_DELAY: Duration = Duration::from_secs(3);
+
+fn key_cmd(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .arg("key")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "vidflow key {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Calls List with `key` on every node until `accepted(code)` holds on all
+/// of them; returns the time each took.
+async fn until_all(apis: &[String], key: &str, accepted: bool) -> Vec<Duration> {
+    use vidflow_connectors::grpc::pb::ListRequest;
+    let mut took = Vec::new();
+    for addr in apis {
+        let mut api = JobServiceClient::connect(addr.clone()).await.unwrap();
+        let t = Instant::now();
+        loop {
+            let ok = api.list(keyed(ListRequest { limit: 1 }, key)).await.is_ok();
+            if ok == accepted {
+                took.push(t.elapsed());
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{addr} never {} the key",
+                if accepted { "accepted" } else { "refused" }
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_keys_hold_across_the_fleet() {
+    let qdir = tempfile::tempdir().unwrap();
+    let quotas = qdir.path().join("quotas.toml");
+    std::fs::write(
+        &quotas,
+        "[default]\nmax_concurrent = 100\nmonthly_video_seconds = 1000000.0\n\
+         max_resolution = \"4k\"\ntiers = [\"premium\", \"standard\", \"free\"]\n\n\
+         [tenant.acme]\nmax_concurrent = 10\n\n[tenant.globex]\nmonthly_video_seconds = 2.0\n",
+    )
+    .unwrap();
+    let fleet = Fleet::new(
+        "fleetq",
+        3,
+        "max_batch = 4\ncheckpoint_every = 0",
+        &format!("[billing]\nquotas = \"{}\"\n", quotas.display()),
+    )
+    .await;
+    let topo = fleet.setup.topo();
+    let mut events = Events::follow(&topo).await;
+    let nodes: Vec<Serve> = (0..3).map(|i| fleet.start(i, &format!("q{i}"), &[])).collect();
+    let apis: Vec<String> = nodes.iter().map(|n| n.grpc.clone().unwrap()).collect();
+
+    // Keys: made and revoked in the database, seen by all three nodes.
+    let key = key_cmd(&["new", "--tenant", "initech", "--database", &fleet.db_url]);
+    let added = until_all(&apis, &key, true).await;
+    let t = Instant::now();
+    key_cmd(&["revoke", &key, "--database", &fleet.db_url]);
+    let revoked: Vec<Duration> = until_all(&apis, &key, false)
+        .await
+        .into_iter()
+        .map(|_| t.elapsed())
+        .collect();
+    assert!(
+        revoked.iter().all(|d| *d <= KEY_DELAY),
+        "revocation took {revoked:?} (documented: {KEY_DELAY:?})"
+    );
+
+    // Quotas: 100 submits of acme (10 concurrent allowed) and 20 of globex
+    // (2 s a month) at once through the three APIs; the database is
+    // sampled for acme's reservations meanwhile.
+    let pg = db(&fleet.db_url).await;
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (url, on) = (fleet.db_url.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let c = db(&url).await;
+            let (mut max, mut samples) = (0i64, 0usize);
+            while on.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM quota_reservations WHERE tenant = 'acme'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                max = max.max(n);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (max, samples)
+        })
+    };
+    let mut submits = Vec::new();
+    for (tenant, key, n) in [("acme", KEY_A, 100usize), ("globex", KEY_B, 20)] {
+        for i in 0..n {
+            let addr = apis[i % 3].clone();
+            let s = spec(&format!("q-{tenant}-{i:03}"), tenant, "standard", "256x256", 9, 8);
+            submits.push(tokio::spawn(async move {
+                let mut api = JobServiceClient::connect(addr).await.unwrap();
+                api.submit(keyed(
+                    SubmitRequest {
+                        spec: Some(vidflow_operators::proto::JobSpec::try_from(&s).unwrap()),
+                        client_key: String::new(),
+                    },
+                    key,
+                ))
+                .await
+                .unwrap()
+            }));
+        }
+    }
+    for s in submits {
+        s.await.unwrap();
+    }
+    let terminal = |e: &JobEvent| {
+        matches!(
+            e,
+            JobEvent::Completed { .. } | JobEvent::Rejected { .. } | JobEvent::Failed { .. }
+        )
+    };
+    events
+        .until(Duration::from_secs(300), "120 jobs answered", |all| {
+            let mut done = std::collections::HashSet::new();
+            for (_, e) in all {
+                if terminal(&e.event) && e.event.job_id().starts_with("q-") {
+                    done.insert((e.tenant.clone(), e.event.job_id().to_string()));
+                }
+            }
+            done.len() >= 120
+        })
+        .await;
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (max_running, samples) = sampler.await.unwrap();
+    let outcome = |tenant: &str| {
+        let (mut done, mut refused, mut reasons) = (0, 0, std::collections::BTreeSet::new());
+        for (_, e) in &events.all {
+            if e.tenant != tenant || !e.event.job_id().starts_with("q-") {
+                continue;
+            }
+            match &e.event {
+                JobEvent::Completed { .. } => done += 1,
+                JobEvent::Rejected { field, error, .. } => {
+                    assert_eq!(field, "quota", "{error}");
+                    refused += 1;
+                    reasons.insert(error.split(" limit").next().unwrap_or("").to_string());
+                }
+                _ => {}
+            }
+        }
+        (done, refused, reasons)
+    };
+    let (acme_done, acme_refused, acme_why) = outcome("acme");
+    let (globex_done, globex_refused, globex_why) = outcome("globex");
+    let used: i64 = pg
+        .query_one(
+            "SELECT coalesce(sum(billed_ms), 0)::bigint FROM ledger WHERE tenant = 'globex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for n in nodes {
+        n.terminate();
+    }
+    eprintln!(
+        "fleet quotas: acme 100 submits through 3 APIs → {acme_done} completed, {acme_refused} refused \
+         ({acme_why:?}), most reserved at once {max_running} of 10 ({samples} samples); globex 20 submits → \
+         {globex_done} completed, {globex_refused} refused ({globex_why:?}), {used} ms delivered of 2000; \
+         keys: a new key accepted by all nodes after {added:?}, a revoked one refused by all after {revoked:?}"
+    );
+    assert!(max_running <= 10, "{max_running} acme jobs held reservations at once");
+    assert!(max_running >= 2, "the sampler never saw concurrency: the run proves nothing");
+    assert_eq!(acme_done + acme_refused, 100);
+    assert!(acme_done >= 10 && acme_refused > 0, "{acme_done} / {acme_refused}");
+    assert_eq!(globex_done + globex_refused, 20);
+    assert!(used <= 2000, "globex delivered {used} ms of a 2000 ms month");
+    assert!(globex_done >= 1 && globex_refused > 0);
+    let conn = broker().await;
+    let ch = conn.create_channel().await.unwrap();
+    cleanup(&ch, &topo).await;
+}

@@ -318,6 +318,9 @@ pub fn revoke_key(path: &Path, key_or_hash: &str) -> Result<usize, AuthError> {
 pub struct KeyRing {
     inline: Vec<KeyEntry>,
     file: Option<PathBuf>,
+    /// Keys a fleet shares (the database's `api_keys`), set by
+    /// [`KeyRing::set_shared`].
+    shared: Mutex<Vec<KeyEntry>>,
     current: RwLock<Arc<KeyStore>>,
     /// The key file's bytes at the last load (outer None: never loaded).
     seen: Mutex<Option<Option<Vec<u8>>>>,
@@ -328,6 +331,7 @@ impl KeyRing {
         let ring = KeyRing {
             inline,
             file,
+            shared: Mutex::new(Vec::new()),
             current: RwLock::new(Arc::new(KeyStore::default())),
             seen: Mutex::new(None),
         };
@@ -357,8 +361,33 @@ impl KeyRing {
         if seen.as_ref() == Some(&bytes) {
             return Ok(false);
         }
+        self.rebuild(bytes.as_deref())?;
+        *seen = Some(bytes);
+        Ok(true)
+    }
+
+    /// Replaces the shared keys (the fleet's database); true when they
+    /// changed. An entry that does not check out refuses the whole set
+    /// and keeps the previous keys.
+    pub fn set_shared(&self, entries: Vec<KeyEntry>) -> Result<bool, AuthError> {
+        KeyStore::from_entries(&entries, "api_keys")?;
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if *shared == entries {
+                return Ok(false);
+            }
+            *shared = entries;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = seen.clone().flatten();
+        self.rebuild(bytes.as_deref())?;
+        Ok(true)
+    }
+
+    /// inline + key file (`bytes`) + shared keys → the current store.
+    fn rebuild(&self, bytes: Option<&[u8]>) -> Result<(), AuthError> {
         let mut store = KeyStore::from_entries(&self.inline, "[auth] key")?;
-        if let (Some(f), Some(b)) = (&self.file, &bytes) {
+        if let (Some(f), Some(b)) = (&self.file, bytes) {
             let p = f.display().to_string();
             let text = String::from_utf8_lossy(b);
             let kf: KeyFile = toml::from_str(&text).map_err(|source| AuthError::Parse {
@@ -367,9 +396,10 @@ impl KeyRing {
             })?;
             store.extend(KeyStore::from_entries(&kf.key, &p)?);
         }
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        store.extend(KeyStore::from_entries(&shared, "api_keys")?);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
-        *seen = Some(bytes);
-        Ok(true)
+        Ok(())
     }
 
     /// Re-reads the key file every `every` until `stop` is set.

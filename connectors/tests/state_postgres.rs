@@ -301,7 +301,8 @@ async fn a_lease_is_held_renewed_and_taken_over_once_it_lapses() {
     assert_eq!(a.take_lease(&k).await.unwrap(), Lease::HeldBy("b".into()));
     // b restarts: it runs nothing yet, so its old leases go.
     drop(b);
-    let _b2 = node(&url, "b", 1.0).await;
+    let b2 = node(&url, "b", 1.0).await;
+    assert_eq!(b2.forget_my_leases().await.unwrap(), 1);
     assert_eq!(a.take_lease(&k).await.unwrap(), Lease::Taken);
     // Migrations are applied once however many nodes connect.
     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -313,5 +314,26 @@ async fn a_lease_is_held_renewed_and_taken_over_once_it_lapses() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_live_in_the_database_and_revocations_reach_every_node() {
+    let url = fresh_db("keys").await;
+    let a = node(&url, "a", 15.0).await;
+    let b = node(&url, "b", 15.0).await;
+    let k = a.add_key("acme", None).await.unwrap();
+    let old = a.add_key("acme", Some("2020-01-01")).await.unwrap();
+    assert!(a.add_key("jobs", None).await.is_err(), "a reserved tenant name");
+    assert!(a.add_key("acme", Some("soon")).await.is_err(), "a bad expiry");
+    // b sees a's keys (as a KeyRing's shared source).
+    let ring = vidflow_connectors::auth::KeyRing::load(vec![], None).unwrap();
+    assert!(ring.set_shared(b.api_keys().await.unwrap()).unwrap());
+    assert_eq!(ring.current().tenant(&k), Some("acme"));
+    assert_eq!(ring.current().tenant(&old), None, "expired");
+    assert!(!ring.set_shared(b.api_keys().await.unwrap()).unwrap(), "unchanged");
+    assert_eq!(b.revoke_key(&k).await.unwrap(), 1);
+    assert_eq!(b.revoke_key(&k).await.unwrap(), 0);
+    assert!(ring.set_shared(a.api_keys().await.unwrap()).unwrap());
+    assert_eq!(ring.current().tenant(&k), None, "revoked");
 }

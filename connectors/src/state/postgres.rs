@@ -21,13 +21,21 @@ use vidflow_job::ledger::JobRecord;
 use vidflow_job::quota::{month_of_ms, Ask, QuotaConfig, QuotaError, RESERVATION_TTL};
 
 use super::{Committed, Lease, StateConfig, StateError};
+use crate::auth::KeyEntry;
 
 /// The schema, in order: (version, file, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_state.sql",
-    include_str!("../../migrations/0001_state.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_state.sql",
+        include_str!("../../migrations/0001_state.sql"),
+    ),
+    (
+        2,
+        "0002_api_keys.sql",
+        include_str!("../../migrations/0002_api_keys.sql"),
+    ),
+];
 
 /// Advisory lock keys (first of the two-int form): schema changes, and a
 /// tenant's quota (second int: hash of the tenant).
@@ -42,8 +50,8 @@ pub struct Pg {
 }
 
 impl Pg {
-    /// Opens the pool, applies the migrations and forgets leases this node
-    /// held before a restart (it runs nothing yet).
+    /// Opens the pool and applies the migrations (a serving node then
+    /// calls [`Pg::forget_my_leases`]; a command-line tool does not).
     pub async fn connect(cfg: &StateConfig, quotas: Arc<QuotaConfig>) -> Result<Pg, StateError> {
         let url = cfg.effective_url();
         if url.is_empty() {
@@ -80,10 +88,73 @@ impl Pg {
             quotas,
         };
         pg.migrate().await?;
-        let c = pg.pool.get().await?;
-        c.execute("DELETE FROM job_leases WHERE node = $1", &[&pg.node])
-            .await?;
         Ok(pg)
+    }
+
+    /// Drops the leases this node held before a restart: it runs nothing
+    /// yet, and its jobs' redeliveries should not wait out the lease.
+    pub async fn forget_my_leases(&self) -> Result<u64, StateError> {
+        let c = self.pool.get().await?;
+        Ok(c.execute("DELETE FROM job_leases WHERE node = $1", &[&self.node])
+            .await?)
+    }
+
+    /// The keys that work (not revoked; expiry is checked per request).
+    pub async fn api_keys(&self) -> Result<Vec<KeyEntry>, StateError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT tenant, sha256, expires FROM api_keys WHERE revoked_at IS NULL ORDER BY sha256",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| KeyEntry {
+                tenant: r.get(0),
+                sha256: r.get(1),
+                expires: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Stores a new key of `tenant` (checked as a key file entry would be)
+    /// and returns the key, which is shown once and stored nowhere.
+    pub async fn add_key(&self, tenant: &str, expires: Option<&str>) -> Result<String, StateError> {
+        let key = crate::auth::new_key();
+        let entry = KeyEntry {
+            tenant: tenant.into(),
+            sha256: crate::auth::hash_key(&key),
+            expires: expires.map(str::to_string),
+        };
+        crate::auth::KeyStore::from_entries(std::slice::from_ref(&entry), "api_keys")
+            .map_err(|e| StateError::Config {
+                field: "key",
+                error: e.to_string(),
+            })?;
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO api_keys (sha256, tenant, expires) VALUES ($1, $2, $3)",
+            &[&entry.sha256, &entry.tenant, &entry.expires],
+        )
+        .await?;
+        Ok(key)
+    }
+
+    /// Revokes a key (the key, or its hex SHA-256); returns how many were
+    /// live.
+    pub async fn revoke_key(&self, key_or_hash: &str) -> Result<u64, StateError> {
+        let target = if key_or_hash.starts_with("vf_") {
+            crate::auth::hash_key(key_or_hash)
+        } else {
+            key_or_hash.to_ascii_lowercase()
+        };
+        let c = self.pool.get().await?;
+        Ok(c.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE sha256 = $1 AND revoked_at IS NULL",
+            &[&target],
+        )
+        .await?)
     }
 
     pub fn node(&self) -> &str {

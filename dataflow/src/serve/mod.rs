@@ -127,7 +127,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     let keys = Arc::new(cfg.keys()?);
     let pricing = Arc::new(cfg.pricing()?);
     let quotas = Arc::new(QuotaBook::new(cfg.quotas()?));
-    if cfg.grpc.enabled && keys.current().is_empty() {
+    if cfg.grpc.enabled && keys.current().is_empty() && cfg.state.backend == Backend::Local {
         tracing::warn!("no API keys configured: every gRPC call will be UNAUTHENTICATED");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -199,13 +199,23 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         // records the sinks lack (on a fleet, those this node's commit won).
         let state = match cfg.state.backend {
             Backend::Local => StateStore::local(store.clone(), quotas.clone()),
-            Backend::Postgres => StateStore::Postgres(Arc::new(
-                vidflow_connectors::state::postgres::Pg::connect(
-                    &cfg.state,
-                    Arc::new(quotas.config().clone()),
-                )
-                .await?,
-            )),
+            Backend::Postgres => {
+                let pg = Arc::new(
+                    vidflow_connectors::state::postgres::Pg::connect(
+                        &cfg.state,
+                        Arc::new(quotas.config().clone()),
+                    )
+                    .await?,
+                );
+                let n = pg.forget_my_leases().await?;
+                if n > 0 {
+                    tracing::info!(leases = n, "dropped the leases of this node's previous run");
+                }
+                // The fleet's keys, and every change to them, within a second.
+                keys.set_shared(pg.api_keys().await?)?;
+                tokio::spawn(follow_shared_keys(pg.clone(), keys.clone(), stop.clone()));
+                StateStore::Postgres(pg)
+            }
         };
         tracing::info!(backend = ?state.backend(), node = %node, "shared state ready");
         let records = state.records_to_sink().await?;
@@ -366,6 +376,24 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     // their messages went back to the broker with the connection.
     drop(graph);
     Ok(())
+}
+
+/// Reloads the fleet's API keys from the database every second (a
+/// database error keeps the keys the node has).
+async fn follow_shared_keys(
+    pg: Arc<vidflow_connectors::state::postgres::Pg>,
+    keys: Arc<vidflow_connectors::auth::KeyRing>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match pg.api_keys().await.map(|k| keys.set_shared(k)) {
+            Ok(Ok(true)) => tracing::info!(keys = keys.current().len(), "API keys reloaded from the database"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "shared keys refused: keeping the previous keys"),
+            Err(e) => tracing::warn!(error = %e, "could not read the shared keys: keeping the previous keys"),
+        }
+    }
 }
 
 /// Renews the leases of the jobs in flight here (and so their quota
