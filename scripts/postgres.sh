@@ -10,7 +10,8 @@
 # Env: VIDFLOW_PG_PORT (default 55432), VIDFLOW_PG_DIR (default
 # ${TMPDIR:-/tmp}/vidflow-postgres-$PORT). PostgreSQL refuses to run as root,
 # so as root the server runs as the `postgres` user (the package makes it).
-# Trust authentication on loopback only and fsync off: a test cluster, never
+# Trust authentication on loopback only and fsync off (VIDFLOW_PG_FSYNC=on
+# for benchmarks that must pay for durability): a test cluster, never
 # production.
 set -euo pipefail
 cmd="${1:-status}"
@@ -59,7 +60,7 @@ case "$cmd" in
         || { cat "$DIR/initdb.log" >&2; exit 1; }
     fi
     if ! as_owner "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c max_connections=200" start >/dev/null; then
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=${VIDFLOW_PG_FSYNC:-off} -c max_connections=200" start >/dev/null; then
       tail -20 "$DIR/server.log" >&2 || true
       echo "postgres: did not start; see $DIR/server.log" >&2
       exit 1

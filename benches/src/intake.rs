@@ -2,7 +2,9 @@
 //! intake (decode, validate, idempotency check, graph, record write,
 //! confirmed terminal event, ack) with the model stages replaced by a no-op,
 //! next to the raw lapin consume+ack rate of the same messages on the same
-//! broker with the same prefetch, in the same run.
+//! broker with the same prefetch, in the same run; with the state on local
+//! files and, given a database, in PostgreSQL (a fresh database per run).
+//! Also the commit alone: record + ledger row, many in flight, p50/p95.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use vidflow_connectors::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions,
 };
 use vidflow_connectors::lapin::types::FieldTable;
+use vidflow_connectors::state::Backend;
 use vidflow_dataflow::serve::{run_serve, ServeConfig};
 use vidflow_operators::event::{EventEnvelope, JobEvent};
 use vidflow_operators::JobSpec;
@@ -106,20 +109,148 @@ async fn raw(url: &str, n: usize, prefetch: u16) -> Result<f64> {
 /// Both measurements at the service's default prefetch (batch + 2, what
 /// `vidflow serve` runs with) and at 64 (intake capacity when many small
 /// jobs are in flight).
-pub fn run(url: &str, n: usize) -> Result<serde_json::Value> {
+pub fn run(url: &str, n: usize, db: Option<&str>) -> Result<serde_json::Value> {
     let mut out = Vec::new();
     for prefetch in [0u16, 64] {
-        out.push(run_one(url, n, prefetch)?);
+        for backend in [Some(Backend::Local), db.map(|_| Backend::Postgres)]
+            .into_iter()
+            .flatten()
+        {
+            out.push(run_one(url, n, prefetch, backend, db)?);
+        }
     }
-    Ok(serde_json::Value::Array(out))
+    let mut commits = vec![commit_latency(n, None)?];
+    if let Some(db) = db {
+        commits.push(commit_latency(n, Some(db))?);
+    }
+    Ok(serde_json::json!({ "intake": out, "commit": commits }))
 }
 
-fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
+/// A fresh database next to `admin` (a database URL); returns its URL.
+async fn fresh_db(admin: &str, tag: &str) -> Result<String> {
+    let (c, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let db = format!("bench_{tag}_{}", std::process::id());
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await?;
+    c.batch_execute(&format!("CREATE DATABASE {db}")).await?;
+    let base = admin.rsplit_once('/').map(|x| x.0).unwrap_or(admin);
+    Ok(format!("{base}/{db}"))
+}
+
+/// `n` job records committed with up to 64 in flight (as the committer
+/// does): commits/s and each commit's latency (p50, p95), local files on
+/// disk or PostgreSQL.
+fn commit_latency(n: usize, db: Option<&str>) -> Result<serde_json::Value> {
+    use vidflow_connectors::state::{StateConfig, StateStore};
+    use vidflow_operators::ledger::{JobRecord, JobTerms, Machine};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let quotas = vidflow_operators::quota::QuotaConfig::builtin();
+    let state = rt.block_on(async {
+        anyhow::Ok(match db {
+            None => StateStore::local(
+                Arc::new(vidflow_connectors::store::OutputStore::local(dir.path())?),
+                Arc::new(vidflow_operators::quota::QuotaBook::new(quotas)),
+            ),
+            Some(admin) => {
+                let cfg = StateConfig {
+                    backend: Backend::Postgres,
+                    url: fresh_db(admin, "commit").await?,
+                    pool_size: 16,
+                    node: "bench".into(),
+                    ..Default::default()
+                };
+                StateStore::Postgres(Arc::new(
+                    vidflow_connectors::state::postgres::Pg::connect(&cfg, Arc::new(quotas))
+                        .await?,
+                ))
+            }
+        })
+    })?;
+    let pricing = vidflow_operators::billing::Pricing::builtin();
+    let records: Vec<JobRecord> = (0..n)
+        .map(|i| {
+            let v = vidflow_operators::validate(
+                &job(i),
+                &vidflow_operators::AdmissionConfig::builtin_default(),
+            )
+            .expect("bench spec is valid");
+            let terms = JobTerms {
+                tier: v.tier,
+                kind: v.kind,
+                width: v.width,
+                height: v.height,
+                frames: v.num_frames,
+                fps: v.fps,
+                audio: false,
+                submitted_ms: 1,
+                admitted_ms: 2,
+                est_vram_bytes: v.estimated_vram_bytes,
+            };
+            let r = vidflow_operators::JobResult::noop(v.job_id.clone(), v.tenant.clone());
+            JobRecord::commit(
+                &r,
+                &terms,
+                &pricing,
+                Machine {
+                    now_ms: 3,
+                    peak_rss_bytes: 0,
+                },
+                format!("c{i}"),
+            )
+        })
+        .collect();
+    let (rate, mut lat) = rt.block_on(async {
+        let slots = Arc::new(tokio::sync::Semaphore::new(64));
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for r in records {
+            let permit = slots.clone().acquire_owned().await?;
+            let s = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let _p = permit;
+                let t = Instant::now();
+                s.commit_record(&r).await.map(|_| t.elapsed().as_secs_f64())
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.push(t.await??);
+        }
+        anyhow::Ok((n as f64 / t0.elapsed().as_secs_f64(), lat))
+    })?;
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize] * 1000.0;
+    let backend = if db.is_some() { "postgres" } else { "local (disk)" };
+    eprintln!(
+        "commit {backend}: {rate:.0} commits/s, p50 {:.2} ms, p95 {:.2} ms (64 in flight)",
+        q(0.5),
+        q(0.95)
+    );
+    Ok(serde_json::json!({
+        "backend": backend,
+        "commits": n,
+        "commits_per_s": rate,
+        "p50_ms": q(0.5),
+        "p95_ms": q(0.95),
+    }))
+}
+
+fn run_one(
+    url: &str,
+    n: usize,
+    prefetch: u16,
+    backend: Backend,
+    db: Option<&str>,
+) -> Result<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let prefix = format!("bench-serve-{}-{prefetch}", std::process::id());
+    let prefix = format!("bench-serve-{}-{prefetch}-{backend:?}", std::process::id());
     let mut cfg = ServeConfig::default();
     cfg.amqp.url = url.to_string();
     cfg.amqp.prefix = prefix.clone();
@@ -137,6 +268,11 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
     )?;
     cfg.billing.quotas = Some(quotas);
     cfg.amqp.prefetch = prefetch;
+    if backend == Backend::Postgres {
+        cfg.state.backend = Backend::Postgres;
+        cfg.state.url = rt.block_on(fresh_db(db.unwrap_or_default(), &format!("intake{prefetch}")))?;
+        cfg.state.node = "bench".into();
+    }
     let prefetch = cfg.prefetch();
     let topo = cfg.amqp.topology();
 
@@ -184,7 +320,7 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
     })?;
     let t0 = ready.lock().unwrap().expect("serve reported ready");
     let serve_rate = n as f64 / (done_at - t0).as_secs_f64();
-    eprintln!("prefetch {prefetch}: vidflow serve intake (no-op model): {serve_rate:.0} jobs/s");
+    eprintln!("prefetch {prefetch}: vidflow serve intake (no-op model, {backend:?} state): {serve_rate:.0} jobs/s");
     rt.block_on(async {
         let ch = conn.create_channel().await?;
         for q in [&topo.jobs, &topo.dead] {
@@ -197,6 +333,7 @@ fn run_one(url: &str, n: usize, prefetch: u16) -> Result<serde_json::Value> {
     Ok(serde_json::json!({
         "jobs": n,
         "prefetch": prefetch,
+        "state": format!("{backend:?}").to_lowercase(),
         "publish_confirmed_msgs_per_s": publish_rate,
         "raw_lapin_consume_ack_msgs_per_s": raw_rate,
         "vidflow_serve_noop_jobs_per_s": serve_rate,

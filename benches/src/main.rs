@@ -44,6 +44,10 @@ struct Args {
         default_value = "amqp://vidflow:vidflow@127.0.0.1:5679/%2f"
     )]
     amqp: String,
+    /// intake suite: also run with the state in PostgreSQL (an admin URL;
+    /// each run makes a fresh database next to it).
+    #[arg(long, env = "VIDFLOW_BENCH_DATABASE_URL")]
+    database: Option<String>,
     /// pipeline suite: jobs, resolution, frames, steps.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
@@ -188,7 +192,7 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.suite == "intake" {
-        let r = intake::run(&args.amqp, args.jobs)?;
+        let r = intake::run(&args.amqp, args.jobs, args.database.as_deref())?;
         println!("{}", serde_json::to_string_pretty(&r)?);
         // The service thread is still consuming; the results are out.
         std::process::exit(0);

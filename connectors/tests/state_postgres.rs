@@ -314,7 +314,7 @@ async fn a_lease_is_held_renewed_and_taken_over_once_it_lapses() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use vidflow_job::ledger::JobRecord;
-use vidflow_job::quota::QuotaBook;
+use vidflow_job::quota::{Ask, QuotaBook};
 
-use super::{Committed, StateError};
+use super::{Admit, Committed, StateError};
 use crate::error::OutputError;
 use crate::records;
 use crate::store::OutputStore;
@@ -27,7 +27,29 @@ impl Local {
     pub async fn commit_record(&self, r: &JobRecord) -> Result<Committed, StateError> {
         let won = records::create_record(&self.store, r).await?;
         let first = won.commit_id == r.commit_id;
+        // Finished: the attempt count is no longer needed (a failure here
+        // leaves a stale file, never a wrong answer: the record wins).
+        if let Err(e) = self.clear_attempts(&r.tenant, &r.job_id).await {
+            tracing::warn!(job_id = %r.job_id, error = %e, "could not clear the attempt count");
+        }
         Ok(Committed { record: won, first })
+    }
+
+    /// Record, reservation, attempt count (one node: no lease to take).
+    pub async fn admit(&self, a: &Ask<'_>) -> Result<Admit, StateError> {
+        if let Some(r) = self.read_record(a.tenant, a.job_id).await? {
+            return Ok(Admit::Finished(r));
+        }
+        if let Err(q) = self.book.try_reserve(a) {
+            return Ok(Admit::Refused(q));
+        }
+        match self.bump_attempts(a.tenant, a.job_id).await {
+            Ok(runs_before) => Ok(Admit::Run { runs_before }),
+            Err(e) => {
+                tracing::warn!(job_id = %a.job_id, error = %e, "could not count attempts; running anyway");
+                Ok(Admit::Run { runs_before: 0 })
+            }
+        }
     }
 
     pub async fn read_record(

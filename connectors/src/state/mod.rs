@@ -140,6 +140,20 @@ pub struct Committed {
     pub first: bool,
 }
 
+/// What admission decided about a delivery ([`StateStore::admit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admit {
+    /// The job has a record: answer from it, run nothing.
+    Finished(JobRecord),
+    /// Another node holds the job's lease: the delivery waits.
+    Leased(String),
+    /// A quota limit stops it (the lease, if taken, is given back).
+    Refused(QuotaError),
+    /// Run it: the lease is this node's, the reservation made and the
+    /// run counted (`runs_before` started before this one).
+    Run { runs_before: u32 },
+}
+
 /// Whether this node may run a job now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
@@ -169,8 +183,19 @@ impl StateStore {
         }
     }
 
+    /// Admits a delivery of a job not running here: its record (finished
+    /// already?), its lease (running elsewhere?), its quota reservation and
+    /// its attempt count, in that order; one round trip on PostgreSQL.
+    pub async fn admit(&self, a: &Ask<'_>) -> Result<Admit, StateError> {
+        match self {
+            StateStore::Local(l) => l.admit(a).await,
+            StateStore::Postgres(p) => p.admit(a).await,
+        }
+    }
+
     /// Creates a job's record (and its charge) unless one exists; the first
-    /// commit wins.
+    /// commit wins. Either way the job's attempt count and this node's
+    /// lease end with it.
     pub async fn commit_record(&self, r: &JobRecord) -> Result<Committed, StateError> {
         match self {
             StateStore::Local(l) => l.commit_record(r).await,

@@ -20,7 +20,7 @@ use vidflow_job::id::JobKey;
 use vidflow_job::ledger::JobRecord;
 use vidflow_job::quota::{month_of_ms, Ask, QuotaConfig, QuotaError, RESERVATION_TTL};
 
-use super::{Committed, Lease, StateConfig, StateError};
+use super::{Admit, Committed, Lease, StateConfig, StateError};
 use crate::auth::KeyEntry;
 
 /// The schema, in order: (version, file, SQL).
@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "0002_api_keys.sql",
         include_str!("../../migrations/0002_api_keys.sql"),
+    ),
+    (
+        3,
+        "0003_one_round_trip.sql",
+        include_str!("../../migrations/0003_one_round_trip.sql"),
     ),
 ];
 
@@ -202,15 +207,19 @@ impl Pg {
         Ok(())
     }
 
+    /// One round trip (`vidflow_commit`): the record unless one stands,
+    /// its charge, the reserved seconds moved to the ledger, the attempt
+    /// count and this node's lease ended.
     pub async fn commit_record(&self, r: &JobRecord) -> Result<Committed, StateError> {
         let body = serde_json::to_string(r).unwrap_or_default();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO job_records (tenant, job_id, status, node, finished_ms, record)
-                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
-                 ON CONFLICT (tenant, job_id) DO NOTHING",
+        let charge = r.charge();
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached("SELECT record, first FROM vidflow_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+            .await?;
+        let row = c
+            .query_one(
+                &st,
                 &[
                     &r.tenant,
                     &r.job_id,
@@ -218,51 +227,78 @@ impl Pg {
                     &self.node,
                     &(r.finished_ms as i64),
                     &body,
+                    &charge.map(|b| month_of_ms(b.ts_ms)),
+                    &charge.map(|b| b.billed_ms as i64),
+                    &charge.map(|b| b.amount_micro),
+                    &charge.map(|b| b.ts_ms as i64),
+                    &r.commit_id,
                 ],
             )
             .await?;
-        if inserted == 1 {
-            if let Some(b) = r.charge() {
-                tx.execute(
-                    "INSERT INTO ledger (tenant, job_id, month, billed_ms, amount_micro, ts_ms, commit_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &r.tenant,
-                        &r.job_id,
-                        &month_of_ms(b.ts_ms),
-                        &(b.billed_ms as i64),
-                        &b.amount_micro,
-                        &(b.ts_ms as i64),
-                        &r.commit_id,
-                    ],
-                )
-                .await?;
-            }
-            // The seconds move from the reservation to the ledger in the
-            // same transaction: never counted twice, never dropped. The
-            // slot itself stays until the terminal event is out (finish).
-            tx.execute(
-                "UPDATE quota_reservations SET ms = 0 WHERE tenant = $1 AND job_id = $2",
-                &[&r.tenant, &r.job_id],
-            )
-            .await?;
-            tx.commit().await?;
+        let first: bool = row.get(1);
+        if first {
             return Ok(Committed {
                 record: r.clone(),
-                first: true,
+                first,
             });
         }
-        let row = tx
-            .query_one(
-                "SELECT record::text FROM job_records WHERE tenant = $1 AND job_id = $2",
-                &[&r.tenant, &r.job_id],
+        Ok(Committed {
+            record: parse(&r.tenant, &r.job_id, row.get(0))?,
+            first,
+        })
+    }
+
+    /// One round trip (`vidflow_admit`): record, lease, the tenant's
+    /// counted limits and the attempt count, in that order.
+    pub async fn admit(&self, a: &Ask<'_>) -> Result<Admit, StateError> {
+        let l = match self.quotas.check_shape(a) {
+            Ok(l) => l.clone(),
+            Err(q) => return Ok(Admit::Refused(q)),
+        };
+        let c = self.pool.get().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT verdict, record, holder, running, reserved, used, runs
+                   FROM vidflow_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .await?;
-        tx.commit().await?;
-        let record = parse(&r.tenant, &r.job_id, row.get(0))?;
-        Ok(Committed {
-            record,
-            first: false,
+        let limit_ms = l.monthly_ms();
+        let row = c
+            .query_one(
+                &st,
+                &[
+                    &a.tenant,
+                    &a.job_id,
+                    &self.node,
+                    &self.lease_ttl.as_secs_f64(),
+                    &a.month,
+                    &(a.video_ms as i64),
+                    &(l.max_concurrent as i64),
+                    &(limit_ms as i64),
+                    &RESERVATION_TTL.as_secs_f64(),
+                    &LOCK_QUOTA,
+                ],
+            )
+            .await?;
+        let verdict: String = row.get(0);
+        let (running, reserved, used): (i64, i64, i64) = (row.get(3), row.get(4), row.get(5));
+        Ok(match verdict.as_str() {
+            "finished" => Admit::Finished(parse(a.tenant, a.job_id, row.get(1))?),
+            "leased" => Admit::Leased(row.get::<_, Option<String>>(2).unwrap_or_default()),
+            "concurrent" => Admit::Refused(QuotaError::Concurrent {
+                limit: l.max_concurrent,
+                current: running as u32,
+            }),
+            "monthly" => Admit::Refused(QuotaError::MonthlySeconds {
+                month: a.month.to_string(),
+                limit_ms,
+                used_ms: used as u64,
+                reserved_ms: reserved as u64,
+                job_ms: a.video_ms,
+            }),
+            _ => Admit::Run {
+                runs_before: row.get::<_, i32>(6).max(0) as u32,
+            },
         })
     }
 

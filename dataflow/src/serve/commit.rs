@@ -165,17 +165,11 @@ impl Committer {
                 }
             }
         };
-        // Finished: its checkpoints, attempt count and lease are no longer
-        // needed (a failure here leaves garbage, never a wrong answer).
+        // Finished: its checkpoints are no longer needed (the commit ended
+        // its attempt count and lease; a failure here leaves garbage, never
+        // a wrong answer).
         if let Some(ck) = &self.checkpoints {
             ck.clear_async(&rec.tenant, &rec.job_id).await;
-        }
-        let key = r.key();
-        if let Err(e) = self.state.clear_attempts(&key.tenant, &key.job_id).await {
-            tracing::warn!(job_id = %rec.job_id, error = %e, "could not clear the attempt count");
-        }
-        if let Err(e) = self.state.release_lease(&key).await {
-            tracing::warn!(job_id = %rec.job_id, error = %e, "could not release the lease");
         }
         Some(won)
     }

@@ -25,7 +25,7 @@ use vidflow_connectors::lapin::options::{
 };
 use vidflow_connectors::lapin::types::FieldTable;
 use vidflow_connectors::lapin::{self, Channel, Confirmation};
-use vidflow_connectors::state::{Lease, StateError, StateStore};
+use vidflow_connectors::state::{Admit, StateError, StateStore};
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::JobTerms;
@@ -82,15 +82,6 @@ struct Parked {
     holder: String,
 }
 
-/// What step 3 decided about a delivery.
-enum Dedupe {
-    /// Nobody runs or ran it: start it.
-    Start(Delivery),
-    /// Joined a running job, or answered from a record: nothing to do.
-    Done,
-    /// The shared state could not be asked: try again later.
-    Retry(Delivery),
-}
 
 impl Session {
     /// Runs sessions until a drain completes.
@@ -333,8 +324,10 @@ impl Session {
         self.proceed(ch, p, parked).await
     }
 
-    /// Steps 3 to 5 of an admitted delivery (again for a parked one): it
-    /// waits in `parked` while another node holds the job's lease.
+    /// Steps 3 to 5 of a validated delivery (again for a parked one):
+    /// join a run of the same job here, else ask the state (one round trip
+    /// on PostgreSQL) whether it finished, runs elsewhere (the delivery
+    /// waits in `parked`), is refused by its quota, or runs here.
     async fn proceed(
         &self,
         ch: &Channel,
@@ -343,39 +336,9 @@ impl Session {
     ) -> Result<(), lapin::Error> {
         let Parked { d, v, audio, holder } = p;
         let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
-        let d = match self.dedupe(ch, d, &tenant, &job_id).await? {
-            Dedupe::Start(d) => d,
-            Dedupe::Done => return Ok(()),
-            Dedupe::Retry(d) => {
-                parked.push(Parked { d, v, audio, holder });
-                return Ok(());
-            }
+        let Some(d) = self.join_running(d, &tenant, &job_id) else {
+            return Ok(());
         };
-        let key = JobKey::new(&tenant, &job_id);
-        match self.state.take_lease(&key).await {
-            Ok(Lease::Taken) => {
-                if !holder.is_empty() {
-                    tracing::warn!(tenant = %tenant, job_id = %job_id, from = %holder, "lease lapsed: taking the job over");
-                }
-            }
-            Ok(Lease::HeldBy(node)) => {
-                if holder != node {
-                    tracing::info!(tenant = %tenant, job_id = %job_id, holder = %node, "job runs on another node: waiting");
-                }
-                parked.push(Parked {
-                    d,
-                    v,
-                    audio,
-                    holder: node,
-                });
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not take the job's lease; retrying");
-                parked.push(Parked { d, v, audio, holder });
-                return Ok(());
-            }
-        }
         let terms = JobTerms {
             tier: v.tier,
             kind: v.kind,
@@ -390,26 +353,75 @@ impl Session {
             admitted_ms: now_ms(),
             est_vram_bytes: v.estimated_vram_bytes,
         };
-        match self.reserve(&tenant, &job_id, &terms).await {
-            Ok(Ok(())) => {}
-            Ok(Err(u)) => {
-                // A refusal is an answer, not a bad message: no dead letter.
-                let _ = self.state.release_lease(&key).await;
-                return self.refuse(ch, &d, &tenant, &job_id, u).await;
+        let month = vidflow_operators::quota::month_of_ms(terms.admitted_ms);
+        let ask = vidflow_operators::quota::Ask {
+            tenant: &tenant,
+            job_id: &job_id,
+            tier: terms.tier,
+            class: vidflow_operators::billing::ResClass::of(terms.width, terms.height),
+            video_ms: vidflow_operators::billing::billed_ms(terms.frames, terms.fps),
+            month: &month,
+        };
+        match self.state.admit(&ask).await {
+            Ok(Admit::Run { runs_before }) => {
+                if !holder.is_empty() {
+                    tracing::warn!(tenant = %tenant, job_id = %job_id, from = %holder, "lease lapsed: taking the job over");
+                }
+                self.run_job(ch, d, v, terms, runs_before).await
             }
-            Err(e) => {
-                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not reserve the job's quota; retrying");
-                let _ = self.state.release_lease(&key).await;
+            Ok(Admit::Finished(rec)) => {
+                tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
+                let env = terminal_event(&rec, true);
+                amqp::publish_confirmed(
+                    ch,
+                    &self.topo.events,
+                    &env.routing_key(),
+                    &amqp::event_body(&env),
+                    amqp::event_properties(&self.me),
+                    false,
+                )
+                .await
+                .map_err(to_lapin)?;
+                d.acker.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Ok(Admit::Leased(node)) => {
+                if holder != node {
+                    tracing::info!(tenant = %tenant, job_id = %job_id, holder = %node, "job runs on another node: waiting");
+                }
                 parked.push(Parked {
                     d,
                     v,
                     audio,
-                    holder: String::new(),
+                    holder: node,
                 });
-                return Ok(());
+                Ok(())
+            }
+            Ok(Admit::Refused(q)) => {
+                tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
+                let u = Undecodable {
+                    field: "quota".into(),
+                    error: q.to_string(),
+                };
+                // A refusal is an answer, not a bad message: no dead letter.
+                self.refuse(ch, &d, &tenant, &job_id, u).await
+            }
+            Err(e @ (StateError::Record { .. } | StateError::Store(_))) => {
+                // Unreadable record: never guess "absent" (that would run
+                // the job twice); park the message with the reason.
+                let u = Undecodable {
+                    field: "job_id".into(),
+                    error: format!("job record unreadable: {e}"),
+                };
+                self.reject(ch, &d, &tenant, &job_id, u).await
+            }
+            Err(e) => {
+                // The database is unreachable: the job waits, unacked.
+                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not admit the job; retrying");
+                parked.push(Parked { d, v, audio, holder });
+                Ok(())
             }
         }
-        self.run_job(ch, d, v, terms).await
     }
 
     /// Step 1: who sent the message (as the broker proved it), then the
@@ -458,89 +470,21 @@ impl Session {
     }
 
     /// Step 3: a delivery of a job this process runs joins it (acked with
-    /// it); one of a finished job re-announces the stored result and is
-    /// acked. `Some(d)` hands back a delivery of a job to start.
-    async fn dedupe(
-        &self,
-        ch: &Channel,
-        d: Delivery,
-        tenant: &str,
-        job_id: &str,
-    ) -> Result<Dedupe, lapin::Error> {
+    /// it). `Some(d)` hands back a delivery to admit.
+    fn join_running(&self, d: Delivery, tenant: &str, job_id: &str) -> Option<Delivery> {
         // Keyed by (tenant, job id): another tenant's job with the same
         // id is a different job, and nothing here tells it this one runs.
-        // No lock may be held across an await: decide, release, then act.
-        {
-            let mut map = self.inflight.lock().expect("in-flight map poisoned");
-            if let Some(j) = map.get_mut(&JobKey::new(tenant, job_id)) {
-                tracing::info!(tenant = %tenant, job_id = %job_id, "duplicate delivery of a running job: not started again");
-                j.ackers.push(d.acker);
-                return Ok(Dedupe::Done);
-            }
+        let mut map = self.inflight.lock().expect("in-flight map poisoned");
+        if let Some(j) = map.get_mut(&JobKey::new(tenant, job_id)) {
+            tracing::info!(tenant = %tenant, job_id = %job_id, "duplicate delivery of a running job: not started again");
+            j.ackers.push(d.acker);
+            return None;
         }
-        match self.state.read_record(tenant, job_id).await {
-            Ok(Some(rec)) => {
-                tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
-                let env = terminal_event(&rec, true);
-                amqp::publish_confirmed(
-                    ch,
-                    &self.topo.events,
-                    &env.routing_key(),
-                    &amqp::event_body(&env),
-                    amqp::event_properties(&self.me),
-                    false,
-                )
-                .await
-                .map_err(to_lapin)?;
-                d.acker.ack(BasicAckOptions::default()).await?;
-                Ok(Dedupe::Done)
-            }
-            Ok(None) => Ok(Dedupe::Start(d)),
-            Err(e @ (StateError::Record { .. } | StateError::Store(_))) => {
-                // Unreadable record: never guess "absent" (that would run
-                // the job twice); park the message with the reason.
-                let u = Undecodable {
-                    field: "job_id".into(),
-                    error: format!("job record unreadable: {e}"),
-                };
-                self.reject(ch, &d, tenant, job_id, u).await?;
-                Ok(Dedupe::Done)
-            }
-            Err(e) => {
-                // The database is unreachable: the job waits, unacked.
-                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not read the job's record; retrying");
-                Ok(Dedupe::Retry(d))
-            }
-        }
+        Some(d)
     }
 
-    /// Step 4: a concurrency slot and the job's seconds from the tenant's
-    /// quotas, or the reason it is refused.
-    async fn reserve(
-        &self,
-        tenant: &str,
-        job_id: &str,
-        t: &JobTerms,
-    ) -> Result<Result<(), Undecodable>, StateError> {
-        let month = vidflow_operators::quota::month_of_ms(t.admitted_ms);
-        let ask = vidflow_operators::quota::Ask {
-            tenant,
-            job_id,
-            tier: t.tier,
-            class: vidflow_operators::billing::ResClass::of(t.width, t.height),
-            video_ms: vidflow_operators::billing::billed_ms(t.frames, t.fps),
-            month: &month,
-        };
-        Ok(self.state.try_reserve(&ask).await?.map_err(|q| {
-            tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
-            Undecodable {
-                field: "quota".into(),
-                error: q.to_string(),
-            }
-        }))
-    }
-
-    /// Step 5: hold the delivery until the commit, count the attempt, and
+    /// Step 5: hold the delivery until the commit (the attempt is counted),
+    /// and
     /// hand the validated job to the graph (or park a poison job).
     async fn run_job(
         &self,
@@ -548,6 +492,7 @@ impl Session {
         d: Delivery,
         v: ValidatedJob,
         terms: JobTerms,
+        before: u32,
     ) -> Result<(), lapin::Error> {
         let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
         let key = JobKey::new(&tenant, &job_id);
@@ -564,14 +509,7 @@ impl Session {
                 },
             );
         // A job whose earlier runs were all cut short (it keeps killing its
-        // worker) is parked with the reason and credited, not run again.
-        let before = match self.state.bump_attempts(&tenant, &job_id).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(job_id = %job_id, error = %e, "could not count attempts; running anyway");
-                0
-            }
-        };
+        // worker) is parked with the reason, not run again.
         if before >= self.max_attempts {
             let reason = format!(
                 "poison job: {before} earlier runs ended without a result (crash or timeout); \
