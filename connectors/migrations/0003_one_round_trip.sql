@@ -8,6 +8,15 @@
 -- lock) and its attempt count. `verdict` is one of: finished (record is
 -- set), leased (holder is set), concurrent / monthly (refused: running,
 -- reserved and used say why), run (runs is the count before this one).
+--
+-- Its transaction commits asynchronously (synchronous_commit off, for this
+-- transaction only): admissions come one at a time from a node's session,
+-- and waiting for each WAL flush would bound a node's intake by the disk.
+-- What a database crash may lose is the last fraction of a second of
+-- admissions (never a record or a charge, whose commit stays synchronous):
+-- a lost lease lets another node run the job too (the record's primary key
+-- still lets one commit stand), a lost reservation lets a tenant over-admit
+-- just after the crash, a lost attempt allows one more retry.
 CREATE FUNCTION vidflow_admit(
     p_tenant text, p_job text, p_node text, p_lease_s float8,
     p_month text, p_ms bigint, p_max_concurrent bigint, p_limit_ms bigint,
@@ -18,6 +27,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_node text;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     running := 0; reserved := 0; used := 0; runs := 0;
     SELECT r.record::text INTO record
       FROM job_records r WHERE r.tenant = p_tenant AND r.job_id = p_job;

@@ -1,8 +1,9 @@
 //! A fleet of `vidflow serve` processes for the tests: each node with its
 //! own scratch directory and name, all sharing the test broker (one queue
 //! prefix), a fresh PostgreSQL database and one prefix of the S3 server.
-//! The analytics root is one directory the nodes share (as a mounted
-//! volume would be).
+//! Each node keeps its analytics outbox and parts in its own directory and
+//! copies every part to the bucket under `<prefix>/analytics/`, where the
+//! tests read all nodes' rows together.
 
 use std::path::PathBuf;
 
@@ -60,9 +61,7 @@ pub fn s3_config(prefix: &str) -> StoreConfig {
 
 pub struct Fleet {
     pub setup: Setup,
-    _analytics_tmp: tempfile::TempDir,
     pub db_url: String,
-    pub analytics: PathBuf,
     /// One config per node (`node-<i>`).
     pub configs: Vec<PathBuf>,
     pub store: StoreConfig,
@@ -76,19 +75,16 @@ impl Fleet {
         let probe = Setup::new(name, "");
         let store = s3_config(&probe.prefix);
         drop(probe);
-        let analytics_tmp = tempfile::tempdir().unwrap();
-        let analytics_dir = analytics_tmp.path().to_path_buf();
         let extra = format!(
             "{engine_extra}\n{more}\n\n[state]\nbackend = \"postgres\"\nurl = \"{db_url}\"\nlease_ttl_s = 3.0\n\n\
              [store]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{}\"\n\
              access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n\n\
-             [sinks]\nroot = \"{}\"\nmax_age_s = 1.0\n",
+             [sinks]\nstore_prefix = \"analytics\"\nmax_age_s = 1.0\n",
             store.endpoint,
             store.bucket,
             store.prefix,
             store.access_key_id,
             store.secret_access_key,
-            analytics_dir.display()
         );
         let setup = Setup::new(name, &extra);
         let text = std::fs::read_to_string(&setup.config).unwrap();
@@ -107,9 +103,7 @@ impl Fleet {
         }
         Fleet {
             setup,
-            _analytics_tmp: analytics_tmp,
             db_url,
-            analytics: analytics_dir,
             configs,
             store,
         }
@@ -121,5 +115,43 @@ impl Fleet {
 
     pub fn objects(&self) -> OutputStore {
         OutputStore::s3(&self.store).unwrap()
+    }
+
+    /// Billing rows per (tenant, job) in every node's parts under the
+    /// bucket's `analytics/` prefix: listed and read by pyarrow, counted by
+    /// DuckDB (over the Arrow table: DuckDB's own S3 reader is an
+    /// extension it would download).
+    pub fn charges_in_s3(&self) -> Vec<(String, String, i64)> {
+        let py = std::env::var("VIDFLOW_PYTHON").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-test/bin/python").into()
+        });
+        let script = r#"
+import sys, json, duckdb
+import pyarrow.fs as fs, pyarrow.dataset as ds
+endpoint, bucket, prefix, key, secret = sys.argv[1:6]
+scheme, host = endpoint.split("://", 1)
+s3 = fs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=host,
+                     scheme=scheme, region="us-east-1")
+base = f"{bucket}/{prefix}/analytics/billing"
+files = [i.path for i in s3.get_file_info(fs.FileSelector(base, recursive=True))
+         if i.path.endswith(".parquet")]
+t = ds.dataset(files, filesystem=s3, format="parquet", partitioning="hive",
+               partition_base_dir=base).to_table()
+rows = duckdb.sql("select tenant, job_id, count(*) from t group by all order by all").fetchall()
+print(json.dumps(rows))
+"#;
+        let o = std::process::Command::new(py)
+            .args(["-c", script])
+            .args([
+                &self.store.endpoint,
+                &self.store.bucket,
+                &self.store.prefix,
+                &self.store.access_key_id,
+                &self.store.secret_access_key,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
     }
 }

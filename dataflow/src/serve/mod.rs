@@ -232,9 +232,15 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         let analytics = cfg.analytics_dir();
         let sink_cfg = cfg.sinks.clone();
         let (sink_node, local) = (node.clone(), state.backend() == Backend::Local);
+        let mirror = cfg.sinks.store_prefix.clone().map(|prefix| {
+            vidflow_connectors::sinks::PartMirror {
+                store: store.clone(),
+                prefix,
+            }
+        });
         let sinks = tokio::task::spawn_blocking(move || {
             // One node adopts any outbox it finds; a fleet's node only its own.
-            let s = Sinks::open_node(&analytics, sink_cfg, &sink_node, local)?;
+            let s = Sinks::open_mirrored(&analytics, sink_cfg, &sink_node, local, mirror)?;
             let n = s.recover(&records)?;
             if n > 0 {
                 tracing::warn!(jobs = n, "re-derived analytics rows of jobs committed before a crash");

@@ -26,9 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow_array::{Int64Array, RecordBatch, StringArray};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -37,6 +36,12 @@ use vidflow_job::ledger::{BillingRow, JobRecord, JobRow, MetricsRow, SafetyRow};
 use vidflow_job::JobKey;
 
 use crate::batches::{billing_batch, jobs_batch, metrics_batch, safety_batch};
+
+mod mirror;
+mod read;
+pub use mirror::PartMirror;
+use read::read_ids;
+pub use read::{parquet_files, read_billing};
 
 /// `[sinks]` in `configs/vidflow.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,10 +57,15 @@ pub struct SinkConfig {
     #[serde(default = "default_age")]
     pub max_age_s: f64,
     /// Where the datasets go; default `<engine.out_dir>/analytics`. The
-    /// nodes of a fleet point this at one shared directory: each writes
+    /// nodes of a fleet may point this at one shared directory: each writes
     /// its own outbox and part files there.
     #[serde(default)]
     pub root: Option<PathBuf>,
+    /// Also put every part into the object store (`[store]`, a fleet's
+    /// bucket) under this prefix, e.g. `analytics`: all nodes' rows under
+    /// one S3 prefix while each keeps its files in its own directory.
+    #[serde(default)]
+    pub store_prefix: Option<String>,
 }
 
 fn default_rows() -> usize {
@@ -75,6 +85,7 @@ impl Default for SinkConfig {
             max_bytes: default_bytes(),
             max_age_s: default_age(),
             root: None,
+            store_prefix: None,
         }
     }
 }
@@ -97,6 +108,13 @@ pub enum SinkError {
         path: String,
         #[source]
         source: arrow_schema::ArrowError,
+    },
+    /// A part could not be copied to the object store.
+    #[error("copying an analytics part to {key}: {source}")]
+    Mirror {
+        key: String,
+        #[source]
+        source: crate::OutputError,
     },
     /// A billing part that reads, but not as the billing table.
     #[error("{path}: {problem}")]
@@ -165,6 +183,8 @@ pub struct Sinks {
     outbox: PathBuf,
     /// In every segment and part name.
     node: String,
+    /// Where parts are copied, if anywhere.
+    mirror: Option<PartMirror>,
     cfg: SinkConfig,
     state: Mutex<State>,
     /// Lines known durable (`State::written` at the last group fsync).
@@ -191,14 +211,33 @@ impl Sinks {
         node: &str,
         adopt_others: bool,
     ) -> Result<Arc<Sinks>, SinkError> {
+        Self::open_mirrored(root, cfg, node, adopt_others, None)
+    }
+
+    /// [`Sinks::open_node`], copying every part into `mirror` too (and,
+    /// first, any local part the mirror lacks).
+    pub fn open_mirrored(
+        root: &Path,
+        cfg: SinkConfig,
+        node: &str,
+        adopt_others: bool,
+        mirror: Option<PartMirror>,
+    ) -> Result<Arc<Sinks>, SinkError> {
         let node = safe_node(node);
         let outbox = root.join("_outbox").join(&node);
         fs::create_dir_all(&outbox).map_err(io(&outbox))?;
         let sunk = read_ids(&root.join("jobs"))?;
+        if let Some(m) = &mirror {
+            let n = m.catch_up(root)?;
+            if n > 0 {
+                tracing::warn!(parts = n, "copied analytics parts the object store lacked");
+            }
+        }
         let s = Arc::new(Sinks {
             root: root.to_path_buf(),
             outbox: outbox.clone(),
             node,
+            mirror,
             cfg,
             state: Mutex::new(State {
                 seg: None,
@@ -455,6 +494,9 @@ impl Sinks {
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
+        if let Some(m) = &self.mirror {
+            m.put(dataset, &final_path)?;
+        }
         Ok(())
     }
 }
@@ -479,388 +521,5 @@ fn safe_node(node: &str) -> String {
     }
 }
 
-/// (tenant, job id) of the jobs already in a dataset's parts.
-fn read_ids(dir: &Path) -> Result<HashSet<JobKey>, SinkError> {
-    let mut ids = HashSet::new();
-    for p in parquet_files(dir) {
-        let perr = |source| SinkError::Parquet {
-            path: p.display().to_string(),
-            source,
-        };
-        let f = File::open(&p).map_err(io(&p))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
-        let mask = ProjectionMask::columns(b.parquet_schema(), ["tenant", "job_id"]);
-        for batch in b.with_projection(mask).build().map_err(perr)? {
-            let batch = batch.map_err(|source| SinkError::Arrow {
-                path: p.display().to_string(),
-                source,
-            })?;
-            let col = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| SinkError::Column {
-                        path: p.display().to_string(),
-                        problem: format!("column {name} is missing or not text"),
-                    })
-            };
-            let (tenants, jobs) = (col("tenant")?, col("job_id")?);
-            for (t, j) in tenants.iter().zip(jobs.iter()) {
-                if let (Some(t), Some(j)) = (t, j) {
-                    ids.insert(JobKey::new(t, j));
-                }
-            }
-        }
-    }
-    Ok(ids)
-}
-
-/// Every `.parquet` file under `dir` (hidden temp files excluded).
-pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if p.is_dir() {
-            out.extend(parquet_files(&p));
-        } else if name.ends_with(".parquet") && !name.starts_with('.') {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Reads the billing dataset back (for `vidflow report billing`).
-pub fn read_billing(root: &Path) -> Result<Vec<BillingRow>, SinkError> {
-    use arrow_array::{Array, Float64Array, UInt32Array, UInt64Array};
-    let mut out = Vec::new();
-    for p in parquet_files(&root.join("billing")) {
-        let path = || p.display().to_string();
-        let perr = |problem: String| SinkError::Column {
-            path: path(),
-            problem,
-        };
-        let f = File::open(&p).map_err(io(&p))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-            .and_then(|b| b.build())
-            .map_err(|source| SinkError::Parquet {
-                path: path(),
-                source,
-            })?;
-        for batch in reader {
-            let b = batch.map_err(|source| SinkError::Arrow {
-                path: path(),
-                source,
-            })?;
-            let col = |name: &str| {
-                b.column_by_name(name)
-                    .cloned()
-                    .ok_or_else(|| perr(format!("no column `{name}`")))
-            };
-            let st = |name: &str| -> Result<StringArray, SinkError> {
-                col(name)?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .ok_or_else(|| perr(format!("column `{name}` is not text")))
-            };
-            let (job, tenant, tier, class, kind, ver) = (
-                st("job_id")?,
-                st("tenant")?,
-                st("tier")?,
-                st("resolution_class")?,
-                st("kind")?,
-                st("price_version")?,
-            );
-            let amount = col("amount_micro")?;
-            let amount = amount
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| perr("amount_micro is not int64".into()))?;
-            let ms = col("billed_ms")?;
-            let ms = ms
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .ok_or_else(|| perr("billed_ms is not uint64".into()))?;
-            let acc = col("accelerator_s")?;
-            let acc = acc
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(|| perr("accelerator_s is not float64".into()))?;
-            let (w, h) = (col("width")?, col("height")?);
-            let w = w.as_any().downcast_ref::<UInt32Array>().cloned();
-            let h = h.as_any().downcast_ref::<UInt32Array>().cloned();
-            let cost = col("compute_cost_usd")?;
-            let cost = cost
-                .as_any()
-                .downcast_ref::<arrow_array::Decimal128Array>()
-                .ok_or_else(|| perr("compute_cost_usd is not decimal".into()))?;
-            let tsc = col("ts")?;
-            let tsc = tsc
-                .as_any()
-                .downcast_ref::<arrow_array::TimestampMillisecondArray>()
-                .ok_or_else(|| perr("ts is not a timestamp".into()))?;
-            for i in 0..b.num_rows() {
-                out.push(BillingRow {
-                    job_id: job.value(i).into(),
-                    tenant: tenant.value(i).into(),
-                    tier: tier.value(i).into(),
-                    resolution_class: class.value(i).into(),
-                    width: w.as_ref().map(|a| a.value(i)).unwrap_or(0),
-                    height: h.as_ref().map(|a| a.value(i)).unwrap_or(0),
-                    kind: kind
-                        .value(i)
-                        .parse()
-                        .map_err(|source| SinkError::EntryKind {
-                            path: path(),
-                            source,
-                        })?,
-                    billed_ms: ms.value(i),
-                    unit_micro_per_s: 0,
-                    amount_micro: amount.value(i),
-                    price_version: ver.value(i).into(),
-                    accelerator_s: acc.value(i),
-                    compute_cost_micro: cost.value(i) as i64,
-                    ts_ms: if tsc.is_null(i) {
-                        0
-                    } else {
-                        tsc.value(i) as u64
-                    },
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(id: &str, ms: u64) -> JobRecord {
-        rec_of("acme", id, ms)
-    }
-
-    fn rec_of(tenant: &str, id: &str, ms: u64) -> JobRecord {
-        let mut r = rec_acme(id, ms);
-        r.tenant = tenant.into();
-        for t in [
-            r.billing.as_mut().map(|b| &mut b.tenant),
-            r.metrics.as_mut().map(|m| &mut m.tenant),
-            r.job.as_mut().map(|j| &mut j.tenant),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *t = tenant.into();
-        }
-        r
-    }
-
-    fn rec_acme(id: &str, ms: u64) -> JobRecord {
-        JobRecord {
-            job_id: id.into(),
-            tenant: "acme".into(),
-            status: vidflow_job::JobStatus::Completed,
-            error: None,
-            stage: None,
-            cancelled_at: None,
-            key: None,
-            size: None,
-            sha256: None,
-            untrained: true,
-            finished_ms: ms,
-            timings: vec![],
-            batch_sizes: vec![],
-            commit_id: "c".into(),
-            billing: Some(BillingRow {
-                job_id: id.into(),
-                tenant: "acme".into(),
-                kind: vidflow_job::ledger::EntryKind::Charge,
-                billed_ms: 375,
-                amount_micro: 37_500,
-                ts_ms: ms,
-                ..Default::default()
-            }),
-            metrics: Some(MetricsRow {
-                job_id: id.into(),
-                tenant: String::new(),
-                tier: String::new(),
-                status: vidflow_job::JobStatus::Completed,
-                queue_wait_ms: 0,
-                encode_s: 0.0,
-                denoise_s: 0.0,
-                decode_s: 0.0,
-                output_s: 0.0,
-                steps: 0,
-                batch_max: 0,
-                batch_mean: 0.0,
-                accelerator_s: 0.0,
-                accelerator: String::new(),
-                peak_rss_bytes: 0,
-                est_vram_bytes: 0,
-                compute_cost_micro: 0,
-                margin_micro: 0,
-                ts_ms: ms,
-            }),
-            job: Some(JobRow {
-                job_id: id.into(),
-                tenant: "acme".into(),
-                tier: String::new(),
-                kind: String::new(),
-                status: vidflow_job::JobStatus::Completed,
-                error: None,
-                width: 0,
-                height: 0,
-                frames: 0,
-                fps: 0.0,
-                resolution_class: String::new(),
-                output_key: None,
-                size: None,
-                sha256: None,
-                untrained: false,
-                submitted_ms: 0,
-                finished_ms: ms,
-            }),
-            safety: vec![],
-        }
-    }
-
-    #[test]
-    fn rows_reach_parquet_once_even_when_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = SinkConfig {
-            max_rows: 2,
-            max_bytes: 1 << 30,
-            max_age_s: 3600.0,
-            root: None,
-        };
-        let day = 1_795_812_585_904; // 2026-11-27
-        let s = Sinks::open(dir.path(), cfg.clone()).unwrap();
-        s.append(&rec("a", day)).unwrap();
-        s.append(&rec("b", day)).unwrap(); // rolls at 2 rows
-        s.append(&rec("c", day + 86_400_000)).unwrap(); // stays in the outbox
-        drop(s);
-        // "Crash": the outbox holds c; a and b are in Parquet. Recovery
-        // offers all three records again: only c is added.
-        let s = Sinks::open(dir.path(), cfg).unwrap();
-        let added = s
-            .recover(&[rec("a", day), rec("b", day), rec("c", day + 86_400_000)])
-            .unwrap();
-        assert_eq!(added, 0, "c came back from the outbox, not from its record");
-        let rows = read_billing(dir.path()).unwrap();
-        let mut ids: Vec<_> = rows.iter().map(|r| r.job_id.as_str()).collect();
-        ids.sort();
-        assert_eq!(ids, ["a", "b", "c"]);
-        assert!(dir.path().join("billing/date=2026-11-27").is_dir());
-        assert!(dir.path().join("billing/date=2026-11-28").is_dir());
-        let left: Vec<_> = fs::read_dir(dir.path().join("_outbox/local"))
-            .unwrap()
-            .collect();
-        assert!(left.is_empty());
-        // A record that never reached the outbox is re-derived.
-        let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
-        assert_eq!(s.recover(&[rec("d", day), rec("a", day)]).unwrap(), 1);
-        assert_eq!(read_billing(dir.path()).unwrap().len(), 4);
-    }
-
-    #[test]
-    fn two_tenants_with_the_same_job_id_both_keep_their_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let day = 1_795_812_585_904;
-        let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
-        s.append(&rec_of("acme", "job-1", day)).unwrap();
-        s.append(&rec_of("globex", "job-1", day)).unwrap();
-        s.flush().unwrap();
-        drop(s);
-        // Reopened: both are known as sunk, neither is re-derived twice.
-        let s = Sinks::open(dir.path(), SinkConfig::default()).unwrap();
-        let again = [rec_of("acme", "job-1", day), rec_of("globex", "job-1", day)];
-        assert_eq!(s.recover(&again).unwrap(), 0);
-        let mut who: Vec<_> = read_billing(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.tenant, r.job_id))
-            .collect();
-        who.sort();
-        assert_eq!(
-            who,
-            [
-                ("acme".to_string(), "job-1".to_string()),
-                ("globex".into(), "job-1".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn nodes_sharing_a_root_never_touch_each_others_outbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let day = 1_795_812_585_904;
-        let cfg = SinkConfig::default();
-        let a = Sinks::open_node(dir.path(), cfg.clone(), "node-a", false).unwrap();
-        a.append(&rec_of("acme", "a1", day)).unwrap();
-        // Node b starts (and restarts) while a's segment is open: a's
-        // outbox stays as it is.
-        let b = Sinks::open_node(dir.path(), cfg.clone(), "node-b", false).unwrap();
-        b.append(&rec_of("acme", "b1", day)).unwrap();
-        b.flush().unwrap();
-        drop(b);
-        let b = Sinks::open_node(dir.path(), cfg.clone(), "node-b", false).unwrap();
-        let a_left: Vec<_> = fs::read_dir(dir.path().join("_outbox/node-a"))
-            .unwrap()
-            .collect();
-        assert_eq!(a_left.len(), 1, "a's live segment was rolled by b");
-        a.append(&rec_of("acme", "a2", day)).unwrap();
-        a.flush().unwrap();
-        drop((a, b));
-        let mut ids: Vec<_> = read_billing(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|r| r.job_id)
-            .collect();
-        ids.sort();
-        assert_eq!(ids, ["a1", "a2", "b1"]);
-        // Every part names its node.
-        for p in parquet_files(&dir.path().join("billing")) {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(name.contains("-node-a-") || name.contains("-node-b-"), "{name}");
-        }
-        // A single node adopts whatever outbox it finds.
-        let c = Sinks::open_node(dir.path(), cfg.clone(), "node-c", false).unwrap();
-        c.append(&rec_of("globex", "c1", day)).unwrap();
-        drop(c);
-        Sinks::open(dir.path(), cfg).unwrap();
-        assert_eq!(read_billing(dir.path()).unwrap().len(), 4);
-    }
-
-    #[test]
-    fn concurrent_appends_share_fsyncs_and_keep_every_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let day = 1_795_812_585_904;
-        let cfg = SinkConfig {
-            max_rows: 64,
-            ..SinkConfig::default()
-        };
-        let s = Sinks::open(dir.path(), cfg).unwrap();
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    for i in 0..50 {
-                        s.append(&rec_of("acme", &format!("j{t}-{i}"), day)).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(*s.synced.lock().unwrap(), 400, "every append returned durable");
-        s.flush().unwrap();
-        assert_eq!(read_billing(dir.path()).unwrap().len(), 400);
-    }
-}
+mod tests;
