@@ -268,6 +268,21 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(ledger, total);
+    // The month's usage kept beside the ledger adds up to it.
+    let drift: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT tenant, month, sum(billed_ms) AS ms FROM ledger GROUP BY 1, 2
+             ) l FULL JOIN (
+                 SELECT tenant, month, sum(used_ms) AS ms FROM quota_usage GROUP BY 1, 2
+             ) u USING (tenant, month)
+             WHERE l.ms IS DISTINCT FROM u.ms",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(drift, 0, "quota_usage differs from the ledger");
     let leases: i64 = pg
         .query_one("SELECT count(*) FROM job_leases", &[])
         .await

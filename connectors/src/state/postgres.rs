@@ -430,7 +430,7 @@ impl Pg {
         }
         let used: i64 = tx
             .query_one(
-                "SELECT coalesce(sum(billed_ms), 0)::bigint FROM ledger WHERE tenant = $1 AND month = $2",
+                "SELECT coalesce(sum(used_ms), 0)::bigint FROM quota_usage WHERE tenant = $1 AND month = $2",
                 &[&a.tenant, &a.month],
             )
             .await?
@@ -471,7 +471,7 @@ impl Pg {
             .query_one(
                 "SELECT (SELECT count(*) FROM quota_reservations WHERE tenant = $1
                            AND touched_at >= now() - make_interval(secs => $3)),
-                        (SELECT coalesce(sum(billed_ms), 0)::bigint FROM ledger
+                        (SELECT coalesce(sum(used_ms), 0)::bigint FROM quota_usage
                           WHERE tenant = $1 AND month = $2)",
                 &[&tenant, &month, &RESERVATION_TTL.as_secs_f64()],
             )

@@ -16,6 +16,7 @@
 //! regenerated; a job already running here absorbs the duplicate delivery),
 //! so outputs happen once.
 
+mod admission;
 mod commit;
 mod config;
 pub mod metrics;

@@ -25,14 +25,15 @@ use vidflow_connectors::lapin::options::{
 };
 use vidflow_connectors::lapin::types::FieldTable;
 use vidflow_connectors::lapin::{self, Channel, Confirmation};
-use vidflow_connectors::state::{Admit, StateError, StateStore};
+use vidflow_connectors::state::StateStore;
 use vidflow_connectors::store::sha256_hex;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::JobTerms;
 use vidflow_operators::{validate, AdmissionConfig, JobKey, JobResult, JobSpec, ValidatedJob};
 
 use super::metrics::Finished;
-use super::{terminal_event, InFlight, InFlightMap, Outbound};
+use super::admission::{Admissions, Parked};
+use super::{InFlight, InFlightMap, Outbound};
 use crate::engine::Engine;
 
 pub(crate) struct Session {
@@ -71,16 +72,6 @@ enum End {
 
 type Ready = Option<Box<dyn FnOnce() + Send>>;
 
-/// A delivery of a job another node holds the lease of: it waits here,
-/// unacked, and is tried again every second, until that node's record
-/// appears (then it is acked with a replay) or the lease lapses (then this
-/// node takes the job over, from its newest checkpoint).
-struct Parked {
-    d: Delivery,
-    v: ValidatedJob,
-    audio: bool,
-    holder: String,
-}
 
 
 impl Session {
@@ -177,8 +168,7 @@ impl Session {
             self.publish_terminal(&pub_ch, env).await?;
         }
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut parked: Vec<Parked> = Vec::new();
-        let mut parked_at = Instant::now();
+        let mut adm = Admissions::new();
         loop {
             if self.stop.load(Ordering::SeqCst) && consuming {
                 consuming = false;
@@ -189,7 +179,8 @@ impl Session {
                 tracing::info!(in_flight = self.in_flight(), "stopped consuming; draining");
             }
             if let Some(d) = *drain_deadline {
-                let left = self.in_flight();
+                // Admissions under way end as runs or answers first.
+                let left = self.in_flight() + adm.pending();
                 if left == 0 {
                     tracing::info!("drained: every job finished and acked");
                     return Ok(());
@@ -205,7 +196,7 @@ impl Session {
             }
             tokio::select! {
                 d = consumer.next(), if consuming => match d {
-                    Some(Ok(d)) => self.on_delivery(&pub_ch, d, &mut parked).await?,
+                    Some(Ok(d)) => self.on_delivery(&pub_ch, d, &mut adm).await?,
                     Some(Err(e)) => return Err(e),
                     None => return Err(lapin::Error::from(std::io::Error::other(
                         "the broker cancelled the intake consumer",
@@ -226,12 +217,16 @@ impl Session {
                     }
                     None => {}
                 },
+                a = adm.running.next(), if adm.pending() > 0 => {
+                    if let Some(a) = a {
+                        self.answer(&pub_ch, a, &mut adm).await?;
+                    }
+                }
                 _ = tick.tick() => {
                     self.check_timeouts();
-                    if !parked.is_empty() && consuming && parked_at.elapsed() >= Duration::from_secs(1) {
-                        parked_at = Instant::now();
-                        for p in std::mem::take(&mut parked) {
-                            self.proceed(&pub_ch, p, &mut parked).await?;
+                    if consuming {
+                        for p in adm.due() {
+                            self.begin(p, &mut adm);
                         }
                     }
                 }
@@ -289,15 +284,16 @@ impl Session {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// One intake message, in five steps: decode it, admit it (the one
-    /// validation: the validated job is what the graph receives), dedupe it
-    /// against running and finished jobs (here and, through the lease, on
-    /// other nodes), reserve its quota, run it.
+    /// One intake message, in five steps: decode it, validate it (the one
+    /// validation: the validated job is what the graph receives), then
+    /// (`admission.rs`, concurrently with the next deliveries) join a run
+    /// here or ask the state whether it finished, runs on another node or
+    /// is refused by its quota, and run it.
     async fn on_delivery(
         &self,
         ch: &Channel,
         d: Delivery,
-        parked: &mut Vec<Parked>,
+        adm: &mut Admissions,
     ) -> Result<(), lapin::Error> {
         let spec = match self.decode(&d) {
             Ok(s) => s,
@@ -321,107 +317,8 @@ impl Session {
             audio: spec.audio,
             holder: String::new(),
         };
-        self.proceed(ch, p, parked).await
-    }
-
-    /// Steps 3 to 5 of a validated delivery (again for a parked one):
-    /// join a run of the same job here, else ask the state (one round trip
-    /// on PostgreSQL) whether it finished, runs elsewhere (the delivery
-    /// waits in `parked`), is refused by its quota, or runs here.
-    async fn proceed(
-        &self,
-        ch: &Channel,
-        p: Parked,
-        parked: &mut Vec<Parked>,
-    ) -> Result<(), lapin::Error> {
-        let Parked { d, v, audio, holder } = p;
-        let (tenant, job_id) = (v.tenant.clone(), v.job_id.clone());
-        let Some(d) = self.join_running(d, &tenant, &job_id) else {
-            return Ok(());
-        };
-        let terms = JobTerms {
-            tier: v.tier,
-            kind: v.kind,
-            width: v.width,
-            height: v.height,
-            frames: v.num_frames,
-            fps: v.fps,
-            audio,
-            submitted_ms: amqp::header_str(&d.properties, amqp::H_SUBMITTED_MS)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(now_ms),
-            admitted_ms: now_ms(),
-            est_vram_bytes: v.estimated_vram_bytes,
-        };
-        let month = vidflow_operators::quota::month_of_ms(terms.admitted_ms);
-        let ask = vidflow_operators::quota::Ask {
-            tenant: &tenant,
-            job_id: &job_id,
-            tier: terms.tier,
-            class: vidflow_operators::billing::ResClass::of(terms.width, terms.height),
-            video_ms: vidflow_operators::billing::billed_ms(terms.frames, terms.fps),
-            month: &month,
-        };
-        match self.state.admit(&ask).await {
-            Ok(Admit::Run { runs_before }) => {
-                if !holder.is_empty() {
-                    tracing::warn!(tenant = %tenant, job_id = %job_id, from = %holder, "lease lapsed: taking the job over");
-                }
-                self.run_job(ch, d, v, terms, runs_before).await
-            }
-            Ok(Admit::Finished(rec)) => {
-                tracing::info!(job_id = %job_id, status = %rec.status, "redelivered finished job: re-publishing its result");
-                let env = terminal_event(&rec, true);
-                amqp::publish_confirmed(
-                    ch,
-                    &self.topo.events,
-                    &env.routing_key(),
-                    &amqp::event_body(&env),
-                    amqp::event_properties(&self.me),
-                    false,
-                )
-                .await
-                .map_err(to_lapin)?;
-                d.acker.ack(BasicAckOptions::default()).await?;
-                Ok(())
-            }
-            Ok(Admit::Leased(node)) => {
-                if holder != node {
-                    tracing::info!(tenant = %tenant, job_id = %job_id, holder = %node, "job runs on another node: waiting");
-                }
-                parked.push(Parked {
-                    d,
-                    v,
-                    audio,
-                    holder: node,
-                });
-                Ok(())
-            }
-            Ok(Admit::Refused(q)) => {
-                tracing::info!(job_id = %job_id, tenant = %tenant, reason = %q, "job refused by quota");
-                let u = Undecodable {
-                    field: "quota".into(),
-                    error: q.to_string(),
-                };
-                // A refusal is an answer, not a bad message: no dead letter.
-                self.refuse(ch, &d, &tenant, &job_id, u).await
-            }
-            Err(e @ (StateError::Record { .. } | StateError::Store(_))) => {
-                // Unreadable record: never guess "absent" (that would run
-                // the job twice); park the message with the reason.
-                let u = Undecodable {
-                    field: "job_id".into(),
-                    error: format!("job record unreadable: {e}"),
-                };
-                self.reject(ch, &d, &tenant, &job_id, u).await
-            }
-            Err(e) => {
-                // The database is unreachable: the job waits, unacked.
-                tracing::warn!(tenant = %tenant, job_id = %job_id, error = %e, "could not admit the job; retrying");
-                parked.push(Parked { d, v, audio, holder });
-                Ok(())
-            }
-        }
+        self.begin(p, adm);
+        Ok(())
     }
 
     /// Step 1: who sent the message (as the broker proved it), then the
@@ -469,24 +366,10 @@ impl Session {
         Ok(spec)
     }
 
-    /// Step 3: a delivery of a job this process runs joins it (acked with
-    /// it). `Some(d)` hands back a delivery to admit.
-    fn join_running(&self, d: Delivery, tenant: &str, job_id: &str) -> Option<Delivery> {
-        // Keyed by (tenant, job id): another tenant's job with the same
-        // id is a different job, and nothing here tells it this one runs.
-        let mut map = self.inflight.lock().expect("in-flight map poisoned");
-        if let Some(j) = map.get_mut(&JobKey::new(tenant, job_id)) {
-            tracing::info!(tenant = %tenant, job_id = %job_id, "duplicate delivery of a running job: not started again");
-            j.ackers.push(d.acker);
-            return None;
-        }
-        Some(d)
-    }
-
     /// Step 5: hold the delivery until the commit (the attempt is counted),
     /// and
     /// hand the validated job to the graph (or park a poison job).
-    async fn run_job(
+    pub(super) async fn run_job(
         &self,
         ch: &Channel,
         d: Delivery,
@@ -557,7 +440,7 @@ impl Session {
     /// Dead-letters a message with the reason, announces the rejection,
     /// then acks it. If the dead-letter publish fails the message is not
     /// acked (the session ends and the broker redelivers it).
-    async fn reject(
+    pub(super) async fn reject(
         &self,
         ch: &Channel,
         d: &Delivery,
@@ -582,7 +465,7 @@ impl Session {
 
     /// Announces a job that will not run (`rejected` event, naming the field
     /// and why) and acks its message.
-    async fn refuse(
+    pub(super) async fn refuse(
         &self,
         ch: &Channel,
         d: &Delivery,
@@ -736,7 +619,7 @@ async fn publish_nowait(
     Ok(())
 }
 
-fn to_lapin(e: amqp::PublishError) -> lapin::Error {
+pub(super) fn to_lapin(e: amqp::PublishError) -> lapin::Error {
     match e {
         amqp::PublishError::Amqp(e) => e,
         other => lapin::Error::from(std::io::Error::other(other.to_string())),
