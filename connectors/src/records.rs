@@ -14,6 +14,13 @@ use crate::store::OutputStore;
 /// Where a job's record lives. Tenant and job id must be safe ids (the
 /// spec validation guarantees it), so a key never leaves `jobs/<tenant>/`.
 pub fn record_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
+    check_ids(tenant, job_id)?;
+    Ok(Path::from(format!("jobs/{tenant}/{job_id}.json")))
+}
+
+/// Both ids safe as key segments (what the spec validation guarantees),
+/// else an error naming the field.
+pub(crate) fn check_ids(tenant: &str, job_id: &str) -> Result<(), OutputError> {
     for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
         if !vidflow_job::id::is_safe_id(v) {
             return Err(OutputError::invalid(
@@ -23,7 +30,7 @@ pub fn record_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
             ));
         }
     }
-    Ok(Path::from(format!("jobs/{tenant}/{job_id}.json")))
+    Ok(())
 }
 
 /// Writes a record unless one exists: the first commit of a job wins and

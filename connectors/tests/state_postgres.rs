@@ -23,21 +23,12 @@ fn admin_url() -> String {
 /// A fresh database on the test server; returns its URL.
 async fn fresh_db(name: &str) -> String {
     let admin = admin_url();
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+    let db = format!("t_{name}_{}", std::process::id());
+    vidflow_connectors::state::postgres::create_database(&admin, &db)
         .await
         .unwrap_or_else(|e| {
             panic!("no PostgreSQL at {admin} ({e}): run through scripts/test.sh or start scripts/postgres.sh")
-        });
-    tokio::spawn(conn);
-    let db = format!("t_{name}_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        client.batch_execute(&sql).await.unwrap();
-    }
-    let base = admin.rsplit_once('/').unwrap().0;
-    format!("{base}/{db}")
+        })
 }
 
 fn quotas() -> Arc<QuotaConfig> {

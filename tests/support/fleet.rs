@@ -19,21 +19,12 @@ pub fn admin_db_url() -> String {
 /// A database of its own on the test server; returns its URL.
 pub async fn fresh_db(name: &str) -> String {
     let admin = admin_db_url();
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+    let db = format!("f_{name}_{}", std::process::id());
+    vidflow_connectors::state::postgres::create_database(&admin, &db)
         .await
         .unwrap_or_else(|e| {
             panic!("no PostgreSQL at {admin} ({e}): run through scripts/test.sh or start scripts/postgres.sh")
-        });
-    tokio::spawn(conn);
-    let db = format!("f_{name}_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        client.batch_execute(&sql).await.unwrap();
-    }
-    let base = admin.rsplit_once('/').unwrap().0;
-    format!("{base}/{db}")
+        })
 }
 
 pub async fn db(url: &str) -> tokio_postgres::Client {

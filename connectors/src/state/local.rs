@@ -107,14 +107,6 @@ impl Local {
 
 /// Where a job's count of started runs is kept.
 pub fn attempts_key(tenant: &str, job_id: &str) -> Result<Path, OutputError> {
-    for (field, v) in [("tenant", tenant), ("job_id", job_id)] {
-        if !vidflow_job::id::is_safe_id(v) {
-            return Err(OutputError::invalid(
-                field,
-                format!("{v:?}"),
-                "1 to 64 characters of A-Z a-z 0-9 _ -",
-            ));
-        }
-    }
+    records::check_ids(tenant, job_id)?;
     Ok(Path::from(format!("attempts/{tenant}/{job_id}")))
 }

@@ -557,6 +557,30 @@ impl Pg {
     }
 }
 
+/// Makes a fresh, empty database `name` (dropped first if it exists) on the
+/// server `admin_url` names, and returns its URL: for tests and benchmarks,
+/// which each want a database of their own. `name`: `[a-z0-9_]`, 1 to 63.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StateError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(StateError::Config {
+            field: "database name",
+            error: format!("{name:?}: 1 to 63 of a-z 0-9 _"),
+        });
+    }
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await?;
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    let base = admin_url.rsplit_once('/').map(|x| x.0).unwrap_or(admin_url);
+    Ok(format!("{base}/{name}"))
+}
+
 fn parse(tenant: &str, job_id: &str, text: String) -> Result<JobRecord, StateError> {
     serde_json::from_str(&text).map_err(|source| StateError::Record {
         tenant: tenant.into(),
