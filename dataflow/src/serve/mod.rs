@@ -20,6 +20,7 @@ mod admission;
 mod commit;
 mod config;
 pub mod metrics;
+mod pending;
 mod session;
 
 use std::collections::HashMap;

@@ -32,7 +32,7 @@ use vidflow_operators::ledger::JobTerms;
 use vidflow_operators::{validate, AdmissionConfig, JobKey, JobResult, JobSpec, ValidatedJob};
 
 use super::metrics::Finished;
-use super::admission::{Admissions, Parked};
+use super::pending::{to_lapin, Admissions, Parked};
 use super::{InFlight, InFlightMap, Outbound};
 use crate::engine::Engine;
 
@@ -617,11 +617,4 @@ async fn publish_nowait(
         )
         .await?;
     Ok(())
-}
-
-pub(super) fn to_lapin(e: amqp::PublishError) -> lapin::Error {
-    match e {
-        amqp::PublishError::Amqp(e) => e,
-        other => lapin::Error::from(std::io::Error::other(other.to_string())),
-    }
 }
