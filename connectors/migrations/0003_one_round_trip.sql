@@ -104,7 +104,7 @@ RETURNS TABLE (record text, first boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO job_records (tenant, job_id, status, node, finished_ms, record)
-    VALUES (p_tenant, p_job, p_status, p_node, p_finished_ms, p_record::jsonb)
+    VALUES (p_tenant, p_job, p_status, p_node, p_finished_ms, p_record::json)
     ON CONFLICT (tenant, job_id) DO NOTHING;
     IF FOUND THEN
         IF p_billed_ms IS NOT NULL THEN

@@ -9,7 +9,7 @@
 //!
 //! The schema is `connectors/migrations/*.sql`, applied at connect in one
 //! transaction under an advisory lock (several nodes may start at once).
-//! Records are stored as `jsonb`, passed as text (no serde feature of the
+//! Records are stored as `json`, passed as text (no serde feature of the
 //! driver needed).
 
 use std::sync::Arc;
