@@ -379,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_example_parses_as_a_fleet_node() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cluster.toml");
+        let c = ServeConfig::load(&p).unwrap();
+        assert_eq!(
+            c.state.backend,
+            vidflow_connectors::state::Backend::Postgres
+        );
+        assert_eq!(c.store.kind, vidflow_connectors::store::StoreKind::S3);
+        assert_eq!(c.sinks.store_prefix.as_deref(), Some("analytics"));
+    }
+
+    #[test]
     fn unknown_keys_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.toml");
