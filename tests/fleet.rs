@@ -87,14 +87,19 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
         .await
         .unwrap();
     let step_of = |e: &JobEvent| match e {
-        JobEvent::Progress { job_id, step, batch, .. } if job_id == "long-1" && *batch > 0 => {
-            Some(*step)
-        }
+        JobEvent::Progress {
+            job_id,
+            step,
+            batch,
+            ..
+        } if job_id == "long-1" && *batch > 0 => Some(*step),
         _ => None,
     };
     events
         .until(Duration::from_secs(120), "long-1 past step 12", |all| {
-            all.iter().filter_map(|(_, e)| step_of(&e.event)).any(|s| s >= 12)
+            all.iter()
+                .filter_map(|(_, e)| step_of(&e.event))
+                .any(|s| s >= 12)
         })
         .await;
     let first = pair
@@ -107,13 +112,22 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
     // waiting on the lease meanwhile.
     events.collect_for(Duration::from_millis(300)).await;
     let killed_at = events.all.len();
-    let a_last = events.all.iter().filter_map(|(_, e)| step_of(&e.event)).max().unwrap();
+    let a_last = events
+        .all
+        .iter()
+        .filter_map(|(_, e)| step_of(&e.event))
+        .max()
+        .unwrap();
     events
-        .until(Duration::from_secs(300), "long-1 completed on the other node", |all| {
-            all.iter().any(|(_, e)| {
+        .until(
+            Duration::from_secs(300),
+            "long-1 completed on the other node",
+            |all| {
+                all.iter().any(|(_, e)| {
                 matches!(&e.event, JobEvent::Completed { job_id, .. } if job_id == "long-1")
             })
-        })
+            },
+        )
         .await;
     let b_first = events.all[killed_at..]
         .iter()
@@ -137,7 +151,14 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
     let mut specs: Vec<JobSpec> = Vec::new();
     for t in TENANTS {
         for i in 0..PER_TENANT {
-            specs.push(spec(&format!("f-{t}-{i:02}"), t, "standard", "256x256", 9, 20));
+            specs.push(spec(
+                &format!("f-{t}-{i:02}"),
+                t,
+                "standard",
+                "256x256",
+                9,
+                20,
+            ));
         }
     }
     let mut nodes: Vec<Option<Serve>> = vec![None, None, None];
@@ -146,10 +167,14 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
     nodes[refill] = Some(fleet.start(refill, "n-b", &[("VIDFLOW_FAULT", "random:0.03")]));
     nodes[2] = Some(fleet.start(2, "n2-a", &[("VIDFLOW_FAULT", "after_commit@3")]));
     for (i, s) in specs.iter().enumerate() {
-        amqp::publish_job(&ch, &topo, s, &amqp_user()).await.unwrap();
+        amqp::publish_job(&ch, &topo, s, &amqp_user())
+            .await
+            .unwrap();
         if i % 6 == 0 {
             // A client retry: the same job again, likely to another node.
-            amqp::publish_job(&ch, &topo, s, &amqp_user()).await.unwrap();
+            amqp::publish_job(&ch, &topo, s, &amqp_user())
+                .await
+                .unwrap();
         }
     }
     // The same client key through two nodes' APIs: one job.
@@ -279,7 +304,10 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
         .collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert_eq!(rec.len() as i64, total, "records of unknown jobs");
-    assert!(rec.values().all(|r| r.3 == 1), "a job without exactly one charge");
+    assert!(
+        rec.values().all(|r| r.3 == 1),
+        "a job without exactly one charge"
+    );
     let ledger: i64 = pg
         .query_one("SELECT count(*) FROM ledger", &[])
         .await
@@ -342,10 +370,16 @@ async fn a_fleet_loses_nothing_and_doubles_nothing() {
             wrong.push(id);
         }
     }
-    assert!(wrong.is_empty(), "outputs differ from an uninterrupted run: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "outputs differ from an uninterrupted run: {wrong:?}"
+    );
     assert_eq!(depth(&ch, &topo.jobs).await, 0);
     assert_eq!(depth(&ch, &topo.dead).await, 0);
-    assert!(after_commit > 0, "no node died between commit and ack: the run proves less");
+    assert!(
+        after_commit > 0,
+        "no node died between commit and ack: the run proves less"
+    );
     eprintln!(
         "fleet: 3 nodes, {total} jobs ({} duplicate publishes, 1 client key through 2 APIs), \
          completed {}, lost 0, ledger rows {ledger}, Parquet charges {}, kills {kills} \
@@ -371,7 +405,11 @@ fn key_cmd(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(o.status.success(), "vidflow key {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "vidflow key {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -420,7 +458,9 @@ async fn quotas_and_keys_hold_across_the_fleet() {
     .await;
     let topo = fleet.setup.topo();
     let mut events = Events::follow(&topo).await;
-    let nodes: Vec<Serve> = (0..3).map(|i| fleet.start(i, &format!("q{i}"), &[])).collect();
+    let nodes: Vec<Serve> = (0..3)
+        .map(|i| fleet.start(i, &format!("q{i}"), &[]))
+        .collect();
     let apis: Vec<String> = nodes.iter().map(|n| n.grpc.clone().unwrap()).collect();
 
     // Keys: made and revoked in the database, seen by all three nodes.
@@ -468,7 +508,14 @@ async fn quotas_and_keys_hold_across_the_fleet() {
     for (tenant, key, n) in [("acme", KEY_A, 100usize), ("globex", KEY_B, 20)] {
         for i in 0..n {
             let addr = apis[i % 3].clone();
-            let s = spec(&format!("q-{tenant}-{i:03}"), tenant, "standard", "256x256", 9, 8);
+            let s = spec(
+                &format!("q-{tenant}-{i:03}"),
+                tenant,
+                "standard",
+                "256x256",
+                9,
+                8,
+            );
             submits.push(tokio::spawn(async move {
                 let mut api = JobServiceClient::connect(addr).await.unwrap();
                 api.submit(keyed(
@@ -542,12 +589,24 @@ async fn quotas_and_keys_hold_across_the_fleet() {
          {globex_done} completed, {globex_refused} refused ({globex_why:?}), {used} ms delivered of 2000; \
          keys: a new key accepted by all nodes after {added:?}, a revoked one refused by all after {revoked:?}"
     );
-    assert!(max_running <= 10, "{max_running} acme jobs held reservations at once");
-    assert!(max_running >= 2, "the sampler never saw concurrency: the run proves nothing");
+    assert!(
+        max_running <= 10,
+        "{max_running} acme jobs held reservations at once"
+    );
+    assert!(
+        max_running >= 2,
+        "the sampler never saw concurrency: the run proves nothing"
+    );
     assert_eq!(acme_done + acme_refused, 100);
-    assert!(acme_done >= 10 && acme_refused > 0, "{acme_done} / {acme_refused}");
+    assert!(
+        acme_done >= 10 && acme_refused > 0,
+        "{acme_done} / {acme_refused}"
+    );
     assert_eq!(globex_done + globex_refused, 20);
-    assert!(used <= 2000, "globex delivered {used} ms of a 2000 ms month");
+    assert!(
+        used <= 2000,
+        "globex delivered {used} ms of a 2000 ms month"
+    );
     assert!(globex_done >= 1 && globex_refused > 0);
     let conn = broker().await;
     let ch = conn.create_channel().await.unwrap();

@@ -229,7 +229,11 @@ fn commit_latency(n: usize, db: Option<&str>) -> Result<serde_json::Value> {
     })?;
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize] * 1000.0;
-    let backend = if db.is_some() { "postgres" } else { "local (disk)" };
+    let backend = if db.is_some() {
+        "postgres"
+    } else {
+        "local (disk)"
+    };
     eprintln!(
         "commit {backend}: {rate:.0} commits/s, p50 {:.2} ms, p95 {:.2} ms (64 in flight)",
         q(0.5),
@@ -275,7 +279,10 @@ fn run_one(
     cfg.amqp.prefetch = prefetch;
     if backend == Backend::Postgres {
         cfg.state.backend = Backend::Postgres;
-        cfg.state.url = rt.block_on(fresh_db(db.unwrap_or_default(), &format!("intake{prefetch}")))?;
+        cfg.state.url = rt.block_on(fresh_db(
+            db.unwrap_or_default(),
+            &format!("intake{prefetch}"),
+        ))?;
         cfg.state.node = "bench".into();
     }
     let prefetch = cfg.prefetch();

@@ -195,7 +195,12 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.suite == "intake" {
-        let r = intake::run(&args.amqp, args.jobs, args.database.as_deref(), args.tenants)?;
+        let r = intake::run(
+            &args.amqp,
+            args.jobs,
+            args.database.as_deref(),
+            args.tenants,
+        )?;
         println!("{}", serde_json::to_string_pretty(&r)?);
         // The service thread is still consuming; the results are out.
         std::process::exit(0);

@@ -396,7 +396,11 @@ impl KeyRing {
             })?;
             store.extend(KeyStore::from_entries(&kf.key, &p)?);
         }
-        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         store.extend(KeyStore::from_entries(&shared, "api_keys")?);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
         Ok(())

@@ -149,7 +149,11 @@ async fn one_commit_wins_across_nodes_and_is_charged_once() {
     assert!(c.first);
     let s = StateStore::Postgres(nodes[1].clone());
     assert_eq!(
-        s.read_record("acme", "job-1").await.unwrap().unwrap().commit_id,
+        s.read_record("acme", "job-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .commit_id,
         won[0]
     );
     assert!(s.read_record("acme", "job-2").await.unwrap().is_none());
@@ -213,7 +217,10 @@ async fn reservations_hold_the_limits_across_nodes() {
         let n = nodes[i % 3].clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("j{i}");
-            (id.clone(), n.try_reserve(&ask("acme", &id, 1000)).await.unwrap())
+            (
+                id.clone(),
+                n.try_reserve(&ask("acme", &id, 1000)).await.unwrap(),
+            )
         }));
     }
     let mut admitted = Vec::new();
@@ -229,7 +236,13 @@ async fn reservations_hold_the_limits_across_nodes() {
     let s = StateStore::Postgres(nodes[0].clone());
     assert_eq!(s.usage("acme", "2026-12").await.unwrap(), (10, 0));
     // A duplicate delivery of an admitted job gets through again.
-    assert_eq!(nodes[2].try_reserve(&ask("acme", &admitted[0], 1000)).await.unwrap(), Ok(()));
+    assert_eq!(
+        nodes[2]
+            .try_reserve(&ask("acme", &admitted[0], 1000))
+            .await
+            .unwrap(),
+        Ok(())
+    );
     // Commit moves the seconds to the ledger; finish frees the slot.
     for (i, id) in admitted.iter().enumerate() {
         nodes[i % 3]
@@ -265,7 +278,13 @@ async fn reservations_hold_the_limits_across_nodes() {
         Err(QuotaError::Resolution { .. })
     ));
     // Another tenant has its own count.
-    assert_eq!(nodes[1].try_reserve(&ask("globex", "j0", 1000)).await.unwrap(), Ok(()));
+    assert_eq!(
+        nodes[1]
+            .try_reserve(&ask("globex", "j0", 1000))
+            .await
+            .unwrap(),
+        Ok(())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -275,7 +294,11 @@ async fn a_lease_is_held_renewed_and_taken_over_once_it_lapses() {
     let b = node(&url, "b", 1.0).await;
     let k = JobKey::new("acme", "long");
     assert_eq!(a.take_lease(&k).await.unwrap(), Lease::Taken);
-    assert_eq!(a.take_lease(&k).await.unwrap(), Lease::Taken, "again, by its holder");
+    assert_eq!(
+        a.take_lease(&k).await.unwrap(),
+        Lease::Taken,
+        "again, by its holder"
+    );
     assert_eq!(b.take_lease(&k).await.unwrap(), Lease::HeldBy("a".into()));
     // Renewed past its first lifetime, it stays a's.
     for _ in 0..4 {
@@ -315,14 +338,23 @@ async fn keys_live_in_the_database_and_revocations_reach_every_node() {
     let b = node(&url, "b", 15.0).await;
     let k = a.add_key("acme", None).await.unwrap();
     let old = a.add_key("acme", Some("2020-01-01")).await.unwrap();
-    assert!(a.add_key("jobs", None).await.is_err(), "a reserved tenant name");
-    assert!(a.add_key("acme", Some("soon")).await.is_err(), "a bad expiry");
+    assert!(
+        a.add_key("jobs", None).await.is_err(),
+        "a reserved tenant name"
+    );
+    assert!(
+        a.add_key("acme", Some("soon")).await.is_err(),
+        "a bad expiry"
+    );
     // b sees a's keys (as a KeyRing's shared source).
     let ring = vidflow_connectors::auth::KeyRing::load(vec![], None).unwrap();
     assert!(ring.set_shared(b.api_keys().await.unwrap()).unwrap());
     assert_eq!(ring.current().tenant(&k), Some("acme"));
     assert_eq!(ring.current().tenant(&old), None, "expired");
-    assert!(!ring.set_shared(b.api_keys().await.unwrap()).unwrap(), "unchanged");
+    assert!(
+        !ring.set_shared(b.api_keys().await.unwrap()).unwrap(),
+        "unchanged"
+    );
     assert_eq!(b.revoke_key(&k).await.unwrap(), 1);
     assert_eq!(b.revoke_key(&k).await.unwrap(), 0);
     assert!(ring.set_shared(a.api_keys().await.unwrap()).unwrap());

@@ -47,7 +47,10 @@ async fn objects_round_trip_through_s3_from_async_and_blocking_callers() {
     assert_eq!(store.get(&key).await.unwrap(), body);
     // Capped reads refuse a larger object without reading it.
     assert!(store.get_capped(&key, 1000).await.is_err());
-    assert_eq!(store.get_capped(&key, 1 << 20).await.unwrap().len(), body.len());
+    assert_eq!(
+        store.get_capped(&key, 1 << 20).await.unwrap().len(),
+        body.len()
+    );
     // Missing objects are "not found", not errors of another kind.
     let missing = ObjectPath::from(format!("{p}/acme/none.mp4"));
     assert!(store.get(&missing).await.unwrap_err().is_not_found());
@@ -61,7 +64,9 @@ async fn objects_round_trip_through_s3_from_async_and_blocking_callers() {
         threads.push(std::thread::spawn(move || {
             for i in 0..5 {
                 let k = ObjectPath::from(format!("{p}/checkpoints/acme/j{t}/step-{i:05}.bin"));
-                store.put_atomic_blocking(&k, vec![t as u8; 1000 + i]).unwrap();
+                store
+                    .put_atomic_blocking(&k, vec![t as u8; 1000 + i])
+                    .unwrap();
                 assert_eq!(store.get_blocking(&k).unwrap().len(), 1000 + i);
             }
             let listed = store
@@ -99,7 +104,10 @@ async fn objects_round_trip_through_s3_from_async_and_blocking_callers() {
     let mut inner = config();
     inner.prefix = format!("{p}/jobs");
     let scoped = OutputStore::s3(&inner).unwrap();
-    assert_eq!(scoped.list(&ObjectPath::from("acme")).await.unwrap().len(), 20);
+    assert_eq!(
+        scoped.list(&ObjectPath::from("acme")).await.unwrap().len(),
+        20
+    );
     assert_eq!(
         scoped.get(&ObjectPath::from("acme/r0.json")).await.unwrap(),
         b"{}"

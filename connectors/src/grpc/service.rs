@@ -228,7 +228,10 @@ impl JobService for Api {
             n => n as usize,
         };
         let mut by_id = std::collections::HashMap::new();
-        let records = self.deps.state.list_records(&tenant)
+        let records = self
+            .deps
+            .state
+            .list_records(&tenant)
             .await
             .map_err(|e| Status::internal(format!("listing job records: {e}")))?;
         for r in records {

@@ -343,9 +343,7 @@ impl Sinks {
             });
         }
         let seg = st.seg.as_mut().expect("segment just opened");
-        seg.file
-            .write_all(text.as_bytes())
-            .map_err(io(&seg.path))?;
+        seg.file.write_all(text.as_bytes()).map_err(io(&seg.path))?;
         seg.rows += 1;
         seg.bytes += text.len() as u64;
         st.written += 1;

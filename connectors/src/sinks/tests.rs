@@ -187,7 +187,10 @@ fn nodes_sharing_a_root_never_touch_each_others_outbox() {
     // Every part names its node.
     for p in parquet_files(&dir.path().join("billing")) {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.contains("-node-a-") || name.contains("-node-b-"), "{name}");
+        assert!(
+            name.contains("-node-a-") || name.contains("-node-b-"),
+            "{name}"
+        );
     }
     // A single node adopts whatever outbox it finds.
     let c = Sinks::open_node(dir.path(), cfg.clone(), "node-c", false).unwrap();
@@ -211,7 +214,8 @@ fn concurrent_appends_share_fsyncs_and_keep_every_row() {
             let s = s.clone();
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    s.append(&rec_of("acme", &format!("j{t}-{i}"), day)).unwrap();
+                    s.append(&rec_of("acme", &format!("j{t}-{i}"), day))
+                        .unwrap();
                 }
             })
         })
@@ -219,7 +223,11 @@ fn concurrent_appends_share_fsyncs_and_keep_every_row() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(*s.synced.lock().unwrap(), 400, "every append returned durable");
+    assert_eq!(
+        *s.synced.lock().unwrap(),
+        400,
+        "every append returned durable"
+    );
     s.flush().unwrap();
     assert_eq!(read_billing(dir.path()).unwrap().len(), 400);
 }
@@ -236,8 +244,8 @@ fn parts_are_copied_to_the_store_and_missing_copies_caught_up() {
         prefix: "analytics".into(),
     };
     let cfg = SinkConfig::default();
-    let s = Sinks::open_mirrored(dir.path(), cfg.clone(), "n1", false, Some(mirror.clone()))
-        .unwrap();
+    let s =
+        Sinks::open_mirrored(dir.path(), cfg.clone(), "n1", false, Some(mirror.clone())).unwrap();
     s.append(&rec_of("acme", "a1", day)).unwrap();
     s.flush().unwrap();
     drop(s);

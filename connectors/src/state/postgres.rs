@@ -65,12 +65,12 @@ impl Pg {
                 error: "backend \"postgres\" needs a URL (or VIDFLOW_DATABASE_URL)".into(),
             });
         }
-        let pg_cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StateError::Config {
-                field: "state.url",
-                error: e.to_string(),
-            }
-        })?;
+        let pg_cfg: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| StateError::Config {
+                    field: "state.url",
+                    error: e.to_string(),
+                })?;
         let mgr = deadpool_postgres::Manager::from_config(
             pg_cfg,
             tokio_postgres::NoTls,
@@ -100,8 +100,10 @@ impl Pg {
     /// yet, and its jobs' redeliveries should not wait out the lease.
     pub async fn forget_my_leases(&self) -> Result<u64, StateError> {
         let c = self.pool.get().await?;
-        Ok(c.execute("DELETE FROM job_leases WHERE node = $1", &[&self.node])
-            .await?)
+        Ok(
+            c.execute("DELETE FROM job_leases WHERE node = $1", &[&self.node])
+                .await?,
+        )
     }
 
     /// The keys that work (not revoked; expiry is checked per request).
@@ -132,11 +134,12 @@ impl Pg {
             sha256: crate::auth::hash_key(&key),
             expires: expires.map(str::to_string),
         };
-        crate::auth::KeyStore::from_entries(std::slice::from_ref(&entry), "api_keys")
-            .map_err(|e| StateError::Config {
+        crate::auth::KeyStore::from_entries(std::slice::from_ref(&entry), "api_keys").map_err(
+            |e| StateError::Config {
                 field: "key",
                 error: e.to_string(),
-            })?;
+            },
+        )?;
         let c = self.pool.get().await?;
         c.execute(
             "INSERT INTO api_keys (sha256, tenant, expires) VALUES ($1, $2, $3)",
@@ -576,7 +579,9 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stat
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
         .await?;
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
     let base = admin_url.rsplit_once('/').map(|x| x.0).unwrap_or(admin_url);
     Ok(format!("{base}/{name}"))
 }

@@ -111,7 +111,11 @@ impl OutputStore {
     /// (an object appears whole or not at all), so `put_atomic` holds.
     pub fn s3(cfg: &StoreConfig) -> Result<OutputStore, OutputError> {
         if cfg.bucket.is_empty() {
-            return Err(OutputError::invalid("store.bucket", "\"\"", "a bucket name"));
+            return Err(OutputError::invalid(
+                "store.bucket",
+                "\"\"",
+                "a bucket name",
+            ));
         }
         let endpoint = env_or("VIDFLOW_S3_ENDPOINT", &cfg.endpoint);
         if endpoint.starts_with("http://") && !cfg.allow_http {

@@ -33,8 +33,8 @@ use tokio::sync::mpsc::unbounded_channel;
 use vidflow_connectors::amqp::Publisher;
 use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
 use vidflow_connectors::lapin::Acker;
-use vidflow_connectors::state::{Backend, StateStore};
 use vidflow_connectors::sinks::Sinks;
+use vidflow_connectors::state::{Backend, StateStore};
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::event::{now_ms, EventEnvelope, JobEvent};
 use vidflow_operators::ledger::{JobRecord, JobTerms};
@@ -396,10 +396,17 @@ async fn follow_shared_keys(
     while !stop.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         match pg.api_keys().await.map(|k| keys.set_shared(k)) {
-            Ok(Ok(true)) => tracing::info!(keys = keys.current().len(), "API keys reloaded from the database"),
+            Ok(Ok(true)) => tracing::info!(
+                keys = keys.current().len(),
+                "API keys reloaded from the database"
+            ),
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "shared keys refused: keeping the previous keys"),
-            Err(e) => tracing::warn!(error = %e, "could not read the shared keys: keeping the previous keys"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "shared keys refused: keeping the previous keys")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the shared keys: keeping the previous keys")
+            }
         }
     }
 }

@@ -72,8 +72,6 @@ enum End {
 
 type Ready = Option<Box<dyn FnOnce() + Send>>;
 
-
-
 impl Session {
     /// Runs sessions until a drain completes.
     pub async fn run(
