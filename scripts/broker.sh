@@ -32,20 +32,7 @@ BIN=/usr/lib/rabbitmq/bin
 
 install_if_missing() {
   [ -x "$BIN/rabbitmq-server" ] && return 0
-  echo "broker: installing rabbitmq-server (Debian package)" >&2
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  # Keep the package from starting the system-wide broker on install.
-  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-  $sudo chmod +x /usr/sbin/policy-rc.d
-  local log; log="$(mktemp)"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server; } >"$log" 2>&1; then
-    cat "$log" >&2
-    $sudo rm -f /usr/sbin/policy-rc.d
-    echo "broker: could not install rabbitmq-server" >&2
-    exit 1
-  fi
-  $sudo rm -f /usr/sbin/policy-rc.d
+  bash "$(dirname "$0")/install-service-package.sh" broker rabbitmq-server
 }
 
 setup_env() {

@@ -22,20 +22,7 @@ URL="postgresql://vidflow@127.0.0.1:$PORT/vidflow"
 
 install_if_missing() {
   [ -x "$BIN/pg_ctl" ] && return 0
-  echo "postgres: installing postgresql-15 (Debian package)" >&2
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  # Keep the package from starting the system-wide cluster on install.
-  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-  $sudo chmod +x /usr/sbin/policy-rc.d
-  local log; log="$(mktemp)"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-15; } >"$log" 2>&1; then
-    cat "$log" >&2
-    $sudo rm -f /usr/sbin/policy-rc.d
-    echo "postgres: could not install postgresql-15" >&2
-    exit 1
-  fi
-  $sudo rm -f /usr/sbin/policy-rc.d
+  bash "$(dirname "$0")/install-service-package.sh" postgres postgresql-15
 }
 
 # Runs a server binary as the cluster's owner.

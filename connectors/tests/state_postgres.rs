@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vidflow_connectors::state::postgres::Pg;
-use vidflow_connectors::state::{Backend, Lease, StateConfig, StateStore};
+use vidflow_connectors::state::{Admit, Backend, StateConfig, StateStore};
 use vidflow_job::billing::ResClass;
 use vidflow_job::id::JobKey;
 use vidflow_job::ledger::{BillingRow, EntryKind, JobRecord};
@@ -96,11 +96,16 @@ fn record(tenant: &str, job_id: &str, commit_id: &str, ms: u64) -> JobRecord {
     }
 }
 
-async fn ledger_rows(url: &str, tenant: &str) -> (i64, i64) {
+async fn db(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
+    c
+}
+
+async fn ledger_rows(url: &str, tenant: &str) -> (i64, i64) {
+    let c = db(url).await;
     let r = c
         .query_one(
             "SELECT count(*), coalesce(sum(amount_micro), 0)::bigint FROM ledger WHERE tenant = $1",
@@ -170,13 +175,14 @@ async fn one_commit_wins_across_nodes_and_is_charged_once() {
 async fn attempts_are_counted_exactly_under_concurrency() {
     let url = fresh_db("attempts").await;
     let a = Arc::new(node(&url, "a", 15.0).await);
-    let b = Arc::new(node(&url, "b", 15.0).await);
+    // 40 admissions of one job at once (the node holds its lease, so each
+    // runs): every count before is seen once.
     let mut tasks = Vec::new();
-    for i in 0..40 {
-        let n = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            n.bump_attempts("acme", "j").await.unwrap()
-        }));
+    for _ in 0..40 {
+        let n = a.clone();
+        tasks.push(tokio::spawn(
+            async move { runs_before(&n, "acme", "j").await },
+        ));
     }
     let mut seen: Vec<u32> = Vec::new();
     for t in tasks {
@@ -185,10 +191,50 @@ async fn attempts_are_counted_exactly_under_concurrency() {
     seen.sort();
     assert_eq!(seen, (0..40).collect::<Vec<_>>());
     a.unbump_attempts("acme", "j").await.unwrap();
-    assert_eq!(b.bump_attempts("acme", "j").await.unwrap(), 39);
-    a.clear_attempts("acme", "j").await.unwrap();
-    assert_eq!(b.bump_attempts("acme", "j").await.unwrap(), 0);
-    assert_eq!(b.bump_attempts("globex", "j").await.unwrap(), 0);
+    assert_eq!(runs_before(&a, "acme", "j").await, 39);
+    assert_eq!(runs_before(&a, "globex", "j").await, 0);
+    // The commit ends the count (and the lease).
+    a.commit_record(&record("acme", "j", "c", 1000))
+        .await
+        .unwrap();
+    let c = db(&url).await;
+    let left: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM job_attempts WHERE tenant = 'acme')
+                  + (SELECT count(*) FROM job_leases WHERE tenant = 'acme')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// The quota verdict of an admission (the one call the serving path makes).
+async fn reserve(n: &Pg, a: &Ask<'_>) -> Result<(), QuotaError> {
+    match n.admit(a).await.unwrap() {
+        Admit::Run { .. } => Ok(()),
+        Admit::Refused(q) => Err(q),
+        other => panic!("{}: {other:?}", a.job_id),
+    }
+}
+
+/// An admission's lease verdict: `None` when this node may run the job,
+/// else the node holding it.
+async fn lease(n: &Pg, k: &JobKey) -> Option<String> {
+    match n.admit(&ask(&k.tenant, &k.job_id, 1)).await.unwrap() {
+        Admit::Run { .. } => None,
+        Admit::Leased(holder) => Some(holder),
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+/// An admission's count of earlier runs.
+async fn runs_before(n: &Pg, tenant: &str, job_id: &str) -> u32 {
+    match n.admit(&ask(tenant, job_id, 1)).await.unwrap() {
+        Admit::Run { runs_before } => runs_before,
+        other => panic!("{job_id}: {other:?}"),
+    }
 }
 
 fn ask<'a>(tenant: &'a str, job_id: &'a str, ms: u64) -> Ask<'a> {
@@ -217,10 +263,7 @@ async fn reservations_hold_the_limits_across_nodes() {
         let n = nodes[i % 3].clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("j{i}");
-            (
-                id.clone(),
-                n.try_reserve(&ask("acme", &id, 1000)).await.unwrap(),
-            )
+            (id.clone(), reserve(&n, &ask("acme", &id, 1000)).await)
         }));
     }
     let mut admitted = Vec::new();
@@ -235,12 +278,11 @@ async fn reservations_hold_the_limits_across_nodes() {
     assert_eq!(admitted.len(), 10, "{admitted:?}");
     let s = StateStore::Postgres(nodes[0].clone());
     assert_eq!(s.usage("acme", "2026-12").await.unwrap(), (10, 0));
-    // A duplicate delivery of an admitted job gets through again.
+    // A duplicate delivery of an admitted job, on the node holding its
+    // lease, gets through again.
+    let first_node: usize = admitted[0][1..].parse::<usize>().unwrap() % 3;
     assert_eq!(
-        nodes[2]
-            .try_reserve(&ask("acme", &admitted[0], 1000))
-            .await
-            .unwrap(),
+        reserve(&nodes[first_node], &ask("acme", &admitted[0], 1000)).await,
         Ok(())
     );
     // Commit moves the seconds to the ledger; finish frees the slot.
@@ -259,11 +301,7 @@ async fn reservations_hold_the_limits_across_nodes() {
     // tenth does not (while the nine are held).
     let mut ok = 0;
     for i in 0..10 {
-        match nodes[i % 3]
-            .try_reserve(&ask("acme", &format!("m{i}"), 10_000))
-            .await
-            .unwrap()
-        {
+        match reserve(&nodes[i % 3], &ask("acme", &format!("m{i}"), 10_000)).await {
             Ok(()) => ok += 1,
             Err(QuotaError::MonthlySeconds { used_ms, .. }) => assert_eq!(used_ms, 10_000),
             Err(e) => panic!("{e}"),
@@ -274,17 +312,11 @@ async fn reservations_hold_the_limits_across_nodes() {
     let mut big = ask("acme", "big", 1000);
     big.class = ResClass::of(3840, 2160);
     assert!(matches!(
-        nodes[0].try_reserve(&big).await.unwrap(),
+        reserve(&nodes[0], &big).await,
         Err(QuotaError::Resolution { .. })
     ));
     // Another tenant has its own count.
-    assert_eq!(
-        nodes[1]
-            .try_reserve(&ask("globex", "j0", 1000))
-            .await
-            .unwrap(),
-        Ok(())
-    );
+    assert_eq!(reserve(&nodes[1], &ask("globex", "j0", 1000)).await, Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,31 +325,27 @@ async fn a_lease_is_held_renewed_and_taken_over_once_it_lapses() {
     let a = node(&url, "a", 1.0).await;
     let b = node(&url, "b", 1.0).await;
     let k = JobKey::new("acme", "long");
-    assert_eq!(a.take_lease(&k).await.unwrap(), Lease::Taken);
-    assert_eq!(
-        a.take_lease(&k).await.unwrap(),
-        Lease::Taken,
-        "again, by its holder"
-    );
-    assert_eq!(b.take_lease(&k).await.unwrap(), Lease::HeldBy("a".into()));
+    assert_eq!(lease(&a, &k).await, None);
+    assert_eq!(lease(&a, &k).await, None, "again, by its holder");
+    assert_eq!(lease(&b, &k).await, Some("a".into()));
     // Renewed past its first lifetime, it stays a's.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(a.heartbeat(std::slice::from_ref(&k)).await.unwrap(), 1);
     }
-    assert_eq!(b.take_lease(&k).await.unwrap(), Lease::HeldBy("a".into()));
+    assert_eq!(lease(&b, &k).await, Some("a".into()));
     // a stops renewing (it died): after the lifetime b takes it over.
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(b.take_lease(&k).await.unwrap(), Lease::Taken);
+    assert_eq!(lease(&b, &k).await, None);
     // a's late release or heartbeat does not touch b's lease.
     a.release_lease(&k).await.unwrap();
     assert_eq!(a.heartbeat(std::slice::from_ref(&k)).await.unwrap(), 0);
-    assert_eq!(a.take_lease(&k).await.unwrap(), Lease::HeldBy("b".into()));
+    assert_eq!(lease(&a, &k).await, Some("b".into()));
     // b restarts: it runs nothing yet, so its old leases go.
     drop(b);
     let b2 = node(&url, "b", 1.0).await;
     assert_eq!(b2.forget_my_leases().await.unwrap(), 1);
-    assert_eq!(a.take_lease(&k).await.unwrap(), Lease::Taken);
+    assert_eq!(lease(&a, &k).await, None);
     // Migrations are applied once however many nodes connect.
     let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await

@@ -154,15 +154,6 @@ pub enum Admit {
     Run { runs_before: u32 },
 }
 
-/// Whether this node may run a job now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lease {
-    /// This node holds the lease (newly, or again).
-    Taken,
-    /// Another node holds an unexpired lease: the delivery waits.
-    HeldBy(String),
-}
-
 /// The shared state of the serving path, one of two backends.
 #[derive(Clone)]
 pub enum StateStore {
@@ -234,37 +225,11 @@ impl StateStore {
         }
     }
 
-    /// Counts one more started run and returns the runs before it.
-    pub async fn bump_attempts(&self, tenant: &str, job_id: &str) -> Result<u32, StateError> {
-        match self {
-            StateStore::Local(l) => l.bump_attempts(tenant, job_id).await,
-            StateStore::Postgres(p) => p.bump_attempts(tenant, job_id).await,
-        }
-    }
-
     /// Takes back the count of a run handed back on a drain.
     pub async fn unbump_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
         match self {
             StateStore::Local(l) => l.unbump_attempts(tenant, job_id).await,
             StateStore::Postgres(p) => p.unbump_attempts(tenant, job_id).await,
-        }
-    }
-
-    /// Forgets a finished job's attempt count.
-    pub async fn clear_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
-        match self {
-            StateStore::Local(l) => l.clear_attempts(tenant, job_id).await,
-            StateStore::Postgres(p) => p.clear_attempts(tenant, job_id).await,
-        }
-    }
-
-    /// Reserves a concurrency slot and the job's seconds, or says which
-    /// limit stops it (the outer error is the state's own failure). A job
-    /// already holding a reservation is let through again.
-    pub async fn try_reserve(&self, a: &Ask<'_>) -> Result<Result<(), QuotaError>, StateError> {
-        match self {
-            StateStore::Local(l) => Ok(l.book.try_reserve(a)),
-            StateStore::Postgres(p) => p.try_reserve(a).await,
         }
     }
 
@@ -297,15 +262,6 @@ impl StateStore {
         match self {
             StateStore::Local(l) => Ok(l.book.usage(tenant)),
             StateStore::Postgres(p) => p.usage(tenant, month).await,
-        }
-    }
-
-    /// Takes the lease of a job for this node, unless another node holds
-    /// an unexpired one. The local backend has one node: always taken.
-    pub async fn take_lease(&self, key: &JobKey) -> Result<Lease, StateError> {
-        match self {
-            StateStore::Local(_) => Ok(Lease::Taken),
-            StateStore::Postgres(p) => p.take_lease(key).await,
         }
     }
 

@@ -20,7 +20,7 @@ use vidflow_job::id::JobKey;
 use vidflow_job::ledger::JobRecord;
 use vidflow_job::quota::{month_of_ms, Ask, QuotaConfig, QuotaError, RESERVATION_TTL};
 
-use super::{Admit, Committed, Lease, StateConfig, StateError};
+use super::{Admit, Committed, StateConfig, StateError};
 use crate::auth::KeyEntry;
 
 /// The schema, in order: (version, file, SQL).
@@ -350,19 +350,6 @@ impl Pg {
         Ok(out)
     }
 
-    pub async fn bump_attempts(&self, tenant: &str, job_id: &str) -> Result<u32, StateError> {
-        let c = self.pool.get().await?;
-        let row = c
-            .query_one(
-                "INSERT INTO job_attempts (tenant, job_id, runs) VALUES ($1, $2, 1)
-                 ON CONFLICT (tenant, job_id) DO UPDATE SET runs = job_attempts.runs + 1
-                 RETURNING runs - 1",
-                &[&tenant, &job_id],
-            )
-            .await?;
-        Ok(row.get::<_, i32>(0).max(0) as u32)
-    }
-
     pub async fn unbump_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
         let c = self.pool.get().await?;
         c.execute(
@@ -371,91 +358,6 @@ impl Pg {
         )
         .await?;
         Ok(())
-    }
-
-    pub async fn clear_attempts(&self, tenant: &str, job_id: &str) -> Result<(), StateError> {
-        let c = self.pool.get().await?;
-        c.execute(
-            "DELETE FROM job_attempts WHERE tenant = $1 AND job_id = $2",
-            &[&tenant, &job_id],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The tenant's counted limits, checked and reserved in one
-    /// transaction under the tenant's advisory lock.
-    pub async fn try_reserve(&self, a: &Ask<'_>) -> Result<Result<(), QuotaError>, StateError> {
-        let l = match self.quotas.check_shape(a) {
-            Ok(l) => l.clone(),
-            Err(q) => return Ok(Err(q)),
-        };
-        let ttl = RESERVATION_TTL.as_secs_f64();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&LOCK_QUOTA, &a.tenant],
-        )
-        .await?;
-        // A duplicate delivery, or a job taken over from another node:
-        // the reservation is its own already.
-        let again = tx
-            .execute(
-                "UPDATE quota_reservations SET touched_at = now(), node = $3
-                 WHERE tenant = $1 AND job_id = $2",
-                &[&a.tenant, &a.job_id, &self.node],
-            )
-            .await?;
-        if again == 1 {
-            tx.commit().await?;
-            return Ok(Ok(()));
-        }
-        tx.execute(
-            "DELETE FROM quota_reservations
-             WHERE tenant = $1 AND touched_at < now() - make_interval(secs => $2)",
-            &[&a.tenant, &ttl],
-        )
-        .await?;
-        let held = tx
-            .query_one(
-                "SELECT count(*), coalesce(sum(ms), 0)::bigint FROM quota_reservations WHERE tenant = $1",
-                &[&a.tenant],
-            )
-            .await?;
-        let (running, reserved): (i64, i64) = (held.get(0), held.get(1));
-        if running as u64 >= l.max_concurrent as u64 {
-            tx.commit().await?;
-            return Ok(Err(QuotaError::Concurrent {
-                limit: l.max_concurrent,
-                current: running as u32,
-            }));
-        }
-        let used: i64 = tx
-            .query_one(
-                "SELECT coalesce(sum(used_ms), 0)::bigint FROM quota_usage WHERE tenant = $1 AND month = $2",
-                &[&a.tenant, &a.month],
-            )
-            .await?
-            .get(0);
-        let limit_ms = l.monthly_ms();
-        if used as u64 + reserved as u64 + a.video_ms > limit_ms {
-            tx.commit().await?;
-            return Ok(Err(QuotaError::MonthlySeconds {
-                month: a.month.to_string(),
-                limit_ms,
-                used_ms: used as u64,
-                reserved_ms: reserved as u64,
-                job_ms: a.video_ms,
-            }));
-        }
-        tx.execute(
-            "INSERT INTO quota_reservations (tenant, job_id, month, ms, node) VALUES ($1, $2, $3, $4, $5)",
-            &[&a.tenant, &a.job_id, &a.month, &(a.video_ms as i64), &self.node],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
     }
 
     pub async fn finish(&self, key: &JobKey) -> Result<(), StateError> {
@@ -481,42 +383,6 @@ impl Pg {
             .await?;
         let (n, used): (i64, i64) = (row.get(0), row.get(1));
         Ok((n as u32, used as u64))
-    }
-
-    pub async fn take_lease(&self, key: &JobKey) -> Result<Lease, StateError> {
-        let c = self.pool.get().await?;
-        for _ in 0..3 {
-            let got = c
-                .query_opt(
-                    "INSERT INTO job_leases (tenant, job_id, node, expires_at)
-                     VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-                     ON CONFLICT (tenant, job_id) DO UPDATE
-                        SET node = EXCLUDED.node, expires_at = EXCLUDED.expires_at
-                      WHERE job_leases.node = EXCLUDED.node OR job_leases.expires_at < now()
-                     RETURNING node",
-                    &[
-                        &key.tenant,
-                        &key.job_id,
-                        &self.node,
-                        &self.lease_ttl.as_secs_f64(),
-                    ],
-                )
-                .await?;
-            if got.is_some() {
-                return Ok(Lease::Taken);
-            }
-            let holder = c
-                .query_opt(
-                    "SELECT node FROM job_leases WHERE tenant = $1 AND job_id = $2",
-                    &[&key.tenant, &key.job_id],
-                )
-                .await?;
-            if let Some(h) = holder {
-                return Ok(Lease::HeldBy(h.get(0)));
-            }
-            // Released between the two statements: try again.
-        }
-        Ok(Lease::HeldBy("?".into()))
     }
 
     pub async fn heartbeat(&self, running: &[JobKey]) -> Result<u64, StateError> {
