@@ -12,3 +12,4 @@ pub use policy::{
     ClassId, Decision, JobId, JobInfo, Policy, PoolId, PoolSpec, SchedConfig, SchedError,
     Scheduler, Targets,
 };
+pub mod sim;
