@@ -110,6 +110,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     let (tx, rx) = channel();
     let engine = Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission,
             out_dir: a.out_dir.clone(),
             max_batch: 8,

@@ -2,6 +2,8 @@
 //! crates return typed errors.
 
 mod backfill_cmd;
+mod fleet_cmd;
+mod fleet_plot;
 mod generate_cmd;
 mod key_cmd;
 mod model_cmd;
@@ -56,6 +58,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: key_cmd::KeyCmd,
     },
+    /// Fleet planning: the scheduler over a simulated fleet.
+    Fleet {
+        #[command(subcommand)]
+        cmd: fleet_cmd::FleetCmd,
+    },
     /// Model runtime tools: parity checks, checkpoint info, sampling.
     Model {
         #[command(subcommand)]
@@ -76,6 +83,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Model { cmd } => model_cmd::run(cmd),
+        Cmd::Fleet { cmd } => fleet_cmd::run(cmd),
         Cmd::Generate(a) => generate_cmd::run(a),
         Cmd::Backfill(a) => backfill_cmd::run(a),
         Cmd::Serve(a) => serve_cmd::run(a),

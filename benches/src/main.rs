@@ -3,6 +3,7 @@
 //! `benches/run_cpu.sh` runs it next to the PyTorch peer
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
+mod cost;
 mod intake;
 mod nsfw;
 mod pipeline;
@@ -34,6 +35,8 @@ struct Args {
     /// (orchestration overhead and batching throughput, tiny model) or
     /// `intake` (jobs/s from RabbitMQ through `vidflow serve` with a no-op
     /// model, next to raw lapin; needs a broker, see benches/run_intake.sh)
+    /// or `cost` (the scheduler's cost-model calibration: step time at
+    /// three token counts, fitted against counted FLOPs)
     /// or `nsfw` (the visual safety check on K sampled 832x480 frames).
     #[arg(long, default_value = "runtime")]
     suite: String,
@@ -204,6 +207,13 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         // The service thread is still consuming; the results are out.
         std::process::exit(0);
+    }
+    if args.suite == "cost" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&cost::run(args.repeats)?)?
+        );
+        return Ok(());
     }
     if args.suite == "nsfw" {
         println!("{}", serde_json::to_string_pretty(&nsfw::run()?)?);

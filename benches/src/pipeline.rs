@@ -27,6 +27,7 @@ fn spec(i: usize, res: &str, frames: u32, steps: u32) -> JobSpec {
 fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
     Ok(Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission: AdmissionConfig::builtin_default(),
             out_dir: dir.to_path_buf(),
             max_batch,

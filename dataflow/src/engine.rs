@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use vidflow_connectors::store::OutputStore;
 use vidflow_operators::checkpoint::Checkpoints;
+use vidflow_operators::denoise::Scheduling;
 use vidflow_operators::encode::TextCache;
 use vidflow_operators::safety_record::{Safety, SafetyConfig};
 use vidflow_operators::{
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub checkpoint_every_tier: BTreeMap<Tier, usize>,
     /// The safety policy and model files (every job passes both checks).
     pub safety: SafetyConfig,
+    /// Slots, ordering and preemption of the denoiser's jobs.
+    pub scheduling: Scheduling,
 }
 
 /// Prompt embeddings kept per process.
@@ -105,7 +108,11 @@ impl Engine {
                     encode::encode(&ctx, &mut cache, j)
                 }))
             },
-            denoise: Arc::new(Denoiser::spawn(ctx.clone(), cfg.max_batch)),
+            denoise: Arc::new(Denoiser::spawn(
+                ctx.clone(),
+                cfg.max_batch,
+                cfg.scheduling.clone(),
+            )),
             decode: {
                 let ctx = ctx.clone();
                 Arc::new(ThreadStage::spawn("decode", move |j| {

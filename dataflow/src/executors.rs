@@ -1,12 +1,13 @@
 //! Where the offloaded stages run: a thread per stage that calls the
 //! stage's function (from `vidflow-operators`) on each job in turn, and
-//! the denoiser's thread, which drives a [`Batcher`] between arrivals.
+//! the denoiser's thread, which drives a [`Batcher`] (and its scheduler)
+//! between arrivals.
 
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vidflow_operators::denoise::Batcher;
+use vidflow_operators::denoise::{Batcher, Scheduling};
 use vidflow_operators::{DenoisedJob, EncodedJob, Msg, StageCtx};
 
 use crate::offload::{Executor, Reply};
@@ -53,11 +54,11 @@ pub struct Denoiser {
 }
 
 impl Denoiser {
-    pub fn spawn(ctx: StageCtx, max_batch: usize) -> Self {
+    pub fn spawn(ctx: StageCtx, max_batch: usize, plan: Scheduling) -> Self {
         let (tx, rx) = channel();
         std::thread::Builder::new()
             .name("vidflow-denoise".into())
-            .spawn(move || denoise_loop(ctx, rx, max_batch))
+            .spawn(move || denoise_loop(ctx, rx, max_batch, plan))
             .expect("spawning the denoiser");
         Denoiser { tx: Mutex::new(tx) }
     }
@@ -76,8 +77,8 @@ impl Executor<Msg<EncodedJob>, Msg<DenoisedJob>> for Denoiser {
     }
 }
 
-fn denoise_loop(ctx: StageCtx, rx: Receiver<Arrival>, max_batch: usize) {
-    let mut batcher = Batcher::new(max_batch);
+fn denoise_loop(ctx: StageCtx, rx: Receiver<Arrival>, max_batch: usize, plan: Scheduling) {
+    let mut batcher = Batcher::new(max_batch, plan);
     loop {
         // Admit new jobs between steps; block only when idle.
         let first = if batcher.is_idle() {
@@ -95,12 +96,14 @@ fn denoise_loop(ctx: StageCtx, rx: Receiver<Arrival>, max_batch: usize) {
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
-            batcher.join(job, reply);
+            batcher.join(&ctx, job, reply);
         }
-        // Cancellation takes effect here, between steps.
+        // Cancellation and the scheduler's decisions take effect here,
+        // between steps.
         for (reply, out) in batcher.take_cancelled(&ctx) {
             reply.send(out);
         }
+        batcher.schedule(&ctx);
         for (reply, out) in batcher.step(&ctx) {
             reply.send(out);
         }

@@ -23,6 +23,7 @@ fn spec(job_id: &str, resolution: &str, frames: u32, seed: u64, steps: u32) -> J
 fn engine(out: &Path, events: EventSink) -> Arc<Engine> {
     Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission: AdmissionConfig::builtin_default(),
             out_dir: out.to_path_buf(),
             max_batch: 8,

@@ -31,6 +31,7 @@ fn engine_with(
 ) -> Result<Arc<Engine>, vidflow_dataflow::DataflowError> {
     Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission: AdmissionConfig::builtin_default(),
             out_dir: out.to_path_buf(),
             max_batch: 4,

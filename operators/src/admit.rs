@@ -25,13 +25,14 @@ pub fn prepare(
     v: ValidatedJob,
     date: chrono::NaiveDate,
 ) -> Msg<AdmittedJob> {
-    let meta = JobMeta::new(
+    let mut meta = JobMeta::new(
         v.job_id.clone(),
         v.tenant.clone(),
         v.model_id.clone(),
         v.tier,
         date,
     );
+    meta.submitted_ms = v.submitted_ms;
     match to_request(&v, store) {
         Ok(req) => {
             ctx.events

@@ -1,16 +1,26 @@
-//! Denoising with step-level continuous batching, as decisions over a set
-//! of running jobs: which jobs step together (same model, latent grid and
-//! RoPE scale; the longest-waiting job's group goes next, so none starves),
-//! each job's share of a batched step's time, ETAs, cancels between steps,
-//! and checkpoints. Batching never changes a job's bits (see
-//! `vidflow_gpu` `velocity_batched`). Where the loop runs and how replies
-//! travel is the caller's: `R` is whatever it needs to answer a job.
+//! Denoising with step-level continuous batching, as decisions over the
+//! jobs this worker holds: which may run at all (the scheduler of
+//! `vidflow-sched`: at most `slots` at once, started in its order, and a
+//! running job of a lower tier yields its slot at a step boundary when a
+//! more urgent job would otherwise miss its wait target), which running
+//! jobs step together (same model, latent grid and RoPE scale; the group
+//! of the running job with the earliest deadline goes next), each job's
+//! share of a batched step's time, ETAs, cancels between steps, and
+//! checkpoints. Batching never changes a job's bits (see `vidflow_gpu`
+//! `velocity_batched`), and neither does yielding: a preempted job keeps
+//! its latents here (its checkpoint is written too, so a crash while it
+//! waits loses nothing) and resumes from the same step. Where the loop
+//! runs and how replies travel is the caller's: `R` is whatever it needs
+//! to answer a job.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
-use vidflow_job::event::{JobEvent, Stage};
+use serde::{Deserialize, Serialize};
+use vidflow_job::event::{now_ms, JobEvent, Stage};
 use vidflow_job::result::Failure;
+use vidflow_sched::{Accelerator, Decision, JobInfo, PoolSpec, SchedConfig, Scheduler};
 
 use crate::faults::{self, Fault};
 use crate::{DenoisedJob, EncodedJob, Msg, StageCtx, StageError};
@@ -36,78 +46,299 @@ impl BatchKey {
             rope_scale: g.rope_scale.map(f64::to_bits),
         }
     }
+
+    fn id(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
 }
 
-struct Active<R> {
+/// How a worker's denoiser schedules the jobs it holds (`[scheduler]` in
+/// `configs/vidflow.toml`; docs/SCHEDULING.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scheduling {
+    /// Jobs denoising at once; held jobs beyond wait in the scheduler's
+    /// order. 0 = the batch limit.
+    pub slots: usize,
+    /// Ordering, wait targets and preemption.
+    pub policy: SchedConfig,
+    /// The accelerator's rate for predicted step times (until a shape's
+    /// steps have been measured here).
+    pub accelerator: Accelerator,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        Scheduling {
+            slots: 0,
+            policy: SchedConfig::default(),
+            accelerator: crate::cost::cpu_measured(),
+        }
+    }
+}
+
+struct Held<R> {
+    id: u64,
     job: EncodedJob,
     reply: R,
-    started: Instant,
+    /// First start (the denoise stage's timing runs from there).
+    started: Option<Instant>,
+    /// Submission + the tier's wait target, seconds: the earliest goes first
+    /// among running jobs.
+    deadline_s: f64,
 }
 
-/// The running jobs of one denoiser.
+/// The jobs of one denoiser: running (`active`) and held but waiting.
 pub struct Batcher<R> {
-    active: Vec<Active<R>>,
+    active: Vec<Held<R>>,
+    waiting: BTreeMap<u64, Held<R>>,
+    sched: Scheduler,
+    next_id: u64,
     /// Exponentially averaged seconds per step, per batch key, for ETAs.
     step_time: HashMap<BatchKey, f64>,
     max_batch: usize,
+    plan: Scheduling,
+}
+
+fn now_s() -> f64 {
+    now_ms() as f64 / 1e3
 }
 
 impl<R> Batcher<R> {
-    pub fn new(max_batch: usize) -> Self {
+    pub fn new(max_batch: usize, plan: Scheduling) -> Self {
+        let max_batch = max_batch.max(1);
+        let slots = if plan.slots == 0 {
+            max_batch
+        } else {
+            plan.slots
+        };
+        let pools = [PoolSpec {
+            name: "slots".into(),
+            capacity: slots as u32,
+        }];
         Batcher {
             active: Vec::new(),
+            waiting: BTreeMap::new(),
+            sched: Scheduler::new(plan.policy.clone(), &pools, vec![0]),
+            next_id: 0,
             step_time: HashMap::new(),
-            max_batch: max_batch.max(1),
+            max_batch,
+            plan,
         }
     }
 
     pub fn is_idle(&self) -> bool {
-        self.active.is_empty()
+        self.active.is_empty() && self.waiting.is_empty()
     }
 
-    /// A job joins; it takes its first step with the next batch of its group.
-    pub fn join(&mut self, job: EncodedJob, reply: R) {
-        self.active.push(Active {
-            job,
-            reply,
-            started: Instant::now(),
-        });
+    /// Preemptions asked so far.
+    pub fn preemptions(&self) -> u64 {
+        self.sched.preemptions()
     }
 
-    /// Removes the jobs asked to stop (announcing `cancelled`).
+    /// Seconds one step of the job is expected to take: as measured here
+    /// for its shape, else the cost model's prediction.
+    fn step_s(&self, ctx: &StageCtx, j: &EncodedJob) -> f64 {
+        if let Some(&t) = self.step_time.get(&BatchKey::of(j)) {
+            return t;
+        }
+        match ctx.model(&j.meta.model_id) {
+            Ok(m) => crate::cost::step_seconds(
+                &crate::cost::arch_of(&m.transformer.config),
+                &self.plan.accelerator,
+                j.state.grid.tokens(),
+                j.state.guidance_scale > 1.0,
+            ),
+            Err(_) => 0.0,
+        }
+    }
+
+    fn remaining_s(&self, ctx: &StageCtx, j: &EncodedJob) -> f64 {
+        let total = j.state.schedule.steps();
+        total.saturating_sub(j.state.step) as f64 * self.step_s(ctx, j)
+    }
+
+    /// A job arrives; it waits until the scheduler starts it (at once when
+    /// a slot is free).
+    pub fn join(&mut self, ctx: &StageCtx, mut job: EncodedJob, reply: R) {
+        let now = now_s();
+        let id = self.next_id;
+        self.next_id += 1;
+        let submitted_s = job
+            .meta
+            .submitted_ms
+            .map(|ms| ms as f64 / 1e3)
+            .unwrap_or(now)
+            .min(now);
+        let predicted_s = self.remaining_s(ctx, &job);
+        job.meta.predicted_accel_s = predicted_s;
+        let info = JobInfo {
+            tier: job.meta.tier,
+            class: 0,
+            submitted_s,
+            units: 1,
+            predicted_s,
+            batch: Some(BatchKey::of(&job).id()),
+        };
+        if let Err(e) = self.sched.submit(id, info, now) {
+            // Ids are this batcher's own counter: a refusal is a bug here.
+            tracing::error!(job_id = %job.meta.job_id, error = %e, "scheduler refused a job");
+        }
+        let st = &job.state;
+        ctx.events.emit(
+            &job.meta.tenant,
+            JobEvent::Progress {
+                job_id: job.meta.job_id.clone(),
+                stage: Stage::Queued,
+                step: st.step,
+                total: st.schedule.steps(),
+                eta_s: None,
+                batch: 0,
+            },
+        );
+        let deadline_s = submitted_s + self.plan.policy.targets.of(job.meta.tier);
+        self.waiting.insert(
+            id,
+            Held {
+                id,
+                job,
+                reply,
+                started: None,
+                deadline_s,
+            },
+        );
+    }
+
+    /// Applies the scheduler's decisions between steps: starts jobs, and
+    /// stops the ones it preempts here (a step boundary): checkpoint,
+    /// `queued` event, back to waiting with their latents.
+    pub fn schedule(&mut self, ctx: &StageCtx) {
+        let now = now_s();
+        // Deadlines move with the clock even when no job comes or goes.
+        self.sched.touch();
+        loop {
+            let decisions = self.sched.decide(now);
+            if decisions.is_empty() {
+                return;
+            }
+            for d in decisions {
+                match d {
+                    Decision::Start { job, waited_s, .. } => {
+                        if let Some(mut h) = self.waiting.remove(&job) {
+                            h.job.meta.queue_wait_s = waited_s;
+                            h.started.get_or_insert_with(Instant::now);
+                            self.active.push(h);
+                        }
+                    }
+                    Decision::Preempt { job, .. } => self.preempt(ctx, job, now),
+                }
+            }
+        }
+    }
+
+    fn preempt(&mut self, ctx: &StageCtx, id: u64, now: f64) {
+        let Some(i) = self.active.iter().position(|h| h.id == id) else {
+            return;
+        };
+        let mut h = self.active.remove(i);
+        let m = &h.job.meta;
+        let st = &h.job.state;
+        if let Some(ck) = &ctx.checkpoints {
+            if let Err(e) = ck.save(&m.tenant, &m.job_id, &h.job.req, st) {
+                // Its latents stay here; only a crash before it resumes
+                // would cost the steps since its last checkpoint.
+                tracing::warn!(job_id = %m.job_id, step = st.step, error = %e, "checkpoint at preemption failed");
+            }
+        }
+        tracing::info!(tenant = %m.tenant, job_id = %m.job_id, step = st.step, tier = m.tier.as_str(), "preempted at a step boundary");
+        ctx.events.emit(
+            &m.tenant,
+            JobEvent::Progress {
+                job_id: m.job_id.clone(),
+                stage: Stage::Queued,
+                step: st.step,
+                total: st.schedule.steps(),
+                eta_s: None,
+                batch: 0,
+            },
+        );
+        h.job.meta.preemptions += 1;
+        let remaining = self.remaining_s(ctx, &h.job);
+        if let Err(e) = self.sched.yielded(id, now, remaining) {
+            tracing::error!(job_id = %h.job.meta.job_id, error = %e, "scheduler lost a preempted job");
+        }
+        self.waiting.insert(id, h);
+    }
+
+    fn leave(&mut self, id: u64) {
+        if let Err(e) = self.sched.finished(id, now_s()) {
+            tracing::error!(error = %e, "scheduler did not know a leaving job");
+        }
+    }
+
+    /// Removes the jobs asked to stop, running or waiting (announcing
+    /// `cancelled`).
     pub fn take_cancelled(&mut self, ctx: &StageCtx) -> Vec<(R, Msg<DenoisedJob>)> {
-        let mut out = Vec::new();
+        let mut gone = Vec::new();
         let mut i = 0;
         while i < self.active.len() {
             if ctx.is_cancelled(&self.active[i].job.meta.key()) {
-                let a = self.active.swap_remove(i);
-                let step = a.job.state.step;
-                ctx.events.emit(
-                    &a.job.meta.tenant,
-                    JobEvent::Cancelled {
-                        job_id: a.job.meta.job_id.clone(),
-                        step,
-                    },
-                );
-                out.push((a.reply, Err(Failure::cancelled(a.job.meta, step))));
+                gone.push(self.active.remove(i));
             } else {
                 i += 1;
             }
         }
+        let ids: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, h)| ctx.is_cancelled(&h.job.meta.key()))
+            .map(|(&id, _)| id)
+            .collect();
+        gone.extend(ids.into_iter().filter_map(|id| self.waiting.remove(&id)));
+        let mut out = Vec::new();
+        for h in gone {
+            self.leave(h.id);
+            let step = h.job.state.step;
+            ctx.events.emit(
+                &h.job.meta.tenant,
+                JobEvent::Cancelled {
+                    job_id: h.job.meta.job_id.clone(),
+                    step,
+                },
+            );
+            out.push((h.reply, Err(Failure::cancelled(h.job.meta, step))));
+        }
         out
     }
 
-    /// The jobs (indices into the active set) that step next: up to
-    /// `max_batch` of the oldest job's group.
+    /// The running jobs (indices into the active set) that step next: up
+    /// to `max_batch` of the group of the job with the earliest deadline
+    /// (then the longest running).
     pub fn next_batch(&self) -> Vec<usize> {
-        let Some(first) = self.active.first() else {
+        let Some(first) = self
+            .active
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                a.1.deadline_s
+                    .total_cmp(&b.1.deadline_s)
+                    .then(a.0.cmp(&b.0))
+            })
+            .map(|(i, _)| i)
+        else {
             return Vec::new();
         };
-        let key = BatchKey::of(&first.job);
-        (0..self.active.len())
-            .filter(|&i| BatchKey::of(&self.active[i].job) == key)
-            .take(self.max_batch)
-            .collect()
+        let key = BatchKey::of(&self.active[first].job);
+        let mut members = vec![first];
+        members.extend(
+            (0..self.active.len())
+                .filter(|&i| i != first && BatchKey::of(&self.active[i].job) == key)
+                .take(self.max_batch - 1),
+        );
+        members.sort_unstable();
+        members
     }
 
     /// Takes one denoising step for the next batch and returns the jobs that
@@ -146,7 +377,8 @@ impl<R> Batcher<R> {
         if !failed.is_empty() {
             let mut out = Vec::new();
             for (idx, e) in failed.into_iter().rev() {
-                let a = self.active.swap_remove(idx);
+                let a = self.active.remove(idx);
+                self.leave(a.id);
                 out.push((a.reply, Err(Failure::new(a.job.meta, Stage::Denoise, e))));
             }
             return out;
@@ -160,6 +392,18 @@ impl<R> Batcher<R> {
         let avg = self.step_time.entry(key).or_insert(dt);
         *avg = 0.7 * *avg + 0.3 * dt;
         let avg = *avg;
+        // The measured step time replaces the prediction for these jobs.
+        let now = now_s();
+        for &i in &members {
+            let a = &self.active[i];
+            let left = a
+                .job
+                .state
+                .schedule
+                .steps()
+                .saturating_sub(a.job.state.step);
+            let _ = self.sched.progress(a.id, now, left as f64 * avg);
+        }
         faults::point(Fault::MidStep);
         // Progress for the jobs just stepped; the event sink's heartbeat
         // covers jobs waiting for their group's turn.
@@ -197,11 +441,10 @@ impl<R> Batcher<R> {
         done.sort_unstable();
         let mut out = Vec::new();
         for idx in done.into_iter().rev() {
-            let mut a = self.active.swap_remove(idx);
-            a.job
-                .meta
-                .timings
-                .push((Stage::Denoise, a.started.elapsed().as_secs_f64()));
+            let mut a = self.active.remove(idx);
+            self.leave(a.id);
+            let ran = a.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+            a.job.meta.timings.push((Stage::Denoise, ran));
             let EncodedJob {
                 meta, req, state, ..
             } = a.job;
@@ -216,7 +459,8 @@ impl<R> Batcher<R> {
             .into_iter()
             .rev()
             .map(|idx| {
-                let a = self.active.swap_remove(idx);
+                let a = self.active.remove(idx);
+                self.leave(a.id);
                 (a.reply, Err(Failure::new(a.job.meta, Stage::Denoise, e)))
             })
             .collect()
@@ -239,6 +483,7 @@ mod tests {
     fn run(ctx: &StageCtx, b: &mut Batcher<&'static str>) -> Vec<(&'static str, Msg<DenoisedJob>)> {
         let mut out = b.take_cancelled(ctx);
         while !b.is_idle() {
+            b.schedule(ctx);
             out.extend(b.step(ctx));
             out.extend(b.take_cancelled(ctx));
         }
@@ -248,10 +493,11 @@ mod tests {
     #[test]
     fn jobs_of_one_shape_step_together_up_to_the_batch_limit() {
         let (ctx, _) = testkit::ctx();
-        let mut b = Batcher::new(2);
+        let mut b = Batcher::new(2, Scheduling::default());
         for id in ["a", "b", "c"] {
-            b.join(encoded(&ctx, id, r#""kind": "t2v""#), id);
+            b.join(&ctx, encoded(&ctx, id, r#""kind": "t2v""#), id);
         }
+        b.schedule(&ctx);
         assert_eq!(b.next_batch(), vec![0, 1]);
         let out = run(&ctx, &mut b);
         assert_eq!(out.len(), 3);
@@ -276,12 +522,14 @@ mod tests {
     #[test]
     fn different_shapes_never_share_a_step() {
         let (ctx, _) = testkit::ctx();
-        let mut b = Batcher::new(8);
-        b.join(encoded(&ctx, "small", r#""kind": "t2v""#), "small");
+        let mut b = Batcher::new(8, Scheduling::default());
+        b.join(&ctx, encoded(&ctx, "small", r#""kind": "t2v""#), "small");
         b.join(
+            &ctx,
             encoded(&ctx, "wide", r#""kind": "t2v", "resolution": "320x256""#),
             "wide",
         );
+        b.schedule(&ctx);
         assert_eq!(b.next_batch(), vec![0]);
         for (_, r) in run(&ctx, &mut b) {
             assert_eq!(r.unwrap().meta.batch_sizes, vec![1, 1]);
@@ -291,8 +539,9 @@ mod tests {
     #[test]
     fn a_cancel_takes_effect_between_steps() {
         let (ctx, events) = testkit::ctx();
-        let mut b = Batcher::new(4);
-        b.join(encoded(&ctx, "x", r#""kind": "t2v""#), "x");
+        let mut b = Batcher::new(4, Scheduling::default());
+        b.join(&ctx, encoded(&ctx, "x", r#""kind": "t2v""#), "x");
+        b.schedule(&ctx);
         b.step(&ctx);
         // Another tenant's job with the same id is not this job.
         ctx.cancel(&vidflow_job::JobKey::new("globex", "x"));
@@ -313,12 +562,13 @@ mod tests {
     #[test]
     fn a_missing_model_fails_the_whole_batch_at_denoise() {
         let (ctx, _) = testkit::ctx();
-        let mut b = Batcher::new(4);
+        let mut b = Batcher::new(4, Scheduling::default());
         for id in ["m1", "m2"] {
             let mut j = encoded(&ctx, id, r#""kind": "t2v""#);
             j.meta.model_id = "gone".into();
-            b.join(j, id);
+            b.join(&ctx, j, id);
         }
+        b.schedule(&ctx);
         let out = b.step(&ctx);
         assert_eq!(out.len(), 2);
         assert!(b.is_idle());
@@ -327,5 +577,89 @@ mod tests {
             assert_eq!(f.stage, Stage::Denoise);
             assert_eq!(f.error, "model `gone` is not loaded in this worker");
         }
+    }
+
+    fn encoded_as(ctx: &StageCtx, id: &str, tier: vidflow_job::Tier, steps: u32) -> EncodedJob {
+        let mut v = testkit::validated(id, r#""kind": "t2v""#);
+        v.tier = tier;
+        v.steps = steps;
+        let a = crate::admit::prepare(ctx, &testkit::memory_store(), v, testkit::date()).unwrap();
+        encode(ctx, &mut TextCache::new(4), a).unwrap()
+    }
+
+    #[test]
+    fn a_premium_arrival_takes_the_only_slot_and_the_free_job_resumes_bit_identical() {
+        use vidflow_job::Tier;
+        let (ctx, events) = testkit::ctx();
+        let mut plan = Scheduling {
+            slots: 1,
+            ..Scheduling::default()
+        };
+        // The tiny model's steps take milliseconds: preempt even then.
+        plan.policy.preempt_wait_s = 0.0;
+        let mut b = Batcher::new(4, plan.clone());
+        b.join(&ctx, encoded_as(&ctx, "free", Tier::Free, 6), "free");
+        b.schedule(&ctx);
+        assert!(b.step(&ctx).is_empty());
+        assert!(b.step(&ctx).is_empty());
+        b.join(&ctx, encoded_as(&ctx, "vip", Tier::Premium, 3), "vip");
+        b.schedule(&ctx);
+        assert_eq!(b.preemptions(), 1);
+        // Only the premium job runs now; it finishes first.
+        assert_eq!(b.active.len(), 1);
+        assert_eq!(b.active[0].job.meta.job_id, "vip");
+        let out = run(&ctx, &mut b);
+        let order: Vec<&str> = out.iter().map(|(r, _)| *r).collect();
+        assert_eq!(order, vec!["vip", "free"]);
+        let free = out
+            .into_iter()
+            .find(|(r, _)| *r == "free")
+            .unwrap()
+            .1
+            .unwrap();
+        assert_eq!(free.meta.preemptions, 1);
+        assert_eq!(free.state.step, 6);
+        assert!(free.meta.queue_wait_s > 0.0);
+        let evs: Vec<JobEvent> = events.try_iter().collect();
+        let queued_at_2 = evs.iter().any(|e| {
+            matches!(e, JobEvent::Progress { job_id, stage: Stage::Queued, step: 2, .. } if job_id == "free")
+        });
+        assert!(queued_at_2, "the preempted job is told it waits again");
+        // The same job never preempted: the same latents, bit for bit.
+        let mut alone = Batcher::new(4, plan);
+        alone.join(&ctx, encoded_as(&ctx, "free", Tier::Free, 6), "free");
+        let solo = run(&ctx, &mut alone).pop().unwrap().1.unwrap();
+        let bits = |d: &DenoisedJob| {
+            d.state
+                .latents
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(bits(&free), bits(&solo));
+    }
+
+    #[test]
+    fn jobs_beyond_the_slots_wait_and_start_in_deadline_order() {
+        use vidflow_job::Tier;
+        let (ctx, _) = testkit::ctx();
+        let plan = Scheduling {
+            slots: 1,
+            ..Scheduling::default()
+        };
+        let mut b = Batcher::new(4, plan);
+        for (id, tier) in [
+            ("f", Tier::Free),
+            ("s", Tier::Standard),
+            ("p", Tier::Premium),
+        ] {
+            b.join(&ctx, encoded_as(&ctx, id, tier, 2), id);
+        }
+        let order: Vec<&str> = run(&ctx, &mut b).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(order, vec!["p", "s", "f"]);
     }
 }

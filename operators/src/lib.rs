@@ -22,6 +22,7 @@ pub use vidflow_job::*;
 pub mod admit;
 pub mod checkpoint;
 pub mod context;
+pub mod cost;
 pub mod decode;
 pub mod denoise;
 pub mod encode;

@@ -455,6 +455,7 @@ pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, Str
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission: vidflow_operators::AdmissionConfig::builtin_default(),
             out_dir: dir.path().to_path_buf(),
             max_batch: 4,

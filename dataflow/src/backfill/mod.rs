@@ -405,6 +405,7 @@ pub fn run_backfill(cfg: &BackfillConfig) -> Result<BackfillReport, BackfillErro
     };
     let engine = Engine::new(
         &EngineConfig {
+            scheduling: Default::default(),
             admission: cfg.admission.clone(),
             out_dir: out.join("videos"),
             max_batch: cfg.max_batch,

@@ -31,7 +31,7 @@ impl Session {
         let Some(d) = self.join_running(p.d, &key) else {
             return;
         };
-        let p = Parked { d, ..p };
+        let mut p = Parked { d, ..p };
         if let Some(f) = adm.followers.get_mut(&key) {
             f.push(p);
             return;
@@ -51,6 +51,8 @@ impl Session {
             admitted_ms: now_ms(),
             est_vram_bytes: p.v.estimated_vram_bytes,
         };
+        // The worker's scheduler counts the job's wait from here.
+        p.v.submitted_ms = Some(terms.submitted_ms);
         let state = self.state.clone();
         adm.running.push(Box::pin(async move {
             let month = vidflow_operators::quota::month_of_ms(terms.admitted_ms);

@@ -40,6 +40,9 @@ pub struct ServeConfig {
     /// S3-compatible bucket (`s3`, shared by a fleet).
     #[serde(default)]
     pub store: vidflow_connectors::store::StoreConfig,
+    /// The denoiser's slots, job order and preemption (docs/SCHEDULING.md).
+    #[serde(default)]
+    pub scheduler: vidflow_operators::denoise::Scheduling,
 }
 
 /// `[safety]`: the policy file and the model cache (paths relative to the

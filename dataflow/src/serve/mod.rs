@@ -150,6 +150,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
     } else {
         Some(Engine::with_store(
             &EngineConfig {
+                scheduling: cfg.scheduler.clone(),
                 admission: admission.clone(),
                 out_dir: cfg.engine.out_dir.clone(),
                 max_batch: cfg.engine.max_batch.max(1),

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Admit,
+    /// Waiting for a denoising slot in the worker's scheduler (before its
+    /// first step, or after it yielded to a more urgent job).
+    Queued,
     /// The prompt check (before any compute) or the frame check (after decode).
     Safety,
     Encode,
@@ -23,6 +26,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Admit => "admit",
+            Stage::Queued => "queued",
             Stage::Safety => "safety",
             Stage::Encode => "encode",
             Stage::Denoise => "denoise",

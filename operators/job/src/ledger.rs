@@ -114,6 +114,17 @@ pub struct MetricsRow {
     pub status: JobStatus,
     /// From publish to admission.
     pub queue_wait_ms: u64,
+    /// From submission until denoising last started, every waiting period
+    /// included (the broker's queue, the worker's scheduler, and waiting
+    /// again after a preemption): what the tiers' wait targets promise.
+    #[serde(default)]
+    pub start_wait_s: f64,
+    /// Times the job yielded its slot at a step boundary.
+    #[serde(default)]
+    pub preemptions: u32,
+    /// The cost model's prediction of `accelerator_s` for the denoising.
+    #[serde(default)]
+    pub predicted_accel_s: f64,
     pub encode_s: f64,
     pub denoise_s: f64,
     pub decode_s: f64,
@@ -297,6 +308,9 @@ impl JobRecord {
             tier: terms.tier.as_str().into(),
             status: r.status,
             queue_wait_ms: terms.admitted_ms.saturating_sub(terms.submitted_ms),
+            start_wait_s: r.queue_wait_s,
+            preemptions: r.preemptions,
+            predicted_accel_s: r.predicted_accel_s,
             encode_s: stage_seconds(&r.timings, Stage::Encode),
             denoise_s: stage_seconds(&r.timings, Stage::Denoise),
             decode_s: stage_seconds(&r.timings, Stage::Decode),

@@ -102,6 +102,18 @@ pub struct JobMeta {
     pub tier: Tier,
     /// Safety decisions so far (prompt, then frames), for the record.
     pub safety: Vec<Decision>,
+    /// Unix ms of submission, when known (else the scheduler counts from
+    /// the job's arrival at the denoiser).
+    pub submitted_ms: Option<u64>,
+    /// Seconds from submission until the job's denoising last started,
+    /// every waiting period included (after a preemption too): the wait
+    /// the tiers' targets are about.
+    pub queue_wait_s: f64,
+    /// Times the job yielded its slot to a more urgent one.
+    pub preemptions: u32,
+    /// The cost model's accelerator-seconds for the job's denoising, when
+    /// it arrived at the denoiser (next to the measured `denoise_accel_s`).
+    pub predicted_accel_s: f64,
 }
 
 impl JobMeta {
@@ -127,6 +139,10 @@ impl JobMeta {
             batch_sizes: Vec::new(),
             denoise_accel_s: 0.0,
             resumed_from: None,
+            submitted_ms: None,
+            queue_wait_s: 0.0,
+            preemptions: 0,
+            predicted_accel_s: 0.0,
             tier,
             safety: Vec::new(),
         }
@@ -198,6 +214,15 @@ pub struct JobResult {
     /// plus its fair share of every batched denoising step.
     #[serde(default)]
     pub accel_s: f64,
+    /// Queue wait until its denoising last started (see `JobMeta`).
+    #[serde(default)]
+    pub queue_wait_s: f64,
+    /// Times it yielded its slot at a step boundary.
+    #[serde(default)]
+    pub preemptions: u32,
+    /// The cost model's accelerator-seconds for its denoising.
+    #[serde(default)]
+    pub predicted_accel_s: f64,
     /// Where a failed job stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_stage: Option<Stage>,
@@ -228,6 +253,9 @@ impl JobResult {
             timings: Vec::new(),
             batch_sizes: Vec::new(),
             accel_s: 0.0,
+            queue_wait_s: 0.0,
+            preemptions: 0,
+            predicted_accel_s: 0.0,
             failed_stage: None,
             cancelled_at: None,
             safety: Vec::new(),
@@ -243,6 +271,9 @@ impl JobResult {
             sha256: Some(stored.sha256),
             untrained,
             accel_s,
+            queue_wait_s: meta.queue_wait_s,
+            preemptions: meta.preemptions,
+            predicted_accel_s: meta.predicted_accel_s,
             timings: meta.timings,
             batch_sizes: meta.batch_sizes,
             safety: meta.safety,
@@ -261,6 +292,9 @@ impl JobResult {
         JobResult {
             error: Some(f.error),
             accel_s,
+            queue_wait_s: f.meta.queue_wait_s,
+            preemptions: f.meta.preemptions,
+            predicted_accel_s: f.meta.predicted_accel_s,
             failed_stage: f.cancelled_at.is_none().then_some(f.stage),
             cancelled_at: f.cancelled_at,
             timings: f.meta.timings,

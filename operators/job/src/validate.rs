@@ -86,6 +86,9 @@ pub struct ValidatedJob {
     /// The runtime's VRAM estimate for this job alone (admitted: at most
     /// the worker limit).
     pub estimated_vram_bytes: u64,
+    /// Unix ms the job was submitted, when its carrier says (the AMQP
+    /// header); the scheduler counts its queue wait from there.
+    pub submitted_ms: Option<u64>,
 }
 
 /// Checks a spec against the limits and `cfg`, fills in defaults and decodes
@@ -244,6 +247,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         model_id,
         mode: spec.mode,
         estimated_vram_bytes: est.total_bytes,
+        submitted_ms: None,
     })
 }
 

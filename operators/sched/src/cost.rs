@@ -136,7 +136,9 @@ impl Accelerator {
             peak_flops: 989e12,
             efficiency: 0.40,
             step_overhead_s: 0.005,
-            decode_flops_per_voxel: 1.2e6,
+            // The LTX 0.9 VAE decoder's work per output voxel, as measured
+            // on the CPU against the same FLOP count (BENCHMARKS.md).
+            decode_flops_per_voxel: 7.5e5,
             source: "assumed: 40% of the bf16 dense peak; not measured (no GPU lent)".into(),
         }
     }

@@ -13,3 +13,5 @@ pub use policy::{
     Scheduler, Targets,
 };
 pub mod sim;
+
+pub use vidflow_job::Tier;

@@ -391,6 +391,22 @@ impl Scheduler {
         Ok(())
     }
 
+    /// A running job's new prediction of the work it has left (after a
+    /// step, when its measured step time replaces the cost model's guess):
+    /// moves its predicted end, which preemption decisions consult.
+    pub fn progress(&mut self, id: JobId, now_s: f64, remaining_s: f64) -> Result<(), SchedError> {
+        let j = self.jobs.get_mut(&id).ok_or(SchedError::Unknown(id))?;
+        j.remaining_s = remaining_s.max(0.0);
+        if j.state != State::Running {
+            return Ok(());
+        }
+        let p = &mut self.pools[j.pool];
+        p.ends.remove(&(j.end_us, id));
+        j.end_us = us(now_s + j.remaining_s);
+        p.ends.insert((j.end_us, id));
+        Ok(())
+    }
+
     /// A preempted job stopped at a step boundary with `remaining_s` of
     /// predicted work left; it waits again.
     pub fn yielded(&mut self, id: JobId, now_s: f64, remaining_s: f64) -> Result<(), SchedError> {

@@ -139,6 +139,20 @@ fn the_victim_may_be_of_any_lower_tier_and_never_of_the_same_or_higher() {
 }
 
 #[test]
+fn a_corrected_prediction_moves_the_predicted_end() {
+    let mut s = sched(Policy::Slack, 1);
+    // Predicted to end within preempt_wait_s: no preemption.
+    s.submit(1, info(Tier::Free, 0.0, 2.0), 0.0).unwrap();
+    s.decide(0.0);
+    s.submit(2, info(Tier::Premium, 1.0, 5.0), 1.0).unwrap();
+    assert!(s.decide(1.0).is_empty());
+    // Measured steps say it has 500 s left: now the premium job preempts.
+    s.progress(1, 1.5, 500.0).unwrap();
+    s.touch();
+    assert_eq!(preempted(&s.decide(1.5)), vec![1]);
+}
+
+#[test]
 fn no_preemption_when_a_slot_frees_soon_or_under_the_baselines() {
     let mut s = sched(Policy::Slack, 1);
     s.submit(1, info(Tier::Free, 0.0, 3.0), 0.0).unwrap();
@@ -178,10 +192,7 @@ fn baselines_dispatch_in_order_and_slack_backfills() {
         name: "p".into(),
         capacity: 4,
     }];
-    for (policy, expect) in [
-        (Policy::StrictPriority, vec![]),
-        (Policy::Slack, vec![3]),
-    ] {
+    for (policy, expect) in [(Policy::StrictPriority, vec![]), (Policy::Slack, vec![3])] {
         let mut s = Scheduler::new(
             SchedConfig {
                 policy,
@@ -194,12 +205,26 @@ fn baselines_dispatch_in_order_and_slack_backfills() {
             units: 4,
             ..info(tier, at, 100.0)
         };
-        s.submit(1, JobInfo { units: 2, ..info(Tier::Free, 0.0, 100.0) }, 0.0)
-            .unwrap();
+        s.submit(
+            1,
+            JobInfo {
+                units: 2,
+                ..info(Tier::Free, 0.0, 100.0)
+            },
+            0.0,
+        )
+        .unwrap();
         assert_eq!(started(&s.decide(0.0)), vec![1]);
         s.submit(2, big(Tier::Standard, 1.0), 1.0).unwrap();
-        s.submit(3, JobInfo { units: 2, ..info(Tier::Free, 2.0, 100.0) }, 2.0)
-            .unwrap();
+        s.submit(
+            3,
+            JobInfo {
+                units: 2,
+                ..info(Tier::Free, 2.0, 100.0)
+            },
+            2.0,
+        )
+        .unwrap();
         // Job 2 needs the whole pool: strict waits for it, slack lets job
         // 3 use the free half meanwhile.
         assert_eq!(started(&s.decide(2.0)), expect, "{policy:?}");
@@ -247,7 +272,8 @@ fn equal_inputs_give_equal_decisions() {
         for i in 0..400u64 {
             let now = i as f64 * 0.5;
             let tier = [Tier::Premium, Tier::Standard, Tier::Free][(next() % 3) as usize];
-            s.submit(i, info(tier, now, (next() % 20) as f64), now).unwrap();
+            s.submit(i, info(tier, now, (next() % 20) as f64), now)
+                .unwrap();
             if next() % 2 == 0 && !running.is_empty() {
                 let k = (next() as usize) % running.len();
                 s.finished(running.swap_remove(k), now).unwrap();

@@ -173,12 +173,12 @@ fn default_classes() -> Vec<Class> {
         },
         Class {
             name: "standard-768".into(),
-            share: 0.36,
+            share: 0.4058,
             ..Class::default()
         },
         Class {
             name: "standard-1080p".into(),
-            share: 0.2398,
+            share: 0.194,
             width: 1920,
             height: 1088,
             seconds: 10.0,

@@ -143,9 +143,12 @@ pub fn pools_for(
     let mut route = vec![usize::MAX; classes.len()];
     for (p, pool) in cfg.fleet.pools.iter().enumerate() {
         for name in &pool.classes {
-            let c = classes.iter().position(|c| &c.name == name).ok_or_else(|| {
-                SimError::Config(format!("pool {:?} names unknown class {name:?}", pool.name))
-            })?;
+            let c = classes
+                .iter()
+                .position(|c| &c.name == name)
+                .ok_or_else(|| {
+                    SimError::Config(format!("pool {:?} names unknown class {name:?}", pool.name))
+                })?;
             route[c] = p;
         }
     }
@@ -320,7 +323,13 @@ pub fn simulate(
                     l.epoch += 1;
                     l.remaining_s = l.remaining_s - boundary + resume;
                     // Its GPUs stay busy through the checkpoint write.
-                    push(&mut heap, l.started_at + boundary + ckpt, YIELD, job as u32, l.epoch);
+                    push(
+                        &mut heap,
+                        l.started_at + boundary + ckpt,
+                        YIELD,
+                        job as u32,
+                        l.epoch,
+                    );
                 }
             }
         }
@@ -375,19 +384,29 @@ pub fn offered_gpus(cfg: &FleetConfig, trace: &[TraceJob]) -> f64 {
 
 /// The smallest fleet (within the search tolerance) at which the policy
 /// meets every tier's p95 target on the trace, with the run at that size.
+///
+/// The search starts at the offered work (the GPUs the window's jobs keep
+/// busy): a smaller fleet falls behind by a fixed amount every second the
+/// peak lasts, so whatever a window of limited length shows, its queue
+/// grows without bound.
 pub fn smallest_fleet(
     cfg: &FleetConfig,
     run: &PolicyRun,
     trace: &[TraceJob],
 ) -> Result<(u32, SimResult), SimError> {
     let offered = offered_gpus(cfg, trace);
-    let mut lo = (offered * 0.9).floor().max(1.0) as u32;
-    let mut hi = (offered * 1.3).ceil() as u32;
+    let lo0 = offered.ceil().max(1.0) as u32;
+    let first = simulate(cfg, run, lo0, trace, 1.0)?;
+    if first.meets_all() {
+        return Ok((lo0, first));
+    }
+    let mut lo = lo0;
+    let mut hi = (offered * 1.1).ceil() as u32 + 1;
     let mut best = simulate(cfg, run, hi, trace, 1.0)?;
     while !best.meets_all() {
         lo = hi;
         hi = hi.saturating_mul(2);
-        if hi > 64 * (offered.ceil() as u32).max(64) {
+        if hi > 64 * lo0.max(64) {
             return Err(SimError::Config(format!(
                 "{}: no fleet up to {hi} GPUs meets every tier's target",
                 run.name

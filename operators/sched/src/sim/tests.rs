@@ -41,7 +41,11 @@ fn mean_wait_matches_erlang_c_at_50_80_and_95_percent_load() {
             / n;
         let theory = erlang::mean_wait(c, rho * c as f64, 1.0);
         let err = (mean - theory).abs() / theory;
-        eprintln!("rho {rho}: sim {mean:.4} s, Erlang C {theory:.4} s, error {:.2}% ({n} jobs, {:.2} s)", err * 100.0, r.wall_s);
+        eprintln!(
+            "rho {rho}: sim {mean:.4} s, Erlang C {theory:.4} s, error {:.2}% ({n} jobs, {:.2} s)",
+            err * 100.0,
+            r.wall_s
+        );
         assert!(err < 0.05, "rho {rho}: sim {mean} vs theory {theory}");
         assert!((r.utilisation - rho).abs() < 0.02, "{}", r.utilisation);
     }
@@ -88,7 +92,12 @@ fn no_free_job_waits_past_its_target_while_load_is_under_capacity() {
         assert!(r.premium.p95_s <= r.premium.target_s, "{:?}", r.premium);
         // Strict priority on the same trace cannot preempt: premium jobs
         // wait behind 80 s jobs.
-        assert!(s.premium.p95_s > r.premium.p95_s * 2.0, "{:?} vs {:?}", s.premium, r.premium);
+        assert!(
+            s.premium.p95_s > r.premium.p95_s * 2.0,
+            "{:?} vs {:?}",
+            s.premium,
+            r.premium
+        );
     }
 }
 

@@ -60,9 +60,7 @@ pub fn class_costs(cfg: &FleetConfig) -> Vec<ClassCost> {
                 steps: c.steps,
                 cfg: c.cfg,
             });
-            let service_s = c
-                .service_s
-                .unwrap_or(cost.total_s / (units as f64 * eff));
+            let service_s = c.service_s.unwrap_or(cost.total_s / (units as f64 * eff));
             ClassCost {
                 service_s,
                 gpu_s: service_s * units as f64,
@@ -162,7 +160,10 @@ pub fn read_csv(cfg: &FleetConfig, path: &Path) -> Result<Vec<TraceJob>, SimErro
         }
         let f: Vec<&str> = l.split(',').map(str::trim).collect();
         if f.len() < 3 {
-            return Err(bad(i + 1, format!("want t_s,tier,class[,service_s], got {l:?}")));
+            return Err(bad(
+                i + 1,
+                format!("want t_s,tier,class[,service_s], got {l:?}"),
+            ));
         }
         let t: f64 = f[0]
             .parse()
@@ -171,7 +172,12 @@ pub fn read_csv(cfg: &FleetConfig, path: &Path) -> Result<Vec<TraceJob>, SimErro
             "premium" => Tier::Premium,
             "standard" => Tier::Standard,
             "free" => Tier::Free,
-            o => return Err(bad(i + 1, format!("tier {o:?}: want premium, standard or free"))),
+            o => {
+                return Err(bad(
+                    i + 1,
+                    format!("tier {o:?}: want premium, standard or free"),
+                ))
+            }
         };
         let class = cfg
             .workload
