@@ -194,7 +194,8 @@ impl<R> Batcher<R> {
                 stage: Stage::Queued,
                 step: st.step,
                 total: st.schedule.steps(),
-                eta_s: None,
+                // The cost model's denoising time; the wait is not known yet.
+                eta_s: Some(predicted_s),
                 batch: 0,
             },
         );
@@ -253,6 +254,7 @@ impl<R> Batcher<R> {
             }
         }
         tracing::info!(tenant = %m.tenant, job_id = %m.job_id, step = st.step, tier = m.tier.as_str(), "preempted at a step boundary");
+        let remaining = self.remaining_s(ctx, &h.job);
         ctx.events.emit(
             &m.tenant,
             JobEvent::Progress {
@@ -260,12 +262,11 @@ impl<R> Batcher<R> {
                 stage: Stage::Queued,
                 step: st.step,
                 total: st.schedule.steps(),
-                eta_s: None,
+                eta_s: Some(remaining),
                 batch: 0,
             },
         );
         h.job.meta.preemptions += 1;
-        let remaining = self.remaining_s(ctx, &h.job);
         if let Err(e) = self.sched.yielded(id, now, remaining) {
             tracing::error!(job_id = %h.job.meta.job_id, error = %e, "scheduler lost a preempted job");
         }

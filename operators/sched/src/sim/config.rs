@@ -215,6 +215,34 @@ pub struct Fleet {
     /// Pools for routed policies: which classes each serves. GPUs are
     /// split in proportion to the pools' offered work.
     pub pools: Vec<PoolCfg>,
+    /// When set, each pool is one worker's denoiser rather than GPUs that
+    /// each run a job: its running jobs (all of one shape) share every
+    /// step, whose time depends on how many there are. Off by default (the
+    /// fleet's GPUs run a job each).
+    pub batched_step: Option<BatchedStep>,
+}
+
+/// Step times of a batched denoiser, as measured (docs/SCHEDULING.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchedStep {
+    /// Seconds of one step of 1, 2, … jobs; larger batches continue the
+    /// last increase.
+    pub by_size_s: Vec<f64>,
+}
+
+impl BatchedStep {
+    /// Seconds of one step of `n` jobs.
+    pub fn step_s(&self, n: usize) -> f64 {
+        let t = &self.by_size_s;
+        match (n, t.len()) {
+            (_, 0) => 0.0,
+            (0, _) => t[0],
+            (n, len) if n <= len => t[n - 1],
+            (n, 1) => t[0] * n as f64,
+            (n, len) => t[len - 1] + (t[len - 1] - t[len - 2]) * (n - len) as f64,
+        }
+    }
 }
 
 impl Default for Fleet {
@@ -240,6 +268,7 @@ impl Default for Fleet {
                     classes: vec!["cinema-4k".into()],
                 },
             ],
+            batched_step: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! (waiting after a preemption counts). Only jobs that arrive inside the
 //! measured window count; the warm-up before it loads the fleet.
 
+mod batched;
 pub mod config;
 pub mod erlang;
 pub mod report;
@@ -219,6 +220,9 @@ pub fn simulate(
     trace: &[TraceJob],
     load: f64,
 ) -> Result<SimResult, SimError> {
+    if let Some(b) = &cfg.fleet.batched_step {
+        return batched::simulate(cfg, run, gpus, trace, load, b);
+    }
     let t0 = Instant::now();
     let (pools, route) = pools_for(cfg, run, gpus)?;
     let mut sc = cfg.scheduler.clone();
@@ -279,7 +283,7 @@ pub fn simulate(
                     crate::policy::JobInfo {
                         tier: tj.tier,
                         class: tj.class as usize,
-                        submitted_s: tj.t,
+                        submitted_s: tj.submitted,
                         units: tj.units,
                         predicted_s: tj.service_s,
                         batch: None,
@@ -334,13 +338,42 @@ pub fn simulate(
             }
         }
     }
+    let outcome: Vec<(f32, bool)> = live.iter().map(|l| (l.waited_s, l.done)).collect();
+    Ok(summarise(
+        run,
+        (gpus, load),
+        trace,
+        &outcome,
+        window,
+        &targets,
+        s.preemptions(),
+        busy_area,
+        &pools,
+        (t0, events),
+    ))
+}
+
+/// The result of a run from each job's (wait, finished).
+#[allow(clippy::too_many_arguments)]
+fn summarise(
+    run: &PolicyRun,
+    (gpus, load): (u32, f64),
+    trace: &[TraceJob],
+    outcome: &[(f32, bool)],
+    window: (f64, f64),
+    targets: &Targets,
+    preemptions: u64,
+    busy_area: f64,
+    pools: &[PoolSpec],
+    (t0, events): (Instant, u64),
+) -> SimResult {
     let mut waits: [Vec<f32>; 3] = Default::default();
     let mut unfinished = 0;
-    for (tj, l) in trace.iter().zip(&live) {
+    for (tj, &(waited, done)) in trace.iter().zip(outcome) {
         if !tj.measured || tj.t >= window.1 {
             continue;
         }
-        if !l.done {
+        if !done {
             unfinished += 1;
         }
         let i = match tj.tier {
@@ -348,11 +381,11 @@ pub fn simulate(
             Tier::Standard => 1,
             Tier::Free => 2,
         };
-        waits[i].push(l.waited_s);
+        waits[i].push(waited);
     }
     let [wp, ws, wf] = waits;
     let jobs = (wp.len() + ws.len() + wf.len()) as u64;
-    Ok(SimResult {
+    SimResult {
         policy: run.name.clone(),
         gpus,
         load,
@@ -360,13 +393,13 @@ pub fn simulate(
         premium: TierStats::of(wp, targets.premium_s),
         standard: TierStats::of(ws, targets.standard_s),
         free: TierStats::of(wf, targets.free_s),
-        preemptions: s.preemptions(),
+        preemptions,
         utilisation: busy_area / (gpus as f64 * (window.1 - window.0).max(1e-9)),
         unfinished,
         pools: pools.iter().map(|p| (p.name.clone(), p.capacity)).collect(),
         wall_s: t0.elapsed().as_secs_f64(),
         events,
-    })
+    }
 }
 
 /// GPU-seconds per second the trace offers inside the window: the fleet

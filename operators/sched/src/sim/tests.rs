@@ -130,3 +130,45 @@ fn routed_pools_split_the_fleet_by_offered_work() {
     assert_eq!(shared.len(), 1);
     assert_eq!(route, vec![0; 4]);
 }
+
+#[test]
+fn a_batched_pool_slows_each_job_by_its_batch_and_seats_the_next_when_one_ends() {
+    // Two slots stepping together, 0.1 s per job per step: A (10 steps)
+    // and B (30) share steps of 0.2 s, so A ends at 2.0 s; C, which found
+    // both slots taken, starts then; B has 20 steps left and C 10, both at
+    // 0.2 s a step: C ends at 4.0 s, B alone at 4.0 + 10 × 0.1 = 5.0 s.
+    let mut cfg = FleetConfig::default();
+    cfg.workload.warmup_s = 0.0;
+    cfg.fleet.pools = vec![];
+    cfg.fleet.batched_step = Some(config::BatchedStep {
+        by_size_s: vec![0.1, 0.2],
+    });
+    let job = |t: f64, tier: Tier, steps: u32| TraceJob {
+        t,
+        submitted: t,
+        tier,
+        class: 0,
+        service_s: 0.0,
+        steps,
+        units: 1,
+        measured: true,
+    };
+    let tr = vec![
+        job(0.0, Tier::Premium, 10),
+        job(0.0, Tier::Standard, 30),
+        job(0.001, Tier::Free, 10),
+    ];
+    let run = PolicyRun::new("slack", Policy::Slack, false, false);
+    let r = simulate(&cfg, &run, 2, &tr, 1.0).unwrap();
+    assert_eq!((r.premium.mean_s, r.standard.mean_s), (0.0, 0.0));
+    assert!((r.free.mean_s - 1.999).abs() < 1e-3, "{}", r.free.mean_s);
+    assert_eq!(r.unfinished, 0);
+    // Busy slot-seconds: A 2 + B 5 + C 2, over the hour's two slots.
+    assert!(
+        (r.utilisation * 2.0 * 3600.0 - 9.0).abs() < 1e-2,
+        "{}",
+        r.utilisation
+    );
+    let with_preemption = PolicyRun::new("slack", Policy::Slack, false, true);
+    assert!(simulate(&cfg, &with_preemption, 2, &tr, 1.0).is_err());
+}

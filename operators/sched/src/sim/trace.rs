@@ -16,7 +16,12 @@ use crate::cost::{CostModel, JobShape};
 /// the warm-up).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TraceJob {
+    /// When it reaches the scheduler.
     pub t: f64,
+    /// When it was submitted: its wait and its deadline count from here.
+    /// Earlier than `t` where it spent time in intake first (a measured
+    /// trace); equal to `t` otherwise.
+    pub submitted: f64,
     pub tier: Tier,
     pub class: u16,
     /// Seconds on its GPUs.
@@ -127,6 +132,7 @@ pub fn synthetic(cfg: &FleetConfig, hours: f64, scale: f64) -> Vec<TraceJob> {
         };
         out.push(TraceJob {
             t,
+            submitted: t,
             tier,
             class: class as u16,
             service_s,
@@ -194,6 +200,7 @@ pub fn read_csv(cfg: &FleetConfig, path: &Path) -> Result<Vec<TraceJob>, SimErro
         };
         out.push(TraceJob {
             t: t + cfg.workload.warmup_s,
+            submitted: t + cfg.workload.warmup_s,
             tier,
             class: class as u16,
             service_s,
