@@ -571,6 +571,7 @@ impl Scheduler {
         });
     }
 
+    #[allow(clippy::too_many_arguments)] // one call site, all of the waiting job's facts
     fn maybe_preempt(
         &mut self,
         pool: PoolId,

@@ -197,6 +197,9 @@ pub fn pools_for(
     ))
 }
 
+/// (time µs, sequence, kind, job, epoch), earliest first.
+type Event = (i64, u64, u8, u32, u32);
+
 const ARRIVE: u8 = 0;
 const FINISH: u8 = 1;
 const YIELD: u8 = 2;
@@ -235,7 +238,7 @@ pub fn simulate(
     let (ckpt, resume) = (cfg.fleet.checkpoint_write_s, cfg.fleet.resume_s);
     let mut live = vec![Live::default(); trace.len()];
     // (time µs, sequence, kind, job, epoch)
-    let mut heap: BinaryHeap<Reverse<(i64, u64, u8, u32, u32)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push = |heap: &mut BinaryHeap<_>, t: f64, kind: u8, job: u32, epoch: u32| {
         seq += 1;

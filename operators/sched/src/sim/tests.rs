@@ -55,27 +55,29 @@ fn mean_wait_matches_erlang_c_at_50_80_and_95_percent_load() {
 fn no_free_job_waits_past_its_target_while_load_is_under_capacity() {
     // Two slots with a mix of tiers and lengths (5 s and 80 s jobs).
     for load in [0.7, 0.8] {
-        let mut cfg = FleetConfig::default();
-        cfg.workload = Workload {
-            peak_jobs_per_s: load * 2.0 / 20.0,
-            trough_fraction: 1.0,
-            hours: 200.0,
-            warmup_s: 0.0,
-            classes: vec![
-                Class {
-                    name: "short".into(),
-                    share: 0.8,
-                    service_s: Some(5.0),
-                    ..Class::default()
-                },
-                Class {
-                    name: "long".into(),
-                    share: 0.2,
-                    service_s: Some(80.0),
-                    ..Class::default()
-                },
-            ],
-            ..Workload::default()
+        let mut cfg = FleetConfig {
+            workload: Workload {
+                peak_jobs_per_s: load * 2.0 / 20.0,
+                trough_fraction: 1.0,
+                hours: 200.0,
+                warmup_s: 0.0,
+                classes: vec![
+                    Class {
+                        name: "short".into(),
+                        share: 0.8,
+                        service_s: Some(5.0),
+                        ..Class::default()
+                    },
+                    Class {
+                        name: "long".into(),
+                        share: 0.2,
+                        service_s: Some(80.0),
+                        ..Class::default()
+                    },
+                ],
+                ..Workload::default()
+            },
+            ..FleetConfig::default()
         };
         cfg.fleet.pools = vec![];
         let tr = trace::synthetic(&cfg, 200.0, 1.0);
