@@ -161,7 +161,9 @@ impl Safety {
         if let Some(d) = self.recorded(meta, safety::Check::Prompt, &fp)? {
             return Ok(d);
         }
-        let d = self.prompt.check(&meta.tenant, prompt)?;
+        let d = self
+            .prompt
+            .check_job(&meta.tenant, prompt, negative_prompt)?;
         self.record(meta, &d, &fp)?;
         Ok(d)
     }

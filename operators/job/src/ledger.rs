@@ -485,6 +485,7 @@ mod tests {
             policy_version: "p1".into(),
             model_versions: vec!["a".into(), "b".into()],
             latency_ms: 1.5,
+            text: None,
         });
         let r = JobResult::from_failure(Failure::new(m, Stage::Safety, "blocked"));
         let rec = JobRecord::commit(&r, &terms(), &p, at(), "c2".into());

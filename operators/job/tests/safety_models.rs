@@ -92,3 +92,141 @@ fn minilm_matches_the_published_similarities() {
     // No padding: the shipped tokenizer.json pads to 128 tokens.
     assert_eq!(e.tokenize("A man is eating food.").unwrap().len(), 8);
 }
+
+/// The ways a blocked prompt gets rewritten to slip past word checks.
+fn evasion_forms(p: &str) -> Vec<(&'static str, String)> {
+    let words = |f: &dyn Fn(&str) -> String| -> String {
+        p.split(' ')
+            .map(|w| {
+                if w.chars().count() >= 4 {
+                    f(w)
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let leet = words(&|w: &str| {
+        w.chars()
+            .map(|c| match c {
+                'a' => '4',
+                'e' => '3',
+                'i' => '1',
+                'o' => '0',
+                's' => '$',
+                c => c,
+            })
+            .collect()
+    });
+    // Latin letters swapped for Cyrillic look-alikes.
+    let homoglyph: String = p
+        .chars()
+        .map(|c| match c {
+            'a' => '\u{0430}',
+            'e' => '\u{0435}',
+            'o' => '\u{043e}',
+            'c' => '\u{0441}',
+            'p' => '\u{0440}',
+            'x' => '\u{0445}',
+            'y' => '\u{0443}',
+            c => c,
+        })
+        .collect();
+    let zero_width = words(&|w: &str| {
+        let mut cs: Vec<char> = w.chars().collect();
+        cs.insert(2, '\u{200b}');
+        cs.into_iter().collect()
+    });
+    // Every letter of the longer words set apart, words two spaces apart.
+    let spaced = p
+        .split(' ')
+        .map(|w| {
+            if w.chars().count() >= 4 {
+                w.chars()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("  ");
+    let fullwidth: String = p
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => char::from_u32(c as u32 - 'a' as u32 + 0xff41).unwrap(),
+            c => c,
+        })
+        .collect();
+    vec![
+        ("leetspeak", leet),
+        ("look-alike letters", homoglyph),
+        ("zero-width characters", zero_width),
+        ("spaced letters", spaced),
+        ("fullwidth letters", fullwidth),
+    ]
+}
+
+#[test]
+fn evasion_forms_of_blocked_prompts_are_blocked_as_often() {
+    let c = checker();
+    let mut blocked_plain = Vec::new();
+    let mut benign = Vec::new();
+    for set in [
+        root().join("../shared/safety/prompts_public.jsonl"),
+        root().join("tests/data/safety_extra.jsonl"),
+        root().join("tests/data/safety_benign_extra.jsonl"),
+    ] {
+        let text = std::fs::read_to_string(&set).unwrap();
+        for l in eval::parse_set(&text).unwrap() {
+            if l.label == "allow" {
+                benign.push(l.prompt);
+            } else if !c.check("", &l.prompt).unwrap().allowed {
+                blocked_plain.push(l.prompt);
+            }
+        }
+    }
+    assert!(blocked_plain.len() > 50 && benign.len() > 50);
+    let mut report = String::new();
+    let mut missed = Vec::new();
+    let mut fp = 0;
+    let mut benign_forms = 0;
+    for form in 0..5 {
+        let mut name = "";
+        let mut blocked = 0;
+        for p in &blocked_plain {
+            let (n, e) = evasion_forms(p).swap_remove(form);
+            name = n;
+            if c.check("", &e).unwrap().allowed {
+                missed.push(format!(
+                    "{n}: {e:?} read as {:?}",
+                    vidflow_job::safety::evasion::unevade(&e)
+                ));
+            } else {
+                blocked += 1;
+            }
+        }
+        for p in &benign {
+            let (_, e) = evasion_forms(p).swap_remove(form);
+            benign_forms += 1;
+            if !c.check("", &e).unwrap().allowed {
+                fp += 1;
+            }
+        }
+        report.push_str(&format!(
+            "{name}: {blocked}/{} blocked\n",
+            blocked_plain.len()
+        ));
+    }
+    println!(
+        "{report}benign in the same forms: {fp}/{benign_forms} blocked\n{}",
+        missed.join("\n")
+    );
+    assert!(missed.is_empty(), "{report}{}", missed.join("\n"));
+    assert!(
+        fp as f64 <= 0.02 * benign_forms as f64,
+        "{fp} of {benign_forms} benign prompts blocked in evasion forms"
+    );
+}

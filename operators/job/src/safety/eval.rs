@@ -1,7 +1,9 @@
 //! `vidflow safety eval`: runs the prompt checker over a labelled JSONL
 //! set (`prompt`, `label` allow|block, `category`) and reports the block
 //! rate per harmful category, the false-positive rate over the `allow`
-//! lines and latency percentiles.
+//! lines, each with a 95% Wilson interval (so a small set is not read as
+//! more certain than it is), and latency percentiles. A line may carry a
+//! `negative_prompt`; both texts are checked as a job's are.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,6 +15,8 @@ use super::{PromptChecker, SafetyError};
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
     pub prompt: String,
+    #[serde(default)]
+    pub negative_prompt: String,
     pub label: String,
     pub category: String,
 }
@@ -56,10 +60,13 @@ pub struct Report {
     pub model_versions: Vec<String>,
     /// Blocked share of each harmful category's prompts.
     pub block_rate: BTreeMap<String, f64>,
+    /// 95% Wilson interval of each block rate.
+    pub block_rate_ci95: BTreeMap<String, (f64, f64)>,
     /// Prompts per harmful category.
     pub counts: BTreeMap<String, usize>,
     /// Blocked share of the `allow` prompts.
     pub false_positive_rate: f64,
+    pub false_positive_ci95: (f64, f64),
     pub allow_count: usize,
     pub latency_ms_p50: f64,
     pub latency_ms_p95: f64,
@@ -77,6 +84,34 @@ pub struct Detail {
     pub category: String,
     pub got: String,
     pub scores: BTreeMap<String, f64>,
+}
+
+/// The 95% Wilson score interval of `k` successes in `n` trials: unlike
+/// the normal approximation it stays inside 0..=1 and is honest at rates
+/// near 0 or 1, where ours live (100 of 100 blocked is [96.3%, 100%]).
+pub fn wilson95(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let d = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / d;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / d;
+    // At k = 0 and k = n the bound is exactly 0 or 1; say so rather than
+    // leave the rounding of centre ∓ half.
+    let lo = if k == 0.0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let hi = if k == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    (lo, hi)
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -97,7 +132,7 @@ pub fn run(
     // One untimed call: the first pays one-off allocation and page-in costs
     // that a running service has already paid.
     if let Some(first) = set.first() {
-        checker.check(tenant, &first.prompt)?;
+        checker.check_job(tenant, &first.prompt, &first.negative_prompt)?;
     }
     let mut lat = Vec::with_capacity(set.len());
     let mut blocked: BTreeMap<String, usize> = BTreeMap::new();
@@ -107,7 +142,7 @@ pub fn run(
     let mut detail = Vec::new();
     for l in set {
         let t0 = Instant::now();
-        let d = checker.check(tenant, &l.prompt)?;
+        let d = checker.check_job(tenant, &l.prompt, &l.negative_prompt)?;
         lat.push(t0.elapsed().as_secs_f64() * 1e3);
         let wrong = if l.label == "block" {
             *counts.entry(l.category.clone()).or_default() += 1;
@@ -155,8 +190,13 @@ pub fn run(
                 )
             })
             .collect(),
+        block_rate_ci95: counts
+            .iter()
+            .map(|(c, &n)| (c.clone(), wilson95(*blocked.get(c).unwrap_or(&0), n)))
+            .collect(),
         counts,
         false_positive_rate: fp as f64 / allow_n.max(1) as f64,
+        false_positive_ci95: wilson95(fp, allow_n),
         allow_count: allow_n,
         latency_ms_p50: percentile(&lat, 50.0),
         latency_ms_p95: percentile(&lat, 95.0),
@@ -169,26 +209,30 @@ pub fn run(
 /// The report as a plain-text table.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "policy {}  models {}\n{:<20} {:>7} {:>10}\n",
+        "policy {}  models {}\n{:<20} {:>7} {:>10}  {}\n",
         r.policy_version,
         r.model_versions.join(", "),
         "category",
         "prompts",
-        "blocked"
+        "blocked",
+        "95% interval"
     );
+    let ci = |(lo, hi): (f64, f64)| format!("[{:.1}%, {:.1}%]", lo * 100.0, hi * 100.0);
     for (c, rate) in &r.block_rate {
         s.push_str(&format!(
-            "{:<20} {:>7} {:>9.1}%\n",
+            "{:<20} {:>7} {:>9.1}%  {}\n",
             c,
             r.counts.get(c).unwrap_or(&0),
-            rate * 100.0
+            rate * 100.0,
+            ci(r.block_rate_ci95.get(c).copied().unwrap_or((0.0, 1.0)))
         ));
     }
     s.push_str(&format!(
-        "{:<20} {:>7} {:>9.1}%  (false positives)\n",
+        "{:<20} {:>7} {:>9.1}%  {}  (false positives)\n",
         "allow",
         r.allow_count,
-        r.false_positive_rate * 100.0
+        r.false_positive_rate * 100.0,
+        ci(r.false_positive_ci95)
     ));
     s.push_str(&format!(
         "latency per prompt: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms\n",
@@ -206,6 +250,22 @@ pub fn table(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_intervals_match_the_textbook() {
+        // 100 of 100: the lower bound is 96.30%; 0 of 500: the upper 0.76%.
+        let (lo, hi) = wilson95(100, 100);
+        assert!((lo - 0.9630).abs() < 1e-4 && hi == 1.0, "{lo} {hi}");
+        let (lo, hi) = wilson95(0, 500);
+        assert!(lo == 0.0 && (hi - 0.00762).abs() < 1e-4, "{hi}");
+        // 78 of 100: [0.6894, 0.8505].
+        let (lo, hi) = wilson95(78, 100);
+        assert!(
+            (lo - 0.6894).abs() < 1e-3 && (hi - 0.8505).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        assert_eq!(wilson95(0, 0), (0.0, 1.0));
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

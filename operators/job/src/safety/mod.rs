@@ -4,6 +4,7 @@
 //! and writes to the `safety` Parquet table.
 
 pub mod eval;
+pub mod evasion;
 pub mod models;
 pub mod policy;
 pub mod profanity;
@@ -49,6 +50,14 @@ impl Check {
     }
 }
 
+/// Which text of the job a prompt decision's block came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptText {
+    Prompt,
+    NegativePrompt,
+}
+
 /// One safety decision, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -64,6 +73,9 @@ pub struct Decision {
     pub policy_version: String,
     pub model_versions: Vec<String>,
     pub latency_ms: f64,
+    /// For a blocked prompt decision: the text that triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<PromptText>,
 }
 
 impl Decision {

@@ -31,6 +31,25 @@ pub struct PolicyFile {
     pub tenants: BTreeMap<String, TenantOverride>,
     #[serde(default)]
     pub visual: VisualConfig,
+    #[serde(default)]
+    pub negative_prompt: NegativePromptConfig,
+}
+
+/// How the negative prompt is checked. Its words are what the video is
+/// steered *away* from, so "nudity, gore" there is a safe request; what
+/// is harmful in a negative prompt is steering away from safety ("clothes",
+/// "censored") and words that are harmful wherever they are written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NegativePromptConfig {
+    /// Per category, terms that push the video toward it when they are in
+    /// the negative prompt.
+    #[serde(default)]
+    pub steer_terms: BTreeMap<String, Vec<String>>,
+    /// Categories checked on the negative prompt as on the prompt (their
+    /// words are the harm, e.g. slurs).
+    #[serde(default)]
+    pub text_categories: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +280,12 @@ impl Policy {
                 if !file.categories.contains_key(c) {
                     return Err(format!("tenants.{t}.extra_terms.{c}: no such category"));
                 }
+            }
+        }
+        let np = &file.negative_prompt;
+        for c in np.steer_terms.keys().chain(&np.text_categories) {
+            if !file.categories.contains_key(c) {
+                return Err(format!("negative_prompt: {c:?}: no such category"));
             }
         }
         if file.visual.frames == 0 {

@@ -17,10 +17,11 @@ use std::time::Instant;
 
 use vidflow_gpu::bert::{cosine, BertEncoder};
 
+use super::evasion::unevade;
 use super::policy::Policy;
 use super::profanity::ProfanityModel;
 use super::text::{matches, normalise, terms, Term};
-use super::{Check, Decision, SafetyError};
+use super::{Check, Decision, PromptText, SafetyError};
 
 struct Category {
     name: String,
@@ -48,6 +49,8 @@ pub struct PromptChecker {
     encoder: Option<BertEncoder>,
     profanity: Option<ProfanityModel>,
     model_versions: Vec<String>,
+    /// `[negative_prompt] steer_terms`, per category.
+    steer: Vec<(String, Vec<Term>)>,
 }
 
 impl PromptChecker {
@@ -109,7 +112,15 @@ impl PromptChecker {
                 )
             })
             .collect();
+        let steer = policy
+            .file
+            .negative_prompt
+            .steer_terms
+            .iter()
+            .map(|(c, ts)| (c.clone(), terms(ts)))
+            .collect();
         Ok(PromptChecker {
+            steer,
             policy,
             cats,
             safe,
@@ -126,30 +137,123 @@ impl PromptChecker {
         &self.model_versions
     }
 
+    /// Decides a job's texts for one tenant: the prompt, then the
+    /// negative prompt (`[negative_prompt]` of the policy). A block
+    /// records which text triggered it.
+    pub fn check_job(
+        &self,
+        tenant: &str,
+        prompt: &str,
+        negative: &str,
+    ) -> Result<Decision, SafetyError> {
+        let t0 = Instant::now();
+        let mut d = self.check(tenant, prompt)?;
+        if !d.allowed {
+            d.text = Some(PromptText::Prompt);
+            return Ok(d);
+        }
+        if negative.trim().is_empty() {
+            return Ok(d);
+        }
+        let readings = self.readings(negative, false)?;
+        let np = &self.policy.file.negative_prompt;
+        let mut verdict: Option<(String, String)> = None;
+        for (cat, steer) in &self.steer {
+            for r in &readings {
+                let words: Vec<&str> = r.norm.split(' ').filter(|w| !w.is_empty()).collect();
+                if let Some(t) = matches(steer, &[], &words).first() {
+                    verdict = Some((
+                        cat.clone(),
+                        format!(
+                            "negative prompt steers toward {cat}: term {:?}{}",
+                            t.text,
+                            r.note()
+                        ),
+                    ));
+                    break;
+                }
+            }
+            if verdict.is_some() {
+                break;
+            }
+        }
+        if verdict.is_none() && !np.text_categories.is_empty() {
+            let n = self.check(tenant, negative)?;
+            for (k, v) in &n.scores {
+                d.scores.insert(format!("negative.{k}"), *v);
+            }
+            if let Some(c) = n.category.filter(|c| np.text_categories.contains(c)) {
+                verdict = Some((c, format!("negative prompt: {}", n.reason)));
+            }
+        }
+        d.latency_ms += t0.elapsed().as_secs_f64() * 1e3;
+        if let Some((category, reason)) = verdict {
+            d.allowed = false;
+            d.category = Some(category);
+            d.reason = reason;
+            d.text = Some(PromptText::NegativePrompt);
+        }
+        Ok(d)
+    }
+
+    /// The ways one text is read: as written and, where it differs, with
+    /// its evasions undone ([`unevade`]).
+    fn readings(&self, text: &str, embed: bool) -> Result<Vec<Reading>, SafetyError> {
+        let norm = normalise(text);
+        let alt = unevade(text);
+        let mut out = vec![Reading {
+            text: text.to_string(),
+            norm: norm.clone(),
+            unevaded: false,
+            emb: None,
+        }];
+        if alt != norm && !alt.is_empty() {
+            out.push(Reading {
+                text: alt.clone(),
+                norm: alt,
+                unevaded: true,
+                emb: None,
+            });
+        }
+        if let (true, Some(e)) = (embed, &self.encoder) {
+            for r in &mut out {
+                r.emb = Some(e.embed(&r.text).map_err(|err| SafetyError::Input {
+                    field: "prompt".into(),
+                    msg: err.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Decides one prompt for one tenant. Deterministic for a given policy
     /// and models: a redelivered job gets the same answer (and the service
-    /// reuses the recorded one anyway).
+    /// reuses the recorded one anyway). Every signal is taken on each
+    /// reading of the prompt (as written, and with evasions undone); the
+    /// strongest counts.
     pub fn check(&self, tenant: &str, prompt: &str) -> Result<Decision, SafetyError> {
         let t0 = Instant::now();
-        let norm = normalise(prompt);
-        let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+        let readings = self.readings(prompt, true)?;
+        let words: Vec<Vec<&str>> = readings
+            .iter()
+            .map(|r| r.norm.split(' ').filter(|w| !w.is_empty()).collect())
+            .collect();
         let rules = self.tenants.get(tenant);
         let scale = rules.map(|r| r.scale).unwrap_or(1.0);
         let mut scores = BTreeMap::new();
-
-        let emb = match &self.encoder {
-            Some(e) => Some(e.embed(prompt).map_err(|err| SafetyError::Input {
-                field: "prompt".into(),
-                msg: err.to_string(),
-            })?),
-            None => None,
-        };
+        if readings.len() > 1 {
+            scores.insert("evasion".to_string(), 1.0);
+        }
         let best = |v: &[f32], set: &[Vec<f32>]| -> f32 {
             set.iter().map(|x| cosine(v, x)).fold(-1.0, f32::max)
         };
-        let safe_sim = emb.as_ref().map(|v| best(v, &self.safe)).unwrap_or(-1.0);
-        if emb.is_some() {
-            scores.insert("embedding.safe".to_string(), safe_sim as f64);
+        let safe_sims: Vec<f32> = readings
+            .iter()
+            .map(|r| r.emb.as_ref().map(|v| best(v, &self.safe)).unwrap_or(-1.0))
+            .collect();
+        let has_emb = readings[0].emb.is_some();
+        if has_emb {
+            scores.insert("embedding.safe".to_string(), safe_sims[0] as f64);
         }
         let margin = self.policy.file.embedding.margin;
         // (category, strength, why) of every category that fires.
@@ -157,56 +261,84 @@ impl PromptChecker {
         let mut context_hit: Option<String> = None;
         let ctx_thr = self.policy.file.real_person.context_threshold;
         for c in &self.cats {
-            let sim = emb.as_ref().map(|v| best(v, &c.exemplars)).unwrap_or(-1.0);
-            if emb.is_some() && !c.exemplars.is_empty() {
-                scores.insert(format!("embedding.{}", c.name), sim as f64);
-            }
-            let mut hits: Vec<&Term> = matches(&c.terms, &c.allow, &words);
-            if let Some(extra) = rules.and_then(|r| r.extra.get(&c.name)) {
-                hits.extend(matches(extra, &c.allow, &words));
-            }
-            let pattern = c.patterns.iter().find(|p| p.is_match(&norm));
             let thr = c.threshold * scale;
-            let by_sim = sim >= thr && sim - safe_sim >= margin;
-            if let Some(t) = hits.first() {
-                scores.insert(format!("terms.{}", c.name), hits.len() as f64);
-                fired.push((c.name.clone(), 2.0 + sim, format!("term {:?}", t.text)));
-            } else if let Some(p) = pattern {
-                scores.insert(format!("patterns.{}", c.name), 1.0);
-                fired.push((
-                    c.name.clone(),
-                    2.0 + sim,
-                    format!("pattern {:?}", p.as_str()),
-                ));
-            } else if by_sim {
-                fired.push((
-                    c.name.clone(),
-                    sim,
-                    format!("similar to {} exemplars ({sim:.3} >= {thr:.3})", c.name),
-                ));
-            } else if context_hit.is_none() && sim >= ctx_thr * scale && sim - safe_sim >= margin {
-                context_hit = Some(format!("{} context ({sim:.3})", c.name));
+            let mut top_sim = -1.0f32;
+            let mut cat_fired: Option<(f32, String)> = None;
+            for (ri, r) in readings.iter().enumerate() {
+                let sim = r
+                    .emb
+                    .as_ref()
+                    .map(|v| best(v, &c.exemplars))
+                    .unwrap_or(-1.0);
+                top_sim = top_sim.max(sim);
+                let safe_sim = safe_sims[ri];
+                let mut hits: Vec<&Term> = matches(&c.terms, &c.allow, &words[ri]);
+                if let Some(extra) = rules.and_then(|r| r.extra.get(&c.name)) {
+                    hits.extend(matches(extra, &c.allow, &words[ri]));
+                }
+                let pattern = c.patterns.iter().find(|p| p.is_match(&r.norm));
+                let by_sim = sim >= thr && sim - safe_sim >= margin;
+                let this = if let Some(t) = hits.first() {
+                    scores.insert(format!("terms.{}", c.name), hits.len() as f64);
+                    Some((2.0 + sim, format!("term {:?}{}", t.text, r.note())))
+                } else if let Some(p) = pattern {
+                    scores.insert(format!("patterns.{}", c.name), 1.0);
+                    Some((2.0 + sim, format!("pattern {:?}{}", p.as_str(), r.note())))
+                } else if by_sim {
+                    Some((
+                        sim,
+                        format!(
+                            "similar to {} exemplars ({sim:.3} >= {thr:.3}){}",
+                            c.name,
+                            r.note()
+                        ),
+                    ))
+                } else {
+                    if context_hit.is_none() && sim >= ctx_thr * scale && sim - safe_sim >= margin {
+                        context_hit = Some(format!("{} context ({sim:.3})", c.name));
+                    }
+                    None
+                };
+                if let Some(t) = this {
+                    if cat_fired.as_ref().is_none_or(|(s, _)| t.0 > *s) {
+                        cat_fired = Some(t);
+                    }
+                }
+            }
+            if has_emb && !c.exemplars.is_empty() {
+                scores.insert(format!("embedding.{}", c.name), top_sim as f64);
+            }
+            if let Some((strength, why)) = cat_fired {
+                fired.push((c.name.clone(), strength, why));
             }
         }
         if let Some(p) = &self.profanity {
-            let s = p.score(prompt);
+            let (s, r) = readings.iter().map(|r| (p.score(&r.text), r)).fold(
+                (f64::MIN, &readings[0]),
+                |a, b| if b.0 > a.0 { b } else { a },
+            );
             scores.insert("profanity".to_string(), s);
             if s >= self.policy.file.profanity.threshold {
                 fired.push((
                     self.policy.file.profanity.category.clone(),
                     1.0 + s as f32,
-                    format!("offensive language ({s:.3})"),
+                    format!("offensive language ({s:.3}){}", r.note()),
                 ));
             }
         }
-        let name = self.names.iter().find(|n| !n.find(&words).is_empty());
+        let name = self
+            .names
+            .iter()
+            .find(|n| words.iter().any(|w| !n.find(w).is_empty()));
         let mut verdict: Option<(String, String)> = None;
         if let Some(n) = name {
             scores.insert("real_person".to_string(), 1.0);
-            let ctx = matches(&self.context, &[], &words);
+            let ctx = words
+                .iter()
+                .find_map(|w| matches(&self.context, &[], w).first().copied());
             let why = if let Some((c, _, w)) = fired.first() {
                 Some(format!("{c}: {w}"))
-            } else if let Some(t) = ctx.first() {
+            } else if let Some(t) = ctx {
                 Some(format!("context term {:?}", t.text))
             } else if let Some(c) = &context_hit {
                 Some(c.clone())
@@ -227,28 +359,42 @@ impl PromptChecker {
             verdict = fired.into_iter().next().map(|(c, _, why)| (c, why));
         }
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-        Ok(match verdict {
-            Some((category, reason)) => Decision {
-                stage: Check::Prompt,
-                allowed: false,
-                category: Some(category),
-                reason,
-                scores,
-                policy_version: self.policy.version.clone(),
-                model_versions: self.model_versions.clone(),
-                latency_ms,
-            },
-            None => Decision {
-                stage: Check::Prompt,
-                allowed: true,
-                category: None,
-                reason: String::new(),
-                scores,
-                policy_version: self.policy.version.clone(),
-                model_versions: self.model_versions.clone(),
-                latency_ms,
-            },
+        let (allowed, category, reason) = match verdict {
+            Some((category, reason)) => (false, Some(category), reason),
+            None => (true, None, String::new()),
+        };
+        Ok(Decision {
+            stage: Check::Prompt,
+            allowed,
+            category,
+            reason,
+            scores,
+            policy_version: self.policy.version.clone(),
+            model_versions: self.model_versions.clone(),
+            latency_ms,
+            text: None,
         })
+    }
+}
+
+/// One reading of a text (see [`PromptChecker::readings`]).
+struct Reading {
+    /// What the encoder and the offensive-language model read.
+    text: String,
+    /// What terms and patterns match against.
+    norm: String,
+    unevaded: bool,
+    emb: Option<Vec<f32>>,
+}
+
+impl Reading {
+    /// How a reason names this reading.
+    fn note(&self) -> String {
+        if self.unevaded {
+            format!(" (read without evasion: {:?})", self.norm)
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -278,6 +424,12 @@ allow_terms = ["nude lipstick"]
 threshold = 0.5
 terms = ["gore"]
 patterns = ['\bhead (being )?cut off\b']
+[categories.hate]
+threshold = 0.5
+terms = ["vermin"]
+[negative_prompt]
+steer_terms = { sexual = ["clothes", "clothed", "censor*"] }
+text_categories = ["hate"]
 [tenants.kids]
 threshold_scale = 0.9
 block_all_real_people = true
@@ -348,6 +500,61 @@ extra_terms = { violence_gore = ["blood"] }
         );
         // Everything the base policy blocks stays blocked for the tenant.
         assert!(!c.check("kids", "gore").unwrap().allowed);
+    }
+
+    #[test]
+    fn evasion_forms_are_read_as_meant() {
+        let c = checker();
+        for p in [
+            "a n\u{0430}ked... no: a nud\u{0435} woman",
+            "a n u d e woman",
+            "a nu\u{200b}de woman",
+            "p0rn0graphic video",
+            "ａ ｎｕｄｅ woman",
+        ] {
+            let d = c.check("t", p).unwrap();
+            assert_eq!(d.category.as_deref(), Some("sexual"), "{p}: {d:?}");
+            assert!(d.reason.contains("read without evasion"), "{}", d.reason);
+            assert_eq!(d.scores.get("evasion"), Some(&1.0));
+        }
+        // The plain reading still decides plain prompts.
+        let d = c.check("t", "A NUDE woman").unwrap();
+        assert!(!d.reason.contains("evasion"), "{}", d.reason);
+        assert!(
+            c.check("t", "a 4k video of 3 cats in 1080p")
+                .unwrap()
+                .allowed
+        );
+    }
+
+    #[test]
+    fn the_negative_prompt_is_checked_for_steering_and_harmful_words() {
+        let c = checker();
+        // What a video is steered away from may name harm: that is safe.
+        let d = c
+            .check_job("t", "a woman on a beach", "nude, gore")
+            .unwrap();
+        assert!(d.allowed, "{d:?}");
+        // Steering away from clothes is not.
+        let d = c
+            .check_job("t", "a woman on a beach", "blurry, cl0thed")
+            .unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.category.as_deref(), Some("sexual"));
+        assert_eq!(d.text, Some(PromptText::NegativePrompt));
+        assert!(
+            d.reason.starts_with("negative prompt steers"),
+            "{}",
+            d.reason
+        );
+        // Words that are harmful wherever they are written.
+        let d = c.check_job("t", "a crowd", "those vermin").unwrap();
+        assert_eq!(d.category.as_deref(), Some("hate"));
+        assert_eq!(d.text, Some(PromptText::NegativePrompt));
+        // A blocked prompt says so.
+        let d = c.check_job("t", "gore", "").unwrap();
+        assert_eq!(d.text, Some(PromptText::Prompt));
+        assert!(c.check_job("t", "a red fox", "").unwrap().text.is_none());
     }
 
     #[test]

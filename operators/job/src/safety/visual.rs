@@ -130,6 +130,7 @@ impl VisualChecker {
             policy_version: self.policy_version.clone(),
             model_versions: vec![vidflow_gpu::nsfw::MODEL_VERSION.to_string()],
             latency_ms: t0.elapsed().as_secs_f64() * 1e3,
+            text: None,
         })
     }
 }
