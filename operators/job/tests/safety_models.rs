@@ -230,3 +230,22 @@ fn evasion_forms_of_blocked_prompts_are_blocked_as_often() {
         "{fp} of {benign_forms} benign prompts blocked in evasion forms"
     );
 }
+
+/// The test split of our corpus (`scripts/safety/corpus.py`) was frozen
+/// before any tuning: nothing may change it, and nothing is tuned on it.
+#[test]
+fn the_frozen_test_split_is_unchanged() {
+    use sha2::Digest;
+    let p = root().join("tests/data/safety_corpus/test.jsonl");
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex,
+        "fccf7a8866a57085159618392ffa8728d1b4905bad0db409dc6b3303d266d6ee",
+        "{} changed: the frozen test split must stay as it was written",
+        p.display()
+    );
+}
