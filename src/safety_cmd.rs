@@ -60,6 +60,17 @@ pub enum SafetyCmd {
         #[arg(long)]
         models: Option<PathBuf>,
     },
+    /// The MiniLM embedding of every reading of every prompt of a
+    /// labelled JSONL set, one JSON line each (`label`, `category`,
+    /// `reading`, `embedding`): the input of `scripts/safety/train_head.py`.
+    Embed {
+        prompts: PathBuf,
+        out: PathBuf,
+        #[arg(long, default_value = "configs/safety.toml")]
+        policy: PathBuf,
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
     /// Decide one prompt and print the decision as JSON.
     Check {
         prompt: String,
@@ -92,6 +103,35 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
             } else {
                 print!("{}", eval::table(&r));
             }
+            Ok(0)
+        }
+        SafetyCmd::Embed {
+            prompts,
+            out,
+            policy,
+            models: dir,
+        } => {
+            use std::io::Write;
+            let text = std::fs::read_to_string(&prompts)
+                .with_context(|| format!("reading {}", prompts.display()))?;
+            let set = eval::parse_set(&text).with_context(|| prompts.display().to_string())?;
+            let checker = prompt::load(&policy, &dir.unwrap_or_else(models::default_dir))?;
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&out).with_context(|| out.display().to_string())?,
+            );
+            for l in &set {
+                for (i, e) in checker.embed_readings(&l.prompt)?.iter().enumerate() {
+                    let line = serde_json::json!({
+                        "label": l.label,
+                        "category": l.category,
+                        "reading": i,
+                        "embedding": e,
+                    });
+                    writeln!(w, "{line}")?;
+                }
+            }
+            w.flush()?;
+            eprintln!("{}: {} prompts embedded", out.display(), set.len());
             Ok(0)
         }
         SafetyCmd::Check {

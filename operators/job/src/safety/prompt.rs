@@ -196,6 +196,17 @@ impl PromptChecker {
         Ok(d)
     }
 
+    /// The embedding of each reading of `text` (as written first, then
+    /// with evasions undone if that differs): what the learned head is
+    /// trained on (`vidflow safety embed`).
+    pub fn embed_readings(&self, text: &str) -> Result<Vec<Vec<f32>>, SafetyError> {
+        Ok(self
+            .readings(text, true)?
+            .into_iter()
+            .filter_map(|r| r.emb)
+            .collect())
+    }
+
     /// The ways one text is read: as written and, where it differs, with
     /// its evasions undone ([`unevade`]).
     fn readings(&self, text: &str, embed: bool) -> Result<Vec<Reading>, SafetyError> {
