@@ -13,6 +13,10 @@ use support::*;
 use vidflow_connectors::amqp;
 use vidflow_operators::event::{JobEvent, Stage};
 
+/// Both tests time a real serve on this machine's cores; side by side they
+/// would slow each other's steps and skew the waits they measure.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn record(setup: &Setup, tenant: &str, job: &str) -> serde_json::Value {
     let p = setup.out.join(format!("jobs/{tenant}/{job}.json"));
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
@@ -37,6 +41,7 @@ fn denoise_steps<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_premium_job_preempts_a_free_one_which_resumes_identically_and_each_is_charged_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // Two slots, both free jobs; preempt even if a slot would free soon.
     let setup = Setup::new(
         "preempt",
@@ -188,6 +193,7 @@ fn read_trace() -> Vec<Arrival> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_predicts_each_tiers_mean_wait_of_a_real_serve_within_20_percent() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use vidflow_sched::sim::config::{BatchedStep, FleetConfig};
     use vidflow_sched::sim::{self, PolicyRun, TraceJob};
     use vidflow_sched::{Policy, Tier};
