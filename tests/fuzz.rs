@@ -384,3 +384,26 @@ fn fuzz_the_safetensors_header_check() {
         vidflow_gpu::weights::check_safetensors(b).is_ok()
     });
 }
+
+#[test]
+fn fuzz_the_prompt_reading_without_evasion() {
+    // Prompt text is untrusted: the second reading (look-alike letters,
+    // leetspeak, spaced letters) must take any string without a panic,
+    // and stay within a small multiple of its length.
+    let seeds: Vec<Vec<u8>> = [
+        "a n u d e woman, k1ll the n@k3d $lut",
+        "k i l l  t h e  m a n",
+        "n\u{0430}k\u{0435}d \u{200b}w\u{043e}m\u{03bf}n ｎｕｄｅ 𝐠𝐨𝐫𝐞 nüdé",
+        "1080p video, 24fps, 3 cats, 4k, 3d, h264, wow! s-h-o-o-t",
+        "\u{202e}reversed\u{202c} z\u{0335}a\u{0336}l\u{0337}g\u{0338}o",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz("unevade", 7, seeds, 2000, |b| {
+        let s = String::from_utf8_lossy(b);
+        let out = vidflow_operators::safety::evasion::unevade(&s);
+        assert!(out.len() <= 8 * s.len() + 8, "{} -> {}", s.len(), out.len());
+        true
+    });
+}
