@@ -25,11 +25,17 @@ pub fn unevade(text: &str) -> String {
     // Invisible characters first: decancer reads a zero-width space as a
     // space, which would split the word it hides in.
     let visible: String = text.chars().filter(|&c| !invisible(c)).collect();
-    let folded = match decancer::cure(&visible, Options::default()) {
-        Ok(c) => c.as_ref().to_string(),
-        // Only input decancer cannot order (malformed bidirectional runs)
-        // fails; the plain reading still covers it.
-        Err(_) => visible.to_lowercase(),
+    // Bidirectional reordering is off: decancer 3.3.3 panics on some mixes
+    // of direction marks (found by tests/fuzz.rs), and a reading for word
+    // matching does not need display order. The panic guard stays for any
+    // other such input: prompt text is untrusted, and a library's panic
+    // must not take the stage thread down; the plain reading still decides.
+    let cured = std::panic::catch_unwind(|| {
+        decancer::cure(&visible, Options::default().disable_bidi()).map(|c| c.as_ref().to_string())
+    });
+    let folded = match cured {
+        Ok(Ok(c)) => c,
+        _ => visible.to_lowercase(),
     };
     let deleet: Vec<String> = folded.split(' ').map(read_leet).collect();
     normalise(&join_spaced(&deleet.join(" ")))
@@ -196,6 +202,15 @@ mod tests {
         assert_eq!(unevade("a b test"), "a b test");
         assert_eq!(unevade("k i l l  t h e  m a n"), "kill the man");
         assert_eq!(unevade("a  a s i a n  w o m a n"), "a asian woman");
+    }
+
+    #[test]
+    fn odd_input_found_by_the_fuzzer() {
+        let s = "\u{202e}reverse\u{0b}\u{202c} z\u{335}a\u{336}l\u{fffd}\u{fffd}b\u{5}I\u{fffd}@\u{17}\u{fffd}\u{fffd}\"job_id\"\u{fffd}g\u{338}o";
+        // decancer's bidirectional pass panics on it; without that pass
+        // it cures it.
+        assert!(decancer::cure(s, Options::default().disable_bidi()).is_ok());
+        assert!(unevade(s).contains("reverse"));
     }
 
     #[test]
