@@ -10,7 +10,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use vidflow_gpu::rng::NoiseRng;
 use vidflow_gpu::tiny;
-use vidflow_gpu::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
+use vidflow_gpu::transformer::{LtxTransformer, TransformerConfig};
 use vidflow_gpu::vae::{LtxVae, VaeConfig};
 use vidflow_gpu::weights::parse_config;
 use vidflow_operators::cost::arch_of;
@@ -49,12 +49,7 @@ fn calibrate(
     let mut points = Vec::new();
     let mut rows = Vec::new();
     for &(f, h, wd) in grids {
-        let grid = LatentGrid {
-            frames: f,
-            height: h,
-            width: wd,
-            rope_scale: [8.0 / 25.0, 32.0, 32.0],
-        };
+        let grid = crate::bench_grid((f, h, wd));
         let tokens = grid.tokens();
         let x = rng.randn(&[2, tokens, tc.in_channels], &dev)?;
         let s = median_s(

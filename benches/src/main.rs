@@ -116,6 +116,17 @@ fn median_ms(mut f: impl FnMut() -> Result<()>, repeats: usize) -> Result<(f64, 
 
 const TEXT_LEN: usize = 128;
 
+/// The latent grid of a benchmark shape (frames, height, width in latent
+/// cells), with the RoPE scale of LTX at 25 fps.
+fn bench_grid((frames, height, width): (usize, usize, usize)) -> LatentGrid {
+    LatentGrid {
+        frames,
+        height,
+        width,
+        rope_scale: [8.0 / 25.0, 32.0, 32.0],
+    }
+}
+
 fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
     let dev = Device::Cpu;
     let tc: TransformerConfig = parse_config(shape.transformer.clone(), "bench transformer")?;
@@ -129,12 +140,7 @@ fn bench(shape: &Shape, args: &Args) -> Result<serde_json::Value> {
     let model = LtxTransformer::load(&tw, &tc)?;
     let vae = LtxVae::load(&vw, &vc)?;
     let (f, h, w) = shape.grid;
-    let grid = LatentGrid {
-        frames: f,
-        height: h,
-        width: w,
-        rope_scale: [8.0 / 25.0, 32.0, 32.0],
-    };
+    let grid = bench_grid(shape.grid);
     let s = grid.tokens();
     let mut rng = NoiseRng::new(5);
     let x = rng.randn(&[2, s, tc.in_channels], &dev)?;
