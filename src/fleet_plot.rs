@@ -19,6 +19,20 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing chart: {e:?}")
 }
 
+/// The series legend both charts draw, boxed on white.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 /// p95 queue wait against load, one panel per tier, one line per policy,
 /// the tier's target as a dashed line.
 pub fn p95_vs_load(rep: &Report, path: &Path) -> Result<()> {
@@ -88,13 +102,7 @@ pub fn p95_vs_load(rep: &Report, path: &Path) -> Result<()> {
             .map_err(err)?
             .label(format!("target {target:.0} s"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(err)?;
     Ok(())
@@ -165,13 +173,7 @@ pub fn gpus_needed(rep: &Report, path: &Path) -> Result<()> {
         .map_err(err)?
         .label(format!("spec fleet: {spec:.0} GPUs"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(err)?;
     Ok(())
 }
