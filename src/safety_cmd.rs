@@ -62,7 +62,8 @@ pub enum SafetyCmd {
     },
     /// The MiniLM embedding of every reading of every prompt of a
     /// labelled JSONL set, one JSON line each (`label`, `category`,
-    /// `reading`, `embedding`): the input of `scripts/safety/train_head.py`.
+    /// `reading`, `text`, `embedding`): the input of
+    /// `scripts/safety/train_head.py`.
     Embed {
         prompts: PathBuf,
         out: PathBuf,
@@ -120,11 +121,12 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
                 std::fs::File::create(&out).with_context(|| out.display().to_string())?,
             );
             for l in &set {
-                for (i, e) in checker.embed_readings(&l.prompt)?.iter().enumerate() {
+                for (i, (t, e)) in checker.embed_readings(&l.prompt)?.iter().enumerate() {
                     let line = serde_json::json!({
                         "label": l.label,
                         "category": l.category,
                         "reading": i,
+                        "text": t,
                         "embedding": e,
                     });
                     writeln!(w, "{line}")?;

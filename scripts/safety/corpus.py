@@ -23,6 +23,10 @@ import hashlib
 import json
 import os
 import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import atoms  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 
@@ -276,6 +280,66 @@ def pick_style(rng):
     return "plain"
 
 
+# More sentence shapes for the atoms (train and val only).
+ATOM_TEMPLATES = TEMPLATES[:1] + [
+    "{subject} {core} {setting} - {cinematic}", "a music video of {subject} {core}",
+    "POV: {subject} {core} {setting}", "anime style, {subject} {core}", "{core}, {cinematic}",
+    "a short film: {subject} {core} {setting}", "{subject} {core}, realistic", "generate {subject} {core}",
+    "{core}", "a clip of {subject} {core} {setting}",
+]
+ATOM_SIZES = {"train": (1200, 4000, 900), "val": (400, 1400, 300)}  # harmful per category, benign, named benign
+
+
+def extras(names, name_split, tmpl_split):
+    """Rows built from scripts/safety/atoms.py for train and val: each
+    phrase goes to one of the two (75/25 by a hash), each real-person name
+    stays in its own split, a real-person sentence shape of the test split
+    is not used, and a real person in a benign context is an `allow` row (a
+    name alone does not block)."""
+    person_templates = [t for t in PERSON_TEMPLATES if tmpl_split[t] != "test"]
+    rng = random.Random("atoms:20261207")
+    out = {}
+    harm = atoms.harmful_groups()
+
+    def part(items, split):
+        keep = {}
+        for t in items:
+            h = int(hashlib.sha256(("atom:" + t).encode()).hexdigest()[:8], 16) / 16**8
+            keep[t] = "train" if h < 0.75 else "val"
+        return [t for t in items if keep[t] == split]
+
+    for split, (n_harm, n_benign, n_named) in ATOM_SIZES.items():
+        rows = []
+        ns = [n for n in names if name_split[n] == split]
+
+        def make(cores, n, label, category, named=None):
+            seen = set()
+            for _ in range(n * 20):
+                if len(seen) >= n:
+                    break
+                t = rng.choice(ATOM_TEMPLATES)
+                subject = rng.choice(SUBJECTS)
+                if named is not None:
+                    t = rng.choice(person_templates)
+                pool = rng.choice(cores) if isinstance(cores[0], list) else cores
+                text = t.format(core=rng.choice(pool), subject=subject, setting=rng.choice(SETTINGS),
+                                cinematic=rng.choice(CINEMATIC), name=rng.choice(named or [""]))
+                style = pick_style(rng)
+                p = styled(rng, " ".join(text.split()), style)
+                if p in seen:
+                    continue
+                seen.add(p)
+                rows.append({"prompt": p, "label": label, "category": category, "style": style})
+
+        for cat in sorted(harm):
+            make([g for g in (part(g, split) for g in harm[cat]) if g], n_harm, "block", cat)
+        make(part(atoms.PERSON_HARMFUL, split) or atoms.PERSON_HARMFUL, n_harm, "block", "real_person", named=ns)
+        make([g for g in (part(g, split) for g in atoms.benign_groups()) if g], n_benign, "allow", "safe")
+        make(atoms.PERSON_OK, n_named, "allow", "safe", named=ns)
+        out[split] = rows
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/data/safety_corpus")
@@ -329,9 +393,15 @@ def main():
                 lambda: {"name": rng.choice(ns)})
         benign = [c for cs in BENIGN.values() for c in cs]
         compose(split, benign, BENIGN_TEMPLATES, benign_sizes[split], "allow", "safe", lambda: {})
+    extra = extras(names, name_split, tmpl_split)
     os.makedirs(args.out, exist_ok=True)
     for split in SPLITS:
         rng.shuffle(rows[split])
+        # The atoms are added after the shuffle that the test split's bytes
+        # depend on, with their own generator: the test split is unchanged.
+        if split in extra:
+            rows[split] += extra[split]
+            random.Random(f"atoms-shuffle:{split}").shuffle(rows[split])
         with open(os.path.join(args.out, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             for r in rows[split]:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")

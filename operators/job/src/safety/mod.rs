@@ -5,6 +5,7 @@
 
 pub mod eval;
 pub mod evasion;
+pub mod head;
 pub mod models;
 pub mod policy;
 pub mod profanity;

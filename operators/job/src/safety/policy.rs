@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::head::Head;
 use super::SafetyError;
 
 /// `configs/safety.toml`.
@@ -33,6 +34,25 @@ pub struct PolicyFile {
     pub visual: VisualConfig,
     #[serde(default)]
     pub negative_prompt: NegativePromptConfig,
+    /// The learned head (`safety/head.json`), pinned by sha256.
+    #[serde(default)]
+    pub head: Option<HeadConfig>,
+}
+
+/// `[head]`: which trained head file the policy decides with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Relative to the policy file.
+    pub file: String,
+    /// The file's sha256: a head is reviewed with the policy, and the
+    /// policy's version hash covers this pin.
+    pub sha256: String,
+    /// Where a head is configured, the exemplar similarity is recorded as
+    /// a score (an explanation) but no longer blocks or counts as a
+    /// real-person context: its false positives are what the head replaces.
+    #[serde(default)]
+    pub exemplars_block: bool,
 }
 
 /// How the negative prompt is checked. Its words are what the video is
@@ -214,6 +234,7 @@ pub struct Policy {
     /// `<label>+<first 12 hex of the file's sha256>`.
     pub version: String,
     pub names: Vec<String>,
+    pub head: Option<Head>,
 }
 
 impl Policy {
@@ -240,7 +261,28 @@ impl Policy {
                     .map(|l| l.to_string()),
             );
         }
-        Self::build(file, names, &hashed).map_err(err)
+        let head = match &file.head {
+            None => None,
+            Some(h) => {
+                let p = path.parent().unwrap_or(Path::new(".")).join(&h.file);
+                Some(Head::load(&p, &h.sha256).map_err(|msg| SafetyError::Policy {
+                    path: p.display().to_string(),
+                    msg,
+                })?)
+            }
+        };
+        if let Some(h) = &head {
+            for c in &h.classes[1..] {
+                if c != "real_person" && !file.categories.contains_key(c) {
+                    return Err(err(format!(
+                        "head: class {c:?} is neither a category nor real_person"
+                    )));
+                }
+            }
+        }
+        let mut policy = Self::build(file, names, &hashed).map_err(err)?;
+        policy.head = head;
+        Ok(policy)
     }
 
     /// Checks a parsed policy (`text` is what its version hash covers).
@@ -303,6 +345,7 @@ impl Policy {
             version: format!("{}+{hex}", file.version),
             names,
             file,
+            head: None,
         })
     }
 }

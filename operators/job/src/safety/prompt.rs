@@ -91,6 +91,25 @@ impl PromptChecker {
             &policy.file.embedding.safe_exemplars,
             "embedding.safe_exemplars",
         )?;
+        if let (Some(h), Some(e)) = (&policy.head, &encoder) {
+            let dim = e
+                .embed("width")
+                .map_err(|err| SafetyError::Policy {
+                    path: policy.version.clone(),
+                    msg: format!("head: {err}"),
+                })?
+                .len();
+            if dim != h.input_dim() {
+                return Err(SafetyError::Policy {
+                    path: policy.version.clone(),
+                    msg: format!(
+                        "head: reads {}-wide embeddings, the encoder {:?} writes {dim}",
+                        h.input_dim(),
+                        h.encoder
+                    ),
+                });
+            }
+        }
         let names = policy.names.iter().filter_map(|n| Term::new(n)).collect();
         let context = terms(&policy.file.real_person.context_terms);
         let tenants = policy
@@ -196,14 +215,14 @@ impl PromptChecker {
         Ok(d)
     }
 
-    /// The embedding of each reading of `text` (as written first, then
-    /// with evasions undone if that differs): what the learned head is
-    /// trained on (`vidflow safety embed`).
-    pub fn embed_readings(&self, text: &str) -> Result<Vec<Vec<f32>>, SafetyError> {
+    /// Each reading of `text` (as written first, then with evasions
+    /// undone if that differs) with its embedding: what the learned head
+    /// is trained on (`vidflow safety embed`).
+    pub fn embed_readings(&self, text: &str) -> Result<Vec<(String, Vec<f32>)>, SafetyError> {
         Ok(self
             .readings(text, true)?
             .into_iter()
-            .filter_map(|r| r.emb)
+            .filter_map(|r| r.emb.map(|e| (r.text, e)))
             .collect())
     }
 
@@ -267,6 +286,13 @@ impl PromptChecker {
             scores.insert("embedding.safe".to_string(), safe_sims[0] as f64);
         }
         let margin = self.policy.file.embedding.margin;
+        // With a learned head, exemplar similarity is an explanation only.
+        let exemplars_block = self
+            .policy
+            .file
+            .head
+            .as_ref()
+            .is_none_or(|h| h.exemplars_block);
         // (category, strength, why) of every category that fires.
         let mut fired: Vec<(String, f32, String)> = Vec::new();
         let mut context_hit: Option<String> = None;
@@ -288,7 +314,7 @@ impl PromptChecker {
                     hits.extend(matches(extra, &c.allow, &words[ri]));
                 }
                 let pattern = c.patterns.iter().find(|p| p.is_match(&r.norm));
-                let by_sim = sim >= thr && sim - safe_sim >= margin;
+                let by_sim = exemplars_block && sim >= thr && sim - safe_sim >= margin;
                 let this = if let Some(t) = hits.first() {
                     scores.insert(format!("terms.{}", c.name), hits.len() as f64);
                     Some((2.0 + sim, format!("term {:?}{}", t.text, r.note())))
@@ -305,7 +331,11 @@ impl PromptChecker {
                         ),
                     ))
                 } else {
-                    if context_hit.is_none() && sim >= ctx_thr * scale && sim - safe_sim >= margin {
+                    if exemplars_block
+                        && context_hit.is_none()
+                        && sim >= ctx_thr * scale
+                        && sim - safe_sim >= margin
+                    {
                         context_hit = Some(format!("{} context ({sim:.3})", c.name));
                     }
                     None
@@ -321,6 +351,34 @@ impl PromptChecker {
             }
             if let Some((strength, why)) = cat_fired {
                 fired.push((c.name.clone(), strength, why));
+            }
+        }
+        if let Some(h) = &self.policy.head {
+            // Highest probability per class over the readings, and which.
+            let mut top = vec![(0.0f32, 0usize); h.classes.len()];
+            for (ri, r) in readings.iter().enumerate() {
+                if let Some(v) = &r.emb {
+                    for (ci, p) in h.probabilities(&r.text, v).into_iter().enumerate() {
+                        if p > top[ci].0 {
+                            top[ci] = (p, ri);
+                        }
+                    }
+                }
+            }
+            for (ci, c) in h.classes.iter().enumerate().skip(1) {
+                let (p, ri) = top[ci];
+                if !has_emb {
+                    continue;
+                }
+                scores.insert(format!("head.{c}"), p as f64);
+                let thr = h.thresholds[c] * scale;
+                if p >= thr {
+                    fired.push((
+                        c.clone(),
+                        1.0 + p,
+                        format!("learned head: {c} {p:.3} >= {thr:.3}{}", readings[ri].note()),
+                    ));
+                }
             }
         }
         if let Some(p) = &self.profanity {
