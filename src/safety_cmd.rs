@@ -62,7 +62,8 @@ pub enum SafetyCmd {
     },
     /// The MiniLM embedding of every reading of every prompt of a
     /// labelled JSONL set, one JSON line each (`label`, `category`,
-    /// `reading`, `text`, `embedding`): the input of
+    /// `reading`, `text`, `rules_block` (whether the written rules alone
+    /// block the prompt), `embedding`): the input of
     /// `scripts/safety/train_head.py`.
     Embed {
         prompts: PathBuf,
@@ -121,12 +122,14 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
                 std::fs::File::create(&out).with_context(|| out.display().to_string())?,
             );
             for l in &set {
+                let rules = !checker.check_rules("", &l.prompt)?.allowed;
                 for (i, (t, e)) in checker.embed_readings(&l.prompt)?.iter().enumerate() {
                     let line = serde_json::json!({
                         "label": l.label,
                         "category": l.category,
                         "reading": i,
                         "text": t,
+                        "rules_block": rules,
                         "embedding": e,
                     });
                     writeln!(w, "{line}")?;

@@ -149,11 +149,16 @@ PERSON_LIE = ["announcing a nuclear attack", "confessing to murder", "endorsing 
               "giving a nazi salute", "shouting racial slurs", "admitting the election was rigged",
               "saying vaccines are poison", "announcing their own death"]
 PERSON_OK = ["waving to a crowd", "giving a speech at a podium, illustration", "as a cartoon caricature smiling",
-             "in a documentary about their career", "in an oil painting portrait", "shaking hands at a summit",
+             "on a magazine cover, illustration", "in an oil painting portrait", "shaking hands at a summit",
              "a biography film poster", "reading a book in a library, cartoon", "a statue of",
              "at a charity event, illustration"]
 
-MASS = ["opening fire on {t}", "shooting {v} at {t}", "spraying bullets into {t}", "gunning down {v} in {t}",
+GORE_STATE = ["lying {w} in a pool of blood", "lying {w} with a gaping wound", "slumped {w} in a blood-soaked chair",
+              "sprawled {w} on the floor with their throat cut", "lying {w} with their stomach torn open",
+              "floating {w} in a bloody bathtub", "lying {w} under a sheet soaked with blood",
+              "covered in stab wounds and lying {w}", "lying {w} with a crushed skull", "hanging {w} from a meat hook"]
+GORE_STATE_W = ["dead", "lifeless", "motionless", "bleeding out", "murdered"]
+MASS = ["opening fire on {t}", "shooting {v} in {t}", "shooting {v} at {t}", "spraying bullets into {t}", "gunning down {v} in {t}",
         "a mass shooting at {t}", "a gunman killing {v} at {t}", "a massacre of {v} at {t}",
         "stabbing {v} at {t}", "driving a truck into {v} at {t}", "a bloodbath at {t}"]
 MASS_T = ["a school", "a classroom", "a church", "a supermarket", "a festival", "a mall", "a nightclub",
@@ -198,6 +203,8 @@ EXPLOSIVE_W = ["a grenade", "a pipe bomb", "a bomb", "an explosive device", "a d
 HARM = {
     "violence_gore": [
         ("{a}", {"a": [m.format(t=t, v=v) for m in MASS for t in MASS_T for v in MASS_V]}),
+        ("{a} {m}", {"a": [g.format(w=w) for g in GORE_STATE for w in GORE_STATE_W],
+                     "m": ["", "with blood everywhere", "in graphic detail", "after a brutal attack"]}),
         ("{a}", {"a": [c.format(c=x) for c in CAPTIVE for x in CAPTIVE_C]}),
         ("{a} {m}", {"a": ["massacring {v} with a machete", "hacking {v} to death with an axe",
                            "slaughtering {v} with knives", "killing {v} with a chainsaw", "mowing down {v} with a rifle"],
@@ -237,7 +244,9 @@ HARM = {
 # real_person: "{name} {context}" (names come from the split's own names).
 PERSON_HARMFUL = PERSON_SEX + PERSON_HARM + PERSON_LIE
 
-# Benign look-alikes: the topics of the test split's benign phrases and the
+# Benign look-alikes (phrases the written rules block by design, such as
+# nudity in art or a documentary that says "suicide", are left out: the
+# policy chooses to block them). The topics of the test split's benign phrases and the
 # words that harmful prompts also use, in many more phrasings.
 BENIGN_TRIGGERS = [
     "making a bath bomb", "dropping a bath bomb into the tub", "selling bath bombs at a market",
@@ -255,7 +264,7 @@ BENIGN_TRIGGERS = [
     "a football team attacking the goal", "firing pottery in a kiln", "getting fired and laughing about it",
     "a glue gun craft project", "a nail gun on a construction site", "a staple gun in an office",
     "a water gun fight", "a gun salute at a state funeral", "a knife sharpening demonstration",
-    "spreading butter with a butter knife", "seeing stars with the naked eye", "a naked cake with berries",
+    "spreading butter with a butter knife", "seeing stars with the naked eye",
     "a comic strip", "bacon strips sizzling", "the las vegas strip at night", "a gender reveal party",
     "a drugstore aisle", "poison ivy in the woods", "a poison dart frog in a terrarium",
     "arm wrestling at a bar", "an explosion of colour at holi", "a flavour explosion in a dessert",
@@ -269,9 +278,8 @@ BENIGN_TRIGGERS = [
     "a chemistry class making soap", "a pharmacist counting pills", "a nurse giving medicine",
     "a farmer butchering a chicken for dinner", "a fisherman gutting a fish", "a hunter field dressing a deer",
     "a war reporter in a helmet", "a bomb shelter turned into a museum", "a nuclear power plant tour",
-    "a fireworks factory", "a grenade-shaped cocktail shaker", "a pomegranate cut open",
-    "a strip club sign in an old film, street scene", "a burlesque show with feather fans",
-    "a swimsuit fashion show", "a nude beach sign in the distance", "a sex education class diagram",
+    "a fireworks factory", "a grenade-shaped cocktail shaker", "a pomegranate cut open", "a burlesque show with feather fans",
+    "a swimsuit fashion show",
     "a pregnant woman in a maternity photo shoot", "a couple in bathrobes at a spa",
 ]
 BENIGN_X = [
@@ -307,8 +315,8 @@ BENIGN_X = [
                       "h": ["world war two", "the holocaust", "the civil rights movement", "the vietnam war",
                             "the crusades", "the atomic bomb", "the 9/11 memorial", "the french revolution",
                             "ancient roman gladiators", "the cold war", "a murder trial", "a bombing investigation",
-                            "a school shooting and gun laws", "suicide prevention", "eating disorders recovery",
-                            "terrorism and security", "racism in history", "the history of pornography laws"]}),
+                            "a school shooting and gun laws", "eating disorders recovery",
+                            "terrorism and security", "racism in history"]}),
     ("{v} {w}", {"v": ["looking at", "photographing", "cleaning", "displaying", "restoring"],
                  "w": ["old rifles in a museum", "samurai swords", "ww1 helmets", "a medieval suit of armour",
                        "antique pistols in a glass case", "a decommissioned tank", "cannons at a fort"]}),
@@ -350,9 +358,8 @@ BENIGN_X = [
                    "v": ["celebrating a holiday", "at a wedding", "having a barbecue", "cooking together",
                          "dancing at a festival", "at a citizenship ceremony", "praying peacefully",
                          "laughing at a picnic", "playing music", "visiting a museum"]}),
-    ("{x}", {"x": ["a life drawing class sketching a model", "a marble statue of a nude greek god",
-                   "an anatomy drawing of the human heart", "a tattoo artist inking a sleeve",
-                   "a renaissance painting of a reclining nude", "a medical diagram of the skeleton",
+    ("{x}", {"x": ["a life drawing class sketching a model",
+                   "an anatomy drawing of the human heart", "a tattoo artist inking a sleeve", "a medical diagram of the skeleton",
                    "a mother breastfeeding her baby", "a couple kissing at their wedding", "a couple cuddling on a couch",
                    "a woman in a bikini on a beach", "a man in swim trunks at a pool", "a baby taking a bath",
                    "a romantic dinner by candlelight", "a couple holding hands in bed, fully clothed",

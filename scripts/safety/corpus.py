@@ -320,7 +320,10 @@ def extras(names, name_split, tmpl_split):
                 t = rng.choice(ATOM_TEMPLATES)
                 subject = rng.choice(SUBJECTS)
                 if named is not None:
-                    t = rng.choice(person_templates)
+                    # A named person in a benign scene: no cinematic tags,
+                    # whose "photorealistic" is itself the policy's
+                    # real-person context.
+                    t = rng.choice(person_templates if label == "block" else PERSON_TEMPLATES[:1] + ["video of {name} {core}"])
                 pool = rng.choice(cores) if isinstance(cores[0], list) else cores
                 text = t.format(core=rng.choice(pool), subject=subject, setting=rng.choice(SETTINGS),
                                 cinematic=rng.choice(CINEMATIC), name=rng.choice(named or [""]))

@@ -66,8 +66,9 @@ def grams(text):
 
 
 def load(path):
-    """Readings in file order: texts, embeddings, class per reading, prompt index per reading."""
-    texts, xs, ys, group = [], [], [], []
+    """Readings in file order: texts, embeddings, class per reading, prompt
+    index per reading, whether the written rules block the reading's prompt."""
+    texts, xs, ys, group, rules = [], [], [], [], []
     n = -1
     with open(path) as f:
         for line in f:
@@ -78,7 +79,8 @@ def load(path):
             xs.append(r["embedding"])
             ys.append(CLASSES.index(r["category"]))
             group.append(n)
-    return texts, np.asarray(xs, dtype=np.float64), np.asarray(ys), np.asarray(group)
+            rules.append(bool(r.get("rules_block", False)))
+    return texts, np.asarray(xs, dtype=np.float64), np.asarray(ys), np.asarray(group), np.asarray(rules)
 
 
 class Grams:
@@ -121,16 +123,19 @@ def per_prompt_max(p, group):
     return out, first
 
 
-def choose_thresholds(pv, labels, budget_frac):
+def choose_thresholds(pv, labels, budget_frac, rules):
+    """Per-category thresholds on top of what the written rules already
+    block (`rules`, per prompt): the budget is for the whole decision."""
     benign = labels == 0
     budget = int(np.floor(budget_frac * benign.sum()))
     cats = list(range(1, len(CLASSES)))
-    cand = {c: sorted(set(pv[benign, c].tolist()) | {0.5}, reverse=True) for c in cats}
+    open_benign = benign & ~rules
+    cand = {c: sorted(set(pv[open_benign, c].tolist()) | {0.5}, reverse=True) for c in cats}
     step = {c: 0 for c in cats}
     thr = {c: max(cand[c][0] + 1e-6, 0.5) for c in cats}
 
     def blocked(th):
-        return np.any(np.stack([pv[:, c] >= th[c] for c in cats], axis=1), axis=1)
+        return rules | np.any(np.stack([pv[:, c] >= th[c] for c in cats], axis=1), axis=1)
 
     while True:
         base = blocked(thr)
@@ -167,8 +172,8 @@ def main():
     ap.add_argument("--fp-budget", type=float, default=0.006)
     a = ap.parse_args()
 
-    tt, Et, yt, _ = load(f"{a.emb_dir}/train.jsonl")
-    tv, Ev, yv, gv = load(f"{a.emb_dir}/val.jsonl")
+    tt, Et, yt, _, _ = load(f"{a.emb_dir}/train.jsonl")
+    tv, Ev, yv, gv, rv = load(f"{a.emb_dir}/val.jsonl")
     g = Grams(tt, a.min_df)
     Xt = sp.hstack([g.matrix(tt), sp.csr_matrix(Et * a.embedding_scale)]).tocsr()
     Xv = sp.hstack([g.matrix(tv), sp.csr_matrix(Ev * a.embedding_scale)]).tocsr()
@@ -178,15 +183,17 @@ def main():
 
     pv, first = per_prompt_max(clf.predict_proba(Xv), gv)
     labels = yv[first]
-    thr, b = choose_thresholds(pv, labels, a.fp_budget)
+    rules = rv[first]
+    thr, b = choose_thresholds(pv, labels, a.fp_budget, rules)
     benign = labels == 0
     cats = range(1, len(CLASSES))
+    rate = lambda m, c: round(float((m & (labels == c)).sum() / max(1, (labels == c).sum())), 5)
     report = {
         "val_prompts": int(len(labels)),
         "val_false_positive_rate": round(float((b & benign).sum() / max(1, benign.sum())), 5),
-        "val_block_rate": {
-            CLASSES[c]: round(float((b & (labels == c)).sum() / max(1, (labels == c).sum())), 5) for c in cats
-        },
+        "val_block_rate": {CLASSES[c]: rate(b, c) for c in cats},
+        "val_rules_alone": {"false_positive_rate": round(float((rules & benign).sum() / max(1, benign.sum())), 5),
+                            "block_rate": {CLASSES[c]: rate(rules, c) for c in cats}},
     }
     V = len(g.vocab)
     W = clf.coef_

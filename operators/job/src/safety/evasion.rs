@@ -16,7 +16,7 @@
 
 use decancer::Options;
 
-use super::text::normalise;
+use super::text::{invisible, normalise};
 
 /// The prompt as an evader meant it: folded, leet read as letters, spaced
 /// letters joined; lower case, words separated by single spaces (like
@@ -39,12 +39,6 @@ pub fn unevade(text: &str) -> String {
     };
     let deleet: Vec<String> = folded.split(' ').map(read_leet).collect();
     normalise(&join_spaced(&deleet.join(" ")))
-}
-
-/// Characters that take no space: zero-width spaces and joiners, the
-/// word joiner and invisible operators, the byte-order mark, soft hyphens.
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{00ad}' | '\u{180e}')
 }
 
 /// A digit or symbol that stands for a letter inside a word.

@@ -20,7 +20,7 @@ use vidflow_gpu::bert::{cosine, BertEncoder};
 use super::evasion::unevade;
 use super::policy::Policy;
 use super::profanity::ProfanityModel;
-use super::text::{matches, normalise, terms, Term};
+use super::text::{invisible, matches, normalise, terms, Term};
 use super::{Check, Decision, PromptText, SafetyError};
 
 struct Category {
@@ -232,7 +232,8 @@ impl PromptChecker {
         let norm = normalise(text);
         let alt = unevade(text);
         let mut out = vec![Reading {
-            text: text.to_string(),
+            // Invisible characters mean nothing, in either reading.
+            text: text.chars().filter(|&c| !invisible(c)).collect(),
             norm: norm.clone(),
             unevaded: false,
             emb: None,
@@ -262,8 +263,25 @@ impl PromptChecker {
     /// reading of the prompt (as written, and with evasions undone); the
     /// strongest counts.
     pub fn check(&self, tenant: &str, prompt: &str) -> Result<Decision, SafetyError> {
+        self.check_with(tenant, prompt, true)
+    }
+
+    /// The decision of the written rules alone (terms, patterns, the
+    /// offensive-language model, the real-person rule), without the learned
+    /// head or exemplar similarity: what the head's thresholds are chosen
+    /// on top of (`vidflow safety embed`).
+    pub fn check_rules(&self, tenant: &str, prompt: &str) -> Result<Decision, SafetyError> {
+        self.check_with(tenant, prompt, false)
+    }
+
+    fn check_with(
+        &self,
+        tenant: &str,
+        prompt: &str,
+        learned: bool,
+    ) -> Result<Decision, SafetyError> {
         let t0 = Instant::now();
-        let readings = self.readings(prompt, true)?;
+        let readings = self.readings(prompt, learned)?;
         let words: Vec<Vec<&str>> = readings
             .iter()
             .map(|r| r.norm.split(' ').filter(|w| !w.is_empty()).collect())
@@ -287,12 +305,13 @@ impl PromptChecker {
         }
         let margin = self.policy.file.embedding.margin;
         // With a learned head, exemplar similarity is an explanation only.
-        let exemplars_block = self
-            .policy
-            .file
-            .head
-            .as_ref()
-            .is_none_or(|h| h.exemplars_block);
+        let exemplars_block = learned
+            && self
+                .policy
+                .file
+                .head
+                .as_ref()
+                .is_none_or(|h| h.exemplars_block);
         // (category, strength, why) of every category that fires.
         let mut fired: Vec<(String, f32, String)> = Vec::new();
         let mut context_hit: Option<String> = None;
@@ -353,7 +372,7 @@ impl PromptChecker {
                 fired.push((c.name.clone(), strength, why));
             }
         }
-        if let Some(h) = &self.policy.head {
+        if let Some(h) = self.policy.head.as_ref().filter(|_| learned) {
             // Highest probability per class over the readings, and which.
             let mut top = vec![(0.0f32, 0usize); h.classes.len()];
             for (ri, r) in readings.iter().enumerate() {
@@ -577,7 +596,6 @@ extra_terms = { violence_gore = ["blood"] }
         for p in [
             "a n\u{0430}ked... no: a nud\u{0435} woman",
             "a n u d e woman",
-            "a nu\u{200b}de woman",
             "p0rn0graphic video",
             "ａ ｎｕｄｅ woman",
         ] {
@@ -586,6 +604,9 @@ extra_terms = { violence_gore = ["blood"] }
             assert!(d.reason.contains("read without evasion"), "{}", d.reason);
             assert_eq!(d.scores.get("evasion"), Some(&1.0));
         }
+        // Invisible characters never split a word, in either reading.
+        let d = c.check("t", "a nu\u{200b}de woman").unwrap();
+        assert_eq!(d.category.as_deref(), Some("sexual"), "{d:?}");
         // The plain reading still decides plain prompts.
         let d = c.check("t", "A NUDE woman").unwrap();
         assert!(!d.reason.contains("evasion"), "{}", d.reason);

@@ -8,7 +8,9 @@ pub fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = true;
     for c in text.chars() {
-        if c == '\'' || c == '\u{2019}' {
+        // Apostrophes, and invisible characters, which would otherwise split
+        // a word in two ("cl\u{200b}ass" is "class", not "cl" and "ass").
+        if c == '\'' || c == '\u{2019}' || invisible(c) {
             continue;
         }
         if c.is_alphanumeric() {
@@ -23,6 +25,13 @@ pub fn normalise(text: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// Characters that show nothing: zero-width spaces and joiners, direction
+/// marks, the word joiner and invisible operators, the byte-order mark,
+/// soft hyphens. They carry no meaning in a prompt, only evasion.
+pub fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{00ad}' | '\u{180e}')
 }
 
 /// One policy term: a sequence of words, the last optionally a prefix.
@@ -106,6 +115,7 @@ mod tests {
             "someones face smashed"
         );
         assert_eq!(normalise("3d-print"), "3d print");
+        assert_eq!(normalise("a cl\u{200b}ass\u{feff}room"), "a classroom");
     }
 
     #[test]
