@@ -20,11 +20,14 @@ async fn blocked_jobs_fail_with_their_category_are_not_billed_and_are_recorded()
     // video: the frame-check path with the real classifier.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("safety")).unwrap();
-    std::fs::copy(
-        root.join("configs/safety/real_people.txt"),
-        tmp.path().join("safety/real_people.txt"),
-    )
-    .unwrap();
+    // The files the policy names beside it: the names list and the head.
+    for f in ["real_people.txt", "head.json"] {
+        std::fs::copy(
+            root.join("configs/safety").join(f),
+            tmp.path().join("safety").join(f),
+        )
+        .unwrap();
+    }
     let base = std::fs::read_to_string(root.join("configs/safety.toml")).unwrap();
     let policy = tmp.path().join("safety.toml");
     std::fs::write(

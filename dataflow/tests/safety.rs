@@ -177,11 +177,14 @@ fn a_blocked_video_is_never_stored() {
     let policy = std::fs::read_to_string(root().join("configs/safety.toml")).unwrap();
     let dir = tmp.path().join("cfg");
     std::fs::create_dir_all(dir.join("safety")).unwrap();
-    std::fs::copy(
-        root().join("configs/safety/real_people.txt"),
-        dir.join("safety/real_people.txt"),
-    )
-    .unwrap();
+    // The files the policy names beside it: the names list and the head.
+    for f in ["real_people.txt", "head.json"] {
+        std::fs::copy(
+            root().join("configs/safety").join(f),
+            dir.join("safety").join(f),
+        )
+        .unwrap();
+    }
     std::fs::write(
         dir.join("safety.toml"),
         format!("{policy}\n[tenants.paranoid]\nvisual_threshold = 0.0000001\n"),

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Retrains the prompt policy's learned head from the corpus:
 #   embeds the train and val splits with the shipped MiniLM (every reading,
-#   as `vidflow safety check` reads prompts), then fits the head and picks
-#   its thresholds on val (scripts/safety/train_head.py). Never reads test.
+#   as `vidflow safety check` reads prompts), adds tests/data/safety_extra
+#   and safety_benign_extra to train, then fits the head and picks its
+#   thresholds on val (scripts/safety/train_head.py). Never reads the test
+#   split or the public set.
 # Writes configs/safety/head.json; pin its new sha256 in configs/safety.toml
 # ([head] sha256) and bump the policy version.
 #   bash scripts/safety/train-head.sh [OUT]
@@ -17,6 +19,11 @@ cargo build --release -q --bin vidflow
 BIN="${CARGO_TARGET_DIR:-target}/release/vidflow"
 for s in train val; do
   "$BIN" safety embed "tests/data/safety_corpus/$s.jsonl" "$tmp/$s.jsonl"
+done
+# Our two hand-written sets train the head too (never the public set).
+for s in safety_extra safety_benign_extra; do
+  "$BIN" safety embed "tests/data/$s.jsonl" "$tmp/$s.jsonl"
+  cat "$tmp/$s.jsonl" >> "$tmp/train.jsonl"
 done
 "$PY" scripts/safety/train_head.py "$tmp" "$OUT"
 sha256sum "$OUT"

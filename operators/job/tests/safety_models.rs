@@ -332,6 +332,7 @@ fn the_head_reads_grams_as_its_trainer_did() {
         .expect("configs/safety.toml configures a [head]");
     assert!(h.probes.len() >= 4, "{} probes", h.probes.len());
     let e = h.probe_error();
+    println!("largest gram-logit difference to the trainer: {e:e}");
     assert!(e < 1e-3, "gram logits differ from the trainer's by {e}");
 }
 

@@ -183,7 +183,10 @@ impl Head {
             })
             .unwrap_or(0);
         if f.format != FORMAT {
-            return Err(format!("format {:?}: this build reads {FORMAT:?}", f.format));
+            return Err(format!(
+                "format {:?}: this build reads {FORMAT:?}",
+                f.format
+            ));
         }
         if f.classes.first().map(String::as_str) != Some("safe") {
             return Err("classes: the first class must be \"safe\"".into());
@@ -295,8 +298,9 @@ impl Head {
                     .zip(&l.bias)
                     .zip(&grams)
                     .map(|((w, b), g)| {
-                        g + b + self.embedding_scale
-                            * w[n..].iter().zip(emb).map(|(a, x)| a * x).sum::<f32>()
+                        g + b
+                            + self.embedding_scale
+                                * w[n..].iter().zip(emb).map(|(a, x)| a * x).sum::<f32>()
                     })
                     .collect()
             } else {

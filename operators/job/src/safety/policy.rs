@@ -265,10 +265,12 @@ impl Policy {
             None => None,
             Some(h) => {
                 let p = path.parent().unwrap_or(Path::new(".")).join(&h.file);
-                Some(Head::load(&p, &h.sha256).map_err(|msg| SafetyError::Policy {
-                    path: p.display().to_string(),
-                    msg,
-                })?)
+                Some(
+                    Head::load(&p, &h.sha256).map_err(|msg| SafetyError::Policy {
+                        path: p.display().to_string(),
+                        msg,
+                    })?,
+                )
             }
         };
         if let Some(h) = &head {

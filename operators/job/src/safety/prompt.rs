@@ -395,7 +395,10 @@ impl PromptChecker {
                     fired.push((
                         c.clone(),
                         1.0 + p,
-                        format!("learned head: {c} {p:.3} >= {thr:.3}{}", readings[ri].note()),
+                        format!(
+                            "learned head: {c} {p:.3} >= {thr:.3}{}",
+                            readings[ri].note()
+                        ),
                     ));
                 }
             }
