@@ -31,12 +31,17 @@ impl SafetyArgs {
 #[derive(Subcommand)]
 pub enum SafetyCmd {
     /// Block rate per category, false-positive rate and latency over a
-    /// labelled JSONL prompt set (`prompt`, `label`, `category`).
+    /// labelled JSONL prompt set (`prompt`, `label`, `category`, optional
+    /// `style` and `negative_prompt`), each rate with a 95% interval.
     Eval {
         prompts: PathBuf,
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// The figures only, no missed prompts: for a held-out set, whose
+        /// prompts should not reach anyone tuning the policy.
+        #[arg(long)]
+        summary: bool,
         #[arg(long, default_value = "configs/safety.toml")]
         policy: PathBuf,
         /// Model cache (default: $VIDFLOW_MODEL_CACHE or .cache/models).
@@ -90,6 +95,7 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
         SafetyCmd::Eval {
             prompts,
             json,
+            summary,
             policy,
             models: dir,
             tenant,
@@ -100,7 +106,16 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
             let set = eval::parse_set(&text).with_context(|| prompts.display().to_string())?;
             let checker = prompt::load(&policy, &dir.unwrap_or_else(models::default_dir))?;
             let r = eval::run(&checker, &set, &tenant, details)?;
-            if json {
+            if summary {
+                let mut r = r;
+                r.misses.clear();
+                r.details.clear();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", eval::summary(&r));
+                }
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", eval::table(&r));

@@ -345,7 +345,7 @@ fn the_frozen_test_split_keeps_its_measured_rates() {
     let p = root().join("tests/data/safety_corpus/test.jsonl");
     let set = eval::parse_set(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let r = eval::run(&c, &set, "", false).unwrap();
-    let table = eval::table(&r);
+    let table = eval::summary(&r);
     println!("{}\n{table}", p.display());
     assert_eq!(r.allow_count, 600, "{table}");
     for (cat, floor) in TEST_SPLIT_FLOORS {

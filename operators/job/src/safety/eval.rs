@@ -19,6 +19,20 @@ pub struct Labelled {
     pub negative_prompt: String,
     pub label: String,
     pub category: String,
+    /// How the prompt is written (our corpus: `plain`, `misspelled`,
+    /// `leetspeak`, ...); sets that carry it are also reported by style.
+    #[serde(default)]
+    pub style: Option<String>,
+}
+
+/// Per writing style: harmful prompts and how many were blocked, benign
+/// prompts and how many were blocked.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StyleRates {
+    pub harmful: usize,
+    pub harmful_blocked: usize,
+    pub benign: usize,
+    pub benign_blocked: usize,
 }
 
 /// Parses the set; a bad line is an error naming its number.
@@ -72,6 +86,9 @@ pub struct Report {
     pub latency_ms_p95: f64,
     pub latency_ms_max: f64,
     pub misses: Vec<Miss>,
+    /// By writing style, for sets whose lines carry `style`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_style: BTreeMap<String, StyleRates>,
     /// Every prompt's decision and scores (with `--details`, for tuning).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<Detail>,
@@ -140,6 +157,7 @@ pub fn run(
     let (mut fp, mut allow_n) = (0usize, 0usize);
     let mut misses = Vec::new();
     let mut detail = Vec::new();
+    let mut by_style: BTreeMap<String, StyleRates> = BTreeMap::new();
     for l in set {
         let t0 = Instant::now();
         let d = checker.check_job(tenant, &l.prompt, &l.negative_prompt)?;
@@ -157,6 +175,16 @@ pub fn run(
             }
             !d.allowed
         };
+        if let Some(st) = &l.style {
+            let r = by_style.entry(st.clone()).or_default();
+            if l.label == "block" {
+                r.harmful += 1;
+                r.harmful_blocked += usize::from(!d.allowed);
+            } else {
+                r.benign += 1;
+                r.benign_blocked += usize::from(!d.allowed);
+            }
+        }
         if details {
             detail.push(Detail {
                 prompt: l.prompt.clone(),
@@ -202,12 +230,14 @@ pub fn run(
         latency_ms_p95: percentile(&lat, 95.0),
         latency_ms_max: lat.last().copied().unwrap_or(0.0),
         misses,
+        by_style,
         details: detail,
     })
 }
 
-/// The report as a plain-text table.
-pub fn table(r: &Report) -> String {
+/// The report's figures as a plain-text table, without the prompts (what a
+/// log of a held-out set may show).
+pub fn summary(r: &Report) -> String {
     let mut s = format!(
         "policy {}  models {}\n{:<20} {:>7} {:>10}  {}\n",
         r.policy_version,
@@ -238,6 +268,28 @@ pub fn table(r: &Report) -> String {
         "latency per prompt: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms\n",
         r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_max
     ));
+    if !r.by_style.is_empty() {
+        s.push_str(&format!(
+            "{:<20} {:>16} {:>16}\n",
+            "style", "harmful blocked", "benign blocked"
+        ));
+        let pct =
+            |k: usize, n: usize| format!("{k}/{n} {:.1}%", 100.0 * k as f64 / n.max(1) as f64);
+        for (st, x) in &r.by_style {
+            s.push_str(&format!(
+                "{:<20} {:>16} {:>16}\n",
+                st,
+                pct(x.harmful_blocked, x.harmful),
+                pct(x.benign_blocked, x.benign)
+            ));
+        }
+    }
+    s
+}
+
+/// The report as a plain-text table, then every miss with its prompt.
+pub fn table(r: &Report) -> String {
+    let mut s = summary(r);
     for m in &r.misses {
         s.push_str(&format!(
             "miss [{} {}] -> {}: {:?} {}\n",
