@@ -1,6 +1,7 @@
-//! The prompt policy as configuration (`configs/safety.toml`): harmful
-//! categories, each with terms, regular expressions and exemplar sentences
-//! for the embedding scorer; the real-person rule; per-tenant overrides
+//! The prompt policy as configuration (`configs/safety.toml`): the learned
+//! head it decides with (pinned by sha256); harmful categories, each with
+//! terms, regular expressions and exemplar sentences for the embedding
+//! scorer; the real-person rule; per-tenant overrides
 //! that may only make the policy stricter. Its version (the configured
 //! label plus a hash of the file) goes into every decision, so a decision
 //! can be traced to the exact policy that made it.

@@ -1,15 +1,21 @@
-//! The prompt check that runs before any compute. Three signals, any of
-//! which blocks:
-//! - policy terms and patterns per category (exact, auditable, cheap);
-//! - zero-shot similarity of the prompt's MiniLM embedding to category
-//!   exemplars, which must also beat the nearest *safe* exemplar by a
-//!   margin (this is what lets "a boxing match" through while "a face
-//!   smashed in until unrecognisable" is stopped);
+//! The prompt check that runs before any compute. Signals, any of which
+//! blocks:
+//! - the learned head ([`super::head`]): per-category probabilities from
+//!   the prompt's character n-grams and MiniLM embedding, against
+//!   thresholds chosen on our validation split (the main recall);
+//! - policy terms and patterns per category (exact, auditable, cheap; they
+//!   name what they matched);
 //! - alt-profanity-check's offensive-language probability.
 //!
+//! The zero-shot similarity of the embedding to category exemplars (which
+//! must also beat the nearest *safe* exemplar by a margin) is always
+//! scored; it blocks only in a policy without a head, or with
+//! `[head] exemplars_block = true`.
+//!
 //! The real-person rule sits on top: a named real person plus any harmful
-//! or deceptive context (a category term, a context term, or a category
-//! similarity above the lower context threshold) blocks as `real_person`.
+//! or deceptive context (a category firing, a context term, or, where
+//! exemplars block, a category similarity above the lower context
+//! threshold) blocks as `real_person`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
