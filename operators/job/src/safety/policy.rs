@@ -134,7 +134,8 @@ fn default_profanity_category() -> String {
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
     /// Cosine similarity to the nearest exemplar at which the category
-    /// blocks (with the margin over safe exemplars).
+    /// blocks (with the margin over safe exemplars), where exemplars block
+    /// (no `[head]`, or `exemplars_block = true`).
     pub threshold: f32,
     /// Word sequences that block on their own; a trailing `*` on the last
     /// word matches any word starting with it (`masturbat*`).
