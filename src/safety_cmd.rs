@@ -105,17 +105,13 @@ pub fn run(c: SafetyCmd) -> Result<i32> {
                 .with_context(|| format!("reading {}", prompts.display()))?;
             let set = eval::parse_set(&text).with_context(|| prompts.display().to_string())?;
             let checker = prompt::load(&policy, &dir.unwrap_or_else(models::default_dir))?;
-            let r = eval::run(&checker, &set, &tenant, details)?;
+            let mut r = eval::run(&checker, &set, &tenant, details)?;
             if summary {
-                let mut r = r;
+                // The table then prints no missed prompt either.
                 r.misses.clear();
                 r.details.clear();
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    print!("{}", eval::summary(&r));
-                }
-            } else if json {
+            }
+            if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", eval::table(&r));

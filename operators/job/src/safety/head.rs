@@ -273,16 +273,13 @@ impl Head {
     /// The largest difference between the trainer's gram logits for its
     /// probe texts and this runtime's.
     pub fn probe_error(&self) -> f32 {
-        self.probes
-            .iter()
-            .flat_map(|p| {
-                self.gram_logits(&p.text)
-                    .into_iter()
-                    .zip(&p.gram_logits)
-                    .map(|(a, b)| (a - b).abs())
-                    .collect::<Vec<_>>()
-            })
-            .fold(0.0, f32::max)
+        let mut worst = 0.0f32;
+        for p in &self.probes {
+            for (a, b) in self.gram_logits(&p.text).iter().zip(&p.gram_logits) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        worst
     }
 
     /// Class probabilities for one reading (its text and its embedding),

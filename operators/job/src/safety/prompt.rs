@@ -378,7 +378,7 @@ impl PromptChecker {
                 fired.push((c.name.clone(), strength, why));
             }
         }
-        if let Some(h) = self.policy.head.as_ref().filter(|_| learned) {
+        if let Some(h) = self.policy.head.as_ref().filter(|_| learned && has_emb) {
             // Highest probability per class over the readings, and which.
             let mut top = vec![(0.0f32, 0usize); h.classes.len()];
             for (ri, r) in readings.iter().enumerate() {
@@ -392,9 +392,6 @@ impl PromptChecker {
             }
             for (ci, c) in h.classes.iter().enumerate().skip(1) {
                 let (p, ri) = top[ci];
-                if !has_emb {
-                    continue;
-                }
                 scores.insert(format!("head.{c}"), p as f64);
                 let thr = h.thresholds[c] * scale;
                 if p >= thr {
