@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One command: trains the demo model from scratch on this machine's CPU and
+# installs it as the shipped one (gpu/models/ltx-demo), re-pins its files
+# (gpu/src/demo/pins.rs) and rewrites the diffusers parity case
+# (gpu/tests/data/ltx_demo_parity.safetensors).
+#
+#   bash scripts/demo_model/train.sh            # ~50 min on 2 cores
+#
+# PyTorch comes from PyPI with its CUDA wheels (several GB, unused on a CPU),
+# into $VENV (default .venv-train) through benches/pytorch/setup.sh, plus
+# transformers for the T5 encoder. Not part of CI: CI checks the shipped
+# files' pins, parity and prompt-following (gpu/tests/demo_model.rs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export VENV="${VENV:-$PWD/.venv-train}"
+bash benches/pytorch/setup.sh >&2
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q "transformers==5.25.0" "tokenizers==0.23.3" pillow
+work="${WORK:-$PWD/out/demo-train}"
+mkdir -p "$work"
+start=$(date +%s)
+"$VENV/bin/python" scripts/demo_model/train.py --out "$work/model" --cache "$work/cache" "$@"
+rm -rf gpu/models/ltx-demo
+mkdir -p gpu/models
+cp -r "$work/model" gpu/models/ltx-demo
+python3 scripts/demo_model/pin.py
+"$VENV/bin/python" scripts/demo_model/reference.py gpu/models/ltx-demo gpu/tests/data/ltx_demo_parity.safetensors
+echo "trained and installed in $(( $(date +%s) - start )) s"
