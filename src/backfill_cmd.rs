@@ -41,7 +41,7 @@ pub struct BackfillArgs {
 pub fn run(a: BackfillArgs) -> Result<i32> {
     let admission = match &a.config {
         Some(dir) => AdmissionConfig::load(dir)?,
-        None => AdmissionConfig::builtin_default(),
+        None => AdmissionConfig::builtin_default()?,
     };
     if a.process >= a.processes.max(1) {
         bail!(

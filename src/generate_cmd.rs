@@ -10,6 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobEvent};
 use vidflow_operators::config::ModelEntry;
+use vidflow_operators::validate::NATIVE;
 use vidflow_operators::{AdmissionConfig, ImageSource, JobKind, JobSpec, Mode, ModelProfile, Tier};
 
 #[derive(Args)]
@@ -22,11 +23,14 @@ pub struct GenerateArgs {
     /// First frame (PNG or JPEG) for image-to-video.
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// 480p, 720p, 768p, 1080p, 4k or WxH.
-    #[arg(long, default_value = "480p")]
-    pub resolution: String,
-    #[arg(long, default_value_t = 2.0)]
-    pub seconds: f64,
+    /// native, 480p, 720p, 768p, 1080p, 4k or WxH. Default: the model's
+    /// native size for the demo model (96x96), else 480p.
+    #[arg(long)]
+    pub resolution: Option<String>,
+    /// Default: the demo model's native length (17 frames at 8 fps), else
+    /// the mode's.
+    #[arg(long)]
+    pub seconds: Option<f64>,
     #[arg(long)]
     pub fps: Option<f64>,
     /// realtime, standard or cinema (step/guidance defaults from configs/modes.toml).
@@ -38,7 +42,11 @@ pub struct GenerateArgs {
     pub seed: Option<u64>,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// A diffusers-format LTX-Video checkpoint; default: the built-in tiny model (untrained).
+    /// A configured model id: `ltx-demo` (the default: a small LTX-Video
+    /// trained on synthetic shapes) or `ltx-tiny` (built in, untrained, fast).
+    #[arg(long, conflicts_with = "model_dir")]
+    pub model: Option<String>,
+    /// A diffusers-format LTX-Video checkpoint instead of a configured model.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
     /// Configuration folder (modes.toml, models.toml); default: built-in defaults.
@@ -59,7 +67,7 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> Result<i32> {
     let mut admission = match &a.config {
         Some(dir) => AdmissionConfig::load(dir)?,
-        None => AdmissionConfig::builtin_default(),
+        None => AdmissionConfig::builtin_default()?,
     };
     if let Some(dir) = &a.model_dir {
         let entry = ModelEntry {
@@ -72,6 +80,18 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         admission.models.push(profile);
         admission.default_model = "model-dir".into();
     }
+    if let Some(id) = &a.model {
+        if admission.model(id).is_none() {
+            bail!(
+                "unknown --model `{id}` (configured: {})",
+                admission.model_ids().join(", ")
+            );
+        }
+        admission.default_model = id.clone();
+    }
+    let demo = admission
+        .model(&admission.default_model)
+        .and_then(|m| m.demo.clone());
     let mode = match a.mode.as_str() {
         "realtime" => Mode::Realtime,
         "standard" => Mode::Standard,
@@ -96,8 +116,11 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         prompt: a.prompt.clone(),
         negative_prompt: Some(a.negative_prompt.clone()).filter(|s| !s.is_empty()),
         image,
-        resolution: a.resolution.clone(),
-        seconds: Some(a.seconds),
+        resolution: a
+            .resolution
+            .clone()
+            .unwrap_or_else(|| if demo.is_some() { NATIVE } else { "480p" }.to_string()),
+        seconds: a.seconds,
         frames: None,
         fps: a.fps,
         mode,
@@ -171,6 +194,9 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         r.sha256.unwrap_or_default(),
         r.size.unwrap_or(0)
     );
+    if let Some(d) = &demo {
+        println!("note: made by the {}; it knows only that world", d.label);
+    }
     if r.untrained {
         println!("note: made by the built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
     }

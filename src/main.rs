@@ -2,6 +2,7 @@
 //! crates return typed errors.
 
 mod backfill_cmd;
+mod eval_cmd;
 mod fleet_cmd;
 mod fleet_plot;
 mod generate_cmd;
@@ -28,8 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Generate one video through the embedded pipeline (no broker; built-in
-    /// tiny model unless --model-dir; local storage).
+    /// Generate one video through the embedded pipeline (no broker; the demo
+    /// model unless --model or --model-dir; local storage).
     Generate(generate_cmd::GenerateArgs),
     /// Run a file of job specs (JSONL or Parquet) through the pipeline;
     /// resumable, and shareable by a multi-process timely cluster.
@@ -63,6 +64,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: fleet_cmd::FleetCmd,
     },
+    /// Evaluations: prompt-following of the demo model.
+    Eval {
+        #[command(subcommand)]
+        cmd: eval_cmd::EvalCmd,
+    },
     /// Model runtime tools: parity checks, checkpoint info, sampling.
     Model {
         #[command(subcommand)]
@@ -83,6 +89,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Model { cmd } => model_cmd::run(cmd),
+        Cmd::Eval { cmd } => eval_cmd::run(cmd),
         Cmd::Fleet { cmd } => fleet_cmd::run(cmd),
         Cmd::Generate(a) => generate_cmd::run(a),
         Cmd::Backfill(a) => backfill_cmd::run(a),

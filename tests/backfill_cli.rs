@@ -21,6 +21,7 @@ fn write_jobs(path: &Path, n: usize, no_id: Option<usize>, bad_line: bool) {
             "tenant": "acme", "tier": "standard", "kind": "t2v",
             "prompt": format!("backfill prompt {}", i % 3), "resolution": "256x256",
             "frames": 9, "fps": 24.0, "mode": "realtime", "steps": 2, "seed": 100 + i as u64,
+            "model": "ltx-tiny",
         });
         if Some(i) != no_id {
             v["job_id"] = format!("bf-job-{i:02}").into();

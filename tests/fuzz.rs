@@ -220,7 +220,7 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
 }
 
 fn admission() -> AdmissionConfig {
-    AdmissionConfig::builtin_default()
+    AdmissionConfig::builtin_tiny()
 }
 
 #[test]

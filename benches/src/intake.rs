@@ -180,7 +180,7 @@ fn commit_latency(n: usize, db: Option<&str>) -> Result<serde_json::Value> {
         .map(|i| {
             let v = vidflow_operators::validate(
                 &job(i),
-                &vidflow_operators::AdmissionConfig::builtin_default(),
+                &vidflow_operators::AdmissionConfig::builtin_tiny(),
             )
             .expect("bench spec is valid");
             let terms = JobTerms {

@@ -4,6 +4,7 @@
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
 mod cost;
+mod demo;
 mod intake;
 mod nsfw;
 mod pipeline;
@@ -37,7 +38,8 @@ struct Args {
     /// model, next to raw lapin; needs a broker, see benches/run_intake.sh)
     /// or `cost` (the scheduler's cost-model calibration: step time at
     /// three token counts, fitted against counted FLOPs)
-    /// or `nsfw` (the visual safety check on K sampled 832x480 frames).
+    /// or `nsfw` (the visual safety check on K sampled 832x480 frames)
+    /// or `demo` (the demo model's default clip, whole generation).
     #[arg(long, default_value = "runtime")]
     suite: String,
     /// Broker for the intake suite (or VIDFLOW_AMQP_URL).
@@ -218,6 +220,13 @@ fn main() -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&cost::run(args.repeats)?)?
+        );
+        return Ok(());
+    }
+    if args.suite == "demo" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&demo::run(args.repeats)?)?
         );
         return Ok(());
     }

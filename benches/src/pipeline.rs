@@ -28,7 +28,7 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
     Ok(Engine::new(
         &EngineConfig {
             scheduling: Default::default(),
-            admission: AdmissionConfig::builtin_default(),
+            admission: AdmissionConfig::builtin_tiny(),
             out_dir: dir.to_path_buf(),
             max_batch,
             workers: 1,
@@ -44,7 +44,7 @@ fn engine(dir: &std::path::Path, max_batch: usize) -> Result<Arc<Engine>> {
 
 pub fn run(jobs: usize, res: &str, frames: u32, steps: u32) -> Result<serde_json::Value> {
     let tmp = tempfile::tempdir()?;
-    let adm = AdmissionConfig::builtin_default();
+    let adm = AdmissionConfig::builtin_tiny();
     let model = vidflow_gpu::tiny::pipeline()?;
     let store = OutputStore::local(tmp.path().join("direct"))?;
     // Direct calls: the model work and the output work, no graph. Job 0 of

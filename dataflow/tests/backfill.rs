@@ -25,7 +25,7 @@ fn config(input: &Path, out: &Path) -> BackfillConfig {
     BackfillConfig {
         input: input.to_path_buf(),
         out: out.to_path_buf(),
-        admission: AdmissionConfig::builtin_default(),
+        admission: AdmissionConfig::builtin_tiny(),
         max_batch: 4,
         threads: 1,
         process: 0,

@@ -24,7 +24,7 @@ fn engine(out: &Path, events: EventSink) -> Arc<Engine> {
     Engine::new(
         &EngineConfig {
             scheduling: Default::default(),
-            admission: AdmissionConfig::builtin_default(),
+            admission: AdmissionConfig::builtin_tiny(),
             out_dir: out.to_path_buf(),
             max_batch: 8,
             workers: 1,

@@ -32,7 +32,7 @@ fn engine_with(
     Engine::new(
         &EngineConfig {
             scheduling: Default::default(),
-            admission: AdmissionConfig::builtin_default(),
+            admission: AdmissionConfig::builtin_tiny(),
             out_dir: out.to_path_buf(),
             max_batch: 4,
             workers: 1,

@@ -54,6 +54,17 @@ pub enum GpuError {
         expected: String,
         found: String,
     },
+    /// A file of the shipped demo model that is not the one pinned in
+    /// `demo/pins.rs` (edited, truncated, or retrained without re-pinning).
+    #[error(
+        "demo model file {path} is not the shipped one: sha256 {found}, expected {expected} \
+         (after retraining, `python3 scripts/demo_model/pin.py` writes the new pins)"
+    )]
+    DemoPin {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     /// Refused before any allocation: the job's estimated working set does
     /// not fit the device's free memory (a clear error instead of a CUDA
     /// out-of-memory crash half-way through a step).

@@ -11,7 +11,7 @@ use vidflow_job::{AdmissionConfig, JobSpec, ValidatedJob};
 use crate::{EventSink, StageCtx};
 
 pub fn admission() -> AdmissionConfig {
-    AdmissionConfig::builtin_default()
+    AdmissionConfig::builtin_tiny()
 }
 
 /// A stage context with the tiny model, events to the returned channel.

@@ -68,6 +68,24 @@ impl Setup {
         // get room for any tier and size (a test that is about quotas
         // brings its own `[billing]`).
         let mut extra = engine_extra.to_string();
+        // Serve tests run the fast built-in tiny model (the service's own
+        // default, the demo model, costs more per job and draws shapes no
+        // test here looks at); a test that is about models brings its own.
+        if !extra.contains("configs_dir") {
+            let configs = tmp.path().join("configs");
+            std::fs::create_dir_all(&configs).unwrap();
+            std::fs::copy(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/configs/modes.toml"),
+                configs.join("modes.toml"),
+            )
+            .unwrap();
+            std::fs::write(
+                configs.join("models.toml"),
+                "[[model]]\nid = \"ltx-tiny\"\npath = \"builtin:tiny\"\nuntrained = true\n",
+            )
+            .unwrap();
+            extra = format!("configs_dir = \"{}\"\n{extra}", configs.display());
+        }
         if !extra.contains("[billing]") {
             let quotas = tmp.path().join("quotas.toml");
             std::fs::write(
@@ -456,7 +474,7 @@ pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, Str
     let engine = Engine::new(
         &EngineConfig {
             scheduling: Default::default(),
-            admission: vidflow_operators::AdmissionConfig::builtin_default(),
+            admission: vidflow_operators::AdmissionConfig::builtin_tiny(),
             out_dir: dir.path().to_path_buf(),
             max_batch: 4,
             workers: 1,

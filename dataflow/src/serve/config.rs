@@ -329,11 +329,11 @@ impl ServeConfig {
     }
 
     pub fn admission(&self) -> Result<AdmissionConfig, ServeError> {
-        load_or(
-            self.engine.configs_dir.as_deref(),
-            AdmissionConfig::load,
-            AdmissionConfig::builtin_default,
-        )
+        match self.engine.configs_dir.as_deref() {
+            Some(p) => AdmissionConfig::load(p).map_err(|e| config_error(p, e)),
+            None => AdmissionConfig::builtin_default()
+                .map_err(|e| config_error(Path::new("<builtin>"), e)),
+        }
     }
 
     pub fn pricing(&self) -> Result<Pricing, ServeError> {

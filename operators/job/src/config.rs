@@ -17,6 +17,10 @@ use crate::spec::Mode;
 
 /// The `path` of the built-in tiny (untrained) model.
 pub const BUILTIN_TINY: &str = "builtin:tiny";
+/// The `path` of the demo model shipped in the source tree
+/// (`vidflow_gpu::demo`): trained on synthetic shapes, its files pinned by
+/// sha256 in code.
+pub const BUILTIN_DEMO: &str = "builtin:demo";
 
 /// Default worker VRAM limit: 80 GiB (one H100 80GB).
 pub const DEFAULT_WORKER_VRAM_BYTES: u64 = 80 << 30;
@@ -88,8 +92,8 @@ impl ModelDtype {
 pub struct ModelEntry {
     /// The id jobs name in `model`.
     pub id: String,
-    /// `"builtin:tiny"` or a diffusers-format checkpoint directory (relative
-    /// paths are relative to the config directory).
+    /// `"builtin:demo"`, `"builtin:tiny"` or a diffusers-format checkpoint
+    /// directory (relative paths are relative to the config directory).
     pub path: String,
     /// The model's output is noise (the built-in tiny model); shown to users.
     #[serde(default)]
@@ -141,6 +145,9 @@ pub struct ModelProfile {
     pub vae: VaeConfig,
     /// Transformer + VAE + text encoder parameters times the dtype size.
     pub weights_bytes: u64,
+    /// Native size, frame rate, steps and guidance of a demo-world model
+    /// (`_vidflow_demo` in its `model_index.json`); `None` for others.
+    pub demo: Option<vidflow_gpu::demo::DemoInfo>,
 }
 
 impl ModelProfile {
@@ -167,7 +174,13 @@ impl ModelProfile {
                 + count(vidflow_gpu::t5::expected_tensor_shapes(&tiny::t5_config()));
             (t, v, params, None)
         } else {
-            let dir = base.join(&entry.path);
+            let dir = if entry.path == BUILTIN_DEMO {
+                let d = vidflow_gpu::demo::default_dir().to_path_buf();
+                vidflow_gpu::demo::verify(&d).map_err(wrap)?;
+                d
+            } else {
+                base.join(&entry.path)
+            };
             let t: TransformerConfig =
                 read_config(&dir.join("transformer").join("config.json")).map_err(wrap)?;
             let v: VaeConfig = read_config(&dir.join("vae").join("config.json")).map_err(wrap)?;
@@ -181,9 +194,14 @@ impl ModelProfile {
             }
             (t, v, params, Some(dir))
         };
+        let demo = match &dir {
+            Some(d) => vidflow_gpu::demo::info(d).map_err(wrap)?,
+            None => None,
+        };
         Ok(ModelProfile {
             id: entry.id.clone(),
             path: entry.path.clone(),
+            demo,
             dir,
             untrained: entry.untrained,
             dtype: entry.dtype,
@@ -245,26 +263,48 @@ impl AdmissionConfig {
         Self::from_parts(modes, &modes_path, models, &models_path, dir)
     }
 
-    /// The embedded defaults: `configs/modes.toml` as compiled in, the
-    /// built-in tiny model only (id `ltx-tiny`), 80 GiB workers. Reads no
-    /// files.
-    pub fn builtin_default() -> AdmissionConfig {
+    /// The embedded defaults: `configs/modes.toml` as compiled in, the demo
+    /// model (id `ltx-demo`, the default: its videos follow the prompt) and
+    /// the built-in tiny model (id `ltx-tiny`), 80 GiB workers. Reads only
+    /// the demo model's shipped files.
+    pub fn builtin_default() -> Result<AdmissionConfig, ConfigError> {
+        Self::builtin(vec![
+            ModelEntry {
+                id: "ltx-demo".into(),
+                path: BUILTIN_DEMO.into(),
+                untrained: false,
+                dtype: ModelDtype::F32,
+            },
+            Self::tiny_entry(),
+        ])
+    }
+
+    /// [`Self::builtin_default`] with the built-in tiny model only: what tests
+    /// use when the picture does not matter and speed does. Reads no files.
+    pub fn builtin_tiny() -> AdmissionConfig {
+        Self::builtin(vec![Self::tiny_entry()]).expect("builtin tiny admission config is valid")
+    }
+
+    fn tiny_entry() -> ModelEntry {
+        ModelEntry {
+            id: "ltx-tiny".into(),
+            path: BUILTIN_TINY.into(),
+            untrained: true,
+            dtype: ModelDtype::F32,
+        }
+    }
+
+    fn builtin(model: Vec<ModelEntry>) -> Result<AdmissionConfig, ConfigError> {
         let p = Path::new("<builtin>/modes.toml");
         let modes: ModesConfig =
             parse_toml(p, BUILTIN_MODES_TOML).expect("embedded modes.toml parses");
         let models = ModelsConfig {
             worker_vram_bytes: DEFAULT_WORKER_VRAM_BYTES,
             worker_host_bytes: DEFAULT_WORKER_HOST_BYTES,
-            default_model: Some("ltx-tiny".into()),
-            model: vec![ModelEntry {
-                id: "ltx-tiny".into(),
-                path: BUILTIN_TINY.into(),
-                untrained: true,
-                dtype: ModelDtype::F32,
-            }],
+            default_model: model.first().map(|m| m.id.clone()),
+            model,
         };
         Self::from_parts(modes, p, models, Path::new("<builtin>"), Path::new("."))
-            .expect("builtin admission config is valid")
     }
 
     /// Builds and checks a configuration from parsed files (`*_path` only

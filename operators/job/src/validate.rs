@@ -34,6 +34,9 @@ pub const MAX_IMAGE_DECODE_BYTES: u64 = 256 << 20;
 /// Largest object-store key, bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// The `resolution` that asks for a demo-world model's own trained size.
+pub const NATIVE: &str = "native";
+
 /// Resolution presets, `(name, width, height)`: the common names rounded
 /// up (or, for 480p's width, to the nearest) to multiples of 32.
 pub const PRESETS: &[(&str, u32, u32)] = &[
@@ -140,44 +143,6 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         }
         _ => {}
     }
-    let (width, height) = parse_resolution(&spec.resolution)?;
-    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
-    if !(fps.is_finite() && (MIN_FPS..=MAX_FPS).contains(&fps)) {
-        return Err(JobError::invalid(
-            "fps",
-            fps,
-            format!("must be in {MIN_FPS}..={MAX_FPS}"),
-        ));
-    }
-    let defaults = cfg.modes.get(spec.mode);
-    let num_frames = match (spec.seconds, spec.frames) {
-        (Some(s), Some(f)) => {
-            return Err(JobError::invalid(
-                "frames",
-                f,
-                format!("give either seconds ({s}) or frames, not both"),
-            ))
-        }
-        (None, Some(f)) => check_frames(f)?,
-        (Some(s), None) => seconds_to_frames("seconds", s, fps)?,
-        (None, None) => seconds_to_frames("seconds", defaults.seconds, fps)?,
-    };
-    let steps = spec.steps.unwrap_or(defaults.steps);
-    if !(1..=MAX_STEPS).contains(&steps) {
-        return Err(JobError::invalid(
-            "steps",
-            steps,
-            format!("must be in 1..={MAX_STEPS}"),
-        ));
-    }
-    let guidance = spec.guidance.unwrap_or(defaults.guidance);
-    if !(guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&guidance)) {
-        return Err(JobError::invalid(
-            "guidance",
-            guidance,
-            format!("must be a number in 0..={MAX_GUIDANCE}"),
-        ));
-    }
     let model_id = spec
         .model
         .clone()
@@ -188,6 +153,68 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             known: cfg.model_ids(),
         });
     };
+    // A demo-world model is trained at one size, rate and length; its own
+    // settings replace the service defaults (a job may still name others).
+    let native = model.demo.as_ref();
+    let (width, height) = if spec.resolution.trim().eq_ignore_ascii_case(NATIVE) {
+        let Some(d) = native else {
+            return Err(JobError::invalid(
+                "resolution",
+                format!("{:?}", spec.resolution),
+                format!(
+                    "model {model_id:?} has no native size: give a preset or WxH \
+                     (\"native\" is for the demo model)"
+                ),
+            ));
+        };
+        (d.width as u32, d.height as u32)
+    } else {
+        parse_resolution(&spec.resolution)?
+    };
+    let fps = spec.fps.or(native.map(|d| d.fps)).unwrap_or(DEFAULT_FPS);
+    if !(fps.is_finite() && (MIN_FPS..=MAX_FPS).contains(&fps)) {
+        return Err(JobError::invalid(
+            "fps",
+            fps,
+            format!("must be in {MIN_FPS}..={MAX_FPS}"),
+        ));
+    }
+    let defaults = cfg.modes.get(spec.mode);
+    let num_frames = match (spec.seconds, spec.frames, native) {
+        (Some(s), Some(f), _) => {
+            return Err(JobError::invalid(
+                "frames",
+                f,
+                format!("give either seconds ({s}) or frames, not both"),
+            ))
+        }
+        (None, Some(f), _) => check_frames(f)?,
+        (Some(s), None, _) => seconds_to_frames("seconds", s, fps)?,
+        (None, None, Some(d)) => check_frames(d.num_frames as u32)?,
+        (None, None, None) => seconds_to_frames("seconds", defaults.seconds, fps)?,
+    };
+    let steps = spec
+        .steps
+        .or(native.map(|d| d.steps as u32))
+        .unwrap_or(defaults.steps);
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(JobError::invalid(
+            "steps",
+            steps,
+            format!("must be in 1..={MAX_STEPS}"),
+        ));
+    }
+    let guidance = spec
+        .guidance
+        .or(native.map(|d| d.guidance_scale))
+        .unwrap_or(defaults.guidance);
+    if !(guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&guidance)) {
+        return Err(JobError::invalid(
+            "guidance",
+            guidance,
+            format!("must be a number in 0..={MAX_GUIDANCE}"),
+        ));
+    }
     let est = model.estimate(width, height, num_frames, guidance);
     if est.total_bytes > cfg.worker_vram_bytes {
         return Err(JobError::TooLarge {

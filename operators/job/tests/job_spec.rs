@@ -13,7 +13,7 @@ use vidflow_job::{
 };
 
 fn cfg() -> AdmissionConfig {
-    AdmissionConfig::builtin_default()
+    AdmissionConfig::builtin_tiny()
 }
 
 fn t2v() -> JobSpec {
@@ -776,4 +776,41 @@ fn config_errors_name_the_file() {
     let mut s = t2v();
     s.model = Some("ck".into());
     assert_eq!(validate(&s, &c).unwrap().model_id, "ck");
+}
+
+#[test]
+fn native_resolution_takes_the_demo_models_own_settings() {
+    let cfg = AdmissionConfig::builtin_default().unwrap();
+    assert_eq!(cfg.default_model, "ltx-demo");
+    let d = vidflow_gpu::demo::info(vidflow_gpu::demo::default_dir())
+        .unwrap()
+        .expect("the shipped demo model describes itself");
+    let mut spec = JobSpec::new(
+        "acme",
+        Tier::Standard,
+        JobKind::T2v,
+        "a red circle",
+        "native",
+    );
+    let v = validate(&spec, &cfg).unwrap();
+    assert_eq!(
+        (v.width, v.height, v.num_frames, v.fps, v.steps, v.guidance),
+        (
+            d.width as u32,
+            d.height as u32,
+            d.num_frames as u32,
+            d.fps,
+            d.steps as u32,
+            d.guidance_scale
+        )
+    );
+    assert_eq!(v.model_id, "ltx-demo");
+    // What a job names itself still wins.
+    spec.steps = Some(5);
+    spec.seconds = Some(1.0);
+    let v = validate(&spec, &cfg).unwrap();
+    assert_eq!((v.steps, v.num_frames), (5, 9));
+    // A model without a native size says so, naming the field.
+    spec.model = Some("ltx-tiny".into());
+    invalid_with(&spec, &cfg, "resolution", "no native size");
 }

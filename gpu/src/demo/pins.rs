@@ -1,0 +1,57 @@
+//! sha256 of every file of the shipped demo model (`gpu/models/ltx-demo`),
+//! written by `scripts/demo_model/pin.py`.
+
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "eval_prompts.jsonl",
+        "194062d082dea3530d4145a5700d31dc1e9011bfbbfb412f284c2c084314e614",
+    ),
+    (
+        "model_index.json",
+        "93428d5896fe8375c3670a967510001245da0245b1a1882c2e8cf278e02fb090",
+    ),
+    (
+        "scheduler/scheduler_config.json",
+        "36aac4b13287fd19396b02e2c56f2fa3ebb8998ada5f209f691009f9381a02b1",
+    ),
+    (
+        "text_encoder/config.json",
+        "29694aee52fe9aa41a133191cc7c15e995d19e9b149674965b3befdef0ad6937",
+    ),
+    (
+        "text_encoder/model.safetensors",
+        "6af92f4c3341f9badbb9a5ce7fdf187466d83c511fd5f2ea50e572dc8b85ad6e",
+    ),
+    (
+        "tokenizer/tokenizer.json",
+        "dbb5b266bd9e59154addb7b7d387a2eb733a5d3f42f181ec302fdb30f5e236d8",
+    ),
+    (
+        "tokenizer/tokenizer_config.json",
+        "66f67e9a2600a6595459a1c838f6506301bb04bc269879d31a76bd4bdfc62726",
+    ),
+    (
+        "training.json",
+        "547892496b2cb5a346876a3c6f801ceee7c75597295341ccb9d63c398f2b10dc",
+    ),
+    (
+        "transformer/config.json",
+        "47dd37f09ef7ee5f4b8e0021b91d69af463b0ffbb7c68082d1aeab17c3453adf",
+    ),
+    (
+        "transformer/diffusion_pytorch_model.safetensors",
+        "11a8e54370e8a714c303d518716086996caf33e6771c0a857bb6051b929195c0",
+    ),
+    (
+        "vae/config.json",
+        "74a2022b5d22cabf45452a108130f60c18022184457ccceaec77dc949b206b4b",
+    ),
+    (
+        "vae/diffusion_pytorch_model.safetensors",
+        "385336b900472c05e83e9259568e70fed5b4e8a073880cdb59fb96f6e9bdd302",
+    ),
+    (
+        "world.json",
+        "776a9817edee1a8c87472d05663d72aaa4b153402e88ec6ed568fb77f8568c74",
+    ),
+];
