@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use vidflow_gpu::demo::{self, judge, EvalPrompt, Score, World};
-use vidflow_gpu::pipeline::{Flow, GenerateRequest, LtxPipeline};
+use vidflow_gpu::pipeline::{Flow, LtxPipeline};
 use vidflow_operators::safety::eval::wilson95;
 
 #[derive(Subcommand)]
@@ -95,17 +95,9 @@ fn run_set(
     let mut t = Tally::default();
     let start = Instant::now();
     for (i, want) in prompts.iter().enumerate() {
-        let req = GenerateRequest {
-            prompt: want.prompt.clone().into_bytes(),
-            width: info.width,
-            height: info.height,
-            num_frames: info.num_frames,
-            fps: info.fps,
-            steps: a.steps.unwrap_or(info.steps),
-            guidance_scale: a.guidance.unwrap_or(info.guidance_scale),
-            seed: a.seed + i as u64,
-            ..Default::default()
-        };
+        let mut req = info.request(&want.prompt, a.seed + i as u64);
+        req.steps = a.steps.unwrap_or(info.steps);
+        req.guidance_scale = a.guidance.unwrap_or(info.guidance_scale);
         let v = p
             .generate(&req, &mut |_| Flow::Continue)
             .with_context(|| format!("generating {:?}", want.prompt))?;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 use vidflow_gpu::demo;
-use vidflow_gpu::pipeline::{Flow, GenerateRequest, LtxPipeline};
+use vidflow_gpu::pipeline::{Flow, LtxPipeline};
 
 pub const PROMPT: &str = "a red circle moving left on a black background";
 
@@ -20,17 +20,7 @@ pub fn run(repeats: usize) -> Result<serde_json::Value> {
     let p = LtxPipeline::from_dir(dir)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let d = demo::info(dir)?.context("the demo model describes itself")?;
-    let req = GenerateRequest {
-        prompt: PROMPT.as_bytes().to_vec(),
-        width: d.width,
-        height: d.height,
-        num_frames: d.num_frames,
-        fps: d.fps,
-        steps: d.steps,
-        guidance_scale: d.guidance_scale,
-        seed: 0,
-        ..Default::default()
-    };
+    let req = d.request(PROMPT, 0);
     p.generate(&req, &mut |_| Flow::Continue)?; // warm-up
     let mut ms = Vec::new();
     for _ in 0..repeats.max(1) {

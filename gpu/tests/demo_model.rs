@@ -120,18 +120,10 @@ fn demo_model_matches_diffusers() {
 }
 
 fn demo_request(prompt: &str, seed: u64) -> GenerateRequest {
-    let d = vidflow_gpu::demo::info(&model_dir()).unwrap().unwrap();
-    GenerateRequest {
-        prompt: prompt.as_bytes().to_vec(),
-        width: d.width,
-        height: d.height,
-        num_frames: d.num_frames,
-        fps: d.fps,
-        steps: d.steps,
-        guidance_scale: d.guidance_scale,
-        seed,
-        ..Default::default()
-    }
+    vidflow_gpu::demo::info(&model_dir())
+        .unwrap()
+        .unwrap()
+        .request(prompt, seed)
 }
 
 fn judge_frames(v: &[u8], frames: usize) -> vidflow_gpu::demo::judge::Judgement {

@@ -12,18 +12,10 @@ use vidflow_gpu::pipeline::{Flow, GenerateRequest, LtxPipeline, Video};
 use vidflow_operators::checkpoint::Checkpoints;
 
 fn request() -> GenerateRequest {
-    let d = demo::info(demo::default_dir()).unwrap().unwrap();
-    GenerateRequest {
-        prompt: b"a green square moving up on a navy background".to_vec(),
-        width: d.width,
-        height: d.height,
-        num_frames: d.num_frames,
-        fps: d.fps,
-        steps: d.steps,
-        guidance_scale: d.guidance_scale,
-        seed: 11,
-        ..Default::default()
-    }
+    demo::info(demo::default_dir())
+        .unwrap()
+        .unwrap()
+        .request("a green square moving up on a navy background", 11)
 }
 
 fn pipeline() -> LtxPipeline {

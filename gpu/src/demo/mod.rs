@@ -117,6 +117,23 @@ pub struct DemoInfo {
     pub guidance_scale: f64,
 }
 
+impl DemoInfo {
+    /// A text-to-video request at the model's native settings.
+    pub fn request(&self, prompt: &str, seed: u64) -> crate::pipeline::GenerateRequest {
+        crate::pipeline::GenerateRequest {
+            prompt: prompt.as_bytes().to_vec(),
+            width: self.width,
+            height: self.height,
+            num_frames: self.num_frames,
+            fps: self.fps,
+            steps: self.steps,
+            guidance_scale: self.guidance_scale,
+            seed,
+            ..Default::default()
+        }
+    }
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| GpuError::Io {
         path: path.to_path_buf(),

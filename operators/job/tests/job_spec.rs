@@ -723,13 +723,23 @@ fn proto_roundtrip() {
 fn config_dir_loads_and_matches_builtin() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let c = AdmissionConfig::load(&dir).unwrap();
-    let b = cfg();
+    let b = AdmissionConfig::builtin_default().unwrap();
     assert_eq!(c.modes, b.modes);
-    assert_eq!(c.default_model, "ltx-tiny");
+    assert_eq!(
+        (c.default_model.as_str(), b.default_model.as_str()),
+        ("ltx-demo", "ltx-demo")
+    );
     assert_eq!(c.worker_vram_bytes, 80 << 30);
-    assert_eq!(c.model_ids(), vec!["ltx-tiny".to_string()]);
-    assert!(c.models[0].untrained);
-    assert_eq!(c.models[0].weights_bytes, b.models[0].weights_bytes);
+    assert_eq!(
+        c.model_ids(),
+        vec!["ltx-demo".to_string(), "ltx-tiny".to_string()]
+    );
+    assert_eq!(c.model_ids(), b.model_ids());
+    assert!(!c.models[0].untrained && c.models[1].untrained);
+    assert!(c.models[0].demo.is_some() && c.models[1].demo.is_none());
+    for (x, y) in c.models.iter().zip(&b.models) {
+        assert_eq!(x.weights_bytes, y.weights_bytes);
+    }
     assert_eq!(
         (
             c.modes.realtime.steps,
