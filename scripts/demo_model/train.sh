@@ -4,7 +4,7 @@
 # (gpu/src/demo/pins.rs) and rewrites the diffusers parity case
 # (gpu/tests/data/ltx_demo_parity.safetensors).
 #
-#   bash scripts/demo_model/train.sh            # ~50 min on 2 cores
+#   bash scripts/demo_model/train.sh            # ~40 min on 2 cores, plus the PyTorch install
 #
 # PyTorch comes from PyPI with its CUDA wheels (several GB, unused on a CPU),
 # into $VENV (default .venv-train) through benches/pytorch/setup.sh, plus
