@@ -244,34 +244,9 @@ pub fn judge(world: &World, f: Frames) -> Judgement {
 mod tests {
     use super::*;
 
+    /// The shipped model's palette: the colours the judge must tell apart.
     fn world() -> World {
-        let c = |r, g, b| [r, g, b];
-        World {
-            colours: [
-                ("red", c(220, 40, 40)),
-                ("green", c(40, 190, 70)),
-                ("blue", c(50, 90, 235)),
-                ("yellow", c(240, 215, 40)),
-                ("purple", c(150, 60, 200)),
-                ("orange", c(250, 140, 30)),
-                ("white", c(245, 245, 245)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            backgrounds: [
-                ("black", c(10, 10, 10)),
-                ("gray", c(120, 120, 120)),
-                ("white", c(245, 245, 245)),
-                ("navy", c(20, 30, 80)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            shapes: vec![Shape::Circle, Shape::Square, Shape::Triangle],
-            motions: vec![],
-            held_out_pairs: vec![],
-        }
+        World::load(crate::demo::default_dir()).expect("shipped world.json")
     }
 
     /// The demo world's geometry (scripts/demo_model/world.py), drawn without
