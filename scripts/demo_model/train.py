@@ -24,6 +24,8 @@ count; the shipped files are pinned by sha256 in configs/models.toml.
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import math
 import os
@@ -184,7 +186,7 @@ SCHEDULER = {
 }
 
 
-def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random):
+def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, snapshot=None):
     B, C, Fl, Hl, Wl = latents.shape
     S = Fl * Hl * Wl
     per_frame = Hl * Wl
@@ -240,6 +242,9 @@ def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random):
             for k, v_ in tr.state_dict().items():
                 if v_.dtype.is_floating_point:
                     ema[k].mul_(d).add_(v_.detach(), alpha=1 - d)
+        if snapshot and args.snapshot_every and (step + 1) % args.snapshot_every == 0 \
+                and step + 1 < args.dit_steps:
+            snapshot(ema, step + 1, loss.item())
         if step % 100 == 0 or step == args.dit_steps - 1:
             log(f"dit step {step}/{args.dit_steps} loss {loss.item():.4f} lr {lr_at(step):.2e} "
                 f"({(time.time() - t0) / (step + 1):.2f} s/step)")
@@ -254,6 +259,31 @@ def save_fp16(model, path: Path):
     model.to(torch.float32)
 
 
+def write_index(out: Path, args, vae_loss: float, dit_loss: float, steps_done: int, wall: float):
+    index = {
+        "_class_name": "LTXPipeline",
+        "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "transformer": ["diffusers", "LTXVideoTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLLTXVideo"],
+        "_vidflow_demo": {
+            "label": "vidflow demo model: a small LTX-Video trained on synthetic shapes (scripts/demo_model)",
+            "width": args.size, "height": args.size, "num_frames": args.frames, "fps": args.fps,
+            "steps": args.steps, "guidance_scale": args.guidance,
+        },
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / "training.json").write_text(json.dumps({
+        "seed": args.seed, "clips": args.clips, "vae_steps": args.vae_steps, "vae_steps2": args.vae_steps2,
+        "vae_from": str(args.vae_from) if args.vae_from else None, "dit_steps": steps_done,
+        "batch": args.batch, "final_vae_loss": vae_loss, "final_dit_loss": dit_loss,
+        "wall_seconds": round(wall, 1), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "held_out_pairs": sorted(map(list, world.HELD_OUT_PAIRS)),
+    }, indent=2) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
@@ -262,14 +292,16 @@ def main():
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--fps", type=float, default=8.0)
     ap.add_argument("--clips", type=int, default=8000)
-    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--vae-batch", type=int, default=8)
     ap.add_argument("--vae-lr", type=float, default=5e-4)
     ap.add_argument("--vae-steps2", type=int, default=1500, help="second VAE phase at half the rate")
     ap.add_argument("--cache", type=Path, help="keep the rendered pool (and the trained VAE) here")
     ap.add_argument("--vae-from", type=Path, help="skip VAE training: load this f32 VAE folder")
     ap.add_argument("--vae-only", action="store_true", help="stop after training (and caching) the VAE")
-    ap.add_argument("--dit-steps", type=int, default=3000)
+    ap.add_argument("--dit-steps", type=int, default=10000)
+    ap.add_argument("--snapshot-every", type=int, default=2500,
+                    help="write the EMA transformer into --out this often, so a long run is usable early")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -292,7 +324,9 @@ def main():
     tok, vocab_size = build_tokenizer(out)
     enc = make_text_encoder(vocab_size)
     log(f"vocab {vocab_size}; rendering {args.clips} clips of {args.frames}x{args.size}x{args.size}")
-    cached = args.cache / f"pool-{args.clips}-{args.size}-{args.frames}-{args.seed}.npy" if args.cache else None
+    # Keyed by world.py's own bytes too: a changed world must not reuse old clips.
+    wv = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:8]
+    cached = args.cache / f"pool-{args.clips}-{args.size}-{args.frames}-{args.seed}-{wv}.npy" if args.cache else None
     if cached and cached.exists():
         scenes = render_scenes(args.clips, args.seed)
         clips = np.load(cached)
@@ -313,7 +347,7 @@ def main():
         vae_loss = train_vae(vae, clips, scenes, args.vae_steps, args.vae_batch, args.vae_lr,
                              np.random.default_rng(args.seed))
         if args.cache:
-            vae.save_pretrained(str(args.cache / f"vae-f32-{args.seed}"), safe_serialization=True)
+            vae.save_pretrained(str(args.cache / f"vae-f32-{args.seed}-{wv}"), safe_serialization=True)
     if args.vae_steps2:
         # Second phase at a lower rate, its own seeds: sharpens the outlines
         # (object L1 still falls steadily at the end of the first phase).
@@ -341,37 +375,25 @@ def main():
                                     num_attention_heads=args.heads, attention_head_dim=d,
                                     cross_attention_dim=args.heads * d, num_layers=args.layers,
                                     caption_channels=enc.config.d_model)
-    dit_loss = train_transformer(tr, enc, tok, norm, scenes, args, random.Random(args.seed + 1))
-
-    save_fp16(tr, out / "transformer")
     save_fp16(vae, out / "vae")
     save_fp16(enc, out / "text_encoder")
     world.write_files(out)
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER, indent=2) + "\n")
+
+    def save_transformer(weights, steps_done: int, dit_loss: float):
+        """The transformer with `weights` plus the index files: after each call
+        `out` is a complete model (of `steps_done` transformer steps)."""
+        snap = copy.deepcopy(tr)
+        snap.load_state_dict(weights)
+        save_fp16(snap, out / "transformer")
+        write_index(out, args, vae_loss, dit_loss, steps_done, time.time() - start)
+        log(f"transformer after {steps_done} steps saved to {out}")
+
+    dit_loss = train_transformer(tr, enc, tok, norm, scenes, args, random.Random(args.seed + 1),
+                                 snapshot=save_transformer)
+    save_transformer(tr.state_dict(), args.dit_steps, dit_loss)
     wall = time.time() - start
-    index = {
-        "_class_name": "LTXPipeline",
-        "_diffusers_version": "0.42.1",
-        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-        "text_encoder": ["transformers", "T5EncoderModel"],
-        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-        "transformer": ["diffusers", "LTXVideoTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLLTXVideo"],
-        "_vidflow_demo": {
-            "label": "vidflow demo model: a small LTX-Video trained on synthetic shapes (scripts/demo_model)",
-            "width": args.size, "height": args.size, "num_frames": args.frames, "fps": args.fps,
-            "steps": args.steps, "guidance_scale": args.guidance,
-        },
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    (out / "training.json").write_text(json.dumps({
-        "seed": args.seed, "clips": args.clips, "vae_steps": args.vae_steps, "vae_steps2": args.vae_steps2,
-        "vae_from": str(args.vae_from) if args.vae_from else None, "dit_steps": args.dit_steps,
-        "batch": args.batch, "final_vae_loss": vae_loss, "final_dit_loss": dit_loss,
-        "wall_seconds": round(wall, 1), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "held_out_pairs": sorted(map(list, world.HELD_OUT_PAIRS)),
-    }, indent=2) + "\n")
     log(f"saved to {out} in {wall:.0f} s")
 
 

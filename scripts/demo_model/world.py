@@ -172,9 +172,11 @@ def _mask(shape: str, cx: np.ndarray, cy: np.ndarray, r: float, xs: np.ndarray, 
 
 def trajectory(o: Obj, rng: random.Random, size: int, frames: int):
     """Per-frame centre (x, y) and radius, kept inside the frame."""
+    # Objects span two to three latent cells (the VAE compresses 16x): smaller
+    # ones come back from the VAE as round blobs, whatever their shape.
     s = size
-    travel = rng.uniform(0.35, 0.5) * s
-    r0 = rng.uniform(0.11, 0.15) * s
+    travel = rng.uniform(0.3, 0.42) * s
+    r0 = rng.uniform(0.17, 0.21) * s
     t = np.linspace(0.0, 1.0, frames)
     if o.motion in ("left", "right", "up", "down"):
         lo, hi = r0 + 1, s - r0 - 1
@@ -188,7 +190,7 @@ def trajectory(o: Obj, rng: random.Random, size: int, frames: int):
             xs, ys = np.full(frames, b), along
         rs = np.full(frames, r0)
     else:
-        small, big = rng.uniform(0.05, 0.07) * s, rng.uniform(0.2, 0.24) * s
+        small, big = rng.uniform(0.07, 0.09) * s, rng.uniform(0.26, 0.3) * s
         rs = small + (big - small) * t if o.motion == "growing" else big + (small - big) * t
         xs = np.full(frames, rng.uniform(big + 1, s - big - 1))
         ys = np.full(frames, rng.uniform(big + 1, s - big - 1))

@@ -300,23 +300,36 @@ fn evasion_forms_of_blocked_test_split_prompts_are_blocked_as_often() {
     );
 }
 
-/// The test split of our corpus (`scripts/safety/corpus.py`) was frozen
-/// before any tuning: nothing may change it, and nothing is tuned on it.
+/// The test splits were frozen before any tuning: nothing may change them,
+/// and nothing is tuned on them. The template corpus's
+/// (`scripts/safety/corpus.py`) and the hand-written one's
+/// (`tests/data/safety_hand/README.md`: other writers than its train split's).
 #[test]
-fn the_frozen_test_split_is_unchanged() {
+fn the_frozen_test_splits_are_unchanged() {
     use sha2::Digest;
-    let p = root().join("tests/data/safety_corpus/test.jsonl");
-    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let hex: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        hex,
-        "f4e446148cfda1f5a904c9eb28a85514929bb6c18b0bfaa7b02e5d4c0f0a2526",
-        "{} changed: the frozen test split must stay as it was written",
-        p.display()
-    );
+    for (file, want) in [
+        (
+            "tests/data/safety_corpus/test.jsonl",
+            "f4e446148cfda1f5a904c9eb28a85514929bb6c18b0bfaa7b02e5d4c0f0a2526",
+        ),
+        (
+            "tests/data/safety_hand/test.jsonl",
+            "fb73602e6bfe6a3083576f390a34c9a32dfc01d8245e2e95eeb487ca70b2e793",
+        ),
+    ] {
+        let p = root().join(file);
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let hex: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            want,
+            "{} changed: a frozen test split must stay as it was written",
+            p.display()
+        );
+    }
 }
 
 /// The learned head computes its character-gram features as the trainer
@@ -360,7 +373,6 @@ fn the_frozen_test_split_keeps_its_measured_rates() {
 }
 
 /// Measured block rates on the frozen test split less one prompt in 160
-/// (docs/SAFETY.md).
 /// (docs/SAFETY.md). These are below the 99% target: the test
 /// records where the policy stands, it does not say the target is met.
 const TEST_SPLIT_FLOORS: &[(&str, f64)] = &[
