@@ -15,7 +15,9 @@ Steps (all seeded):
     latents of the pool, sigmas drawn from a logit-normal shifted as the sampler
     shifts them for this token count, 10% empty captions (for guidance) and 25%
     image-to-video samples (latent frame 0 clean at timestep 0, not in the loss),
-    keeping an EMA of the weights, which is what is saved.
+    tokens that cover an object weighed `--object-weight` times, keeping an EMA
+    of the weights, which is what is saved (also every `--snapshot-every` steps);
+ 5. the VAE decoder alone, sharper (`sharpen_decoder`), the encoder kept.
 
 Bitwise reproducibility holds for the same machine type, torch version and thread
 count; the shipped files are pinned by sha256 in configs/models.toml.
@@ -123,12 +125,17 @@ def to_video(clips_u8: np.ndarray) -> torch.Tensor:
     return x.permute(0, 4, 1, 2, 3).contiguous()
 
 
-def train_vae(vae, clips, scenes, steps: int, batch: int, lr: float, rng: np.random.Generator):
+def train_vae(vae, clips, scenes, steps: int, batch: int, lr: float, rng: np.random.Generator,
+              decoder_only: bool = False, object_weight: float = 10.0, latent_noise: float = 0.1):
     """Autoencoder training on 9-frame windows. The loss weighs object pixels
-    (those away from the clip's background colour) 10x: objects cover ~5% of a
-    frame, and unweighted, a decoder that paints only the background is a
-    local minimum the training settles in."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    (those away from the clip's background colour) `object_weight`x: objects
+    cover a small part of a frame, and unweighted, a decoder that paints only
+    the background is a local minimum the training settles in.
+
+    `decoder_only` keeps the encoder as it is: the latents, and so a
+    transformer trained on them, stay valid while the decoder sharpens."""
+    params = list(vae.decoder.parameters()) if decoder_only else list(vae.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05,
                                                 final_div_factor=10.0)
     n, frames = clips.shape[0], clips.shape[1]
@@ -140,27 +147,60 @@ def train_vae(vae, clips, scenes, steps: int, batch: int, lr: float, rng: np.ran
         off = rng.integers(0, frames - win + 1, batch)
         x = to_video(np.stack([clips[i, o : o + win] for i, o in zip(idx, off)]))
         fg = ((x - bgs[idx][:, :, None, None, None]).abs().amax(1, keepdim=True) > 0.1).float()
-        w = 1.0 + 9.0 * fg
-        z = vae.encode(x).latent_dist.mean
+        w = 1.0 + (object_weight - 1.0) * fg
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mean
+        else:
+            z = vae.encode(x).latent_dist.mean
         # Noise relative to the latents' own spread: the decoder must tolerate
         # the transformer's small errors.
-        zn = z + 0.1 * z.detach().std() * torch.randn_like(z)
+        zn = z + latent_noise * z.detach().std() * torch.randn_like(z)
         y = vae.decode(zn).sample
         err = (y - x).abs() + (y - x).pow(2)
         loss = (err * w).mean() / w.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
             with torch.no_grad():
                 fg_err = ((y - x).abs() * fg).sum() / fg.sum().clamp(min=1)
                 bg_err = ((y - x).abs() * (1 - fg)).sum() / (1 - fg).sum().clamp(min=1)
-            log(f"vae step {step}/{steps} loss {loss.item():.4f} L1 object {fg_err.item():.3f} "
+            log(f"{'decoder' if decoder_only else 'vae'} step {step}/{steps} loss {loss.item():.4f} L1 object {fg_err.item():.3f} "
                 f"background {bg_err.item():.3f} |z| {z.abs().mean().item():.3f} "
                 f"({(time.time() - t0) / (step + 1):.2f} s/step)")
     return loss.item()
+
+
+def sharpen_decoder(vae, clips, scenes, args) -> float:
+    """The last phase: the decoder alone at a quarter of the VAE rate, objects
+    weighed 20x and half the latent noise, so outlines (a square's corners, a
+    triangle's apex) survive decoding. The encoder is frozen, so the latents
+    the transformer learned are unchanged; the phase has its own seeds and
+    reads only the VAE's weights and the pool, so `--decoder-only` on a saved
+    model gives the same weights as the full run."""
+    torch.manual_seed(args.seed + 4)
+    vae.train()
+    loss = train_vae(vae, clips, scenes, args.decoder_steps, args.vae_batch, args.vae_lr / 4,
+                     np.random.default_rng(args.seed + 4), decoder_only=True, object_weight=20.0,
+                     latent_noise=0.05)
+    vae.eval()
+    return loss
+
+
+def sharpen_and_save(vae, clips, scenes, args, out: Path) -> None:
+    """Runs the last phase on `vae` and saves it into the model in `out`,
+    adding the phase's steps, loss and time to its training.json."""
+    t0 = time.time()
+    loss = sharpen_decoder(vae, clips, scenes, args)
+    save_fp16(vae, out / "vae")
+    info = json.loads((out / "training.json").read_text())
+    info.update(decoder_steps=args.decoder_steps, final_decoder_loss=loss,
+                wall_seconds=round(info["wall_seconds"] + time.time() - t0, 1))
+    (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    log(f"decoder sharpened in {time.time() - t0:.0f} s and saved to {out / 'vae'}")
 
 
 @torch.no_grad()
@@ -186,7 +226,24 @@ SCHEDULER = {
 }
 
 
-def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, snapshot=None):
+def object_tokens(clips, scenes, s_comp: int, t_comp: int) -> torch.Tensor:
+    """[clips, tokens] 1.0 where a latent token covers object pixels (any pixel
+    away from the clip's background colour in its 16x16 patch and in the
+    frames its latent frame encodes: frame 0 alone, then groups of 4), in the
+    transformer's frame-major token order."""
+    out = []
+    for i in range(0, clips.shape[0], 256):
+        c = torch.from_numpy(clips[i : i + 256]).float()
+        bg = torch.tensor([world.BACKGROUNDS[s.background] for s in scenes[i : i + 256]], dtype=torch.float32)
+        fg = ((c - bg[:, None, None, None, :]).abs().amax(-1) > 25).float()  # [n, F, H, W]
+        groups = torch.cat([fg[:, :1], F.max_pool3d(fg[:, 1:, None].transpose(1, 2), (t_comp, 1, 1))
+                            .squeeze(1)], dim=1)
+        lat = F.max_pool2d(groups, s_comp)  # [n, Fl, Hl, Wl]
+        out.append(lat.reshape(lat.shape[0], -1))
+    return torch.cat(out)
+
+
+def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, snapshot=None, objects=None):
     B, C, Fl, Hl, Wl = latents.shape
     S = Fl * Hl * Wl
     per_frame = Hl * Wl
@@ -232,6 +289,11 @@ def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, s
             keep[i2v, :per_frame] = 0.0
         v = tr(hidden_states=xt, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask,
                num_frames=Fl, height=Hl, width=Wl, rope_interpolation_scale=rope, return_dict=False)[0]
+        # Object tokens weigh more: the words about shape and motion change
+        # only them, and at equal weight the background's easy loss drowns
+        # that signal (a model trained so ignored the motion words).
+        if objects is not None:
+            keep = keep * (1.0 + (args.object_weight - 1.0) * objects[idx])
         loss = (((v - target) ** 2).mean(-1) * keep).sum() / keep.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,6 +340,7 @@ def write_index(out: Path, args, vae_loss: float, dit_loss: float, steps_done: i
     (out / "training.json").write_text(json.dumps({
         "seed": args.seed, "clips": args.clips, "vae_steps": args.vae_steps, "vae_steps2": args.vae_steps2,
         "vae_from": str(args.vae_from) if args.vae_from else None, "dit_steps": steps_done,
+        "decoder_steps": 0,
         "batch": args.batch, "final_vae_loss": vae_loss, "final_dit_loss": dit_loss,
         "wall_seconds": round(wall, 1), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "held_out_pairs": sorted(map(list, world.HELD_OUT_PAIRS)),
@@ -299,6 +362,10 @@ def main():
     ap.add_argument("--cache", type=Path, help="keep the rendered pool (and the trained VAE) here")
     ap.add_argument("--vae-from", type=Path, help="skip VAE training: load this f32 VAE folder")
     ap.add_argument("--vae-only", action="store_true", help="stop after training (and caching) the VAE")
+    ap.add_argument("--decoder-steps", type=int, default=2000,
+                    help="last phase: the VAE decoder alone, sharper, encoder (and latents) kept")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="run only the last phase on the model already in --out (its pool from --cache)")
     ap.add_argument("--dit-steps", type=int, default=10000)
     ap.add_argument("--snapshot-every", type=int, default=2500,
                     help="write the EMA transformer into --out this often, so a long run is usable early")
@@ -306,6 +373,9 @@ def main():
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--object-weight", type=float, default=5.0,
+                    help="loss weight of latent tokens that cover an object (background tokens 1)")
+    ap.add_argument("--transformer-from", type=Path, help="start the transformer from this saved one")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--latent-channels", type=int, default=16)
     ap.add_argument("--steps", type=int, default=30, help="sampling steps the model card recommends")
@@ -336,6 +406,11 @@ def main():
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, clips)
     log("pool rendered")
+
+    if args.decoder_only:
+        vae = AutoencoderKLLTXVideo.from_pretrained(out / "vae", torch_dtype=torch.float32)
+        sharpen_and_save(vae, clips, scenes, args, out)
+        return
 
     if args.vae_from:
         # A VAE saved by an earlier run of this script with the same seed and
@@ -375,6 +450,10 @@ def main():
                                     num_attention_heads=args.heads, attention_head_dim=d,
                                     cross_attention_dim=args.heads * d, num_layers=args.layers,
                                     caption_channels=enc.config.d_model)
+    if args.transformer_from:
+        tr = LTXVideoTransformer3DModel.from_pretrained(args.transformer_from, torch_dtype=torch.float32)
+    objects = object_tokens(clips, scenes, args.s_comp, args.t_comp)
+    log(f"object tokens: {objects.mean().item():.3f} of all")
     save_fp16(vae, out / "vae")
     save_fp16(enc, out / "text_encoder")
     world.write_files(out)
@@ -391,8 +470,10 @@ def main():
         log(f"transformer after {steps_done} steps saved to {out}")
 
     dit_loss = train_transformer(tr, enc, tok, norm, scenes, args, random.Random(args.seed + 1),
-                                 snapshot=save_transformer)
+                                 snapshot=save_transformer, objects=objects)
     save_transformer(tr.state_dict(), args.dit_steps, dit_loss)
+    if args.decoder_steps:
+        sharpen_and_save(vae, clips, scenes, args, out)
     wall = time.time() - start
     log(f"saved to {out} in {wall:.0f} s")
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Retrains the prompt policy's learned head from the corpus:
 #   embeds the train and val splits with the shipped MiniLM (every reading,
-#   as `vidflow safety check` reads prompts), adds tests/data/safety_extra
+#   as `vidflow safety check` reads prompts) of the template corpus and of the
+#   hand-written one's train file (80/20), adds tests/data/safety_extra
 #   and safety_benign_extra to train, then fits the head and picks its
 #   thresholds on val (scripts/safety/train_head.py). Never reads the test
-#   split or the public set.
+#   splits or the public set.
 # Writes configs/safety/head.json; pin its new sha256 in configs/safety.toml
 # ([head] sha256) and bump the policy version.
 #   bash scripts/safety/train-head.sh [OUT]
@@ -19,6 +20,21 @@ cargo build --release -q --bin vidflow
 BIN="${CARGO_TARGET_DIR:-target}/release/vidflow"
 for s in train val; do
   "$BIN" safety embed "tests/data/safety_corpus/$s.jsonl" "$tmp/$s.jsonl"
+done
+# The hand-written corpus's train file, 80/20 into train and val by a hash of
+# each prompt (its test file is frozen and never read here).
+"$PY" - "$tmp" <<'SPLIT'
+import hashlib, sys
+out = sys.argv[1]
+with open("tests/data/safety_hand/train.jsonl") as f, \
+        open(f"{out}/hand-train.jsonl", "w") as tr, open(f"{out}/hand-val.jsonl", "w") as va:
+    for line in f:
+        h = int(hashlib.sha256(line.encode()).hexdigest()[:8], 16)
+        (va if h % 5 == 0 else tr).write(line)
+SPLIT
+for s in train val; do
+  "$BIN" safety embed "$tmp/hand-$s.jsonl" "$tmp/hand-$s.emb.jsonl"
+  cat "$tmp/hand-$s.emb.jsonl" >> "$tmp/$s.jsonl"
 done
 # Our two hand-written sets train the head too (never the public set).
 for s in safety_extra safety_benign_extra; do
