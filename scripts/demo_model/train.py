@@ -412,17 +412,24 @@ def main():
         sharpen_and_save(vae, clips, scenes, args, out)
         return
 
+    # The first VAE phase's result is cached under everything it depends on, so
+    # a run stopped later (a session ends) starts again from it unchanged.
+    phase1 = (args.cache / f"vae-f32-{args.seed}-{wv}-{args.clips}-{args.vae_steps}-{args.vae_batch}-"
+              f"{args.vae_lr}-{args.latent_channels}") if args.cache else None
+    if phase1 and not args.vae_from and (phase1 / "config.json").exists():
+        args.vae_from = phase1
     if args.vae_from:
         # A VAE saved by an earlier run of this script with the same seed and
         # pool (its `vae-f32` folder): the rest of the run is then the same.
         vae = AutoencoderKLLTXVideo.from_pretrained(args.vae_from, torch_dtype=torch.float32)
         vae_loss = float("nan")
+        log(f"first VAE phase loaded from {args.vae_from}")
     else:
         vae = AutoencoderKLLTXVideo(**vae_config(args.latent_channels))
         vae_loss = train_vae(vae, clips, scenes, args.vae_steps, args.vae_batch, args.vae_lr,
                              np.random.default_rng(args.seed))
-        if args.cache:
-            vae.save_pretrained(str(args.cache / f"vae-f32-{args.seed}-{wv}"), safe_serialization=True)
+        if phase1:
+            vae.save_pretrained(str(phase1), safe_serialization=True)
     if args.vae_steps2:
         # Second phase at a lower rate, its own seeds: sharpens the outlines
         # (object L1 still falls steadily at the end of the first phase).
