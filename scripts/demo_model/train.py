@@ -20,7 +20,7 @@ Steps (all seeded):
  5. the VAE decoder alone, sharper (`sharpen_decoder`), the encoder kept.
 
 Bitwise reproducibility holds for the same machine type, torch version and thread
-count; the shipped files are pinned by sha256 in configs/models.toml.
+count; the shipped files are pinned by sha256 in gpu/src/demo/pins.rs (scripts/demo_model/pin.py).
 """
 
 from __future__ import annotations

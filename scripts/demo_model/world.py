@@ -3,7 +3,7 @@ plain background, each clip with a caption from templates.
 
 Everything is seeded and pure numpy, so a clip is a function of (spec, size,
 frames). The vocabulary here is the demo model's whole language: its word-level
-tokenizer is built from `VOCAB`, and vidflow's judge (operators/job/src/judge)
+tokenizer is built from `VOCAB`, and vidflow's judge (gpu/src/demo/judge.rs)
 reads the same colour, shape and motion words back out of a caption.
 
 Held-out combinations: the colour/shape pairs in `HELD_OUT_PAIRS` never appear in
