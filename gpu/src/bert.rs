@@ -178,7 +178,7 @@ impl BertEncoder {
             let k = split(l.k.forward(&x)?)?;
             let v = split(l.v.forward(&x)?)?;
             let att = (q.matmul(&k.t()?)? * scale)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = crate::kernels::softmax_last_dim(&att)?;
             let ctx = att.matmul(&v)?.transpose(0, 1)?.reshape((n, h))?;
             x = l
                 .norm1

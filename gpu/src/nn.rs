@@ -126,7 +126,7 @@ impl TimestepEmbedder {
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let f = timestep_embedding(t, Self::FREQ_DIM, true, 0.0)?
             .to_dtype(self.linear_1.weight.dtype())?;
-        let h = self.linear_1.forward(&f)?.silu()?;
+        let h = crate::kernels::silu(&self.linear_1.forward(&f)?)?;
         self.linear_2.forward(&h)
     }
 }

@@ -67,8 +67,8 @@ impl Act {
         Ok(match self {
             Act::Relu => x.relu()?,
             Act::GeluErf => x.gelu_erf()?,
-            Act::GeluTanh => x.gelu()?,
-            Act::Silu => x.silu()?,
+            Act::GeluTanh => crate::kernels::gelu_tanh(x)?,
+            Act::Silu => crate::kernels::silu(x)?,
         })
     }
 }
@@ -396,7 +396,7 @@ impl T5Encoder {
         let v = heads(lin(&blk.v, x)?)?;
         // No 1/sqrt(d_kv) scaling in T5.
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = crate::kernels::softmax_last_dim(&scores)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?

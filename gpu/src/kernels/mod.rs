@@ -11,8 +11,11 @@ use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
 
+mod act;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+
+pub use act::{gelu_tanh, silu, softmax_last_dim};
 
 /// The CUDA C sources, prelude first: what NVRTC compiles at run time and
 /// what `scripts/check-kernels.py` compiles in CI.
@@ -122,7 +125,7 @@ pub fn composed_attention(
             if let Some(bias) = &bi {
                 s = s.broadcast_add(bias)?;
             }
-            let p = candle_nn::ops::softmax_last_dim(&s)?;
+            let p = softmax_last_dim(&s)?;
             outs.push(p.matmul(&vi)?);
             start += n;
         }

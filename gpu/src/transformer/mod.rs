@@ -230,9 +230,9 @@ impl LtxTransformer {
             ));
         }
         let dt = self.proj_in.weight.dtype();
-        let ctx = self
-            .cap2
-            .forward(&self.cap1.forward(&text.to_dtype(dt)?)?.gelu()?)?;
+        let ctx = self.cap2.forward(&crate::kernels::gelu_tanh(
+            &self.cap1.forward(&text.to_dtype(dt)?)?,
+        )?)?;
         let heads = self.config.num_attention_heads;
         let kv = self
             .blocks
@@ -282,7 +282,7 @@ impl LtxTransformer {
             let e = self
                 .t_embedder
                 .forward(&Tensor::from_vec(vec![*u], 1, dev)?)?; // [1, D]
-            tembs.push(self.t_linear.forward(&e.silu()?)?); // [1, 6D]
+            tembs.push(self.t_linear.forward(&crate::kernels::silu(&e)?)?); // [1, 6D]
             embs.push(e);
         }
         let emb = Tensor::cat(&embs, 0)?;
@@ -380,7 +380,9 @@ impl LtxTransformer {
 
             // Feed-forward.
             let nh = ada_norm(&h, &shift_mlp, &scale_mlp, NormKind::Rms, cfg.norm_eps)?;
-            let ff = blk.ff_out.forward(&blk.ff_in.forward(&nh)?.gelu()?)?;
+            let ff = blk
+                .ff_out
+                .forward(&crate::kernels::gelu_tanh(&blk.ff_in.forward(&nh)?)?)?;
             h = (h + ff.broadcast_mul(&gate_mlp)?)?;
         }
         let ss = emb

@@ -120,7 +120,7 @@ impl ResnetBlock {
         if let Some(m) = &mods {
             h = h.broadcast_mul(&(&m[1] + 1.0)?)?.broadcast_add(&m[0])?;
         }
-        h = self.conv1.forward(&h.silu()?)?;
+        h = self.conv1.forward(&crate::kernels::silu(&h)?)?;
         if let Some((s1, _)) = &self.noise_scales {
             h = Self::add_noise(&h, s1, rng)?;
         }
@@ -128,7 +128,7 @@ impl ResnetBlock {
         if let Some(m) = &mods {
             h = h.broadcast_mul(&(&m[3] + 1.0)?)?.broadcast_add(&m[2])?;
         }
-        h = self.conv2.forward(&h.silu()?)?;
+        h = self.conv2.forward(&crate::kernels::silu(&h)?)?;
         if let Some((_, s2)) = &self.noise_scales {
             h = Self::add_noise(&h, s2, rng)?;
         }

@@ -170,7 +170,7 @@ impl Decoder {
             let (shift, scale) = final_shift_scale(&e, &tc.scale_shift_table)?;
             h = h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?;
         }
-        let h = self.conv_out.forward(&h.silu()?)?;
+        let h = self.conv_out.forward(&crate::kernels::silu(&h)?)?;
         unpatchify(&h, self.patch)
     }
 }

@@ -122,7 +122,7 @@ impl Encoder {
             h = b.forward(&h, &mut rng)?;
         }
         h = self.mid_block.forward(&h, None, &mut rng)?;
-        h = rms_norm_channels(&h, 1e-8)?.silu()?;
+        h = crate::kernels::silu(&rms_norm_channels(&h, 1e-8)?)?;
         let h = self.conv_out.forward(&h)?;
         let c = self.latent_channels;
         let mean = swap_cf(&h.narrow(2, 0, c)?)?;
