@@ -8,14 +8,21 @@
 #   splits or the public set.
 # Writes configs/safety/head.json; pin its new sha256 in configs/safety.toml
 # ([head] sha256) and bump the policy version.
-#   bash scripts/safety/train-head.sh [OUT]
+#   [EMB_DIR=DIR] bash scripts/safety/train-head.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-configs/safety/head.json}"
 PY="$(bash scripts/setup-python.sh)"
 bash scripts/setup-models.sh >/dev/null
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+# EMB_DIR keeps the embedded splits there, to rerun train_head.py alone
+# with other settings (`python scripts/safety/train_head.py "$EMB_DIR" OUT`).
+if [ -n "${EMB_DIR:-}" ]; then
+  tmp="$EMB_DIR"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+else
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+fi
 cargo build --release -q --bin vidflow
 BIN="${CARGO_TARGET_DIR:-target}/release/vidflow"
 for s in train val; do
