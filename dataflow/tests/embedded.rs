@@ -94,14 +94,18 @@ fn generates_a_playable_mp4() {
 }
 
 /// 8 jobs at once, two latent shapes: denoising ran batched, and every
-/// output is byte-identical to the same job run alone.
+/// output is byte-identical to the same job run alone. Jobs reach the
+/// denoiser one by one (each through admission, the prompt check and
+/// encoding first), so each needs enough steps to be still running when the
+/// next arrives: with 4 steps, in a full-suite run after the CPU
+/// activations got faster (gpu/src/kernels/act.rs), every job ran alone.
 #[test]
 fn batched_jobs_match_solo_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let specs: Vec<JobSpec> = (0..8)
         .map(|i| {
             let res = if i % 2 == 0 { "256x256" } else { "320x256" };
-            spec(&format!("job-b{i}"), res, 9, 100 + i as u64, 4)
+            spec(&format!("job-b{i}"), res, 9, 100 + i as u64, 24)
         })
         .collect();
     let batched = run_jobs(

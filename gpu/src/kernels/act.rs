@@ -26,7 +26,7 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     if !fast_path(x) {
         return Ok(x.silu()?);
     }
-    Ok(x.contiguous()?.apply_op1_no_bwd(&CpuAct(Act::Silu))?)
+    Ok(x.contiguous()?.apply_op1_no_bwd(&CpuOp(Kernel::Silu))?)
 }
 
 /// GELU, tanh approximation (PyTorch's `approximate="tanh"`, diffusers'
@@ -36,7 +36,7 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     if !fast_path(x) {
         return Ok(x.gelu()?);
     }
-    Ok(x.contiguous()?.apply_op1_no_bwd(&CpuAct(Act::GeluTanh))?)
+    Ok(x.contiguous()?.apply_op1_no_bwd(&CpuOp(Kernel::GeluTanh))?)
 }
 
 /// Softmax over the last dimension (candle-nn's `softmax_last_dim`):
@@ -45,14 +45,44 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !fast_path(x) || x.rank() == 0 {
         return Ok(candle_nn::ops::softmax_last_dim(x)?);
     }
-    Ok(x.contiguous()?.apply_op1_no_bwd(&CpuSoftmax)?)
+    let n = x.dims()[x.rank() - 1].max(1);
+    Ok(x.contiguous()?
+        .apply_op1_no_bwd(&CpuOp(Kernel::Softmax(n)))?)
 }
 
-struct CpuSoftmax;
+fn fast_path(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && !candle_ops_forced()
+}
 
-impl CustomOp1 for CpuSoftmax {
+/// `VIDFLOW_CANDLE_ACTIVATIONS=1` runs candle's ops instead, everywhere in
+/// the process: `benches/run_demo.sh` times both in one run, and a parity
+/// question can rule these functions in or out without a rebuild.
+fn candle_ops_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("VIDFLOW_CANDLE_ACTIVATIONS").is_ok_and(|v| v == "1"))
+}
+
+#[derive(Clone, Copy)]
+enum Kernel {
+    Silu,
+    GeluTanh,
+    /// Over rows of this many elements.
+    Softmax(usize),
+}
+
+struct CpuOp(Kernel);
+
+/// Elements per parallel task (as candle's own ops split their work over
+/// rayon's pool): big enough that the hand-off is noise.
+const CHUNK: usize = 1 << 14;
+
+impl CustomOp1 for CpuOp {
     fn name(&self) -> &'static str {
-        "vidflow-softmax-last-dim"
+        match self.0 {
+            Kernel::Silu => "vidflow-silu",
+            Kernel::GeluTanh => "vidflow-gelu-tanh",
+            Kernel::Softmax(_) => "vidflow-softmax-last-dim",
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -63,42 +93,62 @@ impl CustomOp1 for CpuSoftmax {
             candle_core::bail!("{}: contiguous input only", self.name())
         };
         let src = &v[a..b];
-        let n = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; src.len()];
-        let rows = (CHUNK / n).max(1) * n;
-        out.par_chunks_mut(rows)
-            .zip(src.par_chunks(rows))
-            .for_each(|(o, i)| softmax_rows(i, o, n));
+        // A softmax task takes whole rows.
+        let chunk = match self.0 {
+            Kernel::Softmax(n) => (CHUNK / n).max(1) * n,
+            _ => CHUNK,
+        };
+        let k = self.0;
+        out.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(o, i)| run(k, i, o));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
-fn softmax_rows(src: &[f32], out: &mut [f32], n: usize) {
+fn run(k: Kernel, src: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: both features were just detected on this CPU.
-        unsafe { softmax_rows_avx2(src, out, n) };
+        unsafe { run_avx2(k, src, out) };
         return;
     }
-    softmax_rows_plain(src, out, n)
+    run_plain(k, src, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(src: &[f32], out: &mut [f32], n: usize) {
-    softmax_rows_plain(src, out, n)
+unsafe fn run_avx2(k: Kernel, src: &[f32], out: &mut [f32]) {
+    run_plain(k, src, out)
 }
 
 #[inline(always)]
-fn softmax_rows_plain(src: &[f32], out: &mut [f32], n: usize) {
-    for (i, o) in src.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let max = lanes(i, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
-        for (o, &x) in o.iter_mut().zip(i) {
-            *o = exp(x - max);
+fn run_plain(k: Kernel, src: &[f32], out: &mut [f32]) {
+    match k {
+        Kernel::Silu => {
+            for (o, &x) in out.iter_mut().zip(src) {
+                *o = x / (1.0 + exp(-x));
+            }
         }
-        let inv = 1.0 / lanes(o, 0.0, |a, b| a + b);
-        for o in o.iter_mut() {
-            *o *= inv;
+        Kernel::GeluTanh => {
+            const K: f32 = 0.797_884_6; // √(2/π)
+            for (o, &x) in out.iter_mut().zip(src) {
+                let u = K * x * (1.0 + 0.044_715 * x * x);
+                *o = x / (1.0 + exp(-2.0 * u));
+            }
+        }
+        Kernel::Softmax(n) => {
+            for (i, o) in src.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+                let max = lanes(i, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+                for (o, &x) in o.iter_mut().zip(i) {
+                    *o = exp(x - max);
+                }
+                let inv = 1.0 / lanes(o, 0.0, |a, b| a + b);
+                for o in o.iter_mut() {
+                    *o *= inv;
+                }
+            }
         }
     }
 }
@@ -120,89 +170,6 @@ fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
         r = f(r, x);
     }
     r
-}
-
-fn fast_path(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && !candle_ops_forced()
-}
-
-/// `VIDFLOW_CANDLE_ACTIVATIONS=1` runs candle's ops instead, everywhere in
-/// the process: `benches/run_demo.sh` times both in one run, and a parity
-/// question can rule these functions in or out without a rebuild.
-fn candle_ops_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("VIDFLOW_CANDLE_ACTIVATIONS").is_ok_and(|v| v == "1"))
-}
-
-#[derive(Clone, Copy)]
-enum Act {
-    Silu,
-    GeluTanh,
-}
-
-struct CpuAct(Act);
-
-/// Elements per parallel task (as candle's own ops split their work over
-/// rayon's pool): big enough that the hand-off is noise.
-const CHUNK: usize = 1 << 14;
-
-impl CustomOp1 for CpuAct {
-    fn name(&self) -> &'static str {
-        match self.0 {
-            Act::Silu => "vidflow-silu",
-            Act::GeluTanh => "vidflow-gelu-tanh",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = s else {
-            candle_core::bail!("{}: f32 only", self.name())
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("{}: contiguous input only", self.name())
-        };
-        let src = &v[a..b];
-        let mut out = vec![0f32; src.len()];
-        let act = self.0;
-        out.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(o, i)| run(act, i, o));
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-}
-
-fn run(act: Act, src: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: both features were just detected on this CPU.
-        unsafe { run_avx2(act, src, out) };
-        return;
-    }
-    run_plain(act, src, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2(act: Act, src: &[f32], out: &mut [f32]) {
-    run_plain(act, src, out)
-}
-
-#[inline(always)]
-fn run_plain(act: Act, src: &[f32], out: &mut [f32]) {
-    match act {
-        Act::Silu => {
-            for (o, &x) in out.iter_mut().zip(src) {
-                *o = x / (1.0 + exp(-x));
-            }
-        }
-        Act::GeluTanh => {
-            const K: f32 = 0.797_884_6; // √(2/π)
-            for (o, &x) in out.iter_mut().zip(src) {
-                let u = K * x * (1.0 + 0.044_715 * x * x);
-                *o = x / (1.0 + exp(-2.0 * u));
-            }
-        }
-    }
 }
 
 /// eˣ for f32, branch-free: 0 below -87 (where eˣ would be subnormal:
@@ -289,7 +256,10 @@ mod tests {
     fn both_activations_match_f64_on_both_code_paths() {
         let xs = points();
         type F = fn(f64) -> f64;
-        let cases: [(Act, F, F); 2] = [(Act::Silu, silu64, |x| x), (Act::GeluTanh, gelu64, gelu_z)];
+        let cases: [(Kernel, F, F); 2] = [
+            (Kernel::Silu, silu64, |x| x),
+            (Kernel::GeluTanh, gelu64, gelu_z),
+        ];
         for (act, f, z) in cases {
             let mut fast = vec![0f32; xs.len()];
             let mut plain = vec![0f32; xs.len()];
