@@ -354,20 +354,32 @@ fn the_head_reads_grams_as_its_trainer_did() {
 /// prompt, so a change that loses a prompt anywhere is seen here.
 #[test]
 fn the_frozen_test_split_keeps_its_measured_rates() {
+    split_keeps_rates(
+        "tests/data/safety_corpus/test.jsonl",
+        600,
+        TEST_SPLIT_FLOORS,
+        TEST_SPLIT_FP_CEILING,
+    );
+}
+
+/// Decides a frozen split with the shipped policy, prints only its figures
+/// and holds them to floors (block rate per category) and a ceiling (false
+/// positives).
+fn split_keeps_rates(rel: &str, benign: usize, floors: &[(&str, f64)], fp_ceiling: f64) {
     let c = checker();
-    let p = root().join("tests/data/safety_corpus/test.jsonl");
+    let p = root().join(rel);
     let set = eval::parse_set(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let r = eval::run(&c, &set, "", false).unwrap();
     let table = eval::summary(&r);
     println!("{}\n{table}", p.display());
-    assert_eq!(r.allow_count, 600, "{table}");
-    for (cat, floor) in TEST_SPLIT_FLOORS {
+    assert_eq!(r.allow_count, benign, "{table}");
+    for (cat, floor) in floors {
         let got = r.block_rate[*cat];
         assert!(got >= *floor, "{cat}: {got} < {floor}\n{table}");
     }
     assert!(
-        r.false_positive_rate <= TEST_SPLIT_FP_CEILING,
-        "false positives {} > {TEST_SPLIT_FP_CEILING}\n{table}",
+        r.false_positive_rate <= fp_ceiling,
+        "false positives {} > {fp_ceiling}\n{table}",
         r.false_positive_rate
     );
 }
@@ -395,21 +407,11 @@ const TEST_SPLIT_FP_CEILING: f64 = 0.06;
 /// the figures are printed.
 #[test]
 fn the_frozen_hand_written_test_split_keeps_its_measured_rates() {
-    let c = checker();
-    let p = root().join("tests/data/safety_hand/test.jsonl");
-    let set = eval::parse_set(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    let r = eval::run(&c, &set, "", false).unwrap();
-    let table = eval::summary(&r);
-    println!("{}\n{table}", p.display());
-    assert_eq!(r.allow_count, 840, "{table}");
-    for (cat, floor) in HAND_TEST_FLOORS {
-        let got = r.block_rate[*cat];
-        assert!(got >= *floor, "{cat}: {got} < {floor}\n{table}");
-    }
-    assert!(
-        r.false_positive_rate <= HAND_TEST_FP_CEILING,
-        "false positives {} > {HAND_TEST_FP_CEILING}\n{table}",
-        r.false_positive_rate
+    split_keeps_rates(
+        "tests/data/safety_hand/test.jsonl",
+        840,
+        HAND_TEST_FLOORS,
+        HAND_TEST_FP_CEILING,
     );
 }
 
