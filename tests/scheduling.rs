@@ -386,12 +386,11 @@ async fn the_simulator_predicts_each_tiers_mean_wait_of_a_real_serve_within_20_p
     // waiting holds it until that one starts; the replay then frees each
     // slot when the serve did.
     let held = slot_times(&spans);
-    let replay_jobs: Vec<TraceJob> = jobs
+    let mut replay_jobs: Vec<TraceJob> = jobs
         .iter()
         .zip(&held)
         .map(|(j, &h)| TraceJob { service_s: h, ..*j })
         .collect();
-    let mut replay_jobs = replay_jobs;
     replay_jobs.sort_by(|a, b| a.t.total_cmp(&b.t));
     jobs.sort_by(|a, b| a.t.total_cmp(&b.t));
     std::fs::write(setup.tmp.path().join("measured-trace.csv"), &csv).unwrap();
