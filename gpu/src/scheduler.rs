@@ -178,6 +178,104 @@ impl SchedulerConfig {
     }
 }
 
+impl Schedule {
+    /// The schedule for given model timesteps, as the reference scheduler
+    /// keeps them (`set_timesteps(timesteps=...)` with no shift): sigmas are
+    /// `timestep / num_train_timesteps` in f32, then the final 0.
+    pub fn from_timesteps(timesteps: Vec<f32>, num_train_timesteps: usize) -> Result<Self> {
+        if timesteps.is_empty() {
+            return Err(GpuError::invalid("timesteps", "must not be empty"));
+        }
+        if let Some(t) = timesteps.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+            return Err(GpuError::invalid(
+                "timesteps",
+                format!("{t} is not a finite timestep >= 0"),
+            ));
+        }
+        let k = num_train_timesteps as f32;
+        let mut sigmas: Vec<f32> = timesteps.iter().map(|t| t / k).collect();
+        sigmas.push(0.0);
+        Ok(Schedule { timesteps, sigmas })
+    }
+
+    /// The conditioning pipeline's default schedule: `linear_quadratic`
+    /// sigmas times `num_train_timesteps` (f32), kept as timesteps.
+    pub fn linear_quadratic(steps: usize, num_train_timesteps: usize) -> Result<Self> {
+        let k = num_train_timesteps as f32;
+        let ts = linear_quadratic_sigmas(steps)?
+            .iter()
+            .map(|s| s * k)
+            .collect();
+        Self::from_timesteps(ts, num_train_timesteps)
+    }
+
+    /// The tail that `denoise_strength` d < 1 runs (video-to-video from
+    /// given latents): the last `min(int(steps*d), steps)` steps, and the
+    /// sigma the clean latents are noised to. `d >= 1` keeps everything.
+    pub fn truncated(&self, strength: f64) -> Result<(Schedule, f32)> {
+        if !(strength.is_finite() && strength > 0.0) {
+            return Err(GpuError::invalid(
+                "denoise_strength",
+                format!("{strength} must be a number in (0, 1]"),
+            ));
+        }
+        let n = self.steps();
+        if strength >= 1.0 {
+            return Ok((self.clone(), self.sigmas[0]));
+        }
+        let keep = ((n as f64 * strength) as usize).min(n);
+        if keep == 0 {
+            return Err(GpuError::invalid(
+                "denoise_strength",
+                format!("{strength} of {n} steps leaves no step to run"),
+            ));
+        }
+        let start = n - keep;
+        // The sigma list keeps its head: the per-token Euler step picks the
+        // next sigma from the whole list, as the reference scheduler does.
+        Ok((
+            Schedule {
+                timesteps: self.timesteps[start..].to_vec(),
+                sigmas: self.sigmas[start..].to_vec(),
+            },
+            self.sigmas[start],
+        ))
+    }
+}
+
+/// diffusers' `linear_quadratic_schedule(steps)` (threshold noise 0.025,
+/// `steps // 2` linear steps): sigma falls linearly to 0.975 over the first
+/// half, then quadratically to the end. Computed in f64 like the reference's
+/// Python lists, stored as f32.
+pub fn linear_quadratic_sigmas(steps: usize) -> Result<Vec<f32>> {
+    if steps == 0 || steps > 10_000 {
+        return Err(GpuError::invalid(
+            "steps",
+            format!("{steps} must be between 1 and 10000"),
+        ));
+    }
+    if steps < 2 {
+        return Ok(vec![1.0]);
+    }
+    let thr = 0.025f64;
+    let n = steps as f64;
+    let lin = steps / 2;
+    let l = lin as f64;
+    let diff = l - thr * n;
+    let q = n - l;
+    let qc = diff / (l * (q * q));
+    let lc = thr / l - 2.0 * diff / (q * q);
+    let c = qc * (l * l);
+    let mut out: Vec<f32> = (0..lin)
+        .map(|i| (1.0 - i as f64 * thr / l) as f32)
+        .collect();
+    for i in lin..steps {
+        let i = i as f64;
+        out.push((1.0 - (qc * (i * i) + lc * i + c)) as f32);
+    }
+    Ok(out)
+}
+
 /// Euler update in f32: `x + (sigma_next - sigma) * v`.
 pub fn euler_step(x: &Tensor, v: &Tensor, sigma: f32, sigma_next: f32) -> Result<Tensor> {
     let dt = x.dtype();
@@ -204,6 +302,30 @@ mod tests {
             }
             assert!(s.sigmas.windows(2).all(|w| w[0] >= w[1]), "{:?}", s.sigmas);
         }
+    }
+
+    #[test]
+    fn linear_quadratic_starts_at_one_and_falls_to_the_threshold_halfway() {
+        for n in [2, 4, 7, 10, 50] {
+            let s = linear_quadratic_sigmas(n).unwrap();
+            assert_eq!(s.len(), n);
+            assert_eq!(s[0], 1.0);
+            assert!(s.windows(2).all(|w| w[0] > w[1]), "{s:?}");
+            // The linear half ends where the quadratic half starts, at 1 - 0.025.
+            assert!((s[n / 2] - 0.975).abs() < 1e-6, "{n}: {s:?}");
+        }
+        assert_eq!(linear_quadratic_sigmas(1).unwrap(), vec![1.0]);
+    }
+
+    #[test]
+    fn denoise_strength_keeps_the_tail_and_the_whole_sigma_list_head() {
+        let s = Schedule::linear_quadratic(10, 1000).unwrap();
+        let (t, sigma0) = s.truncated(0.4).unwrap();
+        assert_eq!(t.timesteps, s.timesteps[6..].to_vec());
+        assert_eq!(sigma0, s.sigmas[6]);
+        assert_eq!(s.truncated(1.0).unwrap().0, s);
+        assert!(s.truncated(0.05).is_err(), "no step left");
+        assert!(s.truncated(f64::NAN).is_err());
     }
 
     #[test]

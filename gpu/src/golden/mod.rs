@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::error::{GpuError, Result};
 use crate::weights::Weights;
 
+mod condition;
 mod pipeline;
 mod runners;
 
@@ -201,6 +202,7 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "t5_encoder" => runners::t5_encoder(case),
         "flow_match_schedule" => runners::flow_match_schedule(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
+        "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(
             case.case_desc(),
             format!("unknown case kind `{other}`"),

@@ -17,7 +17,7 @@ mod config;
 mod rope;
 
 pub use config::TransformerConfig;
-pub use rope::{rope_tables, LatentGrid};
+pub use rope::{rope_tables, rope_tables_for, LatentGrid, Positions, TokenCoords};
 
 struct Attention {
     to_q: Linear,
@@ -124,8 +124,15 @@ pub struct LtxTransformer {
     rope_cache: std::sync::Mutex<Option<RopeEntry>>,
 }
 
+/// What a RoPE table was built for: a grid, or hashed explicit coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeKey {
+    Grid(usize, usize, usize, [u64; 3]),
+    Coords(usize, u64),
+}
+
 struct RopeEntry {
-    key: (usize, usize, usize, [u64; 3]),
+    key: RopeKey,
     device: candle_core::Device,
     cos: Tensor,
     sin: Tensor,
@@ -177,20 +184,26 @@ impl LtxTransformer {
     }
 
     /// RoPE tables for the grid, from the one-entry cache when it matches.
-    fn rope(&self, grid: &LatentGrid, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
-        let key = (
-            grid.frames,
-            grid.height,
-            grid.width,
-            grid.rope_scale.map(f64::to_bits),
-        );
+    fn rope(&self, pos: Positions, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let key = match pos {
+            Positions::Grid(grid) => RopeKey::Grid(
+                grid.frames,
+                grid.height,
+                grid.width,
+                grid.rope_scale.map(f64::to_bits),
+            ),
+            Positions::Coords(c) => RopeKey::Coords(c.len(), c.key()),
+        };
         let mut slot = self.rope_cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = slot.as_ref() {
             if e.key == key && e.device.same_device(device) {
                 return Ok((e.cos.clone(), e.sin.clone()));
             }
         }
-        let (cos, sin) = rope_tables(self.config.inner_dim(), grid, device)?;
+        let (cos, sin) = match pos {
+            Positions::Grid(grid) => rope_tables(self.config.inner_dim(), grid, device)?,
+            Positions::Coords(c) => rope_tables_for(self.config.inner_dim(), c, device)?,
+        };
         *slot = Some(RopeEntry {
             key,
             device: device.clone(),
@@ -245,18 +258,19 @@ impl LtxTransformer {
         Ok(TextCond { kv, bias, batch: b })
     }
 
-    /// Time embedding for `timestep` `[B]` or `[B,S]` (sigma*1000). Returns
+    /// Time embedding for `timestep` `[B]`, `[B,1]` or `[B,S]` (sigma*1000). Returns
     /// (`temb` `[B,T,6D]`, `embedded` `[B,T,D]`) with T = 1 or S. Distinct
     /// values are embedded once: per-token timesteps take only a few values
     /// (image-to-video: 0 and t), and per-token MLPs would cost far more.
     fn time_embed(&self, timestep: &Tensor, b: usize, s: usize) -> Result<(Tensor, Tensor)> {
         let t_per = match timestep.dims() {
             [tb] if *tb == b => 1,
+            [tb, 1] if *tb == b && s != 1 => 1,
             [tb, ts] if *tb == b && *ts == s => s,
             other => {
                 return Err(GpuError::invalid(
                     "timestep",
-                    format!("shape {other:?}, expected [{b}] or [{b}, {s}]"),
+                    format!("shape {other:?}, expected [{b}], [{b}, 1] or [{b}, {s}]"),
                 ))
             }
         };
@@ -302,6 +316,18 @@ impl LtxTransformer {
         timestep: &Tensor,
         grid: &LatentGrid,
     ) -> Result<Tensor> {
+        self.forward_at(x, text, timestep, Positions::Grid(grid))
+    }
+
+    /// [`Self::forward`] with the tokens at `pos` (a grid, or explicit
+    /// coordinates for conditioned generation).
+    pub fn forward_at(
+        &self,
+        x: &Tensor,
+        text: &TextCond,
+        timestep: &Tensor,
+        pos: Positions,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, s, c) = x.dims3().map_err(|_| {
             GpuError::invalid(
@@ -318,16 +344,16 @@ impl LtxTransformer {
                 ),
             ));
         }
-        if s != grid.tokens() {
+        if s != pos.tokens() {
+            let what = match pos {
+                Positions::Grid(g) => {
+                    format!("the latent grid {}x{}x{}", g.frames, g.height, g.width)
+                }
+                Positions::Coords(_) => "the token coordinates".to_string(),
+            };
             return Err(GpuError::invalid(
                 "hidden_states",
-                format!(
-                    "{s} tokens but the latent grid {}x{}x{} has {}",
-                    grid.frames,
-                    grid.height,
-                    grid.width,
-                    grid.tokens()
-                ),
+                format!("{s} tokens but {what} has {}", pos.tokens()),
             ));
         }
         if text.batch != b {
@@ -342,7 +368,7 @@ impl LtxTransformer {
         let d = cfg.inner_dim();
         let heads = cfg.num_attention_heads;
         let dt = self.proj_in.weight.dtype();
-        let (cos, sin) = self.rope(grid, x.device())?;
+        let (cos, sin) = self.rope(pos, x.device())?;
         let (temb, emb) = self.time_embed(timestep, b, s)?;
         let temb = temb.to_dtype(dt)?;
         let t_per = temb.dim(1)?;

@@ -1,6 +1,13 @@
 //! 3D rotary position embedding over the whole model width: fractional
 //! (frame, row, column) positions scaled by the pipeline's interpolation
 //! scale, frequency-major/axis-minor channel pairs, leftover channels first.
+//!
+//! Positions come either from a regular latent grid (text/image-to-video) or
+//! as explicit per-token coordinates (conditioned generation, where keyframe
+//! tokens sit at their own frame and video frames at their causal offsets).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
@@ -22,8 +29,99 @@ impl LatentGrid {
     }
 }
 
+/// The RoPE divisors of (time, height, width): a coordinate over its divisor
+/// is the fractional position the frequencies multiply.
+const BASE: [f32; 3] = [20.0, 2048.0, 2048.0];
+
+/// Explicit per-token RoPE coordinates in the reference's `video_coords`
+/// units: (seconds, pixels, pixels), one triple per token in sequence order.
+/// Shared (`Arc`) because a job keeps them for every step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCoords {
+    coords: Arc<Vec<[f32; 3]>>,
+    /// Hash of the coordinates' bits: the transformer's table cache key.
+    key: u64,
+}
+
+impl TokenCoords {
+    pub fn new(coords: Vec<[f32; 3]>) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for c in &coords {
+            c.map(f32::to_bits).hash(&mut h);
+        }
+        TokenCoords {
+            key: h.finish(),
+            coords: Arc::new(coords),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.coords.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.coords.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[[f32; 3]] {
+        &self.coords
+    }
+
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+}
+
+/// Where a forward pass's tokens sit.
+#[derive(Debug, Clone, Copy)]
+pub enum Positions<'a> {
+    Grid(&'a LatentGrid),
+    Coords(&'a TokenCoords),
+}
+
+impl Positions<'_> {
+    pub fn tokens(&self) -> usize {
+        match self {
+            Positions::Grid(g) => g.tokens(),
+            Positions::Coords(c) => c.len(),
+        }
+    }
+}
+
 /// RoPE cos/sin `[S, D]` for a model of width `d` over the grid, in f32.
 pub fn rope_tables(d: usize, grid: &LatentGrid, device: &Device) -> Result<(Tensor, Tensor)> {
+    let mut fr = Vec::with_capacity(grid.tokens());
+    for f in 0..grid.frames {
+        for h in 0..grid.height {
+            for w in 0..grid.width {
+                let pos = [f as f32, h as f32, w as f32];
+                // f32 like the reference's grid arithmetic: (pos * scale) / base.
+                fr.push(std::array::from_fn(|a| {
+                    (pos[a] * grid.rope_scale[a] as f32) / BASE[a]
+                }));
+            }
+        }
+    }
+    tables(d, &fr, device)
+}
+
+/// RoPE cos/sin `[S, D]` for explicit coordinates (`coord / base`, as the
+/// reference divides `video_coords`).
+pub fn rope_tables_for(
+    d: usize,
+    coords: &TokenCoords,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let fr: Vec<[f32; 3]> = coords
+        .as_slice()
+        .iter()
+        .map(|c| std::array::from_fn(|a| c[a] / BASE[a]))
+        .collect();
+    tables(d, &fr, device)
+}
+
+/// The tables from fractional positions `p` (angle = freq * (2p - 1)).
+fn tables(d: usize, frac: &[[f32; 3]], device: &Device) -> Result<(Tensor, Tensor)> {
     let n = d / 6;
     let pad = d % 6;
     // All f32 in the reference's operation order: the top frequency is
@@ -35,35 +133,25 @@ pub fn rope_tables(d: usize, grid: &LatentGrid, device: &Device) -> Result<(Tens
             theta.powf(e) * std::f32::consts::PI / 2.0
         })
         .collect();
-    let base = [20.0, 2048.0, 2048.0];
-    let s = grid.tokens();
+    let s = frac.len();
     let mut cos = vec![0f32; s * d];
     let mut sin = vec![0f32; s * d];
-    let mut tok = 0;
-    for f in 0..grid.frames {
-        for h in 0..grid.height {
-            for w in 0..grid.width {
-                let pos = [f as f64, h as f64, w as f64];
-                let row = &mut cos[tok * d..(tok + 1) * d];
-                let rows = &mut sin[tok * d..(tok + 1) * d];
-                for c in 0..pad {
-                    row[c] = 1.0;
-                    rows[c] = 0.0;
-                }
-                for (k, fk) in freqs.iter().enumerate() {
-                    for a in 0..3 {
-                        // f32 like the reference's grid arithmetic.
-                        let p = (pos[a] as f32 * grid.rope_scale[a] as f32) / base[a] as f32;
-                        let ang = *fk * (p * 2.0 - 1.0);
-                        let idx = pad + 2 * (k * 3 + a);
-                        let (sv, cv) = ang.sin_cos();
-                        row[idx] = cv;
-                        row[idx + 1] = cv;
-                        rows[idx] = sv;
-                        rows[idx + 1] = sv;
-                    }
-                }
-                tok += 1;
+    for (tok, p) in frac.iter().enumerate() {
+        let row = &mut cos[tok * d..(tok + 1) * d];
+        let rows = &mut sin[tok * d..(tok + 1) * d];
+        for c in 0..pad {
+            row[c] = 1.0;
+            rows[c] = 0.0;
+        }
+        for (k, fk) in freqs.iter().enumerate() {
+            for a in 0..3 {
+                let ang = *fk * (p[a] * 2.0 - 1.0);
+                let idx = pad + 2 * (k * 3 + a);
+                let (sv, cv) = ang.sin_cos();
+                row[idx] = cv;
+                row[idx + 1] = cv;
+                rows[idx] = sv;
+                rows[idx + 1] = sv;
             }
         }
     }

@@ -133,7 +133,7 @@ impl Encoder {
         Ok((mean, std))
     }
 
-    fn conv_in_dtype(&self) -> candle_core::DType {
+    pub(crate) fn conv_in_dtype(&self) -> candle_core::DType {
         self.conv_in.dtype()
     }
 }

@@ -18,6 +18,7 @@ mod tiling;
 use candle_core::Tensor;
 
 pub use config::VaeConfig;
+
 pub use tiling::{decode_workspace_bytes, DecodeTiling, DEFAULT_DECODE_BUDGET_BYTES};
 
 use crate::error::{GpuError, Result};
@@ -26,23 +27,55 @@ use decoder::Decoder;
 use encoder::Encoder;
 use ops::{NoiseRng, Params};
 
-/// The VAE: encoder, decoder and the latent statistics stored with them.
+/// Which halves of the VAE to load. Serving text-to-video needs only the
+/// decoder; conditioning (image, video, keyframes) needs the encoder too. A
+/// checkpoint or case that ships one half (as the reference's single-half
+/// cases do) loads with the matching variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VaeParts {
+    #[default]
+    Both,
+    EncoderOnly,
+    DecoderOnly,
+}
+
+impl VaeParts {
+    fn encoder(self) -> bool {
+        self != VaeParts::DecoderOnly
+    }
+    fn decoder(self) -> bool {
+        self != VaeParts::EncoderOnly
+    }
+}
+
+/// The VAE: encoder, decoder (either may be left out, see `VaeParts`) and the
+/// latent statistics stored with them.
 pub struct LtxVae {
     pub config: VaeConfig,
     /// Seed of the decoder's noise injection (0.9.1 layouts with
     /// `decoder_inject_noise`); unused otherwise.
     pub noise_seed: u64,
-    encoder: Encoder,
-    decoder: Decoder,
+    encoder: Option<Encoder>,
+    decoder: Option<Decoder>,
     latents_mean: Tensor,
     latents_std: Tensor,
 }
 
-fn load_with(p: &Params, cfg: &VaeConfig) -> Result<(Encoder, Decoder, Tensor, Tensor)> {
+type Loaded = (Option<Encoder>, Option<Decoder>, Tensor, Tensor);
+
+fn load_with(p: &Params, cfg: &VaeConfig, parts: VaeParts) -> Result<Loaded> {
     cfg.validate()?;
     let c = cfg.latent_channels;
-    let encoder = Encoder::load(&p.pp("encoder"), cfg)?;
-    let decoder = Decoder::load(&p.pp("decoder"), cfg)?;
+    let encoder = if parts.encoder() {
+        Some(Encoder::load(&p.pp("encoder"), cfg)?)
+    } else {
+        None
+    };
+    let decoder = if parts.decoder() {
+        Some(Decoder::load(&p.pp("decoder"), cfg)?)
+    } else {
+        None
+    };
     let mean = p.get("latents_mean", &[c])?;
     let std = p.get("latents_std", &[c])?;
     Ok((encoder, decoder, mean, std))
@@ -52,7 +85,7 @@ fn load_with(p: &Params, cfg: &VaeConfig) -> Result<(Encoder, Decoder, Tensor, T
 /// reads for `cfg`, in load order. Fails on a config that `load` rejects.
 pub fn try_expected_tensor_shapes(cfg: &VaeConfig) -> Result<Vec<(String, Vec<usize>)>> {
     let (p, log) = Params::recorder();
-    load_with(&p, cfg)?;
+    load_with(&p, cfg, VaeParts::Both)?;
     let v = log.borrow().clone();
     Ok(v)
 }
@@ -66,7 +99,13 @@ impl LtxVae {
     /// `w`: the VAE root (`encoder.*`, `decoder.*`, `latents_mean`,
     /// `latents_std`). Computation runs in `w`'s dtype on its device.
     pub fn load(w: &Weights, cfg: &VaeConfig) -> Result<Self> {
-        let (encoder, decoder, latents_mean, latents_std) = load_with(&Params::load(w), cfg)?;
+        Self::load_parts(w, cfg, VaeParts::Both)
+    }
+
+    /// As `load`, reading only the halves `parts` names.
+    pub fn load_parts(w: &Weights, cfg: &VaeConfig, parts: VaeParts) -> Result<Self> {
+        let (encoder, decoder, latents_mean, latents_std) =
+            load_with(&Params::load(w), cfg, parts)?;
         Ok(LtxVae {
             config: cfg.clone(),
             noise_seed: 0,
@@ -79,7 +118,28 @@ impl LtxVae {
 
     /// The weights' dtype (the decode computes in it).
     pub fn dtype(&self) -> candle_core::DType {
-        self.decoder.dtype()
+        match (&self.decoder, &self.encoder) {
+            (Some(d), _) => d.dtype(),
+            (None, Some(e)) => e.conv_in_dtype(),
+            (None, None) => self.latents_mean.dtype(),
+        }
+    }
+
+    /// Whether `encode` can run (the encoder was loaded).
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    fn decoder(&self) -> Result<&Decoder> {
+        self.decoder
+            .as_ref()
+            .ok_or_else(|| GpuError::invalid("vae", "this VAE was loaded without its decoder"))
+    }
+
+    fn encoder(&self) -> Result<&Encoder> {
+        self.encoder
+            .as_ref()
+            .ok_or_else(|| GpuError::invalid("vae", "this VAE was loaded without its encoder"))
     }
 
     pub fn latent_channels(&self) -> usize {
@@ -92,13 +152,13 @@ impl LtxVae {
     /// ignore it.
     pub fn decode(&self, z: &Tensor, timestep: Option<f64>) -> Result<Tensor> {
         let mut rng = NoiseRng::new(self.noise_seed);
-        self.decoder.forward(z, timestep, &mut rng)
+        self.decoder()?.forward(z, timestep, &mut rng)
     }
 
     /// Encodes video `[B, 3, F, H, W]` in [-1, 1] (H, W multiples of the
     /// spatial compression) to the latent distribution's (mean, std).
     pub fn encode(&self, video: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.encoder.forward(video)
+        self.encoder()?.forward(video)
     }
 
     fn stats(&self, z: &Tensor) -> Result<(Tensor, Tensor)> {
