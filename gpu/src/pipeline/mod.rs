@@ -15,14 +15,16 @@ use crate::rng::{NoiseRng, STREAM_DECODE, STREAM_LATENTS};
 use crate::scheduler::{euler_step, Schedule, SchedulerConfig};
 use crate::t5::{T5Config, T5Encoder};
 use crate::tokenizer::PromptTokenizer;
-use crate::transformer::{LatentGrid, LtxTransformer, TextCond, TransformerConfig};
+use crate::transformer::{LatentGrid, LtxTransformer, Positions, TextCond, TransformerConfig};
 use crate::vae::{LtxVae, VaeConfig};
 use crate::weights::{read_config, Weights};
 
 pub mod condition;
+mod conditioned;
 mod frames;
 mod memory;
 
+pub use conditioned::{ConditionInput, RgbFrames, VideoToVideo, IMAGE_COND_NOISE_SCALE};
 pub use frames::{pack_latents, postprocess, to_rgb8, unpack_latents};
 
 /// T5 sequence length the LTX pipeline pads/truncates prompts to.
@@ -86,6 +88,14 @@ pub struct GenerateRequest {
     /// Noise mixed into latents before a timestep-conditioned decode;
     /// defaults to `decode_timestep`, as the reference does.
     pub decode_noise_scale: Option<f64>,
+    /// Images or videos at chosen frames (keyframes, extension): the
+    /// conditioning pipeline's path (`conditioned.rs`).
+    pub conditions: Vec<ConditionInput>,
+    /// A source video re-generated from part-way down the schedule.
+    pub video_to_video: Option<VideoToVideo>,
+    /// Re-noising of strength-1 conditions each step (see
+    /// [`IMAGE_COND_NOISE_SCALE`]); 0 holds them exactly.
+    pub image_cond_noise_scale: f64,
 }
 
 impl Default for GenerateRequest {
@@ -103,6 +113,9 @@ impl Default for GenerateRequest {
             image: None,
             decode_timestep: 0.05,
             decode_noise_scale: None,
+            conditions: Vec::new(),
+            video_to_video: None,
+            image_cond_noise_scale: IMAGE_COND_NOISE_SCALE,
         }
     }
 }
@@ -148,6 +161,36 @@ pub struct DenoiseState {
     /// Leading tokens held clean (image-to-video frame 0), else 0.
     pub frozen_tokens: usize,
     pub guidance_scale: f64,
+    /// Per-token conditioning of a conditioned job (keyframes, extension,
+    /// video-to-video); `None` for text- and image-to-video.
+    pub cond: Option<Box<condition::TokenConditioning>>,
+    /// The job's seed: a conditioned job draws each step's noise from it.
+    pub seed: u64,
+}
+
+impl DenoiseState {
+    /// Whether two jobs' tokens sit at the same RoPE positions (a batched
+    /// forward shares one table): the same grid and fps, and for
+    /// conditioned jobs the same coordinates.
+    pub fn same_positions(&self, other: &DenoiseState) -> bool {
+        let (a, b) = (&self.grid, &other.grid);
+        if (a.frames, a.height, a.width) != (b.frames, b.height, b.width)
+            || a.rope_scale != b.rope_scale
+        {
+            return false;
+        }
+        match (&self.cond, &other.cond) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.coords == y.coords,
+            _ => false,
+        }
+    }
+
+    /// A hash of the RoPE positions beyond the grid (0 for a plain grid):
+    /// part of the dataflow's batch key.
+    pub fn positions_key(&self) -> u64 {
+        self.cond.as_ref().map_or(0, |c| c.coords.key() | 1)
+    }
 }
 
 impl LtxPipeline {
@@ -324,8 +367,11 @@ impl LtxPipeline {
                 format!("{} must be a finite number >= 0", req.guidance_scale),
             ));
         }
-        let schedule = self.scheduler.schedule(grid.tokens(), req.steps)?;
         self.check_memory(req)?;
+        if req.is_conditioned() {
+            return self.prepare_conditioned(req, grid);
+        }
+        let schedule = self.scheduler.schedule(grid.tokens(), req.steps)?;
         let c = self.transformer.config.in_channels;
         let shape = [1, c, grid.frames, grid.height, grid.width];
         let noise = NoiseRng::stream(req.seed, STREAM_LATENTS).randn(&shape, &self.device)?;
@@ -345,6 +391,8 @@ impl LtxPipeline {
             step: 0,
             frozen_tokens: frozen,
             guidance_scale: req.guidance_scale,
+            cond: None,
+            seed: req.seed,
         })
     }
 
@@ -419,32 +467,22 @@ impl LtxPipeline {
             return Ok(Vec::new());
         };
         let grid = first.grid;
-        let s = grid.tokens();
-        let per_token = jobs.iter().any(|(st, _)| st.frozen_tokens > 0);
+        let s = first.latents.dim(1)?;
+        let per_token = jobs
+            .iter()
+            .any(|(st, _)| st.frozen_tokens > 0 || st.cond.is_some());
         let mut xs = Vec::new();
         let mut ts: Vec<f32> = Vec::new();
         let mut conds = Vec::new();
         let mut rows = Vec::new();
         for (st, text) in jobs {
-            if (st.grid.frames, st.grid.height, st.grid.width)
-                != (grid.frames, grid.height, grid.width)
-                || st.grid.rope_scale != grid.rope_scale
-            {
+            if !st.same_positions(first) {
                 return Err(GpuError::invalid(
                     "batch",
-                    "jobs in one batch must share the latent grid and fps",
+                    "jobs in one batch must share the latent grid, fps and conditioning layout",
                 ));
             }
-            let t = *st.schedule.timesteps.get(st.step).ok_or_else(|| {
-                GpuError::invalid(
-                    "step",
-                    format!(
-                        "{} is past the schedule's {} steps",
-                        st.step,
-                        st.schedule.steps()
-                    ),
-                )
-            })?;
+            let t = st.current_timestep()?;
             let b = if st.guidance_scale > 1.0 { 2 } else { 1 };
             if text.batch() != b {
                 return Err(GpuError::invalid(
@@ -456,10 +494,17 @@ impl LtxPipeline {
                     ),
                 ));
             }
+            let x = st.step_input()?;
+            let tt: Vec<f32> = match &st.cond {
+                Some(c) => c.timesteps(t),
+                None => (0..s)
+                    .map(|i| if i < st.frozen_tokens { 0.0 } else { t })
+                    .collect(),
+            };
             for _ in 0..b {
-                xs.push(&st.latents);
+                xs.push(x.clone());
                 if per_token {
-                    ts.extend((0..s).map(|i| if i < st.frozen_tokens { 0.0 } else { t }));
+                    ts.extend_from_slice(&tt);
                 } else {
                     ts.push(t);
                 }
@@ -480,9 +525,13 @@ impl LtxPipeline {
             Some(TextCond::cat(&conds)?)
         };
         let text = text.as_ref().unwrap_or(conds[0]);
+        let pos = match &first.cond {
+            Some(c) => Positions::Coords(&c.coords),
+            None => Positions::Grid(&grid),
+        };
         let v = self
             .transformer
-            .forward(&x, text, &ts, &grid)?
+            .forward_at(&x, text, &ts, pos)?
             .to_dtype(DType::F32)?;
         let mut out = Vec::with_capacity(jobs.len());
         let mut row = 0;
@@ -500,8 +549,16 @@ impl LtxPipeline {
         Ok(out)
     }
 
-    /// Euler update; frozen (conditioning) tokens are kept bit-exact.
+    /// Euler update; frozen (conditioning) tokens are kept bit-exact. A
+    /// conditioned job takes the per-token step from its re-noised input.
     pub fn apply_velocity(&self, st: &mut DenoiseState, v: &Tensor) -> Result<()> {
+        if let Some(c) = &st.cond {
+            let t = st.current_timestep()?;
+            let x = st.step_input()?;
+            st.latents = c.euler(&x, v, t, &st.schedule.sigmas)?;
+            st.step += 1;
+            return Ok(());
+        }
         let (sig, next) = (st.schedule.sigmas[st.step], st.schedule.sigmas[st.step + 1]);
         let f = st.frozen_tokens;
         st.latents = if f > 0 {
@@ -542,7 +599,7 @@ impl LtxPipeline {
     /// Unpacks, de-normalises and decodes latents to `[1,3,F,H,W]` in [-1,1].
     pub fn decode_latents(&self, st: &DenoiseState, req: &GenerateRequest) -> Result<Tensor> {
         let g = &st.grid;
-        let z = unpack_latents(&st.latents, g.frames, g.height, g.width)?;
+        let z = unpack_latents(&st.video_latents()?, g.frames, g.height, g.width)?;
         let mut z = self.vae.denormalize_latents(&z)?;
         let timestep = if self.vae.config.timestep_conditioning {
             let s = req.decode_noise_scale.unwrap_or(req.decode_timestep);

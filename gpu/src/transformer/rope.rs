@@ -67,7 +67,7 @@ impl TokenCoords {
         &self.coords
     }
 
-    pub(crate) fn key(&self) -> u64 {
+    pub fn key(&self) -> u64 {
         self.key
     }
 }
