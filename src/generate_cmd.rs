@@ -11,7 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vidflow_dataflow::{run_jobs, Engine, EngineConfig, EventSink, JobEvent};
 use vidflow_operators::config::ModelEntry;
 use vidflow_operators::validate::NATIVE;
-use vidflow_operators::{AdmissionConfig, ImageSource, JobKind, JobSpec, Mode, ModelProfile, Tier};
+use vidflow_operators::{
+    AdmissionConfig, ConditionSpec, ExtendSpec, ImageSource, JobKind, JobSpec, Mode, ModelProfile,
+    Tier,
+};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -23,6 +26,19 @@ pub struct GenerateArgs {
     /// First frame (PNG or JPEG) for image-to-video.
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// A keyframe: `FILE@FRAME` or `FILE@FRAME:STRENGTH` (PNG/JPEG image or
+    /// MP4 video; repeatable).
+    #[arg(long = "keyframe", value_name = "FILE@FRAME[:STRENGTH]")]
+    pub keyframes: Vec<String>,
+    /// Video-to-video: the source MP4 (with --strength).
+    #[arg(long, requires = "strength")]
+    pub video: Option<PathBuf>,
+    /// Video-to-video: how much of the schedule to re-run, (0, 1].
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// Continue this MP4: its last frames start the new clip.
+    #[arg(long, conflicts_with_all = ["video", "keyframes", "image"])]
+    pub extend: Option<PathBuf>,
     /// native, 480p, 720p, 768p, 1080p, 4k or WxH. Default: the model's
     /// native size for the demo model (96x96), else 480p.
     #[arg(long)]
@@ -104,12 +120,32 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         ))),
         None => None,
     };
+    let inline = |p: &PathBuf| -> Result<ImageSource> {
+        Ok(ImageSource::InlineBase64(base64_encode(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )))
+    };
+    let conditions = a
+        .keyframes
+        .iter()
+        .map(|k| keyframe(k, &inline))
+        .collect::<Result<Vec<_>>>()?;
+    let video = a.video.as_ref().map(&inline).transpose()?;
+    let extend = match &a.extend {
+        Some(p) => Some(ExtendSpec {
+            video: inline(p)?,
+            overlap_frames: None,
+        }),
+        None => None,
+    };
     let spec = JobSpec {
         job_id: None,
         tenant: a.tenant.clone(),
         tier: Tier::Standard,
         kind: if image.is_some() {
             JobKind::I2v
+        } else if video.is_some() {
+            JobKind::V2v
         } else {
             JobKind::T2v
         },
@@ -129,6 +165,10 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         seed: a.seed,
         model: None,
         audio: false,
+        conditions,
+        video,
+        strength: a.strength,
+        extend,
     };
     let (tx, rx) = channel();
     let engine = Engine::new(
@@ -219,4 +259,33 @@ fn base64_encode(bytes: &[u8]) -> String {
         }
     }
     s
+}
+
+/// `FILE@FRAME[:STRENGTH]` as a condition (an `.mp4` file is a video).
+fn keyframe(arg: &str, inline: &dyn Fn(&PathBuf) -> Result<ImageSource>) -> Result<ConditionSpec> {
+    let (file, at) = arg
+        .rsplit_once('@')
+        .with_context(|| format!("--keyframe {arg:?}: expected FILE@FRAME[:STRENGTH]"))?;
+    let (frame, strength) = match at.split_once(':') {
+        Some((f, s)) => (f, Some(s)),
+        None => (at, None),
+    };
+    let frame_index: u32 = frame
+        .parse()
+        .with_context(|| format!("--keyframe {arg:?}: frame {frame:?} is not a number"))?;
+    let strength = strength
+        .map(|s| s.parse::<f64>())
+        .transpose()
+        .with_context(|| format!("--keyframe {arg:?}: strength is not a number"))?;
+    let path = PathBuf::from(file);
+    let src = inline(&path)?;
+    let is_video = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    Ok(ConditionSpec {
+        image: (!is_video).then(|| src.clone()),
+        video: is_video.then_some(src),
+        frame_index,
+        strength,
+    })
 }

@@ -25,7 +25,9 @@ use vidflow_sched::{Accelerator, Decision, JobInfo, PoolSpec, SchedConfig, Sched
 use crate::faults::{self, Fault};
 use crate::{DenoisedJob, EncodedJob, Msg, StageCtx, StageError};
 
-/// Jobs that can share a forward pass: same model, latent grid and RoPE.
+/// Jobs that can share a forward pass: same model, latent grid and RoPE
+/// (for conditioned jobs, the same token coordinates: keyframes at later
+/// frames add tokens at their own positions).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BatchKey {
     pub model_id: String,
@@ -33,6 +35,7 @@ pub struct BatchKey {
     pub height: usize,
     pub width: usize,
     rope_scale: [u64; 3],
+    positions: u64,
 }
 
 impl BatchKey {
@@ -44,6 +47,7 @@ impl BatchKey {
             height: g.height,
             width: g.width,
             rope_scale: g.rope_scale.map(f64::to_bits),
+            positions: j.state.positions_key(),
         }
     }
 

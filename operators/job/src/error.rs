@@ -67,9 +67,13 @@ impl JobError {
         }
     }
 
-    pub(crate) fn invalid(field: &str, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
         JobError::Invalid {
-            field: field.to_string(),
+            field: field.into(),
             value: display_value(&value.to_string()),
             reason: reason.into(),
         }

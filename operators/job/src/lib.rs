@@ -15,6 +15,7 @@ pub mod event;
 pub mod id;
 pub mod ledger;
 pub mod limits;
+pub mod media;
 pub mod proto;
 pub mod quota;
 pub mod result;
@@ -26,8 +27,9 @@ pub use config::{AdmissionConfig, ModeDefaults, ModelProfile, ModesConfig, BUILT
 pub use error::{ConfigError, JobError};
 pub use event::Stage;
 pub use id::{default_seed, generate_job_id, job_id_timestamp_ms, JobKey};
+pub use media::{JobMedia, MediaInput, MediaKind};
 pub use result::{JobResult, JobStatus, UnknownStatus};
-pub use spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
+pub use spec::{ConditionSpec, ExtendSpec, ImageSource, JobKind, JobSpec, Mode, Tier};
 pub use validate::{
     decode_image, image_header, validate, ImageHeader, ImageInput, ValidatedJob, PRESETS,
 };

@@ -28,6 +28,7 @@ impl From<spec::JobKind> for JobKind {
         match k {
             spec::JobKind::T2v => JobKind::T2v,
             spec::JobKind::I2v => JobKind::I2v,
+            spec::JobKind::V2v => JobKind::V2v,
         }
     }
 }
@@ -45,6 +46,40 @@ impl From<spec::Mode> for Mode {
 fn enum_error(field: &str, v: i32, allowed: &str) -> JobError {
     JobError::invalid(field, v, format!("must be one of {allowed}"))
 }
+
+/// A JSON-form source as protobuf (inline base64 decoded, capped at `cap`).
+fn source_to_proto(
+    field: &str,
+    s: &spec::ImageSource,
+    cap: usize,
+) -> Result<ImageSource, JobError> {
+    Ok(ImageSource {
+        source: Some(match s {
+            spec::ImageSource::Key(k) => image_source::Source::Key(k.clone()),
+            spec::ImageSource::InlineBase64(b) => image_source::Source::Inline(
+                crate::validate::decode_base64_capped(field, b, cap, "file")?,
+            ),
+        }),
+    })
+}
+
+/// A protobuf source in the JSON form (inline bytes as base64).
+fn source_from_proto(field: &str, s: ImageSource) -> Result<spec::ImageSource, JobError> {
+    match s.source {
+        None => Err(JobError::invalid(
+            field,
+            "{}",
+            "ImageSource must set key or inline",
+        )),
+        Some(image_source::Source::Key(k)) => Ok(spec::ImageSource::Key(k)),
+        Some(image_source::Source::Inline(b)) => Ok(spec::ImageSource::InlineBase64(
+            base64::engine::general_purpose::STANDARD.encode(b),
+        )),
+    }
+}
+
+const VIDEO_CAP: usize = crate::media::MAX_INPUT_VIDEO_BYTES;
+const IMAGE_CAP: usize = crate::validate::MAX_INLINE_IMAGE_BYTES;
 
 /// JSON form to protobuf form. Fails only on an `inline_base64` that is
 /// not valid base64 (error naming `image`).
@@ -64,6 +99,43 @@ impl TryFrom<&spec::JobSpec> for JobSpec {
                 })
             }
         };
+        let conditions = s
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let f = format!("conditions[{i}]");
+                Ok(Condition {
+                    image: c
+                        .image
+                        .as_ref()
+                        .map(|x| source_to_proto(&format!("{f}.image"), x, IMAGE_CAP))
+                        .transpose()?,
+                    video: c
+                        .video
+                        .as_ref()
+                        .map(|x| source_to_proto(&format!("{f}.video"), x, VIDEO_CAP))
+                        .transpose()?,
+                    frame_index: c.frame_index,
+                    strength: c.strength,
+                })
+            })
+            .collect::<Result<Vec<_>, JobError>>()?;
+        let video = s
+            .video
+            .as_ref()
+            .map(|x| source_to_proto("video", x, VIDEO_CAP))
+            .transpose()?;
+        let extend = s
+            .extend
+            .as_ref()
+            .map(|e| {
+                Ok::<_, JobError>(Extend {
+                    video: Some(source_to_proto("extend.video", &e.video, VIDEO_CAP)?),
+                    overlap_frames: e.overlap_frames,
+                })
+            })
+            .transpose()?;
         Ok(JobSpec {
             job_id: s.job_id.clone(),
             tenant: s.tenant.clone(),
@@ -82,6 +154,10 @@ impl TryFrom<&spec::JobSpec> for JobSpec {
             seed: s.seed,
             model: s.model.clone(),
             audio: s.audio,
+            conditions,
+            video,
+            strength: s.strength,
+            extend,
         })
     }
 }
@@ -115,7 +191,14 @@ impl TryFrom<JobSpec> for spec::JobSpec {
         let kind = match JobKind::try_from(p.kind) {
             Ok(JobKind::T2v) => spec::JobKind::T2v,
             Ok(JobKind::I2v) => spec::JobKind::I2v,
-            _ => return Err(enum_error("kind", p.kind, "JOB_KIND_T2V, JOB_KIND_I2V")),
+            Ok(JobKind::V2v) => spec::JobKind::V2v,
+            _ => {
+                return Err(enum_error(
+                    "kind",
+                    p.kind,
+                    "JOB_KIND_T2V, JOB_KIND_I2V, JOB_KIND_V2V",
+                ))
+            }
         };
         let mode = match Mode::try_from(p.mode) {
             Ok(Mode::Realtime) => spec::Mode::Realtime,
@@ -147,6 +230,37 @@ impl TryFrom<JobSpec> for spec::JobSpec {
                 base64::engine::general_purpose::STANDARD.encode(b),
             )),
         };
+        let conditions = p
+            .conditions
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let f = format!("conditions[{i}]");
+                Ok(spec::ConditionSpec {
+                    image: c
+                        .image
+                        .map(|x| source_from_proto(&format!("{f}.image"), x))
+                        .transpose()?,
+                    video: c
+                        .video
+                        .map(|x| source_from_proto(&format!("{f}.video"), x))
+                        .transpose()?,
+                    frame_index: c.frame_index,
+                    strength: c.strength,
+                })
+            })
+            .collect::<Result<Vec<_>, JobError>>()?;
+        let video = p.video.map(|x| source_from_proto("video", x)).transpose()?;
+        let extend = match p.extend {
+            None => None,
+            Some(e) => Some(spec::ExtendSpec {
+                video: source_from_proto(
+                    "extend.video",
+                    e.video.unwrap_or(ImageSource { source: None }),
+                )?,
+                overlap_frames: e.overlap_frames,
+            }),
+        };
         Ok(spec::JobSpec {
             job_id: p.job_id,
             tenant: p.tenant,
@@ -165,6 +279,10 @@ impl TryFrom<JobSpec> for spec::JobSpec {
             seed: p.seed,
             model: p.model,
             audio: p.audio,
+            conditions,
+            video,
+            strength: p.strength,
+            extend,
         })
     }
 }

@@ -18,13 +18,17 @@ pub enum Tier {
     Free,
 }
 
-/// Text-to-video or image-to-video (first frame given).
+/// Text-to-video (optionally with `conditions` or `extend`),
+/// image-to-video (first frame given) or video-to-video (a source video
+/// re-generated with a strength).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum JobKind {
     #[serde(rename = "t2v")]
     T2v,
     #[serde(rename = "i2v")]
     I2v,
+    #[serde(rename = "v2v")]
+    V2v,
 }
 
 /// Quality/latency trade-off; its step count, guidance and default duration
@@ -55,6 +59,7 @@ impl JobKind {
         match self {
             JobKind::T2v => "t2v",
             JobKind::I2v => "i2v",
+            JobKind::V2v => "v2v",
         }
     }
 }
@@ -87,7 +92,8 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Where the first frame of an image-to-video job comes from.
+/// Where an input image (an image-to-video job's first frame, a keyframe)
+/// or video (MP4) comes from.
 ///
 /// JSON: `{"key": "tenant/uploads/a.png"}` or `{"inline_base64": "iVBORw0..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +101,42 @@ impl fmt::Display for Mode {
 pub enum ImageSource {
     /// An object-store key, fetched at admission in the dataflow.
     Key(String),
-    /// PNG or JPEG bytes, standard base64 (padding optional).
+    /// The file's bytes (PNG/JPEG, or MP4 for a video), standard base64
+    /// (padding optional).
     InlineBase64(String),
+}
+
+/// One condition of a keyframe job: an image or a video (exactly one) whose
+/// first frame lands on output frame `frame_index`, held with `strength`
+/// (1 keeps it; less lets the model change it).
+///
+/// JSON: `{"image": {"key": "acme/in/a.png"}, "frame_index": 0}` or
+/// `{"video": {"key": "acme/in/b.mp4"}, "frame_index": 48, "strength": 0.8}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// PNG or JPEG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+    /// MP4 (H.264).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<ImageSource>,
+    pub frame_index: u32,
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+}
+
+/// Continue an existing video: its last `overlap_frames` frames (8k+1,
+/// default 9) condition the start of the new clip, whose first frames so
+/// reproduce them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendSpec {
+    /// MP4 (H.264).
+    pub video: ImageSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_frames: Option<u32>,
 }
 
 /// A generation request as submitted. Unknown fields are errors so a typo
@@ -143,6 +183,19 @@ pub struct JobSpec {
     /// Generate an audio track (not supported yet: rejected).
     #[serde(default)]
     pub audio: bool,
+    /// Keyframes: images or videos at chosen frames (kind `t2v`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ConditionSpec>,
+    /// The source of a `v2v` job (MP4, H.264).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<ImageSource>,
+    /// How much a `v2v` job may change its source: the share of the
+    /// denoising schedule it re-runs, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Continue an existing video (kind `t2v`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend: Option<ExtendSpec>,
 }
 
 impl JobSpec {
@@ -172,6 +225,10 @@ impl JobSpec {
             seed: None,
             model: None,
             audio: false,
+            conditions: Vec::new(),
+            video: None,
+            strength: None,
+            extend: None,
         }
     }
 

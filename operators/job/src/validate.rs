@@ -92,6 +92,9 @@ pub struct ValidatedJob {
     /// Unix ms the job was submitted, when its carrier says (the AMQP
     /// header); the scheduler counts its queue wait from there.
     pub submitted_ms: Option<u64>,
+    /// Keyframe conditions, a v2v source or a video to extend.
+    #[serde(default)]
+    pub media: crate::media::JobMedia,
 }
 
 /// Checks a spec against the limits and `cfg`, fills in defaults and decodes
@@ -134,11 +137,14 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
                 "kind \"i2v\" requires an image ({\"key\": ...} or {\"inline_base64\": ...})",
             ))
         }
-        (JobKind::T2v, Some(_)) => {
+        (JobKind::T2v | JobKind::V2v, Some(_)) => {
             return Err(JobError::invalid(
                 "image",
                 "(given)",
-                "kind \"t2v\" takes no image (use kind \"i2v\" for image-to-video)",
+                format!(
+                    "kind {:?} takes no image (use kind \"i2v\" for image-to-video, or a condition at frame 0)",
+                    spec.kind.as_str()
+                ),
             ))
         }
         _ => {}
@@ -239,7 +245,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
     let image = match &spec.image {
         None => None,
         Some(ImageSource::Key(key)) => {
-            check_key(key, &spec.tenant)?;
+            check_key("image", key, &spec.tenant)?;
             Some(ImageInput::Key(key.clone()))
         }
         Some(ImageSource::InlineBase64(b64)) => {
@@ -255,6 +261,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             Some(ImageInput::Inline(bytes))
         }
     };
+    let media = crate::media::validate_media(spec, num_frames)?;
     let seed = spec.seed.unwrap_or_else(|| default_seed(&job_id));
     Ok(ValidatedJob {
         job_id,
@@ -275,6 +282,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         mode: spec.mode,
         estimated_vram_bytes: est.total_bytes,
         submitted_ms: None,
+        media,
     })
 }
 
@@ -436,7 +444,7 @@ pub fn seconds_to_frames(field: &str, seconds: f64, fps: f64) -> Result<u32, Job
 /// A key is a relative path in the object store, and it must lie under
 /// the tenant's own prefix: the store also holds other tenants' inputs and
 /// outputs and the service's records, checkpoints and safety decisions.
-fn check_key(key: &str, tenant: &str) -> Result<(), JobError> {
+pub(crate) fn check_key(field: &str, key: &str, tenant: &str) -> Result<(), JobError> {
     let bad = key.is_empty()
         || key.len() > MAX_KEY_LEN
         || key.starts_with('/')
@@ -447,7 +455,7 @@ fn check_key(key: &str, tenant: &str) -> Result<(), JobError> {
             .any(|s| s.is_empty() || s == "." || s == "..");
     if bad {
         return Err(JobError::invalid(
-            "image",
+            field,
             format!("{{\"key\": {key:?}}}"),
             format!(
                 "key must be a relative object-store key of 1 to {MAX_KEY_LEN} bytes \
@@ -457,7 +465,7 @@ fn check_key(key: &str, tenant: &str) -> Result<(), JobError> {
     }
     if key.split('/').next() != Some(tenant) || !key.contains('/') {
         return Err(JobError::invalid(
-            "image",
+            field,
             format!("{{\"key\": {key:?}}}"),
             format!("key must be under the tenant's own prefix `{tenant}/`"),
         ));
@@ -465,9 +473,20 @@ fn check_key(key: &str, tenant: &str) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Decodes `inline_base64` (standard alphabet, padding optional, a
-/// `data:...;base64,` prefix and whitespace tolerated).
+/// Decodes an inline image's `inline_base64` (see [`decode_base64_capped`]).
 pub(crate) fn decode_base64(b64: &str) -> Result<Vec<u8>, JobError> {
+    decode_base64_capped("image", b64, MAX_INLINE_IMAGE_BYTES, "image")
+}
+
+/// Decodes `inline_base64` (standard alphabet, padding optional, a
+/// `data:...;base64,` prefix and whitespace tolerated), refusing more than
+/// `cap` decoded bytes before decoding any.
+pub(crate) fn decode_base64_capped(
+    field: &str,
+    b64: &str,
+    cap: usize,
+    what: &str,
+) -> Result<Vec<u8>, JobError> {
     const ENGINE: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -478,19 +497,19 @@ pub(crate) fn decode_base64(b64: &str) -> Result<Vec<u8>, JobError> {
         _ => b64,
     };
     let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    if body.len() / 4 * 3 > MAX_INLINE_IMAGE_BYTES {
+    if body.len() / 4 * 3 > cap {
         return Err(JobError::invalid(
-            "image",
+            field,
             b64,
             format!(
-                "inline image larger than {} MiB (upload it and send its key)",
-                MAX_INLINE_IMAGE_BYTES >> 20
+                "inline {what} larger than {} MiB (upload it and send its key)",
+                cap >> 20
             ),
         ));
     }
     ENGINE.decode(body.as_bytes()).map_err(|e| {
         JobError::invalid(
-            "image",
+            field,
             b64,
             format!("inline_base64 is not valid base64: {e}"),
         )

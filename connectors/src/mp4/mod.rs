@@ -8,6 +8,11 @@
 //! bytes (the encoder runs single-threaded, and nothing time-dependent is
 //! written into the container).
 
+mod decode;
+mod demux;
+
+pub use decode::{decode_mp4, DecodedVideo, VideoInputError, VideoLimits};
+
 use muxide::api::{MuxerBuilder, VideoCodec};
 use openh264::encoder::{
     Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
