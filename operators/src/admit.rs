@@ -77,7 +77,7 @@ pub fn to_request(v: &ValidatedJob, store: &OutputStore) -> Result<GenerateReque
             Some(vidflow_job::decode_image(&bytes, v.width, v.height)?)
         }
     };
-    Ok(GenerateRequest {
+    let mut req = GenerateRequest {
         prompt: v.prompt.clone().into_bytes(),
         negative_prompt: v.negative_prompt.clone().into_bytes(),
         width: v.width as usize,
@@ -89,7 +89,9 @@ pub fn to_request(v: &ValidatedJob, store: &OutputStore) -> Result<GenerateReque
         seed: v.seed,
         image,
         ..Default::default()
-    })
+    };
+    crate::inputs::add_media(v, store, &mut req)?;
+    Ok(req)
 }
 
 /// Today's UTC date from the system clock (civil-from-days, no tz crate).

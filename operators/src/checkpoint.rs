@@ -105,6 +105,23 @@ pub fn request_hash(req: &GenerateRequest) -> String {
     h.update(req.fps.to_le_bytes());
     h.update(req.guidance_scale.to_le_bytes());
     h.update([req.image.is_some() as u8]);
+    // Conditioned jobs only (t2v/i2v hashes stay as they were): every input
+    // frame, where it goes and how strongly, and the re-noising scale.
+    if req.is_conditioned() {
+        for c in &req.conditions {
+            h.update(b"c");
+            h.update((c.frame_index as u64).to_le_bytes());
+            h.update(c.strength.to_le_bytes());
+            h.update((c.frames.frames as u64).to_le_bytes());
+            h.update(&c.frames.data);
+        }
+        if let Some(v) = &req.video_to_video {
+            h.update(b"v");
+            h.update(v.strength.to_le_bytes());
+            h.update(&v.frames.data);
+        }
+        h.update(req.image_cond_noise_scale.to_le_bytes());
+    }
     hex(&h.finalize()[..16])
 }
 

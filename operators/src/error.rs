@@ -23,6 +23,17 @@ pub enum StageError {
         #[source]
         source: ImageKeyError,
     },
+    /// A keyframe, source or extension input named by key could not be read.
+    #[error("invalid `{field}` key `{key}`: {source}")]
+    MediaKey {
+        field: String,
+        key: String,
+        #[source]
+        source: ImageKeyError,
+    },
+    /// An input image or video that cannot be used as given.
+    #[error("invalid `{field}`: {reason}")]
+    Media { field: String, reason: String },
     /// An i2v first frame that is not a usable image.
     #[error(transparent)]
     Image(#[from] JobError),

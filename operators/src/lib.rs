@@ -31,6 +31,7 @@ pub mod events;
 pub mod faults;
 pub mod flow;
 pub mod frame_safety;
+pub mod inputs;
 pub mod output;
 pub mod prompt_safety;
 pub mod safety_record;

@@ -28,11 +28,22 @@ pub fn check_prompt(safety: &Safety, job: AdmittedJob) -> Msg<AdmittedJob> {
         };
         return Err(Failure::new(meta, Stage::Safety, e));
     }
+    // Every input picture the video will show: the first frame, keyframes,
+    // a v2v source, the end of a video to extend.
+    let mut inputs: Vec<(usize, usize, usize, &[u8])> = Vec::new();
     if let Some(img) = &req.image {
-        let d = match safety
-            .visual
-            .check(&meta.tenant, img.width, img.height, 1, &img.data)
-        {
+        inputs.push((img.width, img.height, 1, &img.data));
+    }
+    for c in &req.conditions {
+        let f = &c.frames;
+        inputs.push((f.width, f.height, f.frames, &f.data));
+    }
+    if let Some(v) = &req.video_to_video {
+        let f = &v.frames;
+        inputs.push((f.width, f.height, f.frames, &f.data));
+    }
+    for (w, h, n, data) in inputs {
+        let d = match safety.visual.check(&meta.tenant, w, h, n, data) {
             Ok(d) => d,
             Err(e) => return Err(Failure::new(meta, Stage::Safety, StageError::from(e))),
         };

@@ -75,9 +75,45 @@ pub enum VideoInputError {
     Empty,
 }
 
+/// What a video's header says (and how many frames were decoded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    /// From the track's duration (0 when it does not say).
+    pub fps: f64,
+    /// Frames the file holds.
+    pub total_frames: u32,
+    /// Frames handed to the callback.
+    pub decoded: u32,
+}
+
 /// Decodes the first video track of an MP4 to RGB8 frames (see the module
 /// doc for the bounds).
 pub fn decode_mp4(bytes: &[u8], limits: VideoLimits) -> Result<DecodedVideo, VideoInputError> {
+    let mut rgb = Vec::new();
+    let info = decode_frames(bytes, limits, &mut |_, _, f| {
+        rgb.extend_from_slice(f);
+        true
+    })?;
+    Ok(DecodedVideo {
+        width: info.width,
+        height: info.height,
+        fps: info.fps,
+        frames: info.decoded,
+        total_frames: info.total_frames,
+        rgb,
+    })
+}
+
+/// Streams the first video track's frames (width, height, RGB8 HWC) to
+/// `on_frame`, in order, one at a time (memory: one frame), until it
+/// returns false or `max_frames` were given.
+pub fn decode_frames(
+    bytes: &[u8],
+    limits: VideoLimits,
+    on_frame: &mut dyn FnMut(u32, u32, &[u8]) -> bool,
+) -> Result<VideoInfo, VideoInputError> {
     let track = video_track(bytes).map_err(|m| {
         if m.starts_with("codec ") || m.contains("no video track") {
             VideoInputError::Unsupported(m)
@@ -105,12 +141,11 @@ pub fn decode_mp4(bytes: &[u8], limits: VideoLimits) -> Result<DecodedVideo, Vid
         0.0
     };
     let want = total.min(limits.max_frames);
-    let frame_bytes = w as usize * h as usize * 3;
-    let mut rgb = Vec::with_capacity(frame_bytes * want as usize);
+    let mut frame = vec![0u8; w as usize * h as usize * 3];
     let mut dec = Decoder::new().map_err(|source| VideoInputError::Decode { sample: 0, source })?;
     let mut annexb = Vec::new();
     let mut frames = 0u32;
-    let keep = |pic: &openh264::decoder::DecodedYUV<'_>, sample: u32, rgb: &mut Vec<u8>| {
+    let mut emit = |pic: &openh264::decoder::DecodedYUV<'_>, sample: u32| {
         use openh264::formats::YUVSource;
         let (pw, ph) = pic.dimensions();
         if (pw as u32, ph as u32) != (w, h) {
@@ -122,18 +157,15 @@ pub fn decode_mp4(bytes: &[u8], limits: VideoLimits) -> Result<DecodedVideo, Vid
                 want_h: h,
             });
         }
-        let start = rgb.len();
-        rgb.resize(start + frame_bytes, 0);
-        pic.write_rgb8(&mut rgb[start..]);
-        Ok(())
+        pic.write_rgb8(&mut frame);
+        frames += 1;
+        Ok(on_frame(w, h, &frame) && frames < want)
     };
+    let mut more = true;
     push_nal(&mut annexb, &track.sps);
     push_nal(&mut annexb, &track.pps);
     for (i, &(from, to)) in track.samples.iter().enumerate() {
         let sample_id = i as u32 + 1;
-        if frames >= want {
-            break;
-        }
         avcc_to_annexb(&bytes[from..to], track.nal_length, &mut annexb)
             .map_err(|m| VideoInputError::Container(format!("sample {sample_id}: {m}")))?;
         let pic = dec
@@ -144,11 +176,13 @@ pub fn decode_mp4(bytes: &[u8], limits: VideoLimits) -> Result<DecodedVideo, Vid
             })?;
         annexb.clear();
         if let Some(pic) = pic {
-            keep(&pic, sample_id, &mut rgb)?;
-            frames += 1;
+            more = emit(&pic, sample_id)?;
+            if !more {
+                break;
+            }
         }
     }
-    if frames < want {
+    if more {
         let rest = dec
             .flush_remaining()
             .map_err(|source| VideoInputError::Decode {
@@ -156,23 +190,20 @@ pub fn decode_mp4(bytes: &[u8], limits: VideoLimits) -> Result<DecodedVideo, Vid
                 source,
             })?;
         for pic in rest {
-            if frames >= want {
+            if !emit(&pic, total)? {
                 break;
             }
-            keep(&pic, total, &mut rgb)?;
-            frames += 1;
         }
     }
     if frames == 0 {
         return Err(VideoInputError::Empty);
     }
-    Ok(DecodedVideo {
+    Ok(VideoInfo {
         width: w,
         height: h,
         fps,
-        frames,
         total_frames: total,
-        rgb,
+        decoded: frames,
     })
 }
 

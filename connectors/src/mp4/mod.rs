@@ -11,7 +11,9 @@
 mod decode;
 mod demux;
 
-pub use decode::{decode_mp4, DecodedVideo, VideoInputError, VideoLimits};
+pub use decode::{
+    decode_frames, decode_mp4, DecodedVideo, VideoInfo, VideoInputError, VideoLimits,
+};
 
 use muxide::api::{MuxerBuilder, VideoCodec};
 use openh264::encoder::{

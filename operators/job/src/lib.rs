@@ -31,5 +31,6 @@ pub use media::{JobMedia, MediaInput, MediaKind};
 pub use result::{JobResult, JobStatus, UnknownStatus};
 pub use spec::{ConditionSpec, ExtendSpec, ImageSource, JobKind, JobSpec, Mode, Tier};
 pub use validate::{
-    decode_image, image_header, validate, ImageHeader, ImageInput, ValidatedJob, PRESETS,
+    decode_image, fit_frame, fit_rgb8, image_header, validate, ImageHeader, ImageInput,
+    ValidatedJob, PRESETS,
 };

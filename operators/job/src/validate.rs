@@ -573,6 +573,28 @@ pub fn image_header(bytes: &[u8]) -> Result<ImageHeader, JobError> {
 /// fits them to `width` x `height`: scaled to cover the frame keeping the
 /// aspect ratio, centre-cropped, Lanczos3 resampling. Errors name `image`
 /// and carry the decoder's message.
+/// An input picture at the job's size: the largest centred region of the
+/// job's aspect, scaled (Lanczos). Used for first frames, keyframes and
+/// every frame of an input video, so all inputs are converted alike.
+pub fn fit_frame(img: image::RgbImage, width: u32, height: u32) -> image::RgbImage {
+    let (sw, sh) = img.dimensions();
+    if (sw, sh) == (width, height) || sw == 0 || sh == 0 {
+        return img;
+    }
+    let scale = (width as f64 / sw as f64).max(height as f64 / sh as f64);
+    let cw = ((width as f64 / scale).round() as u32).clamp(1, sw);
+    let ch = ((height as f64 / scale).round() as u32).clamp(1, sh);
+    let crop = image::imageops::crop_imm(&img, (sw - cw) / 2, (sh - ch) / 2, cw, ch).to_image();
+    image::imageops::resize(&crop, width, height, FilterType::Lanczos3)
+}
+
+/// [`fit_frame`] on raw RGB8 bytes of a `sw` x `sh` frame (`None` when the
+/// byte count does not match the size).
+pub fn fit_rgb8(data: Vec<u8>, sw: u32, sh: u32, width: u32, height: u32) -> Option<Vec<u8>> {
+    let img = image::RgbImage::from_raw(sw, sh, data)?;
+    Some(fit_frame(img, width, height).into_raw())
+}
+
 pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, JobError> {
     let value = format!("({} bytes)", bytes.len());
     let err = |reason: String| JobError::invalid("image", &value, reason);
@@ -591,16 +613,7 @@ pub fn decode_image(bytes: &[u8], width: u32, height: u32) -> Result<RgbImage, J
     if sw == 0 || sh == 0 {
         return Err(err("image has no pixels".into()));
     }
-    let fitted = if (sw, sh) == (width, height) {
-        img
-    } else {
-        // Crop the largest centred region of the target aspect, then scale.
-        let scale = (width as f64 / sw as f64).max(height as f64 / sh as f64);
-        let cw = ((width as f64 / scale).round() as u32).clamp(1, sw);
-        let ch = ((height as f64 / scale).round() as u32).clamp(1, sh);
-        let crop = image::imageops::crop_imm(&img, (sw - cw) / 2, (sh - ch) / 2, cw, ch).to_image();
-        image::imageops::resize(&crop, width, height, FilterType::Lanczos3)
-    };
+    let fitted = fit_frame(img, width, height);
     Ok(RgbImage {
         width: width as usize,
         height: height as usize,
