@@ -3,6 +3,7 @@
 //! `benches/run_cpu.sh` runs it next to the PyTorch peer
 //! (`benches/pytorch/bench_ltx.py`, same shapes) and reports the ratio.
 
+mod condition;
 mod cost;
 mod demo;
 mod intake;
@@ -39,7 +40,8 @@ struct Args {
     /// or `cost` (the scheduler's cost-model calibration: step time at
     /// three token counts, fitted against counted FLOPs)
     /// or `nsfw` (the visual safety check on K sampled 832x480 frames)
-    /// or `demo` (the demo model's default clip, whole generation).
+    /// or `demo` (the demo model's default clip, whole generation)
+    /// or `condition` (a conditioned denoising step next to a plain one).
     #[arg(long, default_value = "runtime")]
     suite: String,
     /// Broker for the intake suite (or VIDFLOW_AMQP_URL).
@@ -227,6 +229,13 @@ fn main() -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&demo::run(args.repeats)?)?
+        );
+        return Ok(());
+    }
+    if args.suite == "condition" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&condition::run(args.repeats)?)?
         );
         return Ok(());
     }

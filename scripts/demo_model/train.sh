@@ -6,11 +6,12 @@
 #
 #   bash scripts/demo_model/train.sh            # about 2 h on 2 cores, plus the PyTorch install
 #
-# The weights shipped today were made by this script as of commit c1df1d1
-# (smaller, slower objects; no object weighting; 3,000 transformer steps:
-# their training.json says so). The script has changed since (world.py's
-# objects, --object-weight, the decoder phase, 10,000 steps) and its output
-# is not yet the shipped model; docs/BENCHMARKS.md says why.
+# The weights shipped today were NOT made by one run of this script: they
+# come from a chain of train.py runs (--transformer-from, --vae-from,
+# --object-weight 5, --lr 2e-4; listed under `lineage` in their
+# training.json; docs/BENCHMARKS.md has their scores). This script's own
+# recipe (object weighting from the start, 10,000 steps, the decoder
+# phase) has not yet been run to the end and measured.
 #
 # PyTorch comes from PyPI with its CUDA wheels (several GB, unused on a CPU),
 # into $VENV (default .venv-train) through benches/pytorch/setup.sh, plus

@@ -32,23 +32,23 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     (
         "training.json",
-        "547892496b2cb5a346876a3c6f801ceee7c75597295341ccb9d63c398f2b10dc",
+        "30534b11a7d0edcdb856958a68ec290c002ec454b2c8b24ff86cffa6fee673e7",
     ),
     (
         "transformer/config.json",
-        "47dd37f09ef7ee5f4b8e0021b91d69af463b0ffbb7c68082d1aeab17c3453adf",
+        "8bdd669e1eb3c36b059b27c05b40f23152fd110e4b61056cbf6345f4e620b8b0",
     ),
     (
         "transformer/diffusion_pytorch_model.safetensors",
-        "11a8e54370e8a714c303d518716086996caf33e6771c0a857bb6051b929195c0",
+        "219c908da65c3af6d821747589cd6b1c3a2b4b047cc866578a0f78abac1a679f",
     ),
     (
         "vae/config.json",
-        "74a2022b5d22cabf45452a108130f60c18022184457ccceaec77dc949b206b4b",
+        "95d24d42b4d547121abdda60b5b1b082415de31f5e8550d6d322358ae3fb25eb",
     ),
     (
         "vae/diffusion_pytorch_model.safetensors",
-        "385336b900472c05e83e9259568e70fed5b4e8a073880cdb59fb96f6e9bdd302",
+        "fa49a6e43739c55af60ad347d94ca1ab0b7e74ca635d46430fc35ece07ed23ec",
     ),
     (
         "world.json",
