@@ -20,6 +20,7 @@ pub mod proto;
 pub mod quota;
 pub mod result;
 pub mod safety;
+pub mod source;
 pub mod spec;
 pub mod validate;
 

@@ -7,8 +7,8 @@
 //! job's size, happen once at admission.
 
 use crate::error::JobError;
+use crate::source::{check_key, decode_base64_capped, image_header, ImageInput};
 use crate::spec::{ImageSource, JobKind, JobSpec};
-use crate::validate::{check_key, decode_base64_capped, image_header, ImageInput};
 
 /// Most conditions one job may carry.
 pub const MAX_CONDITIONS: usize = 8;
@@ -197,7 +197,7 @@ fn media(
         }
         ImageSource::InlineBase64(b64) => {
             let (cap, what) = match kind {
-                MediaKind::Image => (crate::validate::MAX_INLINE_IMAGE_BYTES, "image"),
+                MediaKind::Image => (crate::source::MAX_INLINE_IMAGE_BYTES, "image"),
                 MediaKind::Video => (MAX_INPUT_VIDEO_BYTES, "video"),
             };
             let bytes = decode_base64_capped(field, b64, cap, what)?;
