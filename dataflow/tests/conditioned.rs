@@ -176,8 +176,11 @@ fn keyframes_v2v_and_extension_show_their_inputs() {
     eprintln!(
         "keyframe: frame 0 vs keyframe {k0:.1} (green in the disc {kg:.2}), unconditioned {p0:.1} ({pg:.2})"
     );
+    // Measured (2026-12-07, the shipped weights): 7.8 and 0.69 with the
+    // keyframe, 17.7 and 0.00 without (the previous weights' VAE gave 5.4
+    // and 0.98).
     assert!(
-        k0 < 12.0 && kg > 0.8 && pg < 0.2,
+        k0 < 12.0 && p0 > 1.5 * k0 && kg > 0.5 && pg < 0.1,
         "keyframe {k0}/{kg}, plain {p0}/{pg}"
     );
 

@@ -824,3 +824,165 @@ fn native_resolution_takes_the_demo_models_own_settings() {
     spec.model = Some("ltx-tiny".into());
     invalid_with(&spec, &cfg, "resolution", "no native size");
 }
+
+// ------------------------------------------------- conditioned jobs (media)
+
+fn key(k: &str) -> ImageSource {
+    ImageSource::Key(k.into())
+}
+
+fn cond(
+    image: Option<ImageSource>,
+    video: Option<ImageSource>,
+    at: u32,
+) -> vidflow_job::ConditionSpec {
+    vidflow_job::ConditionSpec {
+        image,
+        video,
+        frame_index: at,
+        strength: None,
+    }
+}
+
+/// 17 frames at 24 fps, so frame indices 0..=16 are valid.
+fn short() -> JobSpec {
+    let mut s = t2v();
+    s.frames = Some(17);
+    s
+}
+
+#[test]
+fn keyframe_conditions_are_validated_field_by_field() {
+    let mut s = short();
+    s.conditions = vec![
+        cond(Some(key("acme/in/a.png")), None, 0),
+        cond(None, Some(key("acme/in/b.mp4")), 8),
+    ];
+    s.conditions[1].strength = Some(0.7);
+    let v = ok(&s);
+    assert_eq!(v.media.conditions.len(), 2);
+    assert_eq!(v.media.conditions[0].strength, 1.0, "default strength");
+    assert_eq!(
+        v.media.conditions[1].media.kind,
+        vidflow_job::MediaKind::Video
+    );
+
+    let mut bad = short();
+    bad.conditions = vec![cond(Some(key("acme/in/a.png")), None, 17)];
+    invalid(
+        &bad,
+        "conditions[0].frame_index",
+        "past the video's last frame 16",
+    );
+    bad.conditions = vec![cond(
+        Some(key("acme/in/a.png")),
+        Some(key("acme/in/b.mp4")),
+        0,
+    )];
+    invalid(&bad, "conditions[0]", "exactly one of image and video");
+    bad.conditions = vec![cond(None, None, 0)];
+    invalid(&bad, "conditions[0]", "exactly one of image and video");
+    bad.conditions = vec![cond(Some(key("acme/in/a.png")), None, 0)];
+    bad.conditions[0].strength = Some(1.5);
+    invalid(&bad, "conditions[0].strength", "0..=1");
+    bad.conditions = vec![cond(Some(key("other/in/a.png")), None, 0)];
+    invalid(&bad, "conditions[0].image", "tenant's own prefix");
+    bad.conditions = vec![cond(
+        None,
+        Some(ImageSource::InlineBase64(b64(b"not a video at all"))),
+        0,
+    )];
+    invalid(&bad, "conditions[0].video", "not an MP4");
+    bad.conditions = (0..9)
+        .map(|i| cond(Some(key("acme/in/a.png")), None, i))
+        .collect();
+    invalid(&bad, "conditions", "at most 8");
+    let mut on_i2v = i2v(key("acme/in/first.png"));
+    on_i2v.conditions = vec![cond(Some(key("acme/in/a.png")), None, 0)];
+    invalid(&on_i2v, "conditions", "kind \"t2v\"");
+}
+
+#[test]
+fn v2v_needs_its_video_and_strength_and_only_v2v_takes_them() {
+    let mut s = short();
+    s.kind = JobKind::V2v;
+    s.video = Some(key("acme/in/src.mp4"));
+    s.strength = Some(0.4);
+    let v = ok(&s);
+    assert_eq!(v.kind, JobKind::V2v);
+    assert_eq!(v.media.v2v.as_ref().unwrap().1, 0.4);
+
+    let mut bad = s.clone();
+    bad.video = None;
+    invalid(&bad, "video", "requires a source video");
+    let mut bad = s.clone();
+    bad.strength = None;
+    invalid(&bad, "strength", "requires a strength");
+    let mut bad = s.clone();
+    bad.strength = Some(0.0);
+    invalid(&bad, "strength", "(0, 1]");
+    let mut bad = s.clone();
+    bad.image = Some(key("acme/in/a.png"));
+    invalid(&bad, "image", "takes no image");
+    let mut t = short();
+    t.video = Some(key("acme/in/src.mp4"));
+    invalid(&t, "video", "only kind \"v2v\"");
+    let mut t = short();
+    t.strength = Some(0.5);
+    invalid(&t, "strength", "only kind \"v2v\"");
+}
+
+#[test]
+fn extend_takes_an_8k_plus_1_overlap_shorter_than_the_job() {
+    let mut s = short();
+    s.extend = Some(vidflow_job::ExtendSpec {
+        video: key("acme/in/src.mp4"),
+        overlap_frames: None,
+    });
+    assert_eq!(
+        ok(&s).media.extend.as_ref().unwrap().1,
+        9,
+        "default overlap"
+    );
+    for bad_overlap in [0, 8, 17] {
+        let mut b = s.clone();
+        b.extend.as_mut().unwrap().overlap_frames = Some(bad_overlap);
+        invalid(&b, "extend.overlap_frames", "8k+1");
+    }
+    let mut b = s.clone();
+    b.conditions = vec![cond(Some(key("acme/in/a.png")), None, 0)];
+    invalid(&b, "extend", "either extend or conditions");
+}
+
+#[test]
+fn conditioned_specs_survive_the_protobuf_round_trip() {
+    let mut s = short();
+    s.conditions = vec![
+        cond(
+            Some(ImageSource::InlineBase64(b64(&png_bytes(8, 8, |_, _| {
+                [1, 2, 3]
+            })))),
+            None,
+            0,
+        ),
+        cond(None, Some(key("acme/in/b.mp4")), 8),
+    ];
+    s.conditions[1].strength = Some(0.5);
+    let p = proto::JobSpec::try_from(&s).unwrap();
+    let back =
+        JobSpec::try_from(proto::JobSpec::decode(p.encode_to_vec().as_slice()).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let mut v = short();
+    v.kind = JobKind::V2v;
+    v.video = Some(key("acme/in/src.mp4"));
+    v.strength = Some(0.3);
+    let back = JobSpec::try_from(proto::JobSpec::try_from(&v).unwrap()).unwrap();
+    assert_eq!(back, v);
+    let mut e = short();
+    e.extend = Some(vidflow_job::ExtendSpec {
+        video: key("acme/in/src.mp4"),
+        overlap_frames: Some(17),
+    });
+    let back = JobSpec::try_from(proto::JobSpec::try_from(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
+}
