@@ -12,9 +12,8 @@ use crate::pipeline::condition::{
 };
 use crate::pipeline::{postprocess, unpack_latents};
 use crate::scheduler::Schedule;
-use crate::transformer::{LtxTransformer, Positions, TransformerConfig};
-use crate::vae::{LtxVae, VaeConfig, VaeParts};
-use crate::weights::parse_config;
+use crate::transformer::Positions;
+use crate::vae::{LtxVae, VaeParts};
 
 /// Replays `rng_NN_*` inputs in tape order, checking each is the draw the
 /// code asks for (a mismatch means the draw order differs from the reference).
@@ -96,14 +95,8 @@ fn conditions(case: &Case) -> Result<Vec<Condition>> {
 }
 
 pub fn ltx_condition_pipeline(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        transformer: TransformerConfig,
-        vae: VaeConfig,
-    }
-    let cfg: Cfg = parse_config(case.config.clone(), &case.case_desc())?;
+    let (cfg, transformer) = super::pipeline::config_and_transformer(case)?;
     let w = case.weights()?;
-    let transformer = LtxTransformer::load(&w.pp("transformer"), &cfg.transformer)?;
     let conds = conditions(case)?;
     let decode = case.expected.names().iter().any(|n| n == "video");
     // Only the halves the call uses: the cases ship only those weights.

@@ -11,18 +11,27 @@ use crate::transformer::{LatentGrid, LtxTransformer, TransformerConfig};
 use crate::vae::{LtxVae, VaeConfig};
 use crate::weights::parse_config;
 
+/// A pipeline case's `config` (`transformer`, `vae`).
+#[derive(serde::Deserialize)]
+pub(super) struct PipelineCfg {
+    pub transformer: TransformerConfig,
+    pub vae: VaeConfig,
+}
+
+/// The case's configs and its transformer (both pipeline kinds load them
+/// alike; each loads the VAE halves it uses).
+pub(super) fn config_and_transformer(case: &Case) -> Result<(PipelineCfg, LtxTransformer)> {
+    let cfg: PipelineCfg = parse_config(case.config.clone(), &case.case_desc())?;
+    let transformer = LtxTransformer::load(&case.weights()?.pp("transformer"), &cfg.transformer)?;
+    Ok((cfg, transformer))
+}
+
 /// Golden runner for `ltx_pipeline_t2v` cases: from given prompt embeddings
 /// and packed initial noise through guided Euler steps, decode and
 /// post-processing.
 pub fn ltx_pipeline_t2v(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        transformer: TransformerConfig,
-        vae: VaeConfig,
-    }
-    let cfg: Cfg = parse_config(case.config.clone(), &case.case_desc())?;
+    let (cfg, transformer) = config_and_transformer(case)?;
     let w = case.weights()?;
-    let transformer = LtxTransformer::load(&w.pp("transformer"), &cfg.transformer)?;
     let vae = LtxVae::load(&w.pp("vae"), &cfg.vae)?;
     let (width, height) = (case.scalar_usize("width")?, case.scalar_usize("height")?);
     let frames = case.scalar_usize("num_frames")?;
