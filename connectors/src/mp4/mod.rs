@@ -66,53 +66,112 @@ pub fn encode_mp4(
     fps: f64,
 ) -> Result<Vec<u8>, OutputError> {
     let frame_len = validate(rgb.len(), width, height, frames, fps)?;
-    let (w, h) = (width as usize, height as usize);
+    let mut w = Mp4Writer::new(width, height, fps, rgb.len() / 50)?;
+    for frame in rgb.chunks_exact(frame_len) {
+        w.push(frame)?;
+    }
+    w.finish()
+}
 
-    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config(fps))
-        .map_err(|source| OutputError::Encoder {
-            frame: None,
-            source,
-        })?;
-    let mut muxer = MuxerBuilder::new(Vec::with_capacity(rgb.len() / 50))
-        .video(VideoCodec::H264, width, height, fps)
-        .with_fast_start(true)
-        .build()
-        .map_err(|source| OutputError::Mux {
-            frame: None,
-            source,
-        })?;
+/// [`encode_mp4`] one frame at a time, for videos produced in pieces (a
+/// long video's segments): memory is the encoder's state and the encoded
+/// stream (the output file), never the raw frames. The same frames give
+/// the same bytes as [`encode_mp4`].
+pub struct Mp4Writer {
+    encoder: Encoder,
+    muxer: muxide::api::Muxer<Vec<u8>>,
+    yuv: YUVBuffer,
+    annexb: Vec<u8>,
+    size: (usize, usize),
+    fps: f64,
+    index: u32,
+}
 
-    let mut yuv = YUVBuffer::new(w, h);
-    let mut annexb = Vec::new();
-    for (index, frame) in rgb.chunks_exact(frame_len).enumerate() {
-        let index = index as u32;
-        yuv.read_rgb8(RgbSliceU8::new(frame, (w, h)));
-        let ts_ms = (f64::from(index) * 1000.0 / fps).round() as u64;
-        let bitstream = encoder
-            .encode_at(&yuv, Timestamp::from_millis(ts_ms))
+impl Mp4Writer {
+    /// A writer for `width` x `height` frames at `fps` (checked as
+    /// [`encode_mp4`] checks them); `capacity` sizes the output buffer.
+    pub fn new(width: u32, height: u32, fps: f64, capacity: usize) -> Result<Self, OutputError> {
+        let one = width as usize * height as usize * 3;
+        validate(one, width, height, 1, fps)?;
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config(fps))
+            .map_err(|source| OutputError::Encoder {
+                frame: None,
+                source,
+            })?;
+        let muxer = MuxerBuilder::new(Vec::with_capacity(capacity))
+            .video(VideoCodec::H264, width, height, fps)
+            .with_fast_start(true)
+            .build()
+            .map_err(|source| OutputError::Mux {
+                frame: None,
+                source,
+            })?;
+        Ok(Mp4Writer {
+            encoder,
+            muxer,
+            yuv: YUVBuffer::new(width as usize, height as usize),
+            annexb: Vec::new(),
+            size: (width as usize, height as usize),
+            fps,
+            index: 0,
+        })
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> u32 {
+        self.index
+    }
+
+    /// Encodes one RGB8 frame (HWC, `width * height * 3` bytes).
+    pub fn push(&mut self, frame: &[u8]) -> Result<(), OutputError> {
+        let (w, h) = self.size;
+        if frame.len() != w * h * 3 {
+            return Err(OutputError::invalid(
+                "rgb",
+                format!("{} bytes", frame.len()),
+                format!("one {w}x{h} RGB8 frame ({} bytes)", w * h * 3),
+            ));
+        }
+        let index = self.index;
+        self.yuv.read_rgb8(RgbSliceU8::new(frame, (w, h)));
+        let ts_ms = (f64::from(index) * 1000.0 / self.fps).round() as u64;
+        let bitstream = self
+            .encoder
+            .encode_at(&self.yuv, Timestamp::from_millis(ts_ms))
             .map_err(|source| OutputError::Encoder {
                 frame: Some(index),
                 source,
             })?;
         let frame_type = bitstream.frame_type();
-        annexb.clear();
-        bitstream.write_vec(&mut annexb);
-        if matches!(frame_type, FrameType::Skip | FrameType::Invalid) || annexb.is_empty() {
+        self.annexb.clear();
+        bitstream.write_vec(&mut self.annexb);
+        if matches!(frame_type, FrameType::Skip | FrameType::Invalid) || self.annexb.is_empty() {
             return Err(OutputError::DroppedFrame { index });
         }
-        let pts = f64::from(index) / fps;
-        muxer
-            .write_video(pts, &annexb, frame_type == FrameType::IDR)
+        let pts = f64::from(index) / self.fps;
+        self.muxer
+            .write_video(pts, &self.annexb, frame_type == FrameType::IDR)
             .map_err(|source| OutputError::Mux {
                 frame: Some(index),
                 source,
             })?;
+        self.index += 1;
+        Ok(())
     }
-    muxer.finish_in_place().map_err(|source| OutputError::Mux {
-        frame: None,
-        source,
-    })?;
-    Ok(muxer.into_writer())
+
+    /// The finished MP4 (at least one frame must have been pushed).
+    pub fn finish(mut self) -> Result<Vec<u8>, OutputError> {
+        if self.index == 0 {
+            return Err(OutputError::invalid("frames", 0, "at least 1 frame"));
+        }
+        self.muxer
+            .finish_in_place()
+            .map_err(|source| OutputError::Mux {
+                frame: None,
+                source,
+            })?;
+        Ok(self.muxer.into_writer())
+    }
 }
 
 /// Checks the arguments of [`encode_mp4`]; returns the byte length of one frame.
@@ -197,6 +256,23 @@ fn encoder_config(fps: f64) -> EncoderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streaming_writer_gives_encode_mp4s_bytes() {
+        let (w, h, n) = (64u32, 48u32, 9u32);
+        let rgb: Vec<u8> = (0..(w * h * 3 * n)).map(|i| (i % 251) as u8).collect();
+        let whole = encode_mp4(&rgb, w, h, n, 8.0).unwrap();
+        let mut wr = Mp4Writer::new(w, h, 8.0, 0).unwrap();
+        for f in rgb.chunks_exact((w * h * 3) as usize) {
+            wr.push(f).unwrap();
+        }
+        assert_eq!(wr.frames(), n);
+        assert_eq!(wr.finish().unwrap(), whole);
+        let mut wr = Mp4Writer::new(w, h, 8.0, 0).unwrap();
+        let e = wr.push(&rgb[..10]).unwrap_err();
+        assert!(e.to_string().contains("rgb"), "{e}");
+        assert!(Mp4Writer::new(w, h, 8.0, 0).unwrap().finish().is_err());
+    }
 
     #[test]
     fn validation_names_the_field() {
