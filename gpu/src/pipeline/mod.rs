@@ -19,6 +19,7 @@ use crate::transformer::{LatentGrid, LtxTransformer, TextCond, TransformerConfig
 use crate::vae::{LtxVae, VaeConfig};
 use crate::weights::{read_config, Weights};
 
+pub mod chain;
 pub mod condition;
 mod conditioned;
 mod frames;
