@@ -8,6 +8,7 @@
 //! bytes (the encoder runs single-threaded, and nothing time-dependent is
 //! written into the container).
 
+mod concat;
 mod decode;
 mod demux;
 
