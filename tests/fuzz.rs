@@ -1,7 +1,8 @@
 //! Mutation fuzzing of every parser that reads untrusted bytes: job
 //! messages (JSON and protobuf, then validation), AMQP properties as
-//! intake reads them, first-frame images (header check, then decode), the
-//! checkpoint reader and the safetensors header check. Each target starts
+//! intake reads them, first-frame images (header check, then decode), input
+//! videos (MP4 demux and H.264 decode), the checkpoint reader and the
+//! safetensors header check. Each target starts
 //! from valid seeds and applies random mutations (bit flips, byte and
 //! token insertions, deletions, duplications, splices, truncation,
 //! boundary integers); a panic is a failure, and the input that caused it
@@ -235,6 +236,9 @@ fn fuzz_json_job_decoding_and_validation() {
         )
         .into_bytes(),
         br#"{"tenant":"acme","tier":"standard","kind":"i2v","prompt":"p","resolution":"256x256","frames":9,"image":{"key":"acme/in/a.png"}}"#.to_vec(),
+        br#"{"tenant":"acme","tier":"free","kind":"t2v","prompt":"p","resolution":"256x256","frames":17,"conditions":[{"image":{"key":"acme/in/a.png"},"frame_index":0},{"video":{"key":"acme/in/b.mp4"},"frame_index":8,"strength":0.5}]}"#.to_vec(),
+        br#"{"tenant":"acme","tier":"free","kind":"v2v","prompt":"p","resolution":"256x256","frames":9,"video":{"key":"acme/in/b.mp4"},"strength":0.4}"#.to_vec(),
+        br#"{"tenant":"acme","tier":"free","kind":"t2v","prompt":"p","resolution":"256x256","frames":17,"extend":{"video":{"key":"acme/in/b.mp4"},"overlap_frames":9}}"#.to_vec(),
     ];
     fuzz("json_job", 1, seeds, 4096, |b| {
         match amqp::decode_job(b, Some(amqp::JSON), 1 << 20) {
@@ -344,6 +348,24 @@ fn fuzz_first_frame_images() {
             Err(_) => false,
         }
     });
+}
+
+/// Input videos (v2v sources, video keyframes, videos to extend): our own
+/// MP4 demuxer, then OpenH264's decode, on small clips we encoded.
+#[test]
+fn fuzz_input_videos() {
+    use vidflow_connectors::mp4::{decode_mp4, encode_mp4, VideoLimits};
+    let clip = |w: u32, h: u32, n: u32| -> Vec<u8> {
+        let rgb: Vec<u8> = (0..w * h * 3 * n).map(|i| (i * 7 % 251) as u8).collect();
+        encode_mp4(&rgb, w, h, n, 8.0).unwrap()
+    };
+    let seeds = vec![clip(16, 16, 3), clip(32, 16, 2), clip(16, 32, 1)];
+    let limits = VideoLimits {
+        max_side: 64,
+        max_pixels: 64 * 64,
+        max_frames: 8,
+    };
+    fuzz("mp4", 8, seeds, 16384, |b| decode_mp4(b, limits).is_ok());
 }
 
 #[test]
