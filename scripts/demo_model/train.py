@@ -17,6 +17,8 @@ Steps (all seeded):
     image-to-video samples (latent frame 0 clean at timestep 0, not in the loss),
     tokens that cover an object weighed `--object-weight` times, keeping an EMA
     of the weights, which is what is saved (also every `--snapshot-every` steps);
+    `--dit-phases` runs several such trainings in a row (steps, object weight,
+    rate), each from the previous one's EMA;
  5. the VAE decoder alone, sharper (`sharpen_decoder`), the encoder kept.
 
 Bitwise reproducibility holds for the same machine type, torch version and thread
@@ -253,10 +255,14 @@ def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, s
     opt = torch.optim.AdamW(tr.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     warm = 200
 
+    # The cosine runs over `schedule_steps` when a phase stops part-way
+    # through a longer schedule (see --dit-phases).
+    span = getattr(args, "schedule_steps", None) or args.dit_steps
+
     def lr_at(s):
         if s < warm:
             return args.lr * (s + 1) / warm
-        p = (s - warm) / max(1, args.dit_steps - warm)
+        p = min(1.0, (s - warm) / max(1, span - warm))
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     packed = latents.permute(0, 2, 3, 4, 1).reshape(B, S, C)  # frame-major tokens
@@ -314,6 +320,17 @@ def train_transformer(tr, enc, tok, latents, scenes, args, rng: random.Random, s
     return loss.item()
 
 
+def parse_phases(text: str):
+    """`STEPS:WEIGHT:LR[:SCHEDULE],...` -> [(steps, weight, lr, schedule or None)]."""
+    out = []
+    for part in text.split(","):
+        f = part.split(":")
+        if len(f) not in (3, 4):
+            raise SystemExit(f"--dit-phases: {part!r} is not STEPS:OBJECT_WEIGHT:LR[:SCHEDULE_STEPS]")
+        out.append((int(f[0]), float(f[1]), float(f[2]), int(f[3]) if len(f) == 4 else None))
+    return out
+
+
 def save_fp16(model, path: Path):
     """save_pretrained with the weights rounded to f16 (half the repo size); both
     runtimes load them into f32."""
@@ -340,7 +357,7 @@ def write_index(out: Path, args, vae_loss: float, dit_loss: float, steps_done: i
     (out / "training.json").write_text(json.dumps({
         "seed": args.seed, "clips": args.clips, "vae_steps": args.vae_steps, "vae_steps2": args.vae_steps2,
         "vae_from": str(args.vae_from) if args.vae_from else None, "dit_steps": steps_done,
-        "decoder_steps": 0,
+        "decoder_steps": 0, "dit_phases": getattr(args, "dit_phases", None),
         "batch": args.batch, "final_vae_loss": vae_loss, "final_dit_loss": dit_loss,
         "wall_seconds": round(wall, 1), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "held_out_pairs": sorted(map(list, world.HELD_OUT_PAIRS)),
@@ -376,6 +393,10 @@ def main():
     ap.add_argument("--object-weight", type=float, default=5.0,
                     help="loss weight of latent tokens that cover an object (background tokens 1)")
     ap.add_argument("--transformer-from", type=Path, help="start the transformer from this saved one")
+    ap.add_argument("--dit-phases", type=str,
+                    help="transformer training in phases, each from the previous one's EMA weights with a "
+                         "fresh optimizer: comma-separated STEPS:OBJECT_WEIGHT:LR[:SCHEDULE_STEPS] "
+                         "(overrides --dit-steps, --object-weight and --lr)")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--latent-channels", type=int, default=16)
     ap.add_argument("--steps", type=int, default=30, help="sampling steps the model card recommends")
@@ -476,9 +497,23 @@ def main():
         write_index(out, args, vae_loss, dit_loss, steps_done, time.time() - start)
         log(f"transformer after {steps_done} steps saved to {out}")
 
-    dit_loss = train_transformer(tr, enc, tok, norm, scenes, args, random.Random(args.seed + 1),
-                                 snapshot=save_transformer, objects=objects)
-    save_transformer(tr.state_dict(), args.dit_steps, dit_loss)
+    phases = parse_phases(args.dit_phases) if args.dit_phases else [
+        (args.dit_steps, args.object_weight, args.lr, None)]
+    rng = random.Random(args.seed + 1)
+    done = 0
+    for i, (steps, weight, lr, span) in enumerate(phases):
+        args.dit_steps, args.object_weight, args.lr, args.schedule_steps = steps, weight, lr, span
+        log(f"transformer phase {i + 1}/{len(phases)}: {steps} steps, object weight {weight}, lr {lr}"
+            + (f", cosine over {span}" if span else ""))
+        base = done
+
+        def snap(weights, steps_done, loss, base=base):
+            save_transformer(weights, base + steps_done, loss)
+
+        dit_loss = train_transformer(tr, enc, tok, norm, scenes, args, rng, snapshot=snap, objects=objects)
+        done += steps
+    args.dit_steps = done
+    save_transformer(tr.state_dict(), done, dit_loss)
     if args.decoder_steps:
         sharpen_and_save(vae, clips, scenes, args, out)
     wall = time.time() - start

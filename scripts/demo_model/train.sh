@@ -9,9 +9,12 @@
 # The weights shipped today were NOT made by one run of this script: they
 # come from a chain of train.py runs (--transformer-from, --vae-from,
 # --object-weight 5, --lr 2e-4; listed under `lineage` in their
-# training.json; docs/BENCHMARKS.md has their scores). This script's own
-# recipe (object weighting from the start, 10,000 steps, the decoder
-# phase) has not yet been run to the end and measured.
+# training.json; docs/BENCHMARKS.md has their scores). This script runs the
+# same transformer phases in one seeded command (DIT_PHASES below: 3,000
+# unweighted steps of a 7,000-step cosine, then 2,000 with object tokens
+# weighed 5x, then 4,000 more at half the rate), on today's world.py and
+# with this script's own VAE phases; it has not yet been run to the end and
+# measured, so its output is not yet the shipped model.
 #
 # PyTorch comes from PyPI with its CUDA wheels (several GB, unused on a CPU),
 # into $VENV (default .venv-train) through benches/pytorch/setup.sh, plus
@@ -25,7 +28,8 @@ bash benches/pytorch/setup.sh >&2
 work="${WORK:-$PWD/out/demo-train}"
 mkdir -p "$work"
 start=$(date +%s)
-"$VENV/bin/python" scripts/demo_model/train.py --out "$work/model" --cache "$work/cache" "$@"
+phases="${DIT_PHASES:-3000:1:4e-4:7000,2000:5:4e-4,4000:5:2e-4}"
+"$VENV/bin/python" scripts/demo_model/train.py --out "$work/model" --cache "$work/cache" --dit-phases "$phases" "$@"
 rm -rf gpu/models/ltx-demo
 mkdir -p gpu/models
 cp -r "$work/model" gpu/models/ltx-demo
