@@ -20,6 +20,7 @@
 pub use vidflow_job::*;
 
 pub mod admit;
+pub mod chain;
 pub mod checkpoint;
 pub mod context;
 pub mod cost;

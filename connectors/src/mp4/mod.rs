@@ -12,6 +12,7 @@ mod concat;
 mod decode;
 mod demux;
 
+pub use concat::concat_mp4;
 pub use decode::{
     decode_frames, decode_mp4, DecodedVideo, VideoInfo, VideoInputError, VideoLimits,
 };
