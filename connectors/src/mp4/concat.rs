@@ -5,8 +5,6 @@
 //! whole video is these parts joined, the same bytes however often the
 //! chain was stopped and resumed.
 
-use muxide::api::{MuxerBuilder, VideoCodec};
-
 use super::demux::{video_track, VideoTrack};
 use crate::error::OutputError;
 
@@ -31,14 +29,7 @@ pub fn concat_mp4(parts: &[&[u8]], fps: f64) -> Result<Vec<u8>, OutputError> {
         .ok_or_else(|| OutputError::invalid("parts", 0, "at least one MP4"))?;
     let (w, h) = (first.width, first.height);
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut muxer = MuxerBuilder::new(Vec::with_capacity(total))
-        .video(VideoCodec::H264, w, h, fps)
-        .with_fast_start(true)
-        .build()
-        .map_err(|source| OutputError::Mux {
-            frame: None,
-            source,
-        })?;
+    let mut muxer = super::fast_start_muxer(w, h, fps, total)?;
     let mut index = 0u32;
     let mut annexb = Vec::new();
     for (i, (t, bytes)) in tracks.iter().zip(parts).enumerate() {

@@ -75,6 +75,23 @@ pub fn encode_mp4(
     w.finish()
 }
 
+/// An H.264 MP4 muxer writing `moov` before `mdat` (fast start) into memory.
+pub(crate) fn fast_start_muxer(
+    width: u32,
+    height: u32,
+    fps: f64,
+    capacity: usize,
+) -> Result<muxide::api::Muxer<Vec<u8>>, OutputError> {
+    MuxerBuilder::new(Vec::with_capacity(capacity))
+        .video(VideoCodec::H264, width, height, fps)
+        .with_fast_start(true)
+        .build()
+        .map_err(|source| OutputError::Mux {
+            frame: None,
+            source,
+        })
+}
+
 /// [`encode_mp4`] one frame at a time, for videos produced in pieces (a
 /// long video's segments): memory is the encoder's state and the encoded
 /// stream (the output file), never the raw frames. The same frames give
@@ -100,14 +117,7 @@ impl Mp4Writer {
                 frame: None,
                 source,
             })?;
-        let muxer = MuxerBuilder::new(Vec::with_capacity(capacity))
-            .video(VideoCodec::H264, width, height, fps)
-            .with_fast_start(true)
-            .build()
-            .map_err(|source| OutputError::Mux {
-                frame: None,
-                source,
-            })?;
+        let muxer = fast_start_muxer(width, height, fps, capacity)?;
         Ok(Mp4Writer {
             encoder,
             muxer,
