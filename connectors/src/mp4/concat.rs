@@ -5,6 +5,7 @@
 //! whole video is these parts joined, the same bytes however often the
 //! chain was stopped and resumed.
 
+use super::decode::{avcc_to_annexb, push_nal};
 use super::demux::{video_track, VideoTrack};
 use crate::error::OutputError;
 
@@ -42,29 +43,11 @@ pub fn concat_mp4(parts: &[&[u8]], fps: f64) -> Result<Vec<u8>, OutputError> {
         for (k, &(from, to)) in t.samples.iter().enumerate() {
             annexb.clear();
             if k == 0 {
-                for ps in [&t.sps, &t.pps] {
-                    annexb.extend_from_slice(&[0, 0, 0, 1]);
-                    annexb.extend_from_slice(ps);
-                }
+                push_nal(&mut annexb, &t.sps);
+                push_nal(&mut annexb, &t.pps);
             }
-            let mut key = false;
-            let mut rest = &bytes[from..to];
-            while !rest.is_empty() {
-                let n_len = t.nal_length;
-                if rest.len() < n_len {
-                    return Err(bad(i, "truncated NAL length"));
-                }
-                let n = rest[..n_len]
-                    .iter()
-                    .fold(0usize, |a, b| a << 8 | *b as usize);
-                let nal = rest
-                    .get(n_len..n_len + n)
-                    .ok_or_else(|| bad(i, "NAL overruns its sample"))?;
-                key |= nal.first().is_some_and(|b| b & 0x1f == 5);
-                annexb.extend_from_slice(&[0, 0, 0, 1]);
-                annexb.extend_from_slice(nal);
-                rest = &rest[n_len + n..];
-            }
+            let key = avcc_to_annexb(&bytes[from..to], t.nal_length, &mut annexb)
+                .map_err(|m| bad(i, m))?;
             if k == 0 && !key {
                 return Err(bad(i, "its first sample is not a key frame"));
             }

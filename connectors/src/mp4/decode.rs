@@ -207,14 +207,16 @@ pub fn decode_frames(
     })
 }
 
-fn push_nal(out: &mut Vec<u8>, nal: &[u8]) {
+pub(super) fn push_nal(out: &mut Vec<u8>, nal: &[u8]) {
     out.extend_from_slice(&[0, 0, 0, 1]);
     out.extend_from_slice(nal);
 }
 
 /// MP4 samples hold length-prefixed NAL units (`len` bytes of length, as
-/// `avcC` declares); the decoder wants start codes.
-fn avcc_to_annexb(sample: &[u8], len: usize, out: &mut Vec<u8>) -> Result<(), String> {
+/// `avcC` declares); the decoder and the muxer want start codes. Returns
+/// whether the sample holds an IDR slice (a key frame).
+pub(super) fn avcc_to_annexb(sample: &[u8], len: usize, out: &mut Vec<u8>) -> Result<bool, String> {
+    let mut key = false;
     let mut rest = sample;
     while !rest.is_empty() {
         if rest.len() < len {
@@ -225,10 +227,11 @@ fn avcc_to_annexb(sample: &[u8], len: usize, out: &mut Vec<u8>) -> Result<(), St
         if n > rest.len() {
             return Err(format!("NAL of {n} bytes overruns the sample"));
         }
+        key |= rest.first().is_some_and(|b| b & 0x1f == 5);
         push_nal(out, &rest[..n]);
         rest = &rest[n..];
     }
-    Ok(())
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -320,10 +320,10 @@ pub fn apply_conditions(
 }
 
 impl TokenConditioning {
-    /// Whether any token is conditioned (the reference uses the per-token
-    /// path and the re-noising only then).
-    pub fn any(&self) -> bool {
-        self.mask.iter().any(|m| *m != 0.0)
+    /// Whether steps re-noise any token: some token is held with strength 1
+    /// and the scale is above 0 (only then is a step's noise needed).
+    pub fn renoises(&self) -> bool {
+        self.noise_scale > 0.0 && self.mask.iter().any(|m| *m > 1.0 - 1e-6)
     }
 
     /// Step `t`'s re-noising of the hard-conditioned tokens (mask 1):

@@ -8,7 +8,6 @@ use candle_core::{DType, Tensor};
 
 use super::condition::{
     apply_conditions, CondGeometry, Condition, NoiseDraw, NoiseSource, SeededNoise,
-    TokenConditioning,
 };
 use super::{DenoiseState, GenerateRequest, LtxPipeline};
 use crate::error::{GpuError, Result};
@@ -27,7 +26,7 @@ pub struct RgbFrames {
 
 impl RgbFrames {
     /// `[1, 3, N, H, W]` in [-1, 1], checked against the video's size.
-    fn to_pixels(
+    pub(super) fn to_pixels(
         &self,
         field: &str,
         width: usize,
@@ -214,7 +213,7 @@ impl DenoiseState {
             return Ok(self.latents.clone());
         };
         let t = self.current_timestep()?;
-        if !has_hard(cond) {
+        if !cond.renoises() {
             return Ok(self.latents.clone());
         }
         let eps = SeededNoise(self.seed).draw(
@@ -253,8 +252,4 @@ impl DenoiseState {
             _ => Ok(self.latents.clone()),
         }
     }
-}
-
-fn has_hard(c: &TokenConditioning) -> bool {
-    c.noise_scale > 0.0 && c.mask.iter().any(|m| *m > 1.0 - 1e-6)
 }

@@ -402,27 +402,13 @@ impl LtxPipeline {
     /// distribution's mean: deterministic, and the spread of a trained VAE's
     /// posterior is negligible at this point).
     pub fn encode_image(&self, img: &RgbImage, width: usize, height: usize) -> Result<Tensor> {
-        if img.width != width || img.height != height {
-            return Err(GpuError::invalid(
-                "image",
-                format!("is {}x{}, the video is {width}x{height}: resize the first frame to the video size", img.width, img.height),
-            ));
-        }
-        if img.data.len() != width * height * 3 {
-            return Err(GpuError::invalid(
-                "image",
-                format!(
-                    "has {} bytes, expected {}",
-                    img.data.len(),
-                    width * height * 3
-                ),
-            ));
-        }
-        let x = Tensor::from_vec(img.data.clone(), (height, width, 3), &self.device)?
-            .to_dtype(DType::F32)?
-            .affine(2.0 / 255.0, -1.0)?
-            .permute((2, 0, 1))?
-            .reshape((1, 3, 1, height, width))?;
+        let frame = RgbFrames {
+            width: img.width,
+            height: img.height,
+            frames: 1,
+            data: img.data.clone(),
+        };
+        let x = frame.to_pixels("image", width, height, &self.device)?;
         let (mean, _std) = self.vae.encode(&x)?;
         // Latents stay f32 whatever the VAE computes in (bf16 on a GPU).
         self.vae.normalize_latents(&mean.to_dtype(DType::F32)?)
