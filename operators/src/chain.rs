@@ -10,8 +10,8 @@
 //! by re-muxing (`mp4::concat_mp4`). What a chain holds in memory is one
 //! segment's frames and the encoded parts, never the raw video.
 //!
-//! The graph does not route jobs here yet: this is the stage function and
-//! its checkpoint format, tested on their own.
+//! Nothing in the graph calls this stage: it and its checkpoint format
+//! are tested on their own.
 
 use std::cell::RefCell;
 

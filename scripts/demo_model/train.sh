@@ -13,8 +13,8 @@
 # same transformer phases in one seeded command (DIT_PHASES below: 3,000
 # unweighted steps of a 7,000-step cosine, then 2,000 with object tokens
 # weighed 5x, then 4,000 more at half the rate), on today's world.py and
-# with this script's own VAE phases; it has not yet been run to the end and
-# measured, so its output is not yet the shipped model.
+# with this script's own VAE phases. That command has not been run to the
+# end and measured; the shipped model is not its output.
 #
 # PyTorch comes from PyPI with its CUDA wheels (several GB, unused on a CPU),
 # into $VENV (default .venv-train) through benches/pytorch/setup.sh, plus
