@@ -17,13 +17,14 @@ pub fn decode(ctx: &StageCtx, job: DenoisedJob) -> Msg<DecodedJob> {
         req,
         state,
     } = job;
-    let total = state.schedule.steps();
+    let steps = state.schedule.steps();
+    let (step, total) = meta.progress(steps, steps);
     ctx.events.emit(
         &meta.tenant,
         JobEvent::Progress {
             job_id: meta.job_id.clone(),
             stage: Stage::Decode,
-            step: total,
+            step,
             total,
             eta_s: None,
             batch: 0,

@@ -159,9 +159,12 @@ impl<R> Batcher<R> {
         }
     }
 
+    /// Seconds the job still needs; a chain segment counts the steps of
+    /// the chain's later segments too (at this segment's rate), so the
+    /// scheduler weighs a long video by what it will still cost.
     fn remaining_s(&self, ctx: &StageCtx, j: &EncodedJob) -> f64 {
-        let total = j.state.schedule.steps();
-        total.saturating_sub(j.state.step) as f64 * self.step_s(ctx, j)
+        let (step, total) = j.meta.progress(j.state.step, j.state.schedule.steps());
+        total.saturating_sub(step) as f64 * self.step_s(ctx, j)
     }
 
     /// A job arrives; it waits until the scheduler starts it (at once when
@@ -191,13 +194,14 @@ impl<R> Batcher<R> {
             tracing::error!(job_id = %job.meta.job_id, error = %e, "scheduler refused a job");
         }
         let st = &job.state;
+        let (step, total) = job.meta.progress(st.step, st.schedule.steps());
         ctx.events.emit(
             &job.meta.tenant,
             JobEvent::Progress {
                 job_id: job.meta.job_id.clone(),
                 stage: Stage::Queued,
-                step: st.step,
-                total: st.schedule.steps(),
+                step,
+                total,
                 // The cost model's denoising time; the wait is not known yet.
                 eta_s: Some(predicted_s),
                 batch: 0,
@@ -259,13 +263,14 @@ impl<R> Batcher<R> {
         }
         tracing::info!(tenant = %m.tenant, job_id = %m.job_id, step = st.step, tier = m.tier.as_str(), "preempted at a step boundary");
         let remaining = self.remaining_s(ctx, &h.job);
+        let (step, total) = m.progress(st.step, st.schedule.steps());
         ctx.events.emit(
             &m.tenant,
             JobEvent::Progress {
                 job_id: m.job_id.clone(),
                 stage: Stage::Queued,
-                step: st.step,
-                total: st.schedule.steps(),
+                step,
+                total,
                 eta_s: Some(remaining),
                 batch: 0,
             },
@@ -428,14 +433,15 @@ impl<R> Batcher<R> {
                     tracing::warn!(job_id = %m.job_id, step = st.step, error = %e, "checkpoint write failed; continuing");
                 }
             }
+            let (step, all) = a.job.meta.progress(st.step, total);
             ctx.events.emit(
                 &a.job.meta.tenant,
                 JobEvent::Progress {
                     job_id: a.job.meta.job_id.clone(),
                     stage: Stage::Denoise,
-                    step: st.step,
-                    total,
-                    eta_s: Some(avg * (total - st.step) as f64),
+                    step,
+                    total: all,
+                    eta_s: Some(avg * all.saturating_sub(step) as f64),
                     batch: n,
                 },
             );
@@ -469,6 +475,23 @@ impl<R> Batcher<R> {
                 (a.reply, Err(Failure::new(a.job.meta, Stage::Denoise, e)))
             })
             .collect()
+    }
+}
+
+/// Denoises one job on this thread with a batcher of its own (no other
+/// job to share steps with): what a caller without a denoiser thread uses
+/// (unit tests of the stages that run segments of a job).
+pub fn run_alone(ctx: &StageCtx, job: EncodedJob) -> Msg<DenoisedJob> {
+    let mut b = Batcher::new(1, Scheduling::default());
+    b.join(ctx, job, ());
+    loop {
+        if let Some(((), out)) = b.take_cancelled(ctx).into_iter().next() {
+            return out;
+        }
+        b.schedule(ctx);
+        if let Some(((), out)) = b.step(ctx).into_iter().next() {
+            return out;
+        }
     }
 }
 

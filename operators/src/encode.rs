@@ -61,13 +61,14 @@ impl TextCache {
 pub fn encode(ctx: &StageCtx, cache: &mut TextCache, job: AdmittedJob) -> Msg<EncodedJob> {
     let t0 = Instant::now();
     let AdmittedJob { mut meta, req } = job;
+    let (step, total) = meta.progress(0, req.steps);
     ctx.events.emit(
         &meta.tenant,
         JobEvent::Progress {
             job_id: meta.job_id.clone(),
             stage: Stage::Encode,
-            step: 0,
-            total: req.steps,
+            step,
+            total,
             eta_s: None,
             batch: 0,
         },

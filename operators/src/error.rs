@@ -43,6 +43,9 @@ pub enum StageError {
     /// A safety decision could not be read or written.
     #[error(transparent)]
     SafetyRecord(#[from] crate::safety_record::RecordError),
+    /// A chain's checkpoint state could not be written.
+    #[error("chain state: {0}")]
+    ChainState(#[from] serde_json::Error),
     /// The policy said no.
     #[error("{}{}", if *.input_image { "input image " } else { "" }, blocked_message(.decision))]
     Blocked {

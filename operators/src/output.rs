@@ -8,17 +8,33 @@ use vidflow_connectors::mp4::{encode_mp4, MAX_DIM, MAX_SHORT_DIM};
 use vidflow_connectors::store::{output_key, OutputStore};
 use vidflow_gpu::pipeline::Video;
 use vidflow_job::event::{JobEvent, Stage};
-use vidflow_job::result::{Failure, JobResult, StoredVideo};
+use vidflow_job::result::{Failure, JobMeta, JobResult, StoredVideo};
 
 use crate::faults::{self, Fault};
 use crate::{DecodedJob, Msg, StageCtx, StageError};
 
 pub fn output(ctx: &StageCtx, store: &OutputStore, job: DecodedJob) -> Msg<JobResult> {
     let t0 = Instant::now();
-    let DecodedJob { mut meta, video } = job;
+    let DecodedJob { meta, video } = job;
+    let (rgb, w, h) = crop_to_encoder_limits(&video);
+    match encode_mp4(&rgb, w as u32, h as u32, video.frames as u32, video.fps) {
+        Ok(mp4) => store_video(ctx, store, meta, mp4, video.untrained, t0),
+        Err(e) => Err(Failure::new(meta, Stage::Output, StageError::from(e))),
+    }
+}
+
+/// Stores a finished job's MP4 at its key and announces `completed`: the
+/// one way a video is delivered (one clip, or a chain's joined segments).
+/// `t0` is when the output stage began (its timing).
+pub fn store_video(
+    ctx: &StageCtx,
+    store: &OutputStore,
+    mut meta: JobMeta,
+    mp4: Vec<u8>,
+    untrained: bool,
+    t0: Instant,
+) -> Msg<JobResult> {
     let stored = (|| -> Result<_, StageError> {
-        let (rgb, w, h) = crop_to_encoder_limits(&video);
-        let mp4 = encode_mp4(&rgb, w as u32, h as u32, video.frames as u32, video.fps)?;
         let key = output_key(&meta.tenant, meta.date, &meta.job_id)?;
         faults::point(Fault::OutputWrite);
         Ok(store.put_atomic_blocking(&key, mp4)?)
@@ -39,10 +55,10 @@ pub fn output(ctx: &StageCtx, store: &OutputStore, job: DecodedJob) -> Msg<JobRe
                     key: stored.key.clone(),
                     size: stored.size,
                     sha256: stored.sha256.clone(),
-                    untrained: video.untrained,
+                    untrained,
                 },
             );
-            Ok(JobResult::completed(meta, stored, video.untrained))
+            Ok(JobResult::completed(meta, stored, untrained))
         }
         Err(e) => Err(Failure::new(meta, Stage::Output, e)),
     }

@@ -196,7 +196,15 @@ impl Safety {
         meta: &JobMeta,
         v: &vidflow_gpu::pipeline::Video,
     ) -> Result<Decision, crate::StageError> {
-        let fp = self.visual_fingerprint();
+        // Each segment of a chain is its own picture and its own decision.
+        let fp = match &meta.chain {
+            None => self.visual_fingerprint(),
+            Some(c) => fingerprint(&[
+                self.visual_fingerprint().as_bytes(),
+                b"segment",
+                &(c.segment as u64).to_le_bytes(),
+            ]),
+        };
         if let Some(d) = self.recorded(meta, safety::Check::Visual, &fp)? {
             return Ok(d);
         }

@@ -119,8 +119,65 @@ pub struct ModelsConfig {
     /// Model used when a job names none (default: the first `[[model]]`).
     #[serde(default)]
     pub default_model: Option<String>,
+    /// How videos longer than one pass are cut (`[chain]`).
+    #[serde(default)]
+    pub chain: ChainConfig,
     #[serde(default)]
     pub model: Vec<ModelEntry>,
+}
+
+/// `[chain]` in `configs/models.toml`: a video longer than
+/// `segment_frames` is generated as a chain of segments of at most that
+/// many frames, each after the first starting with the previous one's last
+/// `overlap_frames` frames as its condition. Admission sizes such a job's
+/// memory by one segment, because that is all a worker holds of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// Longest pass, frames (8k+1; default 257, LTX-Video's longest
+    /// trained clip, about 10.7 s at 24 fps).
+    pub segment_frames: u32,
+    /// Frames two neighbouring segments share (8k+1, fewer than a
+    /// segment; default 17: two latent frames of context).
+    pub overlap_frames: u32,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            segment_frames: 257,
+            overlap_frames: 17,
+        }
+    }
+}
+
+impl ChainConfig {
+    /// Whether a video of `num_frames` is generated as a chain.
+    pub fn chained(&self, num_frames: u32) -> bool {
+        num_frames > self.segment_frames
+    }
+
+    /// Frames one pass of a `num_frames` video holds at once.
+    pub fn pass_frames(&self, num_frames: u32) -> u32 {
+        num_frames.min(self.segment_frames)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let form = |n: u32| n >= 1 && (n - 1).is_multiple_of(crate::limits::FRAME_MULTIPLE);
+        if !form(self.segment_frames) || !form(self.overlap_frames) {
+            return Err(format!(
+                "[chain] segment_frames {} and overlap_frames {} must both be 8k+1",
+                self.segment_frames, self.overlap_frames
+            ));
+        }
+        if self.overlap_frames >= self.segment_frames {
+            return Err(format!(
+                "[chain] overlap_frames {} must be fewer than segment_frames {}",
+                self.overlap_frames, self.segment_frames
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_worker_vram() -> u64 {
@@ -249,6 +306,8 @@ pub struct AdmissionConfig {
     /// A job whose host-memory estimate exceeds this is rejected
     /// (`HostMemory`).
     pub worker_host_bytes: u64,
+    /// How long videos are cut into passes.
+    pub chain: ChainConfig,
 }
 
 impl AdmissionConfig {
@@ -302,6 +361,7 @@ impl AdmissionConfig {
             worker_vram_bytes: DEFAULT_WORKER_VRAM_BYTES,
             worker_host_bytes: DEFAULT_WORKER_HOST_BYTES,
             default_model: model.first().map(|m| m.id.clone()),
+            chain: ChainConfig::default(),
             model,
         };
         Self::from_parts(modes, p, models, Path::new("<builtin>"), Path::new("."))
@@ -365,6 +425,7 @@ impl AdmissionConfig {
         if models.worker_host_bytes == 0 {
             return Err(invalid("worker_host_bytes must be > 0".into()));
         }
+        models.chain.check().map_err(invalid)?;
         let profiles = models
             .model
             .iter()
@@ -376,6 +437,7 @@ impl AdmissionConfig {
             default_model,
             worker_vram_bytes: models.worker_vram_bytes,
             worker_host_bytes: models.worker_host_bytes,
+            chain: models.chain,
         })
     }
 

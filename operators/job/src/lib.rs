@@ -24,7 +24,9 @@ pub mod source;
 pub mod spec;
 pub mod validate;
 
-pub use config::{AdmissionConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY};
+pub use config::{
+    AdmissionConfig, ChainConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY,
+};
 pub use error::{ConfigError, JobError};
 pub use event::Stage;
 pub use id::{default_seed, generate_job_id, job_id_timestamp_ms, JobKey};

@@ -11,8 +11,10 @@ pub const MAX_SIDE: u32 = 3840;
 pub const MAX_PIXELS: u64 = 3840 * 2176;
 /// Frame counts are 8n+1 (VAE 8x temporal compression plus the first frame).
 pub const FRAME_MULTIPLE: u32 = 8;
-/// 60 s at 24 fps.
-pub const MAX_FRAMES: u32 = 1441;
+/// 120 s at 24 fps. Videos longer than one pass (`[chain]` in
+/// `configs/models.toml`) are generated as a chain of segments, so the
+/// memory a job takes does not grow with this.
+pub const MAX_FRAMES: u32 = 2881;
 pub const MIN_FPS: f64 = 1.0;
 pub const MAX_FPS: f64 = 60.0;
 pub const DEFAULT_FPS: f64 = 24.0;

@@ -56,8 +56,15 @@ impl JobMedia {
 }
 
 /// Checks `spec`'s conditions, `video`/`strength` and `extend` for a job of
-/// `num_frames` frames, naming the field at fault.
-pub fn validate_media(spec: &JobSpec, num_frames: u32) -> Result<JobMedia, JobError> {
+/// `num_frames` frames whose first pass holds `pass_frames` of them (all of
+/// them unless the video is a chain of segments), naming the field at
+/// fault. A chain's later segments are conditioned on the segment before,
+/// so a chained job's own conditions must fall in its first segment.
+pub fn validate_media(
+    spec: &JobSpec,
+    num_frames: u32,
+    pass_frames: u32,
+) -> Result<JobMedia, JobError> {
     let tenant = &spec.tenant;
     let mut out = JobMedia::default();
     let t2v_only = |field: &str| {
@@ -110,6 +117,16 @@ pub fn validate_media(spec: &JobSpec, num_frames: u32) -> Result<JobMedia, JobEr
                 format!("is past the video's last frame {}", num_frames - 1),
             ));
         }
+        if c.frame_index >= pass_frames {
+            return Err(JobError::invalid(
+                format!("{field}.frame_index"),
+                c.frame_index,
+                format!(
+                    "is past the first segment (frames 0..{pass_frames}) of a video generated \
+                     in segments: a long video takes conditions in its first segment only"
+                ),
+            ));
+        }
         let strength = c.strength.unwrap_or(1.0);
         if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
             return Err(JobError::invalid(
@@ -125,6 +142,16 @@ pub fn validate_media(spec: &JobSpec, num_frames: u32) -> Result<JobMedia, JobEr
         });
     }
     match (spec.kind, &spec.video, spec.strength) {
+        (JobKind::V2v, Some(_), Some(_)) if num_frames > pass_frames => {
+            return Err(JobError::invalid(
+                "frames",
+                num_frames,
+                format!(
+                    "video-to-video takes at most {pass_frames} frames (one segment); \
+                     longer videos are generated in segments"
+                ),
+            ))
+        }
         (JobKind::V2v, Some(src), Some(s)) => {
             if !(s.is_finite() && s > 0.0 && s <= 1.0) {
                 return Err(JobError::invalid(

@@ -114,9 +114,35 @@ pub struct JobMeta {
     /// The cost model's accelerator-seconds for the job's denoising, when
     /// it arrived at the denoiser (next to the measured `denoise_accel_s`).
     pub predicted_accel_s: f64,
+    /// Where a segment of a long video stands in its chain: progress and
+    /// ETAs count the whole chain's steps, not the segment's.
+    pub chain: Option<ChainSpan>,
+}
+
+/// A chain segment's place among the chain's denoising steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainSpan {
+    pub segment: usize,
+    pub segments: usize,
+    /// Steps of the segments before this one.
+    pub steps_before: usize,
+    /// Steps of the whole chain.
+    pub steps_total: usize,
 }
 
 impl JobMeta {
+    /// A segment's `step` of `total` as the whole job's progress (the
+    /// same numbers for a job that is not a chain).
+    pub fn progress(&self, step: usize, total: usize) -> (usize, usize) {
+        match &self.chain {
+            Some(c) => (
+                c.steps_before + step,
+                c.steps_total.max(c.steps_before + total),
+            ),
+            None => (step, total),
+        }
+    }
+
     /// The (tenant, job id) this job is.
     pub fn key(&self) -> crate::JobKey {
         crate::JobKey::new(self.tenant.clone(), self.job_id.clone())
@@ -143,6 +169,7 @@ impl JobMeta {
             queue_wait_s: 0.0,
             preemptions: 0,
             predicted_accel_s: 0.0,
+            chain: None,
             tier,
             safety: Vec::new(),
         }

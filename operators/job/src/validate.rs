@@ -184,7 +184,10 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             format!("must be a number in 0..={MAX_GUIDANCE}"),
         ));
     }
-    let est = model.estimate(width, height, num_frames, guidance);
+    // A video longer than one pass is generated segment by segment: a
+    // worker holds one segment's latents and frames at a time.
+    let pass_frames = cfg.chain.pass_frames(num_frames);
+    let est = model.estimate(width, height, pass_frames, guidance);
     if est.total_bytes > cfg.worker_vram_bytes {
         return Err(JobError::TooLarge {
             needed_bytes: est.total_bytes,
@@ -195,7 +198,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             num_frames,
         });
     }
-    let host = crate::limits::host_frame_bytes(width, height, num_frames);
+    let host = crate::limits::host_frame_bytes(width, height, pass_frames);
     if host > cfg.worker_host_bytes {
         return Err(JobError::HostMemory {
             needed_bytes: host,
@@ -224,7 +227,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             Some(ImageInput::Inline(bytes))
         }
     };
-    let media = crate::media::validate_media(spec, num_frames)?;
+    let media = crate::media::validate_media(spec, num_frames, pass_frames)?;
     let seed = spec.seed.unwrap_or_else(|| default_seed(&job_id));
     Ok(ValidatedJob {
         job_id,
@@ -349,7 +352,7 @@ fn nearest_list(v: &[u32]) -> String {
         .join(" or ")
 }
 
-/// Checks a frame count: 8n+1 in 1..=1441.
+/// Checks a frame count: 8n+1 in 1..=MAX_FRAMES.
 pub fn check_frames(n: u32) -> Result<u32, JobError> {
     if (1..=MAX_FRAMES).contains(&n) && (n - 1).is_multiple_of(FRAME_MULTIPLE) {
         return Ok(n);
@@ -371,7 +374,7 @@ pub fn check_frames(n: u32) -> Result<u32, JobError> {
         "frames",
         n,
         format!(
-            "must be 8n+1 in 1..={MAX_FRAMES} (1, 9, 17, ..., 1441) (nearest: {})",
+            "must be 8n+1 in 1..={MAX_FRAMES} (1, 9, 17, ..., {MAX_FRAMES}) (nearest: {})",
             nearest_list(&near)
         ),
     ))

@@ -152,17 +152,17 @@ fn frames_zero_and_too_many() {
     let mut s = t2v();
     s.frames = Some(0);
     invalid(&s, "frames", "(nearest: 1)");
-    s.frames = Some(1449);
-    invalid(&s, "frames", "(nearest: 1441)");
-    s.frames = Some(1442);
-    invalid(&s, "frames", "(nearest: 1441)");
+    s.frames = Some(2889);
+    invalid(&s, "frames", "(nearest: 2881)");
+    s.frames = Some(2882);
+    invalid(&s, "frames", "(nearest: 2881)");
 }
 
 #[test]
 fn seconds_too_long_or_not_positive() {
     let mut s = t2v();
-    s.seconds = Some(61.0);
-    invalid(&s, "seconds", "at most 60.04 s at 24 fps (1441 frames)");
+    s.seconds = Some(121.0);
+    invalid(&s, "seconds", "at most 120.04 s at 24 fps (2881 frames)");
     s.seconds = Some(0.0);
     invalid(&s, "seconds", "must be > 0");
     s.seconds = Some(f64::INFINITY);
@@ -478,6 +478,7 @@ fn seconds_convert_to_8n_plus_1() {
         (1.1, 25.0, 33),
         (0.01, 24.0, 1),
         (60.0, 24.0, 1441),
+        (120.0, 24.0, 2881),
         (10.0, 30.0, 305),
     ] {
         let mut s = t2v();
@@ -985,4 +986,39 @@ fn conditioned_specs_survive_the_protobuf_round_trip() {
     });
     let back = JobSpec::try_from(proto::JobSpec::try_from(&e).unwrap()).unwrap();
     assert_eq!(back, e);
+}
+
+#[test]
+fn long_videos_are_sized_by_one_segment_and_take_conditions_in_it() {
+    // 120 s of 1080p whole would need 2881 frames of host memory (about
+    // 168 GiB); as a chain it holds one 257-frame segment (about 15 GiB).
+    let mut s = t2v();
+    s.resolution = "1080p".into();
+    s.seconds = Some(120.0);
+    let v = ok(&s);
+    assert_eq!(v.num_frames, 2881);
+    assert!(cfg().chain.chained(v.num_frames));
+
+    let mut s = t2v();
+    s.seconds = Some(60.0);
+    s.conditions = vec![vidflow_job::spec::ConditionSpec {
+        image: Some(ImageSource::Key("acme/in/a.png".into())),
+        video: None,
+        frame_index: 300,
+        strength: None,
+    }];
+    invalid(
+        &s,
+        "conditions[0].frame_index",
+        "first segment (frames 0..257)",
+    );
+    s.conditions[0].frame_index = 256;
+    ok(&s);
+
+    let mut s = t2v();
+    s.kind = JobKind::V2v;
+    s.seconds = Some(60.0);
+    s.video = Some(ImageSource::Key("acme/in/a.mp4".into()));
+    s.strength = Some(0.5);
+    invalid(&s, "frames", "at most 257 frames (one segment)");
 }
