@@ -1,6 +1,8 @@
 //! `vidflow backfill` through the real binary: resume after SIGKILL, and two
 //! timely processes on loopback sharing one backfill.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,19 +94,7 @@ fn events(path: &Path, event: &str) -> HashMap<String, usize> {
 }
 
 fn ffprobe_frames(path: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-        .args([
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe not found: run `bash scripts/setup-system.sh` (installs ffmpeg)");
-    assert!(out.status.success(), "ffprobe failed on {}", path.display());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    support::ffprobe_stream(path, "codec_name,nb_read_frames")
 }
 
 #[test]

@@ -12,18 +12,6 @@ use support::*;
 use vidflow_connectors::amqp;
 use vidflow_operators::event::JobEvent;
 
-fn wait_exit(s: &mut Serve, limit: Duration) {
-    let t0 = std::time::Instant::now();
-    while s.child.try_wait().unwrap().is_none() {
-        assert!(
-            t0.elapsed() < limit,
-            "serve still running:\n{}",
-            s.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_newest_checkpoint_is_skipped_and_the_output_is_identical() {
     let setup = Setup::new("corrupt", "max_batch = 1\ncheckpoint_every = 5");

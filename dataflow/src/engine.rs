@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vidflow_connectors::store::OutputStore;
+use vidflow_operators::chain::ChainStage;
 use vidflow_operators::checkpoint::Checkpoints;
 use vidflow_operators::denoise::Scheduling;
 use vidflow_operators::encode::TextCache;
@@ -18,7 +19,7 @@ use vidflow_operators::{
 };
 
 use crate::executors::{Denoiser, ThreadStage};
-use crate::offload::Executor;
+use crate::offload::{Executor, Reply};
 use crate::DataflowError;
 
 /// How an engine runs.
@@ -63,6 +64,10 @@ pub(crate) struct Stages {
     pub decode: Arc<dyn Executor<Msg<DenoisedJob>, Msg<DecodedJob>>>,
     pub frame_safety: Arc<dyn Executor<Msg<DecodedJob>, Msg<DecodedJob>>>,
     pub output: Arc<dyn Executor<Msg<DecodedJob>, Msg<JobResult>>>,
+    /// Videos longer than one pass (`[chain]`): each of their segments
+    /// goes through encode, the shared denoiser, decode and frame safety
+    /// on a chain thread, which then stores the joined video.
+    pub chain: Arc<dyn Executor<Msg<AdmittedJob>, Msg<JobResult>>>,
 }
 
 impl Engine {
@@ -89,6 +94,48 @@ impl Engine {
         });
         let ctx = StageCtx::new(models, events, checkpoints);
         let safety = Arc::new(Safety::load(&cfg.safety, store.clone())?);
+        let denoiser = Arc::new(Denoiser::spawn(
+            ctx.clone(),
+            cfg.max_batch,
+            cfg.scheduling.clone(),
+        ));
+        let chain = {
+            let (ctx, store, safety) = (ctx.clone(), store.clone(), safety.clone());
+            let (plans, denoiser) = (cfg.admission.chain, denoiser.clone());
+            // As many chains at once as the denoiser runs jobs, so their
+            // segments can share steps.
+            let threads = match cfg.scheduling.slots {
+                0 => cfg.max_batch.max(1),
+                n => n,
+            };
+            ThreadStage::spawn_pool("chain", threads, move || {
+                let (ctx, store, safety) = (ctx.clone(), store.clone(), safety.clone());
+                let denoiser = denoiser.clone();
+                let mut cache = TextCache::new(TEXT_CACHE_ENTRIES);
+                move |job: AdmittedJob| {
+                    let mut denoise = |j: EncodedJob| {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        denoiser.submit(
+                            Ok(j),
+                            Reply::new(move |out| {
+                                let _ = tx.send(out);
+                            }),
+                        );
+                        rx.recv().unwrap_or_else(|_| {
+                            unreachable!("the denoiser thread lives as long as the engine")
+                        })
+                    };
+                    ChainStage {
+                        ctx: &ctx,
+                        store: &store,
+                        safety: &safety,
+                        cache: &mut cache,
+                        denoise: &mut denoise,
+                    }
+                    .run(job, &plans)
+                }
+            })
+        };
         let stages = Stages {
             admit: {
                 let (ctx, store) = (ctx.clone(), store.clone());
@@ -108,11 +155,7 @@ impl Engine {
                     encode::encode(&ctx, &mut cache, j)
                 }))
             },
-            denoise: Arc::new(Denoiser::spawn(
-                ctx.clone(),
-                cfg.max_batch,
-                cfg.scheduling.clone(),
-            )),
+            denoise: denoiser.clone(),
             decode: {
                 let ctx = ctx.clone();
                 Arc::new(ThreadStage::spawn("decode", move |j| {
@@ -131,6 +174,7 @@ impl Engine {
                     output::output(&ctx, &store, j)
                 }))
             },
+            chain: Arc::new(chain),
         };
         Ok(Arc::new(Engine {
             admission: Arc::new(cfg.admission.clone()),
@@ -139,6 +183,11 @@ impl Engine {
             store,
             ctx,
         }))
+    }
+
+    /// Whether an admitted job is a long video, run as a chain of segments.
+    pub fn is_chain(&self, job: &AdmittedJob) -> bool {
+        self.admission.chain.chained(job.req.num_frames as u32)
     }
 
     /// Asks a job to stop; it does so before its next denoising step.

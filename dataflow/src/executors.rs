@@ -33,6 +33,37 @@ impl<I: Send + 'static, O: Send + 'static> ThreadStage<I, O> {
     }
 }
 
+impl<I: Send + 'static, O: Send + 'static> ThreadStage<I, O> {
+    /// A stage with `n` worker threads taking jobs from one queue, each
+    /// with the state `make` gives it: for stages whose jobs are long
+    /// (a chain waits on the denoiser for each of its segments) and must
+    /// not queue behind one another.
+    pub fn spawn_pool<W>(name: &str, n: usize, make: impl Fn() -> W) -> Self
+    where
+        W: FnMut(I) -> Msg<O> + Send + 'static,
+    {
+        let (tx, rx) = channel::<(I, Reply<Msg<O>>)>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..n.max(1) {
+            let (rx, mut work) = (rx.clone(), make());
+            std::thread::Builder::new()
+                .name(format!("vidflow-{name}-{i}"))
+                .spawn(move || loop {
+                    let next = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match next {
+                        Ok((item, reply)) => reply.send(work(item)),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawning a stage thread");
+        }
+        ThreadStage { tx: Mutex::new(tx) }
+    }
+}
+
 impl<I: Send + 'static, O: Send + 'static> Executor<Msg<I>, Msg<O>> for ThreadStage<I, O> {
     fn submit(&self, item: Msg<I>, reply: Reply<Msg<O>>) {
         match item {

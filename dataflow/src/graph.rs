@@ -1,16 +1,17 @@
 //! The stage order, in one function: admit → prompt safety → encode →
-//! denoise → decode → frame safety → output. Every stage is offloaded
+//! denoise → decode → frame safety → output, with videos longer than one
+//! pass taking the chain stage after prompt safety. Every stage is offloaded
 //! (`offload.rs`) to the engine's executors, shared by all workers of the
 //! process: even admission reads the store and decodes an i2v first frame,
 //! which must not stall the timely worker.
 
 use std::sync::Arc;
 
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::{Concat, Inspect};
 use timely::dataflow::Stream;
 use vidflow_operators::event::JobEvent;
-use vidflow_operators::{JobResult, Msg, ValidatedJob};
+use vidflow_operators::{AdmittedJob, JobResult, Msg, ValidatedJob};
 
 use crate::engine::Engine;
 use crate::offload::offload;
@@ -42,12 +43,23 @@ pub fn pipeline<'s>(
     let s = &engine.stages;
     let admitted = offload(jobs.map(Ok), "admit", s.admit.clone());
     let checked = offload(admitted, "safety-prompt", s.prompt_safety.clone());
+    // Videos longer than one pass take the chain stage, which runs each
+    // segment through the same encode, denoiser (shared with every other
+    // job), decode and frame check, and stores the joined video.
+    let chains = engine.clone();
+    let mut parts = checked.partition(2, move |m: Msg<AdmittedJob>| {
+        let long = matches!(&m, Ok(j) if chains.is_chain(j));
+        (long as u64, m)
+    });
+    let (long, checked) = (parts.pop().expect("part 1"), parts.pop().expect("part 0"));
+    let chained = offload(long, "chain", s.chain.clone());
     let encoded = offload(checked, "encode", s.encode.clone());
     let denoised = offload(encoded, "denoise", s.denoise.clone());
     let decoded = offload(denoised, "decode", s.decode.clone());
     let shown = offload(decoded, "safety-visual", s.frame_safety.clone());
     let events = engine.ctx.events.clone();
-    offload(shown, "output", s.output.clone()).inspect(move |r: &Msg<JobResult>| {
+    let done = offload(shown, "output", s.output.clone());
+    done.concat(chained).inspect(move |r: &Msg<JobResult>| {
         let res = match r {
             Ok(r) => r.clone(),
             Err(f) => {

@@ -5,27 +5,27 @@
 //! never blocks the worker that tracks progress for other jobs.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
-use timely::scheduling::SyncActivator;
 
-/// Completion handle for one submitted item.
-pub struct Reply<O> {
-    id: u64,
-    tx: Sender<(u64, O)>,
-    activator: SyncActivator,
-}
+/// Completion handle for one submitted item: hands the result back to
+/// whoever submitted it (the offload operator, or a stage thread that
+/// waits on another stage, as a chain waits on the denoiser).
+pub struct Reply<O>(Box<dyn FnOnce(O) + Send>);
 
 impl<O> Reply<O> {
-    /// Returns the result to the operator and wakes its worker.
+    pub fn new(f: impl FnOnce(O) + Send + 'static) -> Reply<O> {
+        Reply(Box::new(f))
+    }
+
+    /// Returns the result to the submitter (and wakes its worker).
     pub fn send(self, out: O) {
-        let _ = self.tx.send((self.id, out));
-        let _ = self.activator.activate();
+        (self.0)(out)
     }
 }
 
@@ -59,13 +59,13 @@ where
                     for item in batch.drain(..) {
                         next_id += 1;
                         inflight.insert(next_id, cap.clone());
+                        let (id, tx, activator) = (next_id, tx.clone(), activator.clone());
                         exec.submit(
                             item,
-                            Reply {
-                                id: next_id,
-                                tx: tx.clone(),
-                                activator: activator.clone(),
-                            },
+                            Reply::new(move |out| {
+                                let _ = tx.send((id, out));
+                                let _ = activator.activate();
+                            }),
                         );
                     }
                 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 use object_store::path::Path;
 use vidflow_connectors::mp4::{concat_mp4, Mp4Writer};
 use vidflow_connectors::store::OutputStore;
-use vidflow_gpu::pipeline::chain::ChainPlan;
+use vidflow_gpu::pipeline::chain::{self, ChainPlan};
 use vidflow_gpu::pipeline::{GenerateRequest, RgbFrames};
 use vidflow_job::event::Stage;
 use vidflow_job::result::{ChainSpan, Failure};
@@ -87,16 +87,20 @@ pub struct ChainStage<'a> {
 }
 
 impl ChainStage<'_> {
-    /// Runs (or resumes) `job` as the chain `plan`: every segment through
+    /// Runs (or resumes) `job` as a chain cut by `chain`: every segment through
     /// encode, the denoiser, decode and frame safety, its part stored;
     /// then the joined MP4 stored at the job's key (`completed`). A
     /// segment's failure (a cancel, a blocked frame) is the job's.
-    pub fn run(&mut self, job: AdmittedJob, plan: &ChainPlan) -> Msg<JobResult> {
+    pub fn run(&mut self, job: AdmittedJob, chain: &vidflow_job::ChainConfig) -> Msg<JobResult> {
         let AdmittedJob { mut meta, req } = job;
-        let pipeline = match self.ctx.model(&meta.model_id) {
-            Ok(p) => p.clone(),
+        let planned = self.ctx.model(&meta.model_id).and_then(|p| {
+            plan_for(chain, &req, p.temporal_compression()).map(|plan| (p.clone(), plan))
+        });
+        let (pipeline, plan) = match planned {
+            Ok(x) => x,
             Err(e) => return Err(Failure::new(meta, Stage::Encode, e)),
         };
+        let plan = &plan;
         let base = dir(&meta.tenant, &meta.job_id);
         let (from, mut tail) = match load(self.store, &base, &req) {
             Some((done, tail)) => (done, Some(tail)),
@@ -107,7 +111,16 @@ impl ChainStage<'_> {
         }
         let segments = plan.segments.len();
         let mut predicted = None;
+        // The job's queue wait is its first segment's; a later segment
+        // reaches the denoiser as a fresh arrival (its deadline counted
+        // from then), or a started chain would outrank every job that
+        // arrived after it.
+        let submitted_ms = meta.submitted_ms;
+        let mut first_wait = None;
         for seg in plan.segments.iter().skip(from) {
+            if first_wait.is_some() {
+                meta.submitted_ms = Some(vidflow_job::event::now_ms());
+            }
             meta.chain = Some(ChainSpan {
                 segment: seg.index,
                 segments,
@@ -118,6 +131,7 @@ impl ChainStage<'_> {
             let decoded = self.segment(AdmittedJob { meta, req: r })?;
             meta = decoded.meta;
             predicted.get_or_insert(meta.predicted_accel_s);
+            first_wait.get_or_insert(meta.queue_wait_s);
             let v = &decoded.video;
             let t0 = Instant::now();
             let stored = (|| -> Result<RgbFrames, StageError> {
@@ -127,14 +141,7 @@ impl ChainStage<'_> {
                 for f in seg.emit_from..seg.emit_from + seg.emit {
                     part.push(&rgb[f * per..(f + 1) * per])?;
                 }
-                let per = v.width * v.height * 3;
-                let n = plan.overlap.min(v.frames);
-                let t = RgbFrames {
-                    width: v.width,
-                    height: v.height,
-                    frames: n,
-                    data: v.rgb[(v.frames - n) * per..].to_vec(),
-                };
+                let t = chain::tail(v, plan.overlap);
                 let state = State {
                     done: seg.index + 1,
                     request: request_hash(&req),
@@ -170,6 +177,10 @@ impl ChainStage<'_> {
         if let Some(p) = predicted {
             meta.predicted_accel_s = p;
         }
+        if let Some(w) = first_wait {
+            meta.queue_wait_s = w;
+        }
+        meta.submitted_ms = submitted_ms;
         meta.chain = None;
         let t0 = Instant::now();
         let joined = (0..segments)
@@ -205,20 +216,19 @@ impl ChainStage<'_> {
     }
 }
 
-/// The chain a job of `req` is cut into, or `None` when one pass holds it.
+/// The chain `req` is cut into under `chain` (one segment when a single
+/// pass holds it), for a model whose VAE compresses time by `temporal`.
 pub fn plan_for(
     chain: &vidflow_job::ChainConfig,
     req: &GenerateRequest,
     temporal: usize,
-) -> Option<Result<ChainPlan, vidflow_gpu::GpuError>> {
-    chain.chained(req.num_frames as u32).then(|| {
-        ChainPlan::new(
-            req.num_frames,
-            chain.segment_frames as usize,
-            chain.overlap_frames as usize,
-            temporal,
-        )
-    })
+) -> Result<ChainPlan, StageError> {
+    Ok(ChainPlan::new(
+        req.num_frames,
+        chain.segment_frames as usize,
+        chain.overlap_frames as usize,
+        temporal,
+    )?)
 }
 
 /// Deletes a chain's checkpoints (after its video is stored).
@@ -258,7 +268,10 @@ mod tests {
         job: AdmittedJob,
         stop_at: Option<usize>,
     ) -> (Msg<JobResult>, Vec<usize>) {
-        let plan = ChainPlan::new(41, 17, 9, 8).unwrap();
+        let plan = vidflow_job::ChainConfig {
+            segment_frames: 17,
+            overlap_frames: 9,
+        };
         let mut seen = Vec::new();
         let mut cache = TextCache::new(4);
         let mut denoise = |j: EncodedJob| {

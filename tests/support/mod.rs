@@ -493,3 +493,35 @@ pub fn reference_sha(specs: &[JobSpec]) -> std::collections::HashMap<String, Str
         .map(|r| (r.job_id, r.sha256.expect("reference run completed")))
         .collect()
 }
+
+/// `ffprobe`'s `entries` of the first video stream (frames counted by
+/// decoding), as CSV: what a player would find in the file.
+pub fn ffprobe_stream(path: &std::path::Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args([
+            "-show_entries",
+            &format!("stream={entries}"),
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe not found: run `bash scripts/setup-system.sh` (installs ffmpeg)");
+    assert!(out.status.success(), "ffprobe failed on {}", path.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits for a serve process to exit by itself (a fault it was started
+/// with), failing with its log after `limit`.
+pub fn wait_exit(s: &mut Serve, limit: Duration) {
+    let t0 = Instant::now();
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < limit,
+            "serve still running:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

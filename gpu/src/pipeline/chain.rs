@@ -1,15 +1,17 @@
 //! Long videos as a chain of overlapping segments: each segment after the
 //! first is a conditioned generation whose first `overlap` frames are held
 //! to the previous segment's last `overlap` frames (a video condition at
-//! frame 0, strength 1), so the chain continues the picture. Frames leave
-//! one at a time as each segment is decoded; what a chain holds is one
-//! segment's frames, never the whole video.
+//! frame 0, strength 1), so the chain continues the picture. This file
+//! plans the cut and builds each segment's request; the chain itself runs
+//! in `vidflow-operators` (`chain.rs`), segment by segment through the
+//! ordinary stages, so what a chain holds is one segment's frames, never
+//! the whole video.
 //!
 //! A segment depends only on the request, its index and the previous
 //! segment's tail, so a chain stopped after segment k resumes from that
 //! tail and gives the same frames.
 
-use super::{ConditionInput, Flow, GenerateRequest, LtxPipeline, RgbFrames, StepInfo};
+use super::{ConditionInput, GenerateRequest, LtxPipeline, RgbFrames, Video};
 use crate::error::{GpuError, Result};
 
 /// One segment of a chain.
@@ -129,48 +131,18 @@ impl LtxPipeline {
         }
         r
     }
+}
 
-    /// Generates segments `from..` of `plan` (with `tail` the frames that
-    /// end segment `from - 1`, `None` from the start): each new frame goes
-    /// to `emit`, and after each segment `on_segment(index, tail)` may save
-    /// the tail (a chain checkpoint) or stop. `on_step` sees every step.
-    #[allow(clippy::too_many_arguments)]
-    pub fn generate_chain(
-        &self,
-        req: &GenerateRequest,
-        plan: &ChainPlan,
-        from: usize,
-        mut tail: Option<RgbFrames>,
-        on_step: &mut dyn FnMut(usize, &StepInfo) -> Flow,
-        emit: &mut dyn FnMut(&[u8]) -> Result<()>,
-        on_segment: &mut dyn FnMut(usize, &RgbFrames) -> Flow,
-    ) -> Result<()> {
-        if from > 0 && tail.is_none() {
-            return Err(GpuError::invalid(
-                "chain",
-                "resuming a chain needs the previous segment's tail",
-            ));
-        }
-        for seg in plan.segments.iter().skip(from) {
-            let r = self.segment_request(req, seg, tail.as_ref());
-            let video = self.generate(&r, &mut |s| on_step(seg.index, s))?;
-            let per = video.width * video.height * 3;
-            for f in seg.emit_from..seg.emit_from + seg.emit {
-                emit(&video.rgb[f * per..(f + 1) * per])?;
-            }
-            let n = plan.overlap.min(video.frames);
-            let t = RgbFrames {
-                width: video.width,
-                height: video.height,
-                frames: n,
-                data: video.rgb[(video.frames - n) * per..].to_vec(),
-            };
-            if on_segment(seg.index, &t) == Flow::Stop {
-                return Err(GpuError::Cancelled { step: seg.index });
-            }
-            tail = Some(t);
-        }
-        Ok(())
+/// The last `overlap` frames of a segment's video: what the next segment
+/// is conditioned on.
+pub fn tail(video: &Video, overlap: usize) -> RgbFrames {
+    let per = video.width * video.height * 3;
+    let n = overlap.min(video.frames);
+    RgbFrames {
+        width: video.width,
+        height: video.height,
+        frames: n,
+        data: video.rgb[(video.frames - n) * per..].to_vec(),
     }
 }
 
@@ -206,6 +178,43 @@ mod tests {
             vec![(0, 17, 17), (8, 17, 8), (16, 17, 8), (24, 17, 8)]
         );
         assert!(ChainPlan::new(41, 16, 9, 8).is_err());
+        assert_eq!(p.total_steps(3), 12);
         assert!(ChainPlan::new(41, 17, 17, 8).is_err());
+    }
+
+    #[test]
+    fn a_later_segment_is_the_job_at_its_length_and_seed_held_to_the_tail() {
+        let p = crate::tiny::pipeline().unwrap();
+        let plan = ChainPlan::new(41, 17, 9, 8).unwrap();
+        let req = GenerateRequest {
+            prompt: b"a long walk".to_vec(),
+            width: 64,
+            height: 64,
+            num_frames: 41,
+            steps: 3,
+            seed: 5,
+            ..Default::default()
+        };
+        let first = p.segment_request(&req, &plan.segments[0], None);
+        assert_eq!((first.num_frames, first.seed), (17, 5));
+        assert!(first.conditions.is_empty());
+        let video = Video {
+            width: 64,
+            height: 64,
+            frames: 17,
+            fps: 24.0,
+            rgb: (0..64 * 64 * 3 * 17)
+                .map(|i| (i / (64 * 64 * 3)) as u8)
+                .collect(),
+            untrained: true,
+        };
+        let t = tail(&video, plan.overlap);
+        assert_eq!(t.frames, 9);
+        assert_eq!(t.data[0], 8, "the tail starts at frame 17 - 9");
+        let second = p.segment_request(&req, &plan.segments[1], Some(&t));
+        assert_eq!((second.num_frames, second.seed), (17, 6));
+        assert_eq!(second.conditions.len(), 1);
+        let c = &second.conditions[0];
+        assert_eq!((c.frame_index, c.strength, c.frames.frames), (0, 1.0, 9));
     }
 }
