@@ -169,6 +169,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         video,
         strength: a.strength,
         extend,
+        image_cond_noise_scale: None,
     };
     let (tx, rx) = channel();
     let engine = Engine::new(

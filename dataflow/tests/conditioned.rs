@@ -21,6 +21,10 @@ const LIMITS: VideoLimits = VideoLimits {
 };
 
 fn engine(out: &Path) -> Arc<Engine> {
+    engine_with(out, 0)
+}
+
+fn engine_with(out: &Path, checkpoint_every: usize) -> Arc<Engine> {
     Engine::new(
         &EngineConfig {
             scheduling: Default::default(),
@@ -28,7 +32,7 @@ fn engine(out: &Path) -> Arc<Engine> {
             out_dir: out.to_path_buf(),
             max_batch: 8,
             workers: 1,
-            checkpoint_every: 0,
+            checkpoint_every,
             checkpoint_every_tier: Default::default(),
             safety: vidflow_operators::safety_record::SafetyConfig::in_repo(Path::new(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -213,4 +217,70 @@ fn keyframes_v2v_and_extension_show_their_inputs() {
     );
     let e = err("bad-short");
     assert!(e.contains("video") && e.contains("17 frames"), "{e}");
+}
+
+/// Through the graph (admission fits the picture, the encode stage
+/// prepares the conditioning, the denoiser steps it, next to another
+/// job), a strength-1 keyframe's tokens stay exactly its encoding when the
+/// job turns re-noising off: the latents checkpointed mid-schedule hold
+/// them bit for bit, while every other token has been denoised.
+#[test]
+fn a_strength_one_keyframe_holds_its_encoded_latents_through_the_graph() {
+    use vidflow_operators::checkpoint::{parse_checkpoint, request_hash};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("acme/in")).unwrap();
+    let green = disc(30.0, 40.0, 18.0, [40, 190, 70]);
+    let mut png = Vec::new();
+    image::RgbImage::from_raw(W, H, green)
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(root.join("acme/in/green.png"), &png).unwrap();
+    let held = spec(serde_json::json!({"job_id": "held", "steps": 12,
+        "image_cond_noise_scale": 0.0,
+        "conditions": [{"image": {"key": "acme/in/green.png"}, "frame_index": 0}]}));
+    let other = spec(serde_json::json!({"job_id": "other", "steps": 12, "seed": 8}));
+    let engine = engine_with(root, 5);
+    let res = run_jobs(engine.clone(), 1, vec![held.clone(), other]).unwrap();
+    for r in &res {
+        assert_eq!(r.status, "completed", "{}: {:?}", r.job_id, r.error);
+    }
+
+    // The request and its conditioning as the graph built them.
+    let v = vidflow_operators::validate(&held, &engine.admission).unwrap();
+    let date = vidflow_operators::admit::today_utc();
+    let req = vidflow_operators::admit::prepare(&engine.ctx, &engine.store, v, date)
+        .unwrap()
+        .req;
+    let p = engine.ctx.model("ltx-demo").unwrap();
+    let st = p.prepare(&req).unwrap();
+    let cond = st.cond.as_ref().expect("a conditioned job");
+    let c = st.latents.dim(2).unwrap();
+    let init: Vec<f32> = cond.init.flatten_all().unwrap().to_vec1().unwrap();
+
+    for step in [5, 10] {
+        let bytes =
+            std::fs::read(root.join(format!("checkpoints/acme/held/step-{step:05}.ckpt"))).unwrap();
+        let (at, got) =
+            parse_checkpoint(&bytes, "held", &request_hash(&req), st.latents.dims()).unwrap();
+        assert_eq!(at, step);
+        let (mut held_tokens, mut moved) = (0, 0);
+        for (t, m) in cond.mask.iter().enumerate() {
+            let (a, b) = (&got[t * c..(t + 1) * c], &init[t * c..(t + 1) * c]);
+            if *m >= 1.0 {
+                assert_eq!(a, b, "step {step}: conditioned token {t} moved");
+                held_tokens += 1;
+            } else if a != b {
+                moved += 1;
+            }
+        }
+        let g = st.grid;
+        assert_eq!(held_tokens, g.height * g.width, "latent frame 0's tokens");
+        assert_eq!(
+            moved,
+            cond.mask.len() - held_tokens,
+            "the rest were denoised"
+        );
+    }
 }

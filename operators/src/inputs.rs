@@ -170,6 +170,9 @@ pub fn add_media(
             strength: 1.0,
         });
     }
+    if let Some(n) = v.media.noise_scale {
+        req.image_cond_noise_scale = n;
+    }
     Ok(())
 }
 

@@ -47,6 +47,8 @@ pub struct JobMedia {
     pub v2v: Option<(MediaInput, f64)>,
     /// The video to extend and how many of its last frames to keep.
     pub extend: Option<(MediaInput, u32)>,
+    /// `image_cond_noise_scale`, when the job sets it.
+    pub noise_scale: Option<f64>,
 }
 
 impl JobMedia {
@@ -191,6 +193,23 @@ pub fn validate_media(
             ))
         }
         _ => {}
+    }
+    if let Some(n) = spec.image_cond_noise_scale {
+        if !(n.is_finite() && (0.0..=1.0).contains(&n)) {
+            return Err(JobError::invalid(
+                "image_cond_noise_scale",
+                n,
+                "must be a number in 0..=1",
+            ));
+        }
+        if spec.conditions.is_empty() && spec.extend.is_none() {
+            return Err(JobError::invalid(
+                "image_cond_noise_scale",
+                n,
+                "only applies to jobs with conditions or extend",
+            ));
+        }
+        out.noise_scale = Some(n);
     }
     if let Some(e) = &spec.extend {
         let overlap = e.overlap_frames.unwrap_or(DEFAULT_OVERLAP_FRAMES);

@@ -158,6 +158,7 @@ impl TryFrom<&spec::JobSpec> for JobSpec {
             video,
             strength: s.strength,
             extend,
+            image_cond_noise_scale: s.image_cond_noise_scale,
         })
     }
 }
@@ -283,6 +284,7 @@ impl TryFrom<JobSpec> for spec::JobSpec {
             video,
             strength: p.strength,
             extend,
+            image_cond_noise_scale: p.image_cond_noise_scale,
         })
     }
 }

@@ -196,6 +196,12 @@ pub struct JobSpec {
     /// Continue an existing video (kind `t2v`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extend: Option<ExtendSpec>,
+    /// How much noise a strength-1 condition (a keyframe, an extension's
+    /// frames) is re-noised with each step, in 0..=1 (LTX-Video's
+    /// `image_cond_noise_scale`, default 0.15; 0 holds the condition's
+    /// latents exactly). Only with `conditions` or `extend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_cond_noise_scale: Option<f64>,
 }
 
 impl JobSpec {
@@ -229,6 +235,7 @@ impl JobSpec {
             video: None,
             strength: None,
             extend: None,
+            image_cond_noise_scale: None,
         }
     }
 

@@ -1022,3 +1022,30 @@ fn long_videos_are_sized_by_one_segment_and_take_conditions_in_it() {
     s.strength = Some(0.5);
     invalid(&s, "frames", "at most 257 frames (one segment)");
 }
+
+#[test]
+fn image_cond_noise_scale_is_a_share_and_needs_a_condition() {
+    let mut s = t2v();
+    s.image_cond_noise_scale = Some(0.0);
+    invalid(
+        &s,
+        "image_cond_noise_scale",
+        "only applies to jobs with conditions or extend",
+    );
+    s.conditions = vec![vidflow_job::spec::ConditionSpec {
+        image: Some(ImageSource::Key("acme/in/a.png".into())),
+        video: None,
+        frame_index: 0,
+        strength: None,
+    }];
+    assert_eq!(ok(&s).media.noise_scale, Some(0.0));
+    s.image_cond_noise_scale = Some(1.5);
+    invalid(&s, "image_cond_noise_scale", "0..=1");
+    s.image_cond_noise_scale = Some(f64::NAN);
+    invalid(&s, "image_cond_noise_scale", "0..=1");
+    let json = r#"{"tenant":"acme","tier":"free","kind":"t2v","prompt":"p","resolution":"480p",
+        "conditions":[{"image":{"key":"acme/in/a.png"},"frame_index":0}],"image_cond_noise_scale":0.05}"#;
+    let spec = JobSpec::from_json(json).unwrap();
+    let back = JobSpec::try_from(vidflow_job::proto::JobSpec::try_from(&spec).unwrap()).unwrap();
+    assert_eq!(back.image_cond_noise_scale, Some(0.05));
+}
