@@ -21,6 +21,7 @@ pub mod t5;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
+pub mod unipc;
 pub mod vae;
 pub mod weights;
 

@@ -201,6 +201,7 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "ltx_vae_encoder" => runners::vae_encoder(case),
         "t5_encoder" => runners::t5_encoder(case),
         "flow_match_schedule" => runners::flow_match_schedule(case),
+        "unipc_flow_schedule" => runners::unipc_flow_schedule(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(
@@ -246,4 +247,9 @@ fn check_loaded(case: Case, dir: &Path) -> Result<CaseReport> {
 /// The golden folder relative to the workspace root (`../shared/golden/ltx`).
 pub fn default_golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/ltx")
+}
+
+/// Where the Wan 2.1 cases are, next to the LTX ones.
+pub fn wan_golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/wan")
 }

@@ -116,3 +116,59 @@ pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     }
     Ok(out)
 }
+
+/// Golden runner for `unipc_flow_schedule` cases: the schedules of the
+/// case's (steps, shift) pairs, then its steps on the given sample and
+/// model outputs.
+pub fn unipc_flow_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: crate::unipc::UniPcConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let dev = &candle_core::Device::Cpu;
+    let scalar = |k: &str| {
+        case.scalars
+            .get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing scalar `{k}`")))
+    };
+    let pairs = case
+        .scalars
+        .get("pairs")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| GpuError::config(case.case_desc(), "missing scalar `pairs`"))?;
+    let mut out = Vec::new();
+    for p in pairs {
+        let (Some(n), Some(s)) = (
+            p.get(0).and_then(|v| v.as_u64()),
+            p.get(1).and_then(|v| v.as_f64()),
+        ) else {
+            return Err(GpuError::config(case.case_desc(), format!("bad pair {p}")));
+        };
+        let sch = cfg.schedule(n as usize, s)?;
+        let name = if s.fract() == 0.0 {
+            format!("{n}_{}", s as i64)
+        } else {
+            format!("{n}_{s}")
+        };
+        let ts: Vec<f32> = sch.timesteps.iter().map(|&t| t as f32).collect();
+        out.push((
+            format!("timesteps_{name}"),
+            Tensor::new(ts.as_slice(), dev)?,
+        ));
+        out.push((
+            format!("sigmas_{name}"),
+            Tensor::new(sch.sigmas.as_slice(), dev)?,
+        ));
+    }
+    let steps = scalar("step_num_inference_steps")? as usize;
+    let mut sampler = crate::unipc::UniPc::new(&cfg, steps, scalar("step_flow_shift")?)?;
+    let mut x = case.input("sample")?;
+    let outputs = case.input("model_outputs")?;
+    let (mut samples, mut ts) = (Vec::new(), Vec::new());
+    for i in 0..steps {
+        ts.push(sampler.timestep().unwrap_or_default() as f32);
+        x = sampler.step(&outputs.get(i)?, &x)?;
+        samples.push(x.clone());
+    }
+    out.push(("step_samples".into(), Tensor::stack(&samples, 0)?));
+    out.push(("step_timesteps".into(), Tensor::new(ts.as_slice(), dev)?));
+    Ok(out)
+}
