@@ -33,3 +33,8 @@ fn run(name: &str) {
 fn unipc_flow_schedule() {
     run("unipc_flow_schedule");
 }
+
+#[test]
+fn umt5_encoder() {
+    run("umt5_encoder");
+}

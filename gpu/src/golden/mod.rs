@@ -202,6 +202,7 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "t5_encoder" => runners::t5_encoder(case),
         "flow_match_schedule" => runners::flow_match_schedule(case),
         "unipc_flow_schedule" => runners::unipc_flow_schedule(case),
+        "umt5_encoder" => runners::umt5_encoder(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(

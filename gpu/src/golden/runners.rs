@@ -172,3 +172,21 @@ pub fn unipc_flow_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     out.push(("step_timesteps".into(), Tensor::new(ts.as_slice(), dev)?));
     Ok(out)
 }
+
+/// Golden runner for `umt5_encoder` cases (Wan's text encoder): UMT5 with
+/// the attention mask, `last_hidden_state`, and `prompt_embeds` (rows at
+/// and past each sequence's token count set to 0, as WanPipeline trims and
+/// zero-pads).
+pub fn umt5_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let mut cfg: T5Config = parse_config(case.config.clone(), &case.case_desc())?;
+    cfg.model_type.get_or_insert_with(|| "umt5".into());
+    let model = T5Encoder::load(case.weights()?, &cfg)?;
+    let ids = case.input("input_ids")?;
+    let mask = case.input("attention_mask")?;
+    let hidden = model.forward_masked(&ids, Some(&mask))?;
+    let embeds = crate::t5::zero_past_length(&hidden, &mask)?;
+    Ok(vec![
+        ("last_hidden_state".into(), hidden),
+        ("prompt_embeds".into(), embeds),
+    ])
+}

@@ -50,6 +50,10 @@ pub struct T5Config {
     /// ACT one of `relu`, `gelu`, `gelu_new`, `silu`.
     #[serde(default = "default_ff_proj")]
     pub feed_forward_proj: String,
+    /// `"umt5"`: every layer has its own relative position bias (Wan's
+    /// text encoder); T5 shares layer 0's.
+    #[serde(default)]
+    pub model_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +152,11 @@ impl T5Config {
         Ok(())
     }
 
+    /// UMT5 gives every layer its own relative position bias.
+    pub fn per_layer_bias(&self) -> bool {
+        self.model_type.as_deref() == Some("umt5")
+    }
+
     fn inner_dim(&self) -> usize {
         self.num_heads * self.d_kv
     }
@@ -166,7 +175,7 @@ pub fn expected_tensor_shapes(cfg: &T5Config) -> Vec<(String, Vec<usize>)> {
             v.push((format!("{b}.0.SelfAttention.{p}.weight"), vec![inner, d]));
         }
         v.push((format!("{b}.0.SelfAttention.o.weight"), vec![d, inner]));
-        if i == 0 {
+        if i == 0 || cfg.per_layer_bias() {
             v.push((
                 format!("{b}.0.SelfAttention.relative_attention_bias.weight"),
                 vec![cfg.relative_attention_num_buckets, cfg.num_heads],
@@ -203,8 +212,9 @@ struct Block {
 pub struct T5Encoder {
     pub config: T5Config,
     embed: Tensor,
-    /// `[num_buckets, num_heads]`, f32.
-    rel_bias: Tensor,
+    /// `[num_buckets, num_heads]`, f32: one shared (T5) or one per layer
+    /// (UMT5).
+    rel_bias: Vec<Tensor>,
     blocks: Vec<Block>,
     final_ln: Tensor,
     act: Act,
@@ -264,12 +274,12 @@ impl T5Encoder {
         };
         let enc = w.pp("encoder");
         let mut blocks = Vec::with_capacity(cfg.num_layers);
-        let mut rel_bias = None;
+        let mut rel_bias = Vec::new();
         for i in 0..cfg.num_layers {
             let b = enc.pp(format!("block.{i}.layer"));
             let a = b.pp("0.SelfAttention");
-            if i == 0 {
-                rel_bias = Some(
+            if i == 0 || cfg.per_layer_bias() {
+                rel_bias.push(
                     a.get(
                         "relative_attention_bias.weight",
                         &[cfg.relative_attention_num_buckets, cfg.num_heads],
@@ -298,15 +308,6 @@ impl T5Encoder {
                 wo: keep_f32_if_f16(Linear::load(&f, "wo", ff, d, false)?)?,
             });
         }
-        let rel_bias = match rel_bias {
-            Some(r) => r,
-            // A zero-layer stack never reads the bias.
-            None => Tensor::zeros(
-                (cfg.relative_attention_num_buckets, cfg.num_heads),
-                DType::F32,
-                w.device(),
-            )?,
-        };
         let final_ln = enc
             .get("final_layer_norm.weight", &[d])?
             .to_dtype(DType::F32)?;
@@ -362,8 +363,9 @@ impl T5Encoder {
         Ok(Tensor::from_vec(ids, (b, t), self.device())?)
     }
 
-    /// `[1, H, T, T]` f32 relative position bias for a length-`t` sequence.
-    fn position_bias(&self, t: usize) -> Result<Tensor> {
+    /// `[1, H, T, T]` f32 relative position bias for a length-`t` sequence
+    /// from the `[buckets, H]` table `table`.
+    fn position_bias(&self, table: &Tensor, t: usize) -> Result<Tensor> {
         let cfg = &self.config;
         let mut buckets = Vec::with_capacity(t * t);
         for q in 0..t as i64 {
@@ -377,7 +379,7 @@ impl T5Encoder {
         }
         let buckets = Tensor::from_vec(buckets, t * t, self.device())?;
         // [T*T, H] -> [H, T, T] -> [1, H, T, T]
-        let bias = self.rel_bias.index_select(&buckets, 0)?;
+        let bias = table.index_select(&buckets, 0)?;
         Ok(bias
             .t()?
             .reshape((cfg.num_heads, t, t))?
@@ -416,6 +418,13 @@ impl T5Encoder {
     /// `[B, T]` token ids (u32 or i64) -> `[B, T, d_model]` f32 hidden states
     /// (`last_hidden_state`), without attention mask.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.forward_masked(input_ids, None)
+    }
+
+    /// [`Self::forward`] with an attention mask `[B, T]` (1 for a real
+    /// token, 0 for padding): padded keys get the most negative f32 added
+    /// to their scores, as transformers does (Wan runs UMT5 this way).
+    pub fn forward_masked(&self, input_ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let ids = self.checked_ids(input_ids)?;
         let (b, t) = ids.dims2()?;
         let eps = self.config.layer_norm_epsilon;
@@ -424,8 +433,30 @@ impl T5Encoder {
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.d_model))?
             .to_dtype(DType::F32)?;
-        let bias = self.position_bias(t)?;
-        for blk in &self.blocks {
+        let key_mask = match mask {
+            None => None,
+            Some(m) => {
+                if m.dims() != [b, t] {
+                    return Err(GpuError::invalid(
+                        "attention_mask",
+                        format!("shape {:?}, expected [{b}, {t}]", m.dims()),
+                    ));
+                }
+                let m = m.to_dtype(DType::F32)?;
+                // (1 - m) * f32::MIN, as [B, 1, 1, T].
+                let add = m.affine(-(f32::MIN as f64), f32::MIN as f64)?;
+                Some(add.reshape((b, 1, 1, t))?)
+            }
+        };
+        let mut bias = Tensor::zeros((1, 1, 1, 1), DType::F32, self.device())?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            // T5: layer 0's table for every layer; UMT5: each its own.
+            if i == 0 || self.config.per_layer_bias() {
+                bias = self.position_bias(&self.rel_bias[i], t)?;
+                if let Some(k) = &key_mask {
+                    bias = bias.broadcast_add(k)?;
+                }
+            }
             let hn = rms_norm(&x, Some(&blk.ln0), eps)?;
             x = (&x + self.attention(blk, &hn, &bias)?)?;
             let hn = rms_norm(&x, Some(&blk.ln1), eps)?;
@@ -435,173 +466,20 @@ impl T5Encoder {
     }
 }
 
-/// Golden runner: `case.config` is a transformers T5 config, `input_ids` the
-/// input; returns `last_hidden_state`.
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::weights::parse_config;
-    use std::collections::HashMap;
-
-    fn tiny_cfg() -> T5Config {
-        serde_json::from_value(serde_json::json!({
-            "vocab_size": 16, "d_model": 8, "d_kv": 4, "d_ff": 12,
-            "num_layers": 2, "num_heads": 2, "some_unknown_key": true
-        }))
-        .unwrap()
+/// Wan's prompt embeddings from UMT5's output `[B, T, D]`: every row at or
+/// past a sequence's token count (the sum of its `mask` row) set to 0, as
+/// WanPipeline trims each sequence to its length and zero-pads it back.
+/// The transformer attends to those zero rows: they are not masked there.
+pub fn zero_past_length(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, t, _) = hidden.dims3()?;
+    let counts: Vec<f32> = mask.to_dtype(DType::F32)?.sum(1)?.to_vec1()?;
+    let mut keep = Vec::with_capacity(b * t);
+    for n in &counts {
+        keep.extend((0..t).map(|j| if (j as f32) < *n { 1.0f32 } else { 0.0 }));
     }
-
-    fn tiny_weights(cfg: &T5Config, skip: Option<&str>) -> Weights {
-        let mut m = HashMap::new();
-        for (i, (name, shape)) in expected_tensor_shapes(cfg).into_iter().enumerate() {
-            if Some(name.as_str()) == skip {
-                continue;
-            }
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n)
-                .map(|j| (((j * 7 + i * 13) % 17) as f32 - 8.0) / 20.0)
-                .collect();
-            m.insert(name, Tensor::from_vec(data, shape, &Device::Cpu).unwrap());
-        }
-        Weights::from_tensors(m, "tiny test weights")
-    }
-
-    #[test]
-    fn config_defaults_and_missing_key() {
-        let c = tiny_cfg();
-        assert_eq!(c.relative_attention_num_buckets, 32);
-        assert_eq!(c.relative_attention_max_distance, 128);
-        assert_eq!(c.feed_forward_proj, "gated-gelu");
-        let e = parse_config::<T5Config>(serde_json::json!({"vocab_size": 3}), "cfg.json")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("d_model"), "{e}");
-    }
-
-    #[test]
-    fn unsupported_ff_proj_is_error() {
-        let mut c = tiny_cfg();
-        c.feed_forward_proj = "gated-foo".into();
-        let w = tiny_weights(&tiny_cfg(), None);
-        let e = T5Encoder::load(&w, &c).err().unwrap().to_string();
-        assert!(e.contains("feed_forward_proj"), "{e}");
-    }
-
-    #[test]
-    fn forward_shape_and_dtypes() {
-        let c = tiny_cfg();
-        let m = T5Encoder::load(&tiny_weights(&c, None), &c).unwrap();
-        let ids = Tensor::new(&[[1u32, 2, 3], [4, 5, 15]], &Device::Cpu).unwrap();
-        let y = m.forward(&ids).unwrap();
-        assert_eq!(y.dims(), &[2, 3, 8]);
-        assert_eq!(y.dtype(), DType::F32);
-        let y64 = m.forward(&ids.to_dtype(DType::I64).unwrap()).unwrap();
-        let d: f32 = (y - y64)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(d, 0.0);
-    }
-
-    #[test]
-    fn half_weights_run() {
-        let c = tiny_cfg();
-        let w = tiny_weights(&c, None);
-        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
-        let y32 = T5Encoder::load(&w, &c).unwrap().forward(&ids).unwrap();
-        for dt in [DType::F16, DType::BF16] {
-            let m = T5Encoder::load(&w.clone().with_dtype(dt), &c).unwrap();
-            let y = m.forward(&ids).unwrap();
-            assert_eq!(y.dtype(), DType::F32);
-            let d: f32 = (y - &y32)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(d < 0.1, "{dt:?}: {d}");
-        }
-    }
-
-    #[test]
-    fn relu_variant_loads() {
-        let mut c = tiny_cfg();
-        c.feed_forward_proj = "relu".into();
-        let w = tiny_weights(&c, None);
-        assert!(w.contains("encoder.block.0.layer.1.DenseReluDense.wi.weight"));
-        let m = T5Encoder::load(&w, &c).unwrap();
-        let ids = Tensor::new(&[[1u32, 2]], &Device::Cpu).unwrap();
-        assert_eq!(m.forward(&ids).unwrap().dims(), &[1, 2, 8]);
-    }
-
-    #[test]
-    fn ids_out_of_vocab_error() {
-        let c = tiny_cfg();
-        let m = T5Encoder::load(&tiny_weights(&c, None), &c).unwrap();
-        for ids in [
-            Tensor::new(&[[1u32, 16]], &Device::Cpu).unwrap(),
-            Tensor::new(&[[1i64, -1]], &Device::Cpu).unwrap(),
-        ] {
-            match m.forward(&ids) {
-                Err(GpuError::InvalidInput { field, msg }) => {
-                    assert_eq!(field, "input_ids");
-                    assert!(msg.contains("[0, 1]"), "{msg}");
-                }
-                other => panic!(
-                    "expected InvalidInput, got {:?}",
-                    other.map(|t| t.dims().to_vec())
-                ),
-            }
-        }
-        let bad_rank = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
-        assert!(matches!(
-            m.forward(&bad_rank),
-            Err(GpuError::InvalidInput { .. })
-        ));
-    }
-
-    #[test]
-    fn missing_tensor_named() {
-        let c = tiny_cfg();
-        let name = "encoder.block.1.layer.1.DenseReluDense.wi_1.weight";
-        let e = T5Encoder::load(&tiny_weights(&c, Some(name)), &c)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(&e, GpuError::MissingTensor { name: n, .. } if n == name),
-            "{e}"
-        );
-        assert!(e.to_string().contains(name));
-    }
-
-    #[test]
-    fn wrong_shape_named() {
-        let c = tiny_cfg();
-        let mut c2 = c.clone();
-        c2.d_ff = 10;
-        let e = T5Encoder::load(&tiny_weights(&c, None), &c2).err().unwrap();
-        assert!(matches!(e, GpuError::ShapeMismatch { .. }), "{e}");
-    }
-
-    #[test]
-    fn buckets_match_reference() {
-        // Values from transformers' _relative_position_bucket(bidirectional,
-        // 32 buckets, max_distance 128).
-        let b = |r| relative_position_bucket(r, 32, 128);
-        assert_eq!(b(0), 0);
-        assert_eq!(b(-1), 1);
-        assert_eq!(b(1), 17);
-        assert_eq!(b(-7), 7);
-        assert_eq!(b(-8), 8);
-        assert_eq!(b(-16), 10);
-        assert_eq!(b(16), 26);
-        assert_eq!(b(-200), 15);
-        assert_eq!(b(200), 31);
-    }
+    let keep = Tensor::from_vec(keep, (b, t, 1), hidden.device())?;
+    Ok(hidden.broadcast_mul(&keep)?)
 }
+
+#[cfg(test)]
+mod tests;
