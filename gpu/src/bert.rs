@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{GpuError, Result};
-use crate::nn::{layer_norm_plain, Linear};
+use crate::nn::{AffineNorm as Norm, Linear};
 use crate::weights::{read_config, Weights};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,25 +31,6 @@ pub struct BertConfig {
 
 fn eps() -> f64 {
     1e-12
-}
-
-struct Norm {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Norm {
-    fn load(w: &Weights, name: &str, d: usize) -> Result<Norm> {
-        Ok(Norm {
-            w: w.get(&format!("{name}.weight"), &[d])?,
-            b: w.get(&format!("{name}.bias"), &[d])?,
-        })
-    }
-    fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
-        Ok(layer_norm_plain(x, eps)?
-            .broadcast_mul(&self.w)?
-            .broadcast_add(&self.b)?)
-    }
 }
 
 struct Layer {

@@ -6,6 +6,7 @@
 //! golden cases (see `golden`).
 
 pub mod bert;
+pub mod clip;
 pub mod demo;
 pub mod error;
 pub mod golden;

@@ -185,3 +185,25 @@ pub(crate) fn gemm_f32(
         );
     }
 }
+
+/// Layer normalisation over the last dimension with a weight and a bias
+/// (`{name}.weight`, `{name}.bias`): BERT's and CLIP's.
+pub struct AffineNorm {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl AffineNorm {
+    pub fn load(w: &Weights, name: &str, d: usize) -> Result<AffineNorm> {
+        Ok(AffineNorm {
+            w: w.get(&format!("{name}.weight"), &[d])?,
+            b: w.get(&format!("{name}.bias"), &[d])?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
+        Ok(layer_norm_plain(x, eps)?
+            .broadcast_mul(&self.w)?
+            .broadcast_add(&self.b)?)
+    }
+}

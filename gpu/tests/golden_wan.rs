@@ -38,3 +38,8 @@ fn unipc_flow_schedule() {
 fn umt5_encoder() {
     run("umt5_encoder");
 }
+
+#[test]
+fn clip_vision_encoder() {
+    run("clip_vision_encoder");
+}

@@ -190,3 +190,18 @@ pub fn umt5_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
         ("prompt_embeds".into(), embeds),
     ])
 }
+
+/// Golden runner for `clip_vision_encoder` cases (Wan's image encoder).
+pub fn clip_vision_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: crate::clip::ClipVisionConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let model = crate::clip::ClipVisionEncoder::load(case.weights()?, &cfg)?;
+    let out = model.forward(&case.input("pixel_values")?)?;
+    let mut v = vec![
+        ("penultimate_hidden_state".to_string(), out.penultimate),
+        ("last_hidden_state".to_string(), out.last),
+    ];
+    if let Some(e) = out.image_embeds {
+        v.push(("image_embeds".to_string(), e));
+    }
+    Ok(v)
+}
