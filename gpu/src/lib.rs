@@ -24,6 +24,7 @@ pub mod tokenizer;
 pub mod transformer;
 pub mod unipc;
 pub mod vae;
+pub mod wan;
 pub mod weights;
 
 pub use error::{GpuError, Result};

@@ -43,3 +43,13 @@ fn umt5_encoder() {
 fn clip_vision_encoder() {
     run("clip_vision_encoder");
 }
+
+#[test]
+fn wan_transformer_t2v() {
+    run("wan_transformer_t2v");
+}
+
+#[test]
+fn wan_transformer_i2v() {
+    run("wan_transformer_i2v");
+}

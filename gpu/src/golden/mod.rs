@@ -204,6 +204,7 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "unipc_flow_schedule" => runners::unipc_flow_schedule(case),
         "umt5_encoder" => runners::umt5_encoder(case),
         "clip_vision_encoder" => runners::clip_vision_encoder(case),
+        "wan_transformer" => runners::wan_transformer(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(

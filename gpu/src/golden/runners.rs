@@ -205,3 +205,21 @@ pub fn clip_vision_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
     }
     Ok(v)
 }
+
+/// Golden runner for `wan_transformer` cases (text- and image-to-video).
+pub fn wan_transformer(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: crate::wan::WanConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let model = crate::wan::WanTransformer::load(case.weights()?, &cfg)?;
+    let image = if case.inputs.contains("encoder_hidden_states_image") {
+        Some(case.input("encoder_hidden_states_image")?)
+    } else {
+        None
+    };
+    let out = model.forward(
+        &case.input("hidden_states")?,
+        &case.input("timestep")?,
+        &case.input("encoder_hidden_states")?,
+        image.as_ref(),
+    )?;
+    Ok(vec![("output".into(), out)])
+}

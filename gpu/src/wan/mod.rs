@@ -1,0 +1,7 @@
+//! Wan 2.1, the second model family: the transformer (text- and
+//! image-to-video). Its text encoder is UMT5 (`crate::t5`), its image
+//! encoder CLIP (`crate::clip`), its sampler UniPC (`crate::unipc`).
+
+pub mod transformer;
+
+pub use transformer::{WanConfig, WanTransformer};
