@@ -53,3 +53,13 @@ fn wan_transformer_t2v() {
 fn wan_transformer_i2v() {
     run("wan_transformer_i2v");
 }
+
+#[test]
+fn wan_vae_decoder() {
+    run("wan_vae_decoder");
+}
+
+#[test]
+fn wan_vae_encoder() {
+    run("wan_vae_encoder");
+}

@@ -205,6 +205,8 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "umt5_encoder" => runners::umt5_encoder(case),
         "clip_vision_encoder" => runners::clip_vision_encoder(case),
         "wan_transformer" => runners::wan_transformer(case),
+        "wan_vae_decoder" => runners::wan_vae_decoder(case),
+        "wan_vae_encoder" => runners::wan_vae_encoder(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(

@@ -223,3 +223,25 @@ pub fn wan_transformer(case: &Case) -> Result<Vec<(String, Tensor)>> {
     )?;
     Ok(vec![("output".into(), out)])
 }
+
+/// Golden runner for `wan_vae_decoder` cases.
+pub fn wan_vae_decoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: crate::wan::WanVaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let vae = crate::wan::WanVae::load(case.weights()?, &cfg)?;
+    let (video, raw) = vae.decode(&case.input("latents")?)?;
+    Ok(vec![
+        ("video".into(), video),
+        ("video_unclamped".into(), raw),
+    ])
+}
+
+/// Golden runner for `wan_vae_encoder` cases.
+pub fn wan_vae_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    let cfg: crate::wan::WanVaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
+    let vae = crate::wan::WanVae::load(case.weights()?, &cfg)?;
+    let (mean, std) = vae.encode(&case.input("video")?)?;
+    Ok(vec![
+        ("latent_mean".into(), mean),
+        ("latent_std".into(), std),
+    ])
+}
