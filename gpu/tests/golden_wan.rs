@@ -63,3 +63,13 @@ fn wan_vae_decoder() {
 fn wan_vae_encoder() {
     run("wan_vae_encoder");
 }
+
+#[test]
+fn wan_pipeline_t2v() {
+    run("wan_pipeline_t2v");
+}
+
+#[test]
+fn wan_pipeline_i2v() {
+    run("wan_pipeline_i2v");
+}

@@ -207,6 +207,7 @@ pub fn run_component(case: &Case) -> Result<Vec<(String, Tensor)>> {
         "wan_transformer" => runners::wan_transformer(case),
         "wan_vae_decoder" => runners::wan_vae_decoder(case),
         "wan_vae_encoder" => runners::wan_vae_encoder(case),
+        "wan_pipeline_t2v" | "wan_pipeline_i2v" => runners::wan_pipeline(case),
         "ltx_pipeline_t2v" => pipeline::ltx_pipeline_t2v(case),
         "ltx_condition_pipeline" => condition::ltx_condition_pipeline(case),
         other => Err(GpuError::config(

@@ -245,3 +245,69 @@ pub fn wan_vae_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
         ("latent_std".into(), std),
     ])
 }
+
+/// Golden runner for `wan_pipeline_t2v` and `wan_pipeline_i2v` cases.
+pub fn wan_pipeline(case: &Case) -> Result<Vec<(String, Tensor)>> {
+    use crate::wan::pipeline::{denoise, image_condition, image_tokens, WanDenoise};
+    let part = |k: &str| {
+        case.config
+            .get(k)
+            .cloned()
+            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing config `{k}`")))
+    };
+    let scalar = |k: &str| {
+        case.scalars
+            .get(k)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing scalar `{k}`")))
+    };
+    let w = case.weights()?;
+    let tcfg: crate::wan::WanConfig = parse_config(part("transformer")?, &case.case_desc())?;
+    let model = crate::wan::WanTransformer::load(&w.pp("transformer"), &tcfg)?;
+    let sampler: crate::unipc::UniPcConfig = parse_config(part("scheduler")?, &case.case_desc())?;
+    let mut out = Vec::new();
+    let (condition, image) = if case.kind == "wan_pipeline_i2v" {
+        let vcfg: crate::wan::WanVaeConfig = parse_config(part("vae")?, &case.case_desc())?;
+        let vae = crate::wan::WanVae::load(&w.pp("vae"), &vcfg)?;
+        let ccfg: crate::clip::ClipVisionConfig =
+            parse_config(part("image_encoder")?, &case.case_desc())?;
+        let clip = crate::clip::ClipVisionEncoder::load(&w.pp("image_encoder"), &ccfg)?;
+        let frames = scalar("num_frames")? as usize;
+        let cond = image_condition(&vae, &case.input("image")?, frames)?;
+        let tokens = image_tokens(&clip, &case.input("clip_pixel_values")?)?;
+        out.push(("condition".to_string(), cond.clone()));
+        out.push(("image_embeds".to_string(), tokens.clone()));
+        (Some(cond), Some(tokens))
+    } else {
+        (None, None)
+    };
+    let (text, neg) = (
+        case.input("prompt_embeds")?,
+        case.input("negative_prompt_embeds")?,
+    );
+    let r = denoise(
+        &model,
+        &sampler,
+        WanDenoise {
+            latents: case.input("latents")?,
+            text: &text,
+            negative: Some(&neg),
+            guidance: scalar("guidance_scale")?,
+            steps: scalar("num_inference_steps")? as usize,
+            shift: None,
+            condition: condition.as_ref(),
+            image: image.as_ref(),
+        },
+    )?;
+    let dev = &candle_core::Device::Cpu;
+    let ts: Vec<f32> = r.schedule.timesteps.iter().map(|&t| t as f32).collect();
+    out.push(("latents".into(), r.latents));
+    out.push(("timesteps".into(), Tensor::new(ts.as_slice(), dev)?));
+    out.push((
+        "sigmas".into(),
+        Tensor::new(r.schedule.sigmas.as_slice(), dev)?,
+    ));
+    out.push(("step0_timestep".into(), Tensor::new(&ts[..1], dev)?));
+    out.push(("step0_hidden_states".into(), r.step0_input));
+    Ok(out)
+}
