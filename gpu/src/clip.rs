@@ -152,9 +152,9 @@ impl ClipVisionEncoder {
         let heads = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(l.q.forward(x)?.affine((hd as f64).powf(-0.5), 0.0)?)?;
-        let k = heads(l.k.forward(x)?)?;
-        let v = heads(l.v.forward(x)?)?;
+        let q = heads(l.q.forward_f32(x)?.affine((hd as f64).powf(-0.5), 0.0)?)?;
+        let k = heads(l.k.forward_f32(x)?)?;
+        let v = heads(l.v.forward_f32(x)?)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?;
         let probs = crate::kernels::softmax_last_dim(&scores)?;
         let ctx = probs
@@ -162,17 +162,17 @@ impl ClipVisionEncoder {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, d))?;
-        l.o.forward(&ctx)
+        l.o.forward_f32(&ctx)
     }
 
     fn mlp(&self, l: &Layer, x: &Tensor) -> Result<Tensor> {
-        let hdn = l.fc1.forward(x)?;
+        let hdn = l.fc1.forward_f32(x)?;
         let hdn = if self.quick_gelu {
             (&hdn * candle_nn::ops::sigmoid(&hdn.affine(1.702, 0.0)?)?)?
         } else {
             hdn.gelu_erf()?
         };
-        l.fc2.forward(&hdn)
+        l.fc2.forward_f32(&hdn)
     }
 
     /// `[B, C, S, S]` CLIP-normalised pixels (S = `image_size`) -> the
@@ -196,9 +196,10 @@ impl ClipVisionEncoder {
         let d = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
         // Patches: a stride-p convolution without bias, then [B, N, D].
-        let px = pixels.to_dtype(self.patch.dtype())?;
+        let wt = crate::wan::vae::conv_weight(&self.patch)?;
+        let px = pixels.to_dtype(wt.dtype())?;
         let patches = px
-            .conv2d(&self.patch, 0, cfg.patch_size, 1, 1)?
+            .conv2d(&wt, 0, cfg.patch_size, 1, 1)?
             .flatten_from(2)?
             .transpose(1, 2)?
             .to_dtype(DType::F32)?;
@@ -225,7 +226,7 @@ impl ClipVisionEncoder {
         let image_embeds = match &self.projection {
             Some(p) => {
                 let pooled = self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?, eps)?;
-                Some(p.forward(&pooled)?)
+                Some(p.forward_f32(&pooled)?)
             }
             None => None,
         };

@@ -30,6 +30,14 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// [`Self::forward`] on an f32 activation in the weight's dtype (bf16
+    /// weights: a bf16 GEMM), returned as f32: what models whose norms and
+    /// residuals stay in f32 call.
+    pub fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.forward(&x.to_dtype(self.weight.dtype())?)?;
+        Ok(y.to_dtype(DType::F32)?)
+    }
+
     pub fn out_dim(&self) -> usize {
         self.weight.dim(0).unwrap_or(0)
     }
@@ -202,8 +210,9 @@ impl AffineNorm {
     }
 
     pub fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
+        let dt = x.dtype();
         Ok(layer_norm_plain(x, eps)?
-            .broadcast_mul(&self.w)?
-            .broadcast_add(&self.b)?)
+            .broadcast_mul(&self.w.to_dtype(dt)?)?
+            .broadcast_add(&self.b.to_dtype(dt)?)?)
     }
 }

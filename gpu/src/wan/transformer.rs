@@ -321,9 +321,9 @@ impl WanTransformer {
 
     fn self_attention(&self, a: &Attention, x: &Tensor, rope: &(Tensor, Tensor)) -> Result<Tensor> {
         let eps = self.config.eps;
-        let q = rms_norm(&a.q.forward(x)?, Some(&a.norm_q), eps)?;
-        let k = rms_norm(&a.k.forward(x)?, Some(&a.norm_k), eps)?;
-        let v = a.v.forward(x)?;
+        let q = rms_norm(&a.q.forward_f32(x)?, Some(&a.norm_q), eps)?;
+        let k = rms_norm(&a.k.forward_f32(x)?, Some(&a.norm_k), eps)?;
+        let v = a.v.forward_f32(x)?;
         let q = Self::rotate(&self.heads(&q)?, &rope.0, &rope.1)?;
         let k = Self::rotate(&self.heads(&k)?, &rope.0, &rope.1)?;
         let v = self.heads(&v)?;
@@ -333,7 +333,7 @@ impl WanTransformer {
             &v.transpose(1, 2)?,
             None,
         )?;
-        a.o.forward(&out)
+        a.o.forward_f32(&out)
     }
 
     fn cross_attention(&self, a: &Attention, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
@@ -355,20 +355,20 @@ impl WanTransformer {
             None => (None, ctx.clone()),
         };
         let q = self
-            .heads(&rms_norm(&a.q.forward(x)?, Some(&a.norm_q), eps)?)?
+            .heads(&rms_norm(&a.q.forward_f32(x)?, Some(&a.norm_q), eps)?)?
             .transpose(1, 2)?;
-        let k = self.heads(&rms_norm(&a.k.forward(&text)?, Some(&a.norm_k), eps)?)?;
-        let v = self.heads(&a.v.forward(&text)?)?;
+        let k = self.heads(&rms_norm(&a.k.forward_f32(&text)?, Some(&a.norm_k), eps)?)?;
+        let v = self.heads(&a.v.forward_f32(&text)?)?;
         let mut out =
             crate::kernels::attention(&q, &k.transpose(1, 2)?, &v.transpose(1, 2)?, None)?;
         if let (Some(img), Some((ak, av, nk))) = (img, &a.added) {
-            let k = self.heads(&rms_norm(&ak.forward(&img)?, Some(nk), eps)?)?;
-            let v = self.heads(&av.forward(&img)?)?;
+            let k = self.heads(&rms_norm(&ak.forward_f32(&img)?, Some(nk), eps)?)?;
+            let v = self.heads(&av.forward_f32(&img)?)?;
             let o = crate::kernels::attention(&q, &k.transpose(1, 2)?, &v.transpose(1, 2)?, None)?;
             // The reference adds the text result to the image one.
             out = (o + out)?;
         }
-        a.o.forward(&out)
+        a.o.forward_f32(&out)
     }
 
     /// One forward pass: `latents` `[B, C_in, F, H, W]`, `timestep` `[B]`
@@ -418,10 +418,12 @@ impl WanTransformer {
         let temb = self.time.forward(timestep)?.to_dtype(DType::F32)?;
         let proj = self
             .time_proj
-            .forward(&crate::kernels::silu(&temb)?)?
+            .forward_f32(&crate::kernels::silu(&temb)?)?
             .to_dtype(DType::F32)?
             .reshape((b, 6, d))?;
-        let mut ctx = self.text_2.forward(&self.text_1.forward(text)?.gelu()?)?;
+        let mut ctx = self
+            .text_2
+            .forward_f32(&self.text_1.forward_f32(text)?.gelu()?)?;
         if let Some((n1, l1, l2, n2)) = &self.image {
             let Some(img) = image else {
                 return Err(GpuError::invalid(
@@ -430,7 +432,7 @@ impl WanTransformer {
                 ));
             };
             let e = n1.forward(&img.to_dtype(DType::F32)?, 1e-5)?;
-            let e = n2.forward(&l2.forward(&l1.forward(&e)?.gelu_erf()?)?, 1e-5)?;
+            let e = n2.forward(&l2.forward_f32(&l1.forward_f32(&e)?.gelu_erf()?)?, 1e-5)?;
             ctx = Tensor::cat(&[&e, &ctx], 1)?;
         }
         let mut x = x;
@@ -452,7 +454,9 @@ impl WanTransformer {
             let n = layer_norm_plain(&x, eps)?
                 .broadcast_mul(&(c_scale + 1.0)?)?
                 .broadcast_add(&c_shift)?;
-            let ff = blk.ff_out.forward(&blk.ff_in.forward(&n)?.gelu()?)?;
+            let ff = blk
+                .ff_out
+                .forward_f32(&blk.ff_in.forward_f32(&n)?.gelu()?)?;
             x = (x + ff.broadcast_mul(&c_gate)?)?;
         }
         let m = self.table.broadcast_add(&temb.unsqueeze(1)?)?;
@@ -460,7 +464,7 @@ impl WanTransformer {
         let x = layer_norm_plain(&x, eps)?
             .broadcast_mul(&(scale + 1.0)?)?
             .broadcast_add(&shift)?;
-        let out = self.proj_out.forward(&x)?;
+        let out = self.proj_out.forward_f32(&x)?;
         let co = cfg.out_channels;
         // [B, F', H', W', pt, ph, pw, C] -> [B, C, F', pt, H', ph, W', pw].
         let out = out

@@ -163,14 +163,28 @@ impl CausalConv {
             .permute([0, 2, 3, 1, 4, 5])?
             .contiguous()?
             .reshape((b * to, self.kt * c, h, w))?;
+        // bf16 weights: a bf16 convolution on a GPU; everything around it
+        // is f32.
+        let wt = conv_weight(&self.weight)?;
         let y = stacked
-            .conv2d(&self.weight, self.pad_s, 1, 1, 1)?
-            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
+            .to_dtype(wt.dtype())?
+            .conv2d(&wt, self.pad_s, 1, 1, 1)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?.reshape((1, (), 1, 1))?)?;
         let (_, o, ho, wo) = y.dims4()?;
         Ok(y.reshape((b, to, o, ho, wo))?
             .permute([0, 2, 1, 3, 4])?
             .contiguous()?)
     }
+}
+
+/// A convolution kernel as it runs here: candle's CPU convolution has no
+/// bf16, so there bf16 weights convolve in f32 (their rounding is kept).
+pub(crate) fn conv_weight(w: &Tensor) -> Result<Tensor> {
+    if w.device().is_cpu() && w.dtype() != DType::F32 {
+        return Ok(w.to_dtype(DType::F32)?);
+    }
+    Ok(w.clone())
 }
 
 /// One cache slot: nothing yet, the upsampler's first-chunk mark, or the
@@ -235,7 +249,7 @@ fn rms(x: &Tensor, gamma: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
     Ok(x.broadcast_div(&norm)?
         .affine((c as f64).sqrt(), 0.0)?
-        .broadcast_mul(gamma)?)
+        .broadcast_mul(&gamma.to_dtype(x.dtype())?)?)
 }
 
 struct ResBlock {
@@ -285,14 +299,16 @@ struct Attn {
 
 impl Attn {
     fn load(w: &Weights, c: usize) -> Result<Self> {
+        // One attention per frame in the mid block: kept in f32.
+        let f = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            Ok(w.get(name, shape)?.to_dtype(DType::F32)?)
+        };
         Ok(Attn {
-            norm: w.get("norm.gamma", &[c, 1, 1])?,
-            qkv_w: w
-                .get("to_qkv.weight", &[3 * c, c, 1, 1])?
-                .reshape((3 * c, c))?,
-            qkv_b: w.get("to_qkv.bias", &[3 * c])?,
-            proj_w: w.get("proj.weight", &[c, c, 1, 1])?.reshape((c, c))?,
-            proj_b: w.get("proj.bias", &[c])?,
+            norm: f("norm.gamma", &[c, 1, 1])?,
+            qkv_w: f("to_qkv.weight", &[3 * c, c, 1, 1])?.reshape((3 * c, c))?,
+            qkv_b: f("to_qkv.bias", &[3 * c])?,
+            proj_w: f("proj.weight", &[c, c, 1, 1])?.reshape((c, c))?,
+            proj_b: f("proj.bias", &[c])?,
         })
     }
 
@@ -377,8 +393,11 @@ impl Conv2 {
     }
 
     fn forward(&self, x: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
-        Ok(x.conv2d(&self.weight, pad, stride, 1, 1)?
-            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+        let wt = conv_weight(&self.weight)?;
+        Ok(x.to_dtype(wt.dtype())?
+            .conv2d(&wt, pad, stride, 1, 1)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?.reshape((1, (), 1, 1))?)?)
     }
 }
 
