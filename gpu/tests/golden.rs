@@ -1,31 +1,10 @@
 //! One parity test per golden case in `../shared/golden/ltx`. A missing folder
 //! fails with its path: these tests never skip.
 
-use vidflow_gpu::golden::{check_case, default_golden_dir};
+use vidflow_gpu::golden::default_golden_dir;
 
 fn run(name: &str) {
-    let dir = default_golden_dir().join(name);
-    assert!(
-        dir.is_dir(),
-        "golden case folder missing: {} (the tests read ../shared/golden/ltx relative to the project root)",
-        dir.display()
-    );
-    let report = check_case(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for t in &report.tensors {
-        eprintln!(
-            "{name}/{}: max abs err {:.3e} (atol {}, rtol {}) {}",
-            t.name,
-            t.max_abs_err,
-            report.tolerance.atol,
-            report.tolerance.rtol,
-            if t.pass { "PASS" } else { "FAIL" }
-        );
-    }
-    assert!(
-        report.pass(),
-        "{name}: outside tolerance: {:?}",
-        report.tensors
-    );
+    vidflow_gpu::golden::require_pass(&default_golden_dir().join(name));
 }
 
 #[test]
@@ -125,21 +104,6 @@ fn bf16_stays_within_the_documented_bound() {
         ("ltx_condition_v2v", 0.025),
         ("ltx_condition_v2v_denoise", 0.025),
     ] {
-        let dir = default_golden_dir().join(name);
-        let r = vidflow_gpu::golden::check_case_on(
-            &dir,
-            &candle_core::Device::Cpu,
-            candle_core::DType::BF16,
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        for t in &r.tensors {
-            eprintln!("{name}/{} bf16: relative L2 {:.3e}", t.name, t.rel_l2_err);
-            assert!(
-                t.rel_l2_err.is_finite() && t.rel_l2_err < bound,
-                "{name}/{}: bf16 relative L2 {} over {bound}",
-                t.name,
-                t.rel_l2_err
-            );
-        }
+        vidflow_gpu::golden::require_bf16(&default_golden_dir().join(name), bound);
     }
 }

@@ -2,31 +2,10 @@
 //! the runtime implements so far. A missing folder fails with its path:
 //! these tests never skip.
 
-use vidflow_gpu::golden::{check_case, wan_golden_dir};
+use vidflow_gpu::golden::wan_golden_dir;
 
 fn run(name: &str) {
-    let dir = wan_golden_dir().join(name);
-    assert!(
-        dir.is_dir(),
-        "golden case folder missing: {} (the tests read ../shared/golden/wan relative to the project root)",
-        dir.display()
-    );
-    let report = check_case(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for t in &report.tensors {
-        eprintln!(
-            "{name}/{}: max abs err {:.3e} (atol {}, rtol {}) {}",
-            t.name,
-            t.max_abs_err,
-            report.tolerance.atol,
-            report.tolerance.rtol,
-            if t.pass { "PASS" } else { "FAIL" }
-        );
-    }
-    assert!(
-        report.pass(),
-        "{name}: outside tolerance: {:?}",
-        report.tensors
-    );
+    vidflow_gpu::golden::require_pass(&wan_golden_dir().join(name));
 }
 
 #[test]
@@ -92,21 +71,6 @@ fn bf16_stays_within_the_documented_bound() {
         ("wan_pipeline_t2v", 0.03),
         ("wan_pipeline_i2v", 0.02),
     ] {
-        let dir = wan_golden_dir().join(name);
-        let r = vidflow_gpu::golden::check_case_on(
-            &dir,
-            &candle_core::Device::Cpu,
-            candle_core::DType::BF16,
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        for t in &r.tensors {
-            eprintln!("{name}/{} bf16: relative L2 {:.3e}", t.name, t.rel_l2_err);
-            assert!(
-                t.rel_l2_err.is_finite() && t.rel_l2_err < bound,
-                "{name}/{}: bf16 relative L2 {} over {bound}",
-                t.name,
-                t.rel_l2_err
-            );
-        }
+        vidflow_gpu::golden::require_bf16(&wan_golden_dir().join(name), bound);
     }
 }

@@ -116,6 +116,14 @@ impl Case {
         Ok(self.scalar_f64(key)? as usize)
     }
 
+    /// A sub-table of the case's config (`transformer`, `vae`, ...).
+    pub fn config_part(&self, key: &str) -> Result<serde_json::Value> {
+        self.config
+            .get(key)
+            .cloned()
+            .ok_or_else(|| GpuError::config(self.case_desc(), format!("missing config `{key}`")))
+    }
+
     pub fn case_desc(&self) -> String {
         self.dir.join("case.json").display().to_string()
     }
@@ -258,4 +266,54 @@ pub fn default_golden_dir() -> PathBuf {
 /// Where the Wan 2.1 cases are, next to the LTX ones.
 pub fn wan_golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/wan")
+}
+
+/// Runs the case in `dir` in f32, prints each tensor's error and panics
+/// unless all are within tolerance: the parity tests' one assertion.
+pub fn require_pass(dir: &Path) {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        dir.is_dir(),
+        "golden case folder missing: {} (the tests read ../shared/golden relative to the project root)",
+        dir.display()
+    );
+    let report = check_case(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for t in &report.tensors {
+        eprintln!(
+            "{name}/{}: max abs err {:.3e} (atol {}, rtol {}) {}",
+            t.name,
+            t.max_abs_err,
+            report.tolerance.atol,
+            report.tolerance.rtol,
+            if t.pass { "PASS" } else { "FAIL" }
+        );
+    }
+    assert!(
+        report.pass(),
+        "{name}: outside tolerance: {:?}",
+        report.tensors
+    );
+}
+
+/// Runs the case in `dir` with bf16 weights on the CPU and panics unless
+/// every tensor's relative L2 error is under `bound`.
+pub fn require_bf16(dir: &Path, bound: f64) {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let r = check_case_on(dir, &candle_core::Device::Cpu, DType::BF16)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for t in &r.tensors {
+        eprintln!("{name}/{} bf16: relative L2 {:.3e}", t.name, t.rel_l2_err);
+        assert!(
+            t.rel_l2_err.is_finite() && t.rel_l2_err < bound,
+            "{name}/{}: bf16 relative L2 {} over {bound}",
+            t.name,
+            t.rel_l2_err
+        );
+    }
 }

@@ -123,12 +123,7 @@ pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
 pub fn unipc_flow_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let cfg: crate::unipc::UniPcConfig = parse_config(case.config.clone(), &case.case_desc())?;
     let dev = &candle_core::Device::Cpu;
-    let scalar = |k: &str| {
-        case.scalars
-            .get(k)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing scalar `{k}`")))
-    };
+    let scalar = |k: &str| case.scalar_f64(k);
     let pairs = case
         .scalars
         .get("pairs")
@@ -249,18 +244,8 @@ pub fn wan_vae_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
 /// Golden runner for `wan_pipeline_t2v` and `wan_pipeline_i2v` cases.
 pub fn wan_pipeline(case: &Case) -> Result<Vec<(String, Tensor)>> {
     use crate::wan::pipeline::{denoise, image_condition, image_tokens, WanDenoise};
-    let part = |k: &str| {
-        case.config
-            .get(k)
-            .cloned()
-            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing config `{k}`")))
-    };
-    let scalar = |k: &str| {
-        case.scalars
-            .get(k)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| GpuError::config(case.case_desc(), format!("missing scalar `{k}`")))
-    };
+    let part = |k: &str| case.config_part(k);
+    let scalar = |k: &str| case.scalar_f64(k);
     let w = case.weights()?;
     let tcfg: crate::wan::WanConfig = parse_config(part("transformer")?, &case.case_desc())?;
     let model = crate::wan::WanTransformer::load(&w.pp("transformer"), &tcfg)?;
