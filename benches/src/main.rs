@@ -9,6 +9,7 @@ mod demo;
 mod intake;
 mod nsfw;
 mod pipeline;
+mod wan;
 
 use std::time::Instant;
 
@@ -236,6 +237,13 @@ fn main() -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&condition::run(args.repeats)?)?
+        );
+        return Ok(());
+    }
+    if args.suite == "wan" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&wan::run(args.repeats)?)?
         );
         return Ok(());
     }
