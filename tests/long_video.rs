@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::*;
@@ -27,20 +26,6 @@ fn long_spec(job_id: &str, frames: u32) -> vidflow_operators::JobSpec {
             "mode":"realtime","steps":{STEPS},"guidance":1.0,"seed":11}}"#
     ))
     .unwrap()
-}
-
-fn find(root: &Path, name: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(root).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find(&p, name) {
-                return Some(f);
-            }
-        } else if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-    }
-    None
 }
 
 fn completed(
@@ -112,8 +97,15 @@ async fn a_sixty_second_video_killed_mid_chain_resumes_to_the_same_bytes() {
     assert!(log.contains("segment=3"), "{log}");
     assert!(!chain.exists() || std::fs::read_dir(&chain).unwrap().next().is_none());
 
-    let a = find(&setup.out, "long-a.mp4").expect("long-a's video");
-    let b = find(&setup.out, "long-b.mp4").expect("long-b's video");
+    let video = |id: &str| {
+        let name = format!("{id}.mp4");
+        setup
+            .outputs()
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name.as_str()))
+            .unwrap_or_else(|| panic!("{id}'s video"))
+    };
+    let (a, b) = (video("long-a"), video("long-b"));
     let (a_bytes, b_bytes) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert!(a_bytes == b_bytes, "resumed and uninterrupted MP4s differ");
     assert_eq!(
@@ -145,7 +137,7 @@ async fn a_sixty_second_video_killed_mid_chain_resumes_to_the_same_bytes() {
 
     // One record and one charge per job: 1441 frames at 24 fps.
     for id in ["long-a", "long-b"] {
-        let rec = find(&setup.out.join("jobs"), &format!("{id}.json")).expect("record");
+        let rec = setup.out.join(format!("jobs/acme/{id}.json"));
         let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
         assert_eq!(rec["status"], "completed", "{rec}");
         assert_eq!(rec["billing"]["billed_ms"], 60042, "{rec}");

@@ -230,8 +230,10 @@ impl ClipVisionEncoder {
             }
             None => None,
         };
+        let penultimate = penultimate
+            .ok_or_else(|| GpuError::config("clip vision config", "no second-to-last layer"))?;
         Ok(ClipVisionOutput {
-            penultimate: penultimate.unwrap_or_else(|| x.clone()),
+            penultimate,
             last: x,
             image_embeds,
         })

@@ -49,12 +49,12 @@ struct State {
 }
 
 /// Where a chain resumes: the segments already done and the last tail.
-fn load(store: &OutputStore, base: &str, req: &GenerateRequest) -> Option<(usize, RgbFrames)> {
+fn load(store: &OutputStore, base: &str, request: &str) -> Option<(usize, RgbFrames)> {
     let st = store
         .get_capped_blocking(&Path::from(format!("{base}/state.json")), 1 << 16)
         .ok()?;
     let st: State = serde_json::from_slice(&st).ok()?;
-    if st.request != request_hash(req) || st.done == 0 {
+    if st.request != request || st.done == 0 {
         return None;
     }
     let data = store
@@ -100,9 +100,10 @@ impl ChainStage<'_> {
             Ok(x) => x,
             Err(e) => return Err(Failure::new(meta, Stage::Encode, e)),
         };
-        let plan = &plan;
         let base = dir(&meta.tenant, &meta.job_id);
-        let (from, mut tail) = match load(self.store, &base, &req) {
+        // What the stored state must name to be resumed from.
+        let request = request_hash(&req);
+        let (from, mut tail) = match load(self.store, &base, &request) {
             Some((done, tail)) => (done, Some(tail)),
             None => (0, None),
         };
@@ -144,7 +145,7 @@ impl ChainStage<'_> {
                 let t = chain::tail(v, plan.overlap);
                 let state = State {
                     done: seg.index + 1,
-                    request: request_hash(&req),
+                    request: request.clone(),
                     width: t.width,
                     height: t.height,
                     tail_frames: t.frames,

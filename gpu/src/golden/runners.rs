@@ -123,7 +123,6 @@ pub fn flow_match_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
 pub fn unipc_flow_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let cfg: crate::unipc::UniPcConfig = parse_config(case.config.clone(), &case.case_desc())?;
     let dev = &candle_core::Device::Cpu;
-    let scalar = |k: &str| case.scalar_f64(k);
     let pairs = case
         .scalars
         .get("pairs")
@@ -153,8 +152,8 @@ pub fn unipc_flow_schedule(case: &Case) -> Result<Vec<(String, Tensor)>> {
             Tensor::new(sch.sigmas.as_slice(), dev)?,
         ));
     }
-    let steps = scalar("step_num_inference_steps")? as usize;
-    let mut sampler = crate::unipc::UniPc::new(&cfg, steps, scalar("step_flow_shift")?)?;
+    let steps = case.scalar_f64("step_num_inference_steps")? as usize;
+    let mut sampler = crate::unipc::UniPc::new(&cfg, steps, case.scalar_f64("step_flow_shift")?)?;
     let mut x = case.input("sample")?;
     let outputs = case.input("model_outputs")?;
     let (mut samples, mut ts) = (Vec::new(), Vec::new());
@@ -219,45 +218,37 @@ pub fn wan_transformer(case: &Case) -> Result<Vec<(String, Tensor)>> {
     Ok(vec![("output".into(), out)])
 }
 
-/// Golden runner for `wan_vae_decoder` cases.
-pub fn wan_vae_decoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
+/// Golden runner for `wan_vae_decoder` and `wan_vae_encoder` cases.
+pub fn wan_vae(case: &Case) -> Result<Vec<(String, Tensor)>> {
     let cfg: crate::wan::WanVaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
     let vae = crate::wan::WanVae::load(case.weights()?, &cfg)?;
-    let (video, raw) = vae.decode(&case.input("latents")?)?;
-    Ok(vec![
-        ("video".into(), video),
-        ("video_unclamped".into(), raw),
-    ])
-}
-
-/// Golden runner for `wan_vae_encoder` cases.
-pub fn wan_vae_encoder(case: &Case) -> Result<Vec<(String, Tensor)>> {
-    let cfg: crate::wan::WanVaeConfig = parse_config(case.config.clone(), &case.case_desc())?;
-    let vae = crate::wan::WanVae::load(case.weights()?, &cfg)?;
-    let (mean, std) = vae.encode(&case.input("video")?)?;
-    Ok(vec![
-        ("latent_mean".into(), mean),
-        ("latent_std".into(), std),
-    ])
+    Ok(if case.kind == "wan_vae_decoder" {
+        let (video, raw) = vae.decode(&case.input("latents")?)?;
+        vec![("video".into(), video), ("video_unclamped".into(), raw)]
+    } else {
+        let (mean, std) = vae.encode(&case.input("video")?)?;
+        vec![("latent_mean".into(), mean), ("latent_std".into(), std)]
+    })
 }
 
 /// Golden runner for `wan_pipeline_t2v` and `wan_pipeline_i2v` cases.
 pub fn wan_pipeline(case: &Case) -> Result<Vec<(String, Tensor)>> {
     use crate::wan::pipeline::{denoise, image_condition, image_tokens, WanDenoise};
-    let part = |k: &str| case.config_part(k);
-    let scalar = |k: &str| case.scalar_f64(k);
     let w = case.weights()?;
-    let tcfg: crate::wan::WanConfig = parse_config(part("transformer")?, &case.case_desc())?;
+    let tcfg: crate::wan::WanConfig =
+        parse_config(case.config_part("transformer")?, &case.case_desc())?;
     let model = crate::wan::WanTransformer::load(&w.pp("transformer"), &tcfg)?;
-    let sampler: crate::unipc::UniPcConfig = parse_config(part("scheduler")?, &case.case_desc())?;
+    let sampler: crate::unipc::UniPcConfig =
+        parse_config(case.config_part("scheduler")?, &case.case_desc())?;
     let mut out = Vec::new();
     let (condition, image) = if case.kind == "wan_pipeline_i2v" {
-        let vcfg: crate::wan::WanVaeConfig = parse_config(part("vae")?, &case.case_desc())?;
+        let vcfg: crate::wan::WanVaeConfig =
+            parse_config(case.config_part("vae")?, &case.case_desc())?;
         let vae = crate::wan::WanVae::load(&w.pp("vae"), &vcfg)?;
         let ccfg: crate::clip::ClipVisionConfig =
-            parse_config(part("image_encoder")?, &case.case_desc())?;
+            parse_config(case.config_part("image_encoder")?, &case.case_desc())?;
         let clip = crate::clip::ClipVisionEncoder::load(&w.pp("image_encoder"), &ccfg)?;
-        let frames = scalar("num_frames")? as usize;
+        let frames = case.scalar_f64("num_frames")? as usize;
         let cond = image_condition(&vae, &case.input("image")?, frames)?;
         let tokens = image_tokens(&clip, &case.input("clip_pixel_values")?)?;
         out.push(("condition".to_string(), cond.clone()));
@@ -277,8 +268,8 @@ pub fn wan_pipeline(case: &Case) -> Result<Vec<(String, Tensor)>> {
             latents: case.input("latents")?,
             text: &text,
             negative: Some(&neg),
-            guidance: scalar("guidance_scale")?,
-            steps: scalar("num_inference_steps")? as usize,
+            guidance: case.scalar_f64("guidance_scale")?,
+            steps: case.scalar_f64("num_inference_steps")? as usize,
             shift: None,
             condition: condition.as_ref(),
             image: image.as_ref(),

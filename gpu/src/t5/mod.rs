@@ -220,14 +220,6 @@ pub struct T5Encoder {
     act: Act,
 }
 
-/// Runs a linear layer on an f32 activation in the weight's dtype and returns
-/// f32.
-fn lin(l: &Linear, x: &Tensor) -> Result<Tensor> {
-    let wd = l.weight.dtype();
-    let y = l.forward(&x.to_dtype(wd)?)?;
-    Ok(y.to_dtype(DType::F32)?)
-}
-
 /// transformers keeps the feed-forward `wo` in f32 (`_keep_in_fp32_modules`)
 /// because T5's activations overflow f16 there; we do the same for f16
 /// weights (bf16 has f32's range and stays as is).
@@ -393,9 +385,9 @@ impl T5Encoder {
         let heads = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, h, dk))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(lin(&blk.q, x)?)?;
-        let k = heads(lin(&blk.k, x)?)?;
-        let v = heads(lin(&blk.v, x)?)?;
+        let q = heads(blk.q.forward_f32(x)?)?;
+        let k = heads(blk.k.forward_f32(x)?)?;
+        let v = heads(blk.v.forward_f32(x)?)?;
         // No 1/sqrt(d_kv) scaling in T5.
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
         let probs = crate::kernels::softmax_last_dim(&scores)?;
@@ -404,15 +396,15 @@ impl T5Encoder {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, h * dk))?;
-        lin(&blk.o, &ctx)
+        blk.o.forward_f32(&ctx)
     }
 
     fn feed_forward(&self, blk: &Block, x: &Tensor) -> Result<Tensor> {
-        let mut hdn = self.act.apply(&lin(&blk.wi, x)?)?;
+        let mut hdn = self.act.apply(&blk.wi.forward_f32(x)?)?;
         if let Some(g) = &blk.wi_gate {
-            hdn = (hdn * lin(g, x)?)?;
+            hdn = (hdn * g.forward_f32(x)?)?;
         }
-        lin(&blk.wo, &hdn)
+        blk.wo.forward_f32(&hdn)
     }
 
     /// `[B, T]` token ids (u32 or i64) -> `[B, T, d_model]` f32 hidden states
