@@ -58,13 +58,17 @@ pub struct GenerateArgs {
     pub seed: Option<u64>,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// A configured model id: `ltx-demo` (the default: a small LTX-Video
-    /// trained on synthetic shapes) or `ltx-tiny` (built in, untrained, fast).
+    /// A configured model id (`vidflow model list`): `ltx-demo` (the
+    /// default: a small LTX-Video trained on synthetic shapes), `ltx-tiny`,
+    /// `wan-tiny` or `wan-tiny-i2v` (built in, untrained, fast).
     #[arg(long, conflicts_with = "model_dir")]
     pub model: Option<String>,
-    /// A diffusers-format LTX-Video checkpoint instead of a configured model.
+    /// A diffusers-format checkpoint instead of a configured model.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
+    /// The family of `--model-dir`'s checkpoint: ltx or wan.
+    #[arg(long, default_value = "ltx", value_parser = parse_architecture)]
+    pub architecture: vidflow_operators::config::Architecture,
     /// Configuration folder (modes.toml, models.toml); default: built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -80,18 +84,28 @@ pub struct GenerateArgs {
     pub safety: crate::safety_cmd::SafetyArgs,
 }
 
+fn parse_architecture(
+    s: &str,
+) -> std::result::Result<vidflow_operators::config::Architecture, String> {
+    match s {
+        "ltx" => Ok(vidflow_operators::config::Architecture::Ltx),
+        "wan" => Ok(vidflow_operators::config::Architecture::Wan),
+        other => Err(format!("`{other}`: ltx or wan")),
+    }
+}
+
 pub fn run(a: GenerateArgs) -> Result<i32> {
     let mut admission = match &a.config {
         Some(dir) => AdmissionConfig::load(dir)?,
         None => AdmissionConfig::builtin_default()?,
     };
     if let Some(dir) = &a.model_dir {
-        let entry = ModelEntry {
-            id: "model-dir".into(),
-            path: dir.display().to_string(),
-            untrained: false,
-            dtype: Default::default(),
-        };
+        let entry = ModelEntry::new(
+            "model-dir",
+            &dir.display().to_string(),
+            a.architecture,
+            false,
+        );
         let profile = ModelProfile::resolve(&entry, &std::env::current_dir()?)?;
         admission.models.push(profile);
         admission.default_model = "model-dir".into();
@@ -239,7 +253,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         println!("note: made by the {}; it knows only that world", d.label);
     }
     if r.untrained {
-        println!("note: made by the built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
+        println!("note: made by a built-in tiny model, which is UNTRAINED: the video is noise-like, not the prompt");
     }
     Ok(0)
 }

@@ -8,6 +8,7 @@ mod fleet_plot;
 mod generate_cmd;
 mod key_cmd;
 mod model_cmd;
+mod model_list;
 mod report_cmd;
 mod safety_cmd;
 mod serve_cmd;

@@ -33,6 +33,9 @@ pub enum ModelCmd {
         #[arg(long)]
         no_cfg: bool,
     },
+    /// The model registry: each configured model's architecture, sampler,
+    /// kinds, size and frame rules, and memory estimate.
+    List(crate::model_list::ListArgs),
     /// Write the built-in tiny model as a diffusers-format directory.
     ExportTiny { dir: PathBuf },
     /// Generate one clip and write its frames as PPM images.
@@ -98,6 +101,7 @@ pub fn run(cmd: ModelCmd) -> Result<i32> {
             Ok(0)
         }
         ModelCmd::Sample(a) => sample(a),
+        ModelCmd::List(a) => crate::model_list::list(a),
     }
 }
 

@@ -176,3 +176,45 @@ pub fn estimate_vram(
         total_bytes,
     }
 }
+
+/// Wan 2.1's VRAM estimate, the same parts as [`estimate_vram`]'s: the
+/// latents with UniPC's history (three more latent-sized tensors) and, for
+/// image-to-video, the condition channels; one transformer forward over its
+/// 1x2x2 patches with 512 text tokens; and the VAE decode, which runs one
+/// latent frame (four output frames) at a time, its peak the finest level's
+/// causal 3x3x3 convolution with its unfolded input.
+pub fn estimate_vram_wan(
+    t: &crate::wan::WanConfig,
+    v: &crate::wan::WanVaeConfig,
+    weights_bytes: u64,
+    x: &EstimateInput,
+) -> VramEstimate {
+    use crate::wan::serve::{SPATIAL, TEMPORAL};
+    let lf = (x.frames.saturating_sub(1) / TEMPORAL + 1) as u64;
+    let (lh, lw) = ((x.height / SPATIAL) as u64, (x.width / SPATIAL) as u64);
+    let [pt, ph, pw] = t.patch_size.map(|p| p.max(1) as u64);
+    let tokens = (lf / pt).max(1) * (lh / ph).max(1) * (lw / pw).max(1);
+    let cells = lf * lh * lw;
+    let latent_bytes = cells * (4 * v.z_dim as u64 + (t.in_channels - v.z_dim) as u64) * 4;
+    let d = t.dim() as u64;
+    let b = x.cfg_batch.max(1);
+    // Residual, normed copy, q/k/v, attention out (6D) and the FF hidden
+    // with its activation (2 x ffn_dim).
+    let per_token = 6 * d + 2 * t.ffn_dim as u64;
+    let scores = (b * t.num_attention_heads as u64 * tokens * tokens).min(SCORE_CHUNK_ELEMS) * 2;
+    let text_kv = t.num_layers as u64 * 2 * b * crate::wan::transformer::TEXT_LEN as u64 * d;
+    let transformer_workspace_bytes = (b * tokens * per_token + scores + text_kv) * x.act_bytes;
+    let c = v.decoder_base_dim.unwrap_or(v.base_dim) as u64
+        * v.dim_mult.first().copied().unwrap_or(1) as u64;
+    let pixels = (x.height * x.width) as u64 * TEMPORAL as u64;
+    let vae_workspace_bytes = pixels * c * (27 + 2) * x.act_bytes;
+    let total_bytes =
+        weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
+    VramEstimate {
+        weights_bytes,
+        latent_bytes,
+        transformer_workspace_bytes,
+        vae_workspace_bytes,
+        total_bytes,
+    }
+}

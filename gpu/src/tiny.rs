@@ -80,7 +80,8 @@ fn name_hash(name: &str) -> u64 {
 
 /// Draws one tensor with a scale that keeps activations O(1) through the
 /// network (fan-in scaling for matrices and convs, ~1 for norm gains).
-fn init_tensor(name: &str, shape: &[usize], seed: u64) -> Result<Tensor> {
+/// Also the [`Weights::seeded`] draw of the built-in tiny Wan.
+pub(crate) fn init_tensor(name: &str, shape: &[usize], seed: u64) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let mut rng = NoiseRng::stream(seed, name_hash(name));
     let z = rng.normal_vec(n);
@@ -93,8 +94,8 @@ fn init_tensor(name: &str, shape: &[usize], seed: u64) -> Result<Tensor> {
         z.iter().map(|v| 0.1 * v).collect()
     } else if last == "bias" {
         z.iter().map(|v| 0.02 * v).collect()
-    } else if shape.len() == 1 {
-        // Norm gains.
+    } else if shape.len() == 1 || last == "gamma" {
+        // Norm gains (Wan's VAE keeps its RMS gains as `gamma` [C,1,1,1]).
         z.iter().map(|v| 1.0 + 0.1 * v).collect()
     } else if name.ends_with("scale_shift_table") {
         let d = *shape.last().unwrap_or(&1) as f32;

@@ -163,6 +163,7 @@ impl UniPcConfig {
 }
 
 /// One sampling run: the history the multistep updates need.
+#[derive(Clone)]
 pub struct UniPc {
     cfg: UniPcConfig,
     pub schedule: FlowSchedule,
@@ -201,20 +202,71 @@ fn coefficients(hh: f32, order: usize) -> (f32, f32, Vec<f32>) {
 impl UniPc {
     pub fn new(cfg: &UniPcConfig, steps: usize, shift: f64) -> Result<UniPc> {
         cfg.check()?;
-        Ok(UniPc {
-            schedule: cfg.schedule(steps, shift)?,
-            cfg: cfg.clone(),
-            step: 0,
-            x0s: Vec::new(),
-            last_sample: None,
-            this_order: 0,
-            lower_order_nums: 0,
-        })
+        Ok(UniPc::new_from(cfg.clone(), cfg.schedule(steps, shift)?))
     }
 
     /// Steps taken.
     pub fn step_index(&self) -> usize {
         self.step
+    }
+
+    /// The tensors the next steps depend on besides the sample: the kept
+    /// x0 predictions (oldest first) and the last predictor's start. With
+    /// the step count they are the whole state (the orders follow from the
+    /// count), which is what a checkpoint must hold to resume exactly.
+    pub fn history(&self) -> (&[Tensor], Option<&Tensor>) {
+        (&self.x0s, self.last_sample.as_ref())
+    }
+
+    /// How many x0 predictions the history holds after `step` steps.
+    pub fn kept_at(&self, step: usize) -> usize {
+        step.min(self.cfg.solver_order)
+    }
+
+    /// A fresh run moved to `step` with the `history` taken there: the
+    /// bookkeeping is replayed, the tensors are put back. Refuses a history
+    /// that does not fit the step.
+    pub fn resume_at(&mut self, step: usize, x0s: Vec<Tensor>, last: Option<Tensor>) -> Result<()> {
+        let steps = self.schedule.timesteps.len();
+        let kept = self.kept_at(step);
+        if step > steps || x0s.len() != kept || last.is_some() != (step > 0) {
+            return Err(GpuError::invalid(
+                "unipc",
+                format!(
+                    "history of {} x0s (last sample {}) does not fit step {step} of {steps}",
+                    x0s.len(),
+                    last.is_some()
+                ),
+            ));
+        }
+        *self = UniPc::new_from(self.cfg.clone(), self.schedule.clone());
+        for i in 0..step {
+            let order = if self.cfg.lower_order_final {
+                self.cfg.solver_order.min(steps - i)
+            } else {
+                self.cfg.solver_order
+            };
+            self.this_order = order.min(self.lower_order_nums + 1);
+            if self.lower_order_nums < self.cfg.solver_order {
+                self.lower_order_nums += 1;
+            }
+        }
+        self.step = step;
+        self.x0s = x0s;
+        self.last_sample = last;
+        Ok(())
+    }
+
+    fn new_from(cfg: UniPcConfig, schedule: FlowSchedule) -> UniPc {
+        UniPc {
+            schedule,
+            cfg,
+            step: 0,
+            x0s: Vec::new(),
+            last_sample: None,
+            this_order: 0,
+            lower_order_nums: 0,
+        }
     }
 
     /// The transformer's timestep for the next step.
@@ -344,5 +396,35 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("solver_type"));
         let c: UniPcConfig = serde_json::from_str(r#"{"solver_order": 3}"#).unwrap();
         assert!(c.check().unwrap_err().to_string().contains("solver_order"));
+    }
+
+    #[test]
+    fn a_run_resumed_from_its_history_continues_bit_exactly() {
+        let dev = candle_core::Device::Cpu;
+        let x0 = Tensor::new(&[0.3f32, -1.2, 0.7, 2.0], &dev).unwrap();
+        // A velocity that depends on the sample, so the history matters.
+        let v = |x: &Tensor| (x * 0.8).unwrap().tanh().unwrap();
+        let c = UniPcConfig::default();
+        let run = |from: Option<usize>| -> Vec<f32> {
+            let mut u = UniPc::new(&c, 6, 3.0).unwrap();
+            let mut x = x0.clone();
+            while u.step_index() < 6 {
+                if Some(u.step_index()) == from {
+                    let (x0s, last) = u.history();
+                    let (x0s, last) = (x0s.to_vec(), last.cloned());
+                    let mut fresh = UniPc::new(&c, 6, 3.0).unwrap();
+                    fresh.resume_at(u.step_index(), x0s, last).unwrap();
+                    u = fresh;
+                }
+                x = u.step(&v(&x), &x).unwrap();
+            }
+            x.to_vec1().unwrap()
+        };
+        let whole = run(None);
+        for k in 1..6 {
+            assert_eq!(run(Some(k)), whole, "resumed at step {k}");
+        }
+        let mut u = UniPc::new(&c, 6, 3.0).unwrap();
+        assert!(u.resume_at(2, vec![x0.clone()], Some(x0.clone())).is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! Weight storage: memory-mapped safetensors files (single or sharded) or
-//! in-memory tensors (the built-in tiny model), behind one lookup API that
-//! checks names and shapes so a bad checkpoint is an error, never a panic.
+//! in-memory tensors, or tensors drawn on request from a seed (the built-in
+//! tiny models), behind one lookup API that checks names and shapes so a bad
+//! checkpoint is an error, never a panic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
@@ -31,7 +32,20 @@ enum Store {
         tensors: HashMap<String, TensorEntry>,
     },
     Memory(HashMap<String, Tensor>),
+    /// Every name exists; a tensor is drawn by `init` when a loader asks
+    /// for it with its shape, and the (name, shape) pairs drawn are kept for
+    /// `names`/`metas`. The architecture's loader is then the only list of
+    /// its tensors: a built-in model cannot drift from what a checkpoint of
+    /// the same architecture must hold.
+    Seeded {
+        init: SeedInit,
+        seed: u64,
+        drawn: Mutex<BTreeMap<String, Vec<usize>>>,
+    },
 }
+
+/// Draws one named tensor of a shape from a seed (see [`Weights::seeded`]).
+pub type SeedInit = fn(&str, &[usize], u64) -> Result<Tensor>;
 
 /// A read-only view of a set of named tensors, optionally under a name prefix.
 /// Tensors come out in the view's compute dtype on its device.
@@ -216,6 +230,23 @@ impl Weights {
         }
     }
 
+    /// Weights drawn by `init` from `seed` as a loader asks for them (the
+    /// built-in tiny models): `contains` is true for every name, and after
+    /// loading, `names`/`metas` list what was drawn.
+    pub fn seeded(init: SeedInit, seed: u64, desc: &str) -> Self {
+        Weights {
+            store: Arc::new(Store::Seeded {
+                init,
+                seed,
+                drawn: Mutex::new(BTreeMap::new()),
+            }),
+            prefix: String::new(),
+            dtype: DType::F32,
+            device: Device::Cpu,
+            desc: desc.into(),
+        }
+    }
+
     pub fn with_dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
         self
@@ -250,6 +281,7 @@ impl Weights {
         match &*self.store {
             Store::Files { tensors, .. } => tensors.contains_key(&full),
             Store::Memory(m) => m.contains_key(&full),
+            Store::Seeded { .. } => true,
         }
     }
 
@@ -259,12 +291,23 @@ impl Weights {
         match &*self.store {
             Store::Files { tensors, .. } => tensors.get(&full).map(|t| t.shape.clone()),
             Store::Memory(m) => m.get(&full).map(|t| t.dims().to_vec()),
+            Store::Seeded { drawn, .. } => drawn.lock().ok()?.get(&full).cloned(),
         }
     }
 
     /// Loads a tensor and checks its shape.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.get_unchecked(name)?;
+        let t = match &*self.store {
+            Store::Seeded { init, seed, drawn } => {
+                let full = self.full(name);
+                let t = init(&full, shape, *seed)?;
+                if let Ok(mut d) = drawn.lock() {
+                    d.insert(full, shape.to_vec());
+                }
+                t.to_dtype(self.dtype)?.to_device(&self.device)?
+            }
+            _ => self.get_unchecked(name)?,
+        };
         if t.dims() != shape {
             return Err(GpuError::ShapeMismatch {
                 name: self.full(name),
@@ -283,6 +326,8 @@ impl Weights {
             source_desc: self.desc.to_string(),
         };
         let t = match &*self.store {
+            // A drawn tensor needs its shape: only `get` can draw one.
+            Store::Seeded { .. } => return Err(missing()),
             Store::Memory(m) => m.get(&full).ok_or_else(missing)?.clone(),
             Store::Files { files, tensors } => {
                 let e = tensors.get(&full).ok_or_else(missing)?;
@@ -319,6 +364,10 @@ impl Weights {
         let mut v: Vec<String> = match &*self.store {
             Store::Files { tensors, .. } => tensors.keys().cloned().collect(),
             Store::Memory(m) => m.keys().cloned().collect(),
+            Store::Seeded { drawn, .. } => drawn
+                .lock()
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default(),
         };
         v.retain(|n| n.starts_with(&self.prefix));
         let mut v: Vec<String> = v
@@ -343,6 +392,7 @@ impl Weights {
                     let t = &m[&full];
                     (format!("{:?}", t.dtype()), t.dims().to_vec())
                 }
+                Store::Seeded { .. } => ("F32".to_string(), self.shape_of(&n).unwrap_or_default()),
             };
             out.push(TensorMeta {
                 name: n,
@@ -361,7 +411,7 @@ impl Weights {
     pub fn files(&self) -> Vec<PathBuf> {
         match &*self.store {
             Store::Files { files, .. } => files.iter().map(|f| f.path.clone()).collect(),
-            Store::Memory(_) => Vec::new(),
+            Store::Memory(_) | Store::Seeded { .. } => Vec::new(),
         }
     }
 }

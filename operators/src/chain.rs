@@ -100,6 +100,17 @@ impl ChainStage<'_> {
             Ok(x) => x,
             Err(e) => return Err(Failure::new(meta, Stage::Encode, e)),
         };
+        // Admission sends only chain-capable (LTX) models' jobs here.
+        let Some(ltx) = pipeline.as_ltx() else {
+            let e = vidflow_gpu::GpuError::invalid(
+                "frames",
+                format!(
+                    "{} generates one pass at most: no chained segments",
+                    pipeline.name()
+                ),
+            );
+            return Err(Failure::new(meta, Stage::Encode, e));
+        };
         let base = dir(&meta.tenant, &meta.job_id);
         // What the stored state must name to be resumed from.
         let request = request_hash(&req);
@@ -128,7 +139,7 @@ impl ChainStage<'_> {
                 steps_before: seg.index * req.steps,
                 steps_total: segments * req.steps,
             });
-            let r = pipeline.segment_request(&req, seg, tail.as_ref());
+            let r = ltx.segment_request(&req, seg, tail.as_ref());
             let decoded = self.segment(AdmittedJob { meta, req: r })?;
             meta = decoded.meta;
             predicted.get_or_insert(meta.predicted_accel_s);
@@ -203,7 +214,7 @@ impl ChainStage<'_> {
         };
         let (tenant, job_id) = (meta.tenant.clone(), meta.job_id.clone());
         let done =
-            crate::output::store_video(self.ctx, self.store, meta, mp4, pipeline.untrained, t0)?;
+            crate::output::store_video(self.ctx, self.store, meta, mp4, pipeline.untrained(), t0)?;
         clear_chain(self.store, &tenant, &job_id);
         Ok(done)
     }

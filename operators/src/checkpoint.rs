@@ -31,6 +31,8 @@ pub enum CheckpointError {
     Injected,
     #[error("latents: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("state: {0}")]
+    State(#[from] vidflow_gpu::GpuError),
     #[error("header: {0}")]
     Header(#[from] serde_json::Error),
     #[error("object store: {0}")]
@@ -150,14 +152,11 @@ impl Checkpoints {
         if faults::fail(Failing::CheckpointWriteError) {
             return Err(CheckpointError::Injected);
         }
-        let data: Vec<f32> = state.latents.flatten_all()?.to_vec1::<f32>()?;
-        let out = encode_checkpoint(
-            job_id,
-            state.step,
-            state.latents.dims(),
-            &request_hash(req),
-            &data,
-        );
+        // The latents, and for a sampler with history (Wan's UniPC) that
+        // history: what resuming at this step needs to continue exactly.
+        let snap = state.snapshot()?;
+        let data: Vec<f32> = snap.flatten_all()?.to_vec1::<f32>()?;
+        let out = encode_checkpoint(job_id, state.step, snap.dims(), &request_hash(req), &data);
         let key = dir(tenant, job_id).join(format!("step-{:05}.ckpt", state.step));
         self.store.put_atomic_blocking(&key, out)?;
         // Older ones beyond `keep`: the store stays bounded per job.
@@ -230,11 +229,10 @@ impl Checkpoints {
         for step in steps {
             let key = dir(tenant, job_id).join(format!("step-{step:05}.ckpt"));
             match self.check(&key, job_id, req, state) {
-                Ok(latents) => {
-                    state.latents = latents;
-                    state.step = step;
-                    return Some(Resumed { step, rejected });
-                }
+                Ok(snapshot) => match state.restore(step, &snapshot) {
+                    Ok(()) => return Some(Resumed { step, rejected }),
+                    Err(e) => rejected.push((key.to_string(), e.into())),
+                },
                 Err(e) => rejected.push((key.to_string(), e)),
             }
         }
@@ -252,8 +250,8 @@ impl Checkpoints {
         state: &DenoiseState,
     ) -> Result<Tensor, CheckpointError> {
         let bytes = self.store.get_blocking(key)?;
-        let dims = state.latents.dims();
-        let (_, v) = parse_checkpoint(&bytes, job_id, &request_hash(req), dims)?;
+        let dims = state.snapshot_dims();
+        let (_, v) = parse_checkpoint(&bytes, job_id, &request_hash(req), &dims)?;
         Ok(Tensor::from_vec(v, dims, state.latents.device())?)
     }
 }

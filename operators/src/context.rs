@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vidflow_gpu::model::Model;
 use vidflow_gpu::pipeline::LtxPipeline;
-use vidflow_job::config::{AdmissionConfig, ModelDtype};
+use vidflow_job::config::{AdmissionConfig, Architecture, ModelDtype};
 use vidflow_job::JobKey;
 
 use crate::checkpoint::Checkpoints;
@@ -14,7 +15,7 @@ use crate::events::EventSink;
 use crate::StageError;
 
 /// Models by id, shared by all stages and workers of a process.
-pub type Models = Arc<HashMap<String, Arc<LtxPipeline>>>;
+pub type Models = Arc<HashMap<String, Arc<Model>>>;
 
 /// Shared pieces every stage may need. Cheap to clone.
 #[derive(Clone)]
@@ -38,7 +39,7 @@ impl StageCtx {
         }
     }
 
-    pub fn model(&self, id: &str) -> Result<&Arc<LtxPipeline>, StageError> {
+    pub fn model(&self, id: &str) -> Result<&Arc<Model>, StageError> {
         self.models
             .get(id)
             .ok_or_else(|| StageError::ModelNotLoaded(id.to_string()))
@@ -88,7 +89,7 @@ pub struct ModelLoadError {
 
 /// Loads every configured model once per process. Checkpoints go on the
 /// runtime device (a GPU in a CUDA build) in their configured dtype; the
-/// built-in tiny model stays on the CPU in f32, and so does everything on
+/// built-in tiny models stay on the CPU in f32, and so does everything on
 /// a CPU (candle's CPU convolutions have no bf16).
 pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, ModelLoadError> {
     let device = vidflow_gpu::runtime_device().map_err(|source| ModelLoadError {
@@ -103,20 +104,25 @@ pub fn load_models(cfg: &AdmissionConfig) -> Result<Models, ModelLoadError> {
             ModelDtype::Bf16 => candle_core::DType::BF16,
             ModelDtype::F16 => candle_core::DType::F16,
         };
-        let pipe = if p.path == "builtin:tiny" {
-            vidflow_gpu::tiny::pipeline()
-        } else {
-            LtxPipeline::from_dir_on(
-                p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path)),
-                &device,
-                dtype,
-            )
-        }
-        .map_err(|source| ModelLoadError {
+        let dir = p.dir.as_deref().unwrap_or(std::path::Path::new(&p.path));
+        let model: Result<Model, _> = match (p.architecture, p.path.as_str()) {
+            (Architecture::Ltx, vidflow_job::config::BUILTIN_TINY) => {
+                vidflow_gpu::tiny::pipeline().map(Model::from)
+            }
+            (Architecture::Ltx, _) => {
+                LtxPipeline::from_dir_on(dir, &device, dtype).map(Model::from)
+            }
+            (Architecture::Wan, path) => match vidflow_job::config::builtin_wan(path) {
+                Some(i2v) => vidflow_gpu::wan::tiny::pipeline(i2v).map(|(w, _)| Model::from(w)),
+                None => vidflow_gpu::wan::serve::WanPipeline::from_dir_on(dir, &device, dtype)
+                    .map(Model::from),
+            },
+        };
+        let model = model.map_err(|source| ModelLoadError {
             id: p.id.clone(),
             source,
         })?;
-        m.insert(p.id.clone(), Arc::new(pipe));
+        m.insert(p.id.clone(), Arc::new(model));
     }
     Ok(Arc::new(m))
 }

@@ -19,6 +19,34 @@ pub fn arch_of(c: &TransformerConfig) -> Arch {
     }
 }
 
+/// The cost model's view of a loaded model of either family.
+pub fn arch_of_model(m: &vidflow_gpu::model::Model) -> Arch {
+    match m {
+        vidflow_gpu::model::Model::Ltx(p) => arch_of(&p.transformer.config),
+        vidflow_gpu::model::Model::Wan(p) => arch_of_wan(&p.transformer.config),
+    }
+}
+
+/// The cost model's view of a Wan 2.1 transformer config: text tokens
+/// padded to 512, projected to the block width before cross-attention.
+pub fn arch_of_wan(c: &vidflow_gpu::wan::WanConfig) -> Arch {
+    let [pt, ph, pw] = c.patch_size;
+    Arch {
+        layers: c.num_layers,
+        dim: c.dim(),
+        cross_dim: c.dim(),
+        in_channels: c.in_channels * pt * ph * pw,
+        ffn_mult: (c.ffn_dim / c.dim().max(1)).max(1),
+        text_tokens: vidflow_gpu::wan::transformer::TEXT_LEN,
+        // Pixels per transformer token across: the VAE's 8 times the patch.
+        vae_spatial: vidflow_gpu::wan::serve::SPATIAL * ph,
+        vae_temporal: vidflow_gpu::wan::serve::TEMPORAL * pt,
+        max_frames_per_pass: 81,
+        segment_overlap: 0,
+        ..Arch::ltx_2b()
+    }
+}
+
 /// The CPU backend on this project's 2-core development VM, fitted by
 /// `vidflow-bench --suite cost` (docs/BENCHMARKS.md, "Cost model
 /// calibration"): the LTX-2B block width at three token counts.

@@ -150,9 +150,9 @@ impl<R> Batcher<R> {
         }
         match ctx.model(&j.meta.model_id) {
             Ok(m) => crate::cost::step_seconds(
-                &crate::cost::arch_of(&m.transformer.config),
+                &crate::cost::arch_of_model(m),
                 &self.plan.accelerator,
-                j.state.grid.tokens(),
+                m.tokens(&j.state),
                 j.state.guidance_scale > 1.0,
             ),
             Err(_) => 0.0,

@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vidflow_gpu::pipeline::{LtxPipeline, PromptEmbeds};
+use vidflow_gpu::model::Model;
+use vidflow_gpu::pipeline::PromptEmbeds;
 use vidflow_job::event::{JobEvent, Stage};
 use vidflow_job::result::Failure;
 
@@ -14,7 +15,8 @@ use crate::{AdmittedJob, EncodedJob, Msg, StageCtx, StageError};
 
 /// Prompt embeddings keyed by (text encoder = model id, prompt bytes). A
 /// platform sees the same prompts (and the empty negative prompt) again and
-/// again; T5-XXL is the costliest per-job step before denoising.
+/// again; T5-XXL (UMT5-XXL for Wan) is the costliest per-job step before
+/// denoising.
 pub struct TextCache {
     map: HashMap<(String, Vec<u8>), PromptEmbeds>,
     order: VecDeque<(String, Vec<u8>)>,
@@ -37,7 +39,7 @@ impl TextCache {
     pub fn get_or_encode(
         &mut self,
         model_id: &str,
-        p: &LtxPipeline,
+        p: &Model,
         prompt: &[u8],
     ) -> vidflow_gpu::Result<PromptEmbeds> {
         let key = (model_id.to_string(), prompt.to_vec());

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use vidflow_gpu::model::Conditioning;
 use vidflow_gpu::pipeline::{DenoiseState, GenerateRequest, Video};
-use vidflow_gpu::transformer::TextCond;
 use vidflow_job::result::{Failure, JobMeta};
 
 /// What travels between stages: the job, or why it stopped.
@@ -26,7 +26,7 @@ pub struct EncodedJob {
     pub meta: JobMeta,
     pub req: GenerateRequest,
     pub state: DenoiseState,
-    pub text: Arc<TextCond>,
+    pub text: Arc<Conditioning>,
 }
 
 /// Every denoising step taken.

@@ -206,6 +206,8 @@ impl Committer {
             tenant = %rec.tenant,
             status = %rec.status,
             amount_micro = rec.billing.as_ref().map(|b| b.amount_micro).unwrap_or(0),
+            stage = ?rec.stage,
+            error = rec.error.as_deref().unwrap_or(""),
             "job committed"
         );
     }

@@ -200,6 +200,7 @@ impl LtxPipeline {
             guidance_scale: req.guidance_scale,
             cond: Some(Box::new(cond)),
             seed: req.seed,
+            wan: None,
         })
     }
 }
@@ -224,7 +225,7 @@ impl DenoiseState {
         cond.renoise(&self.latents, t, &eps)
     }
 
-    pub(super) fn current_timestep(&self) -> Result<f32> {
+    pub(crate) fn current_timestep(&self) -> Result<f32> {
         self.schedule
             .timesteps
             .get(self.step)

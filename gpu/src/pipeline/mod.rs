@@ -168,6 +168,9 @@ pub struct DenoiseState {
     pub cond: Option<Box<condition::TokenConditioning>>,
     /// The job's seed: a conditioned job draws each step's noise from it.
     pub seed: u64,
+    /// A Wan job's sampler history and image-to-video inputs (its latents
+    /// stay `[1, z, F, h, w]`, unpacked); `None` for LTX jobs.
+    pub wan: Option<Box<crate::wan::serve::WanState>>,
 }
 
 impl DenoiseState {
@@ -181,6 +184,9 @@ impl DenoiseState {
         {
             return false;
         }
+        if self.wan.is_some() != other.wan.is_some() {
+            return false;
+        }
         match (&self.cond, &other.cond) {
             (None, None) => true,
             (Some(x), Some(y)) => x.coords == y.coords,
@@ -192,6 +198,46 @@ impl DenoiseState {
     /// part of the dataflow's batch key.
     pub fn positions_key(&self) -> u64 {
         self.cond.as_ref().map_or(0, |c| c.coords.key() | 1)
+    }
+
+    /// What a checkpoint stores to resume this state exactly: the latents,
+    /// and for a Wan job its sampler's history stacked after them.
+    pub fn snapshot(&self) -> Result<Tensor> {
+        match &self.wan {
+            None => Ok(self.latents.clone()),
+            Some(_) => crate::wan::serve::snapshot(self),
+        }
+    }
+
+    /// The dims of [`Self::snapshot`] (what a stored checkpoint must have).
+    pub fn snapshot_dims(&self) -> Vec<usize> {
+        match &self.wan {
+            None => self.latents.dims().to_vec(),
+            Some(_) => crate::wan::serve::snapshot_dims(self),
+        }
+    }
+
+    /// Puts a snapshot taken after `step` steps back into this freshly
+    /// prepared state.
+    pub fn restore(&mut self, step: usize, snapshot: &Tensor) -> Result<()> {
+        if snapshot.dims() != self.snapshot_dims().as_slice() {
+            return Err(GpuError::invalid(
+                "checkpoint",
+                format!(
+                    "holds {:?}, the job's state is {:?}",
+                    snapshot.dims(),
+                    self.snapshot_dims()
+                ),
+            ));
+        }
+        match &self.wan {
+            None => {
+                self.latents = snapshot.clone();
+                self.step = step;
+                Ok(())
+            }
+            Some(_) => crate::wan::serve::restore(self, step, snapshot),
+        }
     }
 }
 
@@ -395,6 +441,7 @@ impl LtxPipeline {
             guidance_scale: req.guidance_scale,
             cond: None,
             seed: req.seed,
+            wan: None,
         })
     }
 

@@ -1,26 +1,16 @@
 //! Admission configuration: `configs/modes.toml` (per-mode defaults) and
-//! `configs/models.toml` (served models and the worker VRAM limit), with
-//! each model's geometry read from the runtime for the VRAM estimate.
+//! `configs/models.toml` (the model registry, see [`crate::registry`], the
+//! worker memory limits and `[chain]`).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vidflow_gpu::info::{estimate_vram, summarize, EstimateInput, VramEstimate};
-use vidflow_gpu::transformer::TransformerConfig;
-use vidflow_gpu::vae::VaeConfig;
-use vidflow_gpu::weights::read_config;
-use vidflow_gpu::{tiny, Weights};
 
 use crate::error::ConfigError;
 use crate::spec::Mode;
 
-/// The `path` of the built-in tiny (untrained) model.
-pub const BUILTIN_TINY: &str = "builtin:tiny";
-/// The `path` of the demo model shipped in the source tree
-/// (`vidflow_gpu::demo`): trained on synthetic shapes, its files pinned by
-/// sha256 in code.
-pub const BUILTIN_DEMO: &str = "builtin:demo";
+pub use crate::registry::*;
 
 /// Default worker VRAM limit: 80 GiB (one H100 80GB).
 pub const DEFAULT_WORKER_VRAM_BYTES: u64 = 80 << 30;
@@ -63,44 +53,6 @@ impl ModesConfig {
             Mode::Cinema => &self.cinema,
         }
     }
-}
-
-/// Dtype a model's weights and activations occupy on the GPU, for the VRAM
-/// estimate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelDtype {
-    /// What the runtime computes in today (the conservative default).
-    #[default]
-    F32,
-    Bf16,
-    F16,
-}
-
-impl ModelDtype {
-    pub fn bytes(self) -> u64 {
-        match self {
-            ModelDtype::F32 => 4,
-            ModelDtype::Bf16 | ModelDtype::F16 => 2,
-        }
-    }
-}
-
-/// One `[[model]]` entry of `configs/models.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelEntry {
-    /// The id jobs name in `model`.
-    pub id: String,
-    /// `"builtin:demo"`, `"builtin:tiny"` or a diffusers-format checkpoint
-    /// directory (relative paths are relative to the config directory).
-    pub path: String,
-    /// The model's output is noise (the built-in tiny model); shown to users.
-    #[serde(default)]
-    pub untrained: bool,
-    /// GPU dtype for the VRAM estimate (default f32).
-    #[serde(default)]
-    pub dtype: ModelDtype,
 }
 
 /// `configs/models.toml`.
@@ -187,112 +139,6 @@ fn default_worker_host() -> u64 {
     DEFAULT_WORKER_HOST_BYTES
 }
 
-/// A configured model with the geometry the runtime reports for it.
-#[derive(Debug, Clone)]
-pub struct ModelProfile {
-    pub id: String,
-    /// As configured (`builtin:tiny` or the directory as written).
-    pub path: String,
-    /// The directory, resolved against the config directory; `None` for
-    /// built-in models.
-    pub dir: Option<PathBuf>,
-    pub untrained: bool,
-    pub dtype: ModelDtype,
-    pub transformer: TransformerConfig,
-    pub vae: VaeConfig,
-    /// Transformer + VAE + text encoder parameters times the dtype size.
-    pub weights_bytes: u64,
-    /// Native size, frame rate, steps and guidance of a demo-world model
-    /// (`_vidflow_demo` in its `model_index.json`); `None` for others.
-    pub demo: Option<vidflow_gpu::demo::DemoInfo>,
-}
-
-impl ModelProfile {
-    /// Reads a model's geometry: the tiny model's from code, a checkpoint's
-    /// from `transformer/config.json`, `vae/config.json` and the
-    /// safetensors headers (no weights are loaded).
-    pub fn resolve(entry: &ModelEntry, base: &Path) -> Result<ModelProfile, ConfigError> {
-        let wrap = |source| ConfigError::Model {
-            id: entry.id.clone(),
-            path: entry.path.clone(),
-            source: Box::new(source),
-        };
-        let (transformer, vae, params, dir) = if entry.path == BUILTIN_TINY {
-            let t = tiny::transformer_config();
-            let v = tiny::vae_config();
-            let count = |shapes: Vec<(String, Vec<usize>)>| -> u64 {
-                shapes
-                    .iter()
-                    .map(|(_, s)| s.iter().map(|d| *d as u64).product::<u64>())
-                    .sum()
-            };
-            let params = count(t.tensor_shapes())
-                + count(vidflow_gpu::vae::expected_tensor_shapes(&v))
-                + count(vidflow_gpu::t5::expected_tensor_shapes(&tiny::t5_config()));
-            (t, v, params, None)
-        } else {
-            let dir = if entry.path == BUILTIN_DEMO {
-                let d = vidflow_gpu::demo::default_dir().to_path_buf();
-                vidflow_gpu::demo::verify(&d).map_err(wrap)?;
-                d
-            } else {
-                base.join(&entry.path)
-            };
-            let t: TransformerConfig =
-                read_config(&dir.join("transformer").join("config.json")).map_err(wrap)?;
-            let v: VaeConfig = read_config(&dir.join("vae").join("config.json")).map_err(wrap)?;
-            let mut params = 0;
-            for comp in ["transformer", "vae", "text_encoder"] {
-                let d = dir.join(comp);
-                if comp == "text_encoder" && !d.is_dir() {
-                    continue; // a separately served encoder
-                }
-                params += summarize(comp, &Weights::from_dir(&d).map_err(wrap)?).params;
-            }
-            (t, v, params, Some(dir))
-        };
-        let demo = match &dir {
-            Some(d) => vidflow_gpu::demo::info(d).map_err(wrap)?,
-            None => None,
-        };
-        Ok(ModelProfile {
-            id: entry.id.clone(),
-            path: entry.path.clone(),
-            demo,
-            dir,
-            untrained: entry.untrained,
-            dtype: entry.dtype,
-            transformer,
-            vae,
-            weights_bytes: params * entry.dtype.bytes(),
-        })
-    }
-
-    /// The runtime's VRAM estimate for one job of this shape (CFG doubles
-    /// the transformer batch when `guidance > 1`, as the sampler does).
-    pub fn estimate(
-        &self,
-        width: u32,
-        height: u32,
-        num_frames: u32,
-        guidance: f64,
-    ) -> VramEstimate {
-        estimate_vram(
-            &self.transformer,
-            &self.vae,
-            self.weights_bytes,
-            &EstimateInput {
-                width: width as usize,
-                height: height as usize,
-                frames: num_frames as usize,
-                act_bytes: self.dtype.bytes(),
-                cfg_batch: if guidance > 1.0 { 2 } else { 1 },
-                text_len: vidflow_gpu::pipeline::DEFAULT_MAX_TEXT_LEN,
-            },
-        )
-    }
-}
-
 /// Everything [`crate::validate()`] needs besides the spec.
 #[derive(Debug, Clone)]
 pub struct AdmissionConfig {
@@ -323,18 +169,21 @@ impl AdmissionConfig {
     }
 
     /// The embedded defaults: `configs/modes.toml` as compiled in, the demo
-    /// model (id `ltx-demo`, the default: its videos follow the prompt) and
-    /// the built-in tiny model (id `ltx-tiny`), 80 GiB workers. Reads only
-    /// the demo model's shipped files.
+    /// model (id `ltx-demo`, the default: its videos follow the prompt), the
+    /// built-in tiny LTX (id `ltx-tiny`) and the built-in tiny Wan 2.1
+    /// models (`wan-tiny`, `wan-tiny-i2v`), 80 GiB workers. Reads only the
+    /// demo model's shipped files.
     pub fn builtin_default() -> Result<AdmissionConfig, ConfigError> {
         Self::builtin(vec![
-            ModelEntry {
-                id: "ltx-demo".into(),
-                path: BUILTIN_DEMO.into(),
-                untrained: false,
-                dtype: ModelDtype::F32,
-            },
+            ModelEntry::new("ltx-demo", BUILTIN_DEMO, Architecture::Ltx, false),
             Self::tiny_entry(),
+            ModelEntry::new("wan-tiny", BUILTIN_WAN_TINY, Architecture::Wan, true),
+            ModelEntry::new(
+                "wan-tiny-i2v",
+                BUILTIN_WAN_TINY_I2V,
+                Architecture::Wan,
+                true,
+            ),
         ])
     }
 
@@ -345,12 +194,7 @@ impl AdmissionConfig {
     }
 
     fn tiny_entry() -> ModelEntry {
-        ModelEntry {
-            id: "ltx-tiny".into(),
-            path: BUILTIN_TINY.into(),
-            untrained: true,
-            dtype: ModelDtype::F32,
-        }
+        ModelEntry::new("ltx-tiny", BUILTIN_TINY, Architecture::Ltx, true)
     }
 
     fn builtin(model: Vec<ModelEntry>) -> Result<AdmissionConfig, ConfigError> {

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod media;
 pub mod proto;
 pub mod quota;
+pub mod registry;
 pub mod result;
 pub mod safety;
 pub mod source;
@@ -25,7 +26,8 @@ pub mod spec;
 pub mod validate;
 
 pub use config::{
-    AdmissionConfig, ChainConfig, ModeDefaults, ModelProfile, ModesConfig, BUILTIN_TINY,
+    AdmissionConfig, Architecture, ChainConfig, ModeDefaults, ModelEntry, ModelProfile,
+    ModesConfig, BUILTIN_TINY,
 };
 pub use error::{ConfigError, JobError};
 pub use event::Stage;

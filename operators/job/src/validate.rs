@@ -1,9 +1,9 @@
 //! Validation: a [`JobSpec`] becomes a [`ValidatedJob`] (every default
-//! filled in, every size checked against LTX-Video's compression and the
-//! service limits, inline images decoded, VRAM admitted) or a [`JobError`]
-//! naming the field, the value and what is allowed.
+//! filled in, every size checked against its model's rules and the service
+//! limits, inline images decoded, VRAM admitted) or a [`JobError`] naming
+//! the field, the value and what is allowed.
 
-use crate::config::AdmissionConfig;
+use crate::config::{AdmissionConfig, Architecture};
 use crate::error::JobError;
 use crate::id::{default_seed, generate_job_id, is_safe_id};
 use crate::spec::{ImageSource, JobKind, JobSpec, Mode, Tier};
@@ -122,6 +122,34 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             known: cfg.model_ids(),
         });
     };
+    let rules = model.rules;
+    if !model.kinds.contains(&spec.kind) {
+        let kinds: Vec<&str> = model.kinds.iter().map(|k| k.as_str()).collect();
+        return Err(JobError::invalid(
+            "kind",
+            spec.kind.as_str(),
+            format!("model {model_id:?} serves {}", kinds.join(", ")),
+        ));
+    }
+    if model.architecture != Architecture::Ltx {
+        let field = if spec.extend.is_some() {
+            Some("extend")
+        } else if !spec.conditions.is_empty() {
+            Some("conditions")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            return Err(JobError::invalid(
+                field,
+                "(given)",
+                format!(
+                    "model {model_id:?} ({}) takes no keyframes or extension: those are LTX-Video features",
+                    model.architecture.as_str()
+                ),
+            ));
+        }
+    }
     // A demo-world model is trained at one size, rate and length; its own
     // settings replace the service defaults (a job may still name others).
     let native = model.demo.as_ref();
@@ -138,9 +166,13 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         };
         (d.width as u32, d.height as u32)
     } else {
-        parse_resolution(&spec.resolution)?
+        parse_resolution_in(&spec.resolution, rules.size_multiple)?
     };
-    let fps = spec.fps.or(native.map(|d| d.fps)).unwrap_or(DEFAULT_FPS);
+    let fps = spec
+        .fps
+        .or(native.map(|d| d.fps))
+        .or(rules.fps)
+        .unwrap_or(DEFAULT_FPS);
     if !(fps.is_finite() && (MIN_FPS..=MAX_FPS).contains(&fps)) {
         return Err(JobError::invalid(
             "fps",
@@ -148,6 +180,17 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
             format!("must be in {MIN_FPS}..={MAX_FPS}"),
         ));
     }
+    if let Some(own) = rules.fps.filter(|own| *own != fps) {
+        return Err(JobError::invalid(
+            "fps",
+            fps,
+            format!("model {model_id:?} generates {own} fps only"),
+        ));
+    }
+    let frames = FrameRule {
+        multiple: rules.frame_multiple,
+        max: rules.max_frames,
+    };
     let defaults = cfg.modes.get(spec.mode);
     let num_frames = match (spec.seconds, spec.frames, native) {
         (Some(s), Some(f), _) => {
@@ -157,14 +200,15 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
                 format!("give either seconds ({s}) or frames, not both"),
             ))
         }
-        (None, Some(f), _) => check_frames(f)?,
-        (Some(s), None, _) => seconds_to_frames("seconds", s, fps)?,
-        (None, None, Some(d)) => check_frames(d.num_frames as u32)?,
-        (None, None, None) => seconds_to_frames("seconds", defaults.seconds, fps)?,
+        (None, Some(f), _) => frames.check(f)?,
+        (Some(s), None, _) => frames.from_seconds("seconds", s, fps)?,
+        (None, None, Some(d)) => frames.check(d.num_frames as u32)?,
+        (None, None, None) => frames.from_seconds("seconds", defaults.seconds, fps)?,
     };
     let steps = spec
         .steps
         .or(native.map(|d| d.steps as u32))
+        .or(model.steps)
         .unwrap_or(defaults.steps);
     if !(1..=MAX_STEPS).contains(&steps) {
         return Err(JobError::invalid(
@@ -186,7 +230,11 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
     }
     // A video longer than one pass is generated segment by segment: a
     // worker holds one segment's latents and frames at a time.
-    let pass_frames = cfg.chain.pass_frames(num_frames);
+    let pass_frames = if model.chains() {
+        cfg.chain.pass_frames(num_frames)
+    } else {
+        num_frames
+    };
     let est = model.estimate(width, height, pass_frames, guidance);
     if est.total_bytes > cfg.worker_vram_bytes {
         return Err(JobError::TooLarge {
@@ -280,8 +328,15 @@ fn check_prompt(field: &str, text: &str, may_be_empty: bool) -> Result<(), JobEr
     Ok(())
 }
 
-/// Parses a preset name (case-insensitive) or `WxH` and checks the size.
+/// Parses a preset name (case-insensitive) or `WxH` and checks the size
+/// against LTX-Video's rules.
 pub fn parse_resolution(res: &str) -> Result<(u32, u32), JobError> {
+    parse_resolution_in(res, SIZE_MULTIPLE)
+}
+
+/// Parses a preset name (case-insensitive) or `WxH` and checks the size,
+/// sides multiples of `multiple` (the model's).
+pub fn parse_resolution_in(res: &str, multiple: u32) -> Result<(u32, u32), JobError> {
     let value = format!("{res:?}");
     let lower = res.trim().to_ascii_lowercase();
     if let Some((_, w, h)) = PRESETS.iter().find(|(n, _, _)| *n == lower) {
@@ -302,12 +357,12 @@ pub fn parse_resolution(res: &str) -> Result<(u32, u32), JobError> {
     let w: u32 = w.trim().parse().map_err(|_| bad_format())?;
     let h: u32 = h.trim().parse().map_err(|_| bad_format())?;
     for (side, v) in [("width", w), ("height", h)] {
-        let near = nearest_list(&nearest_multiples(v, SIZE_MULTIPLE, MIN_SIDE, MAX_SIDE));
-        if !v.is_multiple_of(SIZE_MULTIPLE) {
+        let near = nearest_list(&nearest_multiples(v, multiple, MIN_SIDE, MAX_SIDE));
+        if !v.is_multiple_of(multiple) {
             return Err(JobError::invalid(
                 "resolution",
                 &value,
-                format!("{side} {v} must be a multiple of {SIZE_MULTIPLE} (nearest: {near})"),
+                format!("{side} {v} must be a multiple of {multiple} (nearest: {near})"),
             ));
         }
         if !(MIN_SIDE..=MAX_SIDE).contains(&v) {
@@ -352,57 +407,87 @@ fn nearest_list(v: &[u32]) -> String {
         .join(" or ")
 }
 
-/// Checks a frame count: 8n+1 in 1..=MAX_FRAMES.
-pub fn check_frames(n: u32) -> Result<u32, JobError> {
-    if (1..=MAX_FRAMES).contains(&n) && (n - 1).is_multiple_of(FRAME_MULTIPLE) {
-        return Ok(n);
-    }
-    let near: Vec<u32> = if n == 0 {
-        vec![1]
-    } else {
-        let lo = (n - 1) / FRAME_MULTIPLE * FRAME_MULTIPLE + 1;
-        let mut out: Vec<u32> = Vec::new();
-        for c in [lo, lo.saturating_add(FRAME_MULTIPLE)] {
-            let c = c.clamp(1, MAX_FRAMES);
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-        out
-    };
-    Err(JobError::invalid(
-        "frames",
-        n,
-        format!(
-            "must be 8n+1 in 1..={MAX_FRAMES} (1, 9, 17, ..., {MAX_FRAMES}) (nearest: {})",
-            nearest_list(&near)
-        ),
-    ))
+/// A model's frame rule: `multiple * n + 1` frames, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRule {
+    pub multiple: u32,
+    pub max: u32,
 }
 
-/// Seconds to frames: the smallest 8n+1 >= round(seconds * fps).
-pub fn seconds_to_frames(field: &str, seconds: f64, fps: f64) -> Result<u32, JobError> {
-    let max_s = MAX_FRAMES as f64 / fps;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(JobError::invalid(
-            field,
-            seconds,
-            format!("must be > 0 and at most {max_s:.2} s at {fps} fps ({MAX_FRAMES} frames)"),
-        ));
-    }
-    let raw = (seconds * fps).round().max(1.0);
-    let n = if raw > MAX_FRAMES as f64 {
-        u32::MAX
-    } else {
-        let raw = raw as u32;
-        (raw - 1).div_ceil(FRAME_MULTIPLE) * FRAME_MULTIPLE + 1
+impl FrameRule {
+    /// LTX-Video's: 8n+1 up to [`MAX_FRAMES`] (longer than a pass goes in
+    /// chained segments).
+    pub const LTX: FrameRule = FrameRule {
+        multiple: FRAME_MULTIPLE,
+        max: MAX_FRAMES,
     };
-    if n > MAX_FRAMES {
-        return Err(JobError::invalid(
-            field,
-            seconds,
-            format!("must be at most {max_s:.2} s at {fps} fps ({MAX_FRAMES} frames)"),
-        ));
+
+    /// Checks a frame count, naming the nearest valid ones.
+    pub fn check(self, n: u32) -> Result<u32, JobError> {
+        let (m, max) = (self.multiple, self.max);
+        if (1..=max).contains(&n) && (n - 1).is_multiple_of(m) {
+            return Ok(n);
+        }
+        let near: Vec<u32> = if n == 0 {
+            vec![1]
+        } else {
+            let lo = ((n - 1) / m * m + 1).min((max - 1) / m * m + 1);
+            let mut out: Vec<u32> = Vec::new();
+            for c in [lo, lo.saturating_add(m)] {
+                if c <= max && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        Err(JobError::invalid(
+            "frames",
+            n,
+            format!(
+                "must be {m}n+1 in 1..={max} (1, {}, {}, ..., {max}) (nearest: {})",
+                1 + m,
+                1 + 2 * m,
+                nearest_list(&near)
+            ),
+        ))
     }
-    Ok(n)
+
+    /// Seconds to frames: the smallest `multiple * n + 1` >=
+    /// round(seconds * fps).
+    pub fn from_seconds(self, field: &str, seconds: f64, fps: f64) -> Result<u32, JobError> {
+        let (m, max) = (self.multiple, self.max);
+        let max_s = max as f64 / fps;
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(JobError::invalid(
+                field,
+                seconds,
+                format!("must be > 0 and at most {max_s:.2} s at {fps} fps ({max} frames)"),
+            ));
+        }
+        let raw = (seconds * fps).round().max(1.0);
+        let n = if raw > max as f64 {
+            u32::MAX
+        } else {
+            let raw = raw as u32;
+            (raw - 1).div_ceil(m) * m + 1
+        };
+        if n > max {
+            return Err(JobError::invalid(
+                field,
+                seconds,
+                format!("must be at most {max_s:.2} s at {fps} fps ({max} frames)"),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Checks a frame count against LTX-Video's rule ([`FrameRule::LTX`]).
+pub fn check_frames(n: u32) -> Result<u32, JobError> {
+    FrameRule::LTX.check(n)
+}
+
+/// Seconds to frames under LTX-Video's rule ([`FrameRule::LTX`]).
+pub fn seconds_to_frames(field: &str, seconds: f64, fps: f64) -> Result<u32, JobError> {
+    FrameRule::LTX.from_seconds(field, seconds, fps)
 }
