@@ -184,6 +184,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         strength: a.strength,
         extend,
         image_cond_noise_scale: None,
+        lora: None,
     };
     let (tx, rx) = channel();
     let engine = Engine::new(

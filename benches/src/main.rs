@@ -247,6 +247,13 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if args.suite == "wan-lora" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&wan::run_lora(args.repeats)?)?
+        );
+        return Ok(());
+    }
     if args.suite == "nsfw" {
         println!("{}", serde_json::to_string_pretty(&nsfw::run()?)?);
         return Ok(());

@@ -12,6 +12,7 @@ pub mod error;
 pub mod golden;
 pub mod info;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod nn;
 pub mod nsfw;

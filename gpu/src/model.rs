@@ -71,6 +71,30 @@ impl Model {
         }
     }
 
+    /// The transformer's linear layers an adapter may target.
+    pub fn lora_targets(&self) -> &crate::lora::Targets {
+        match self {
+            Model::Ltx(p) => &p.lora_targets,
+            Model::Wan(p) => &p.lora_targets,
+        }
+    }
+
+    /// Reads a safetensors LoRA adapter and fits it to this model (see
+    /// [`crate::lora::Adapter::from_safetensors`]).
+    pub fn load_adapter(&self, name: &str, bytes: &[u8]) -> Result<crate::lora::Adapter> {
+        let device = match self {
+            Model::Ltx(p) => &p.device,
+            Model::Wan(p) => &p.device,
+        };
+        crate::lora::Adapter::from_safetensors(
+            name,
+            bytes,
+            self.lora_targets(),
+            device,
+            candle_core::DType::F32,
+        )
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Model::Ltx(p) => &p.name,

@@ -10,6 +10,9 @@ use crate::weights::Weights;
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// The weight's name without `.weight` (from the component's root):
+    /// what a LoRA adapter names the layer by (`crate::lora`).
+    pub name: std::sync::Arc<str>,
 }
 
 impl Linear {
@@ -27,7 +30,13 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        let full = w.full_name(name);
+        w.record_linear(&full, out_dim, in_dim);
+        Ok(Linear {
+            weight,
+            bias,
+            name: full.into(),
+        })
     }
 
     /// [`Self::forward`] on an f32 activation in the weight's dtype (bf16
@@ -51,10 +60,33 @@ impl Linear {
     /// GPU the batch is one GEMM: per-item GEMMs would cost a concatenation
     /// pass per layer (~12% of an LTX-2B step), and cuBLAS does not promise
     /// shape-independent bits anyway.
+    ///
+    /// A LoRA adapter in scope for this layer (`crate::lora::scoped`) adds
+    /// its side product to the rows of the jobs that apply it.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.base(x)?;
+        let Some(deltas) = crate::lora::deltas(&self.name, x)? else {
+            return Ok(y);
+        };
+        let rows = deltas
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let yi = y.narrow(0, i, 1)?;
+                Ok(match d {
+                    Some(d) => (yi + d.to_dtype(y.dtype())?)?,
+                    None => yi,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+
+    /// `x W^T + b` alone.
+    fn base(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() == 3 && x.dim(0)? > 1 && x.device().is_cpu() {
             let items = (0..x.dim(0)?)
-                .map(|i| self.forward(&x.narrow(0, i, 1)?))
+                .map(|i| self.base(&x.narrow(0, i, 1)?))
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Tensor::cat(&items, 0)?);
         }
@@ -130,12 +162,16 @@ impl TimestepEmbedder {
     }
 
     /// `t`: `[N]` in the model's timestep units. Output `[N, dim]` in the
-    /// weights' dtype.
+    /// weights' dtype. The rows go through the linears as `[N, 1, dim]`,
+    /// one GEMM per row on the CPU (see [`Linear::forward`]): a GEMM of N
+    /// rows picks another kernel than one row, and a job's bits must not
+    /// depend on how many jobs share its step.
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let f = timestep_embedding(t, Self::FREQ_DIM, true, 0.0)?
-            .to_dtype(self.linear_1.weight.dtype())?;
+            .to_dtype(self.linear_1.weight.dtype())?
+            .unsqueeze(1)?;
         let h = crate::kernels::silu(&self.linear_1.forward(&f)?)?;
-        self.linear_2.forward(&h)
+        Ok(self.linear_2.forward(&h)?.squeeze(1)?)
     }
 }
 

@@ -150,6 +150,7 @@ pub fn pipeline() -> Result<LtxPipeline> {
         name: TINY_NAME.into(),
         device: Device::Cpu,
         decode_budget_bytes: crate::vae::DEFAULT_DECODE_BUDGET_BYTES,
+        lora_targets: std::sync::Arc::new(tw.linears()),
     };
     p.check_compatible()?;
     Ok(p)

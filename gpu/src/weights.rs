@@ -56,6 +56,9 @@ pub struct Weights {
     dtype: DType,
     device: Device,
     desc: Arc<str>,
+    /// Every linear layer loaded through this view or one derived from it
+    /// (full name -> (out, in)): the layers a LoRA adapter may target.
+    linears: Arc<Mutex<BTreeMap<String, (usize, usize)>>>,
 }
 
 /// One tensor's metadata, for `model info`.
@@ -184,6 +187,7 @@ impl Weights {
             dtype: DType::F32,
             device: Device::Cpu,
             desc: desc.into(),
+            linears: Arc::default(),
         })
     }
 
@@ -227,6 +231,7 @@ impl Weights {
             dtype: DType::F32,
             device: Device::Cpu,
             desc: desc.into(),
+            linears: Arc::default(),
         }
     }
 
@@ -244,6 +249,7 @@ impl Weights {
             dtype: DType::F32,
             device: Device::Cpu,
             desc: desc.into(),
+            linears: Arc::default(),
         }
     }
 
@@ -274,6 +280,24 @@ impl Weights {
 
     fn full(&self, name: &str) -> String {
         format!("{}{}", self.prefix, name)
+    }
+
+    /// `name` under this view's prefix.
+    pub fn full_name(&self, name: &str) -> String {
+        self.full(name)
+    }
+
+    /// Notes a linear layer loaded from this view (`nn::Linear::load`).
+    pub fn record_linear(&self, full: &str, out: usize, inp: usize) {
+        if let Ok(mut l) = self.linears.lock() {
+            l.insert(full.to_string(), (out, inp));
+        }
+    }
+
+    /// The linear layers loaded through this view and its derived views:
+    /// what a LoRA adapter for the component may target.
+    pub fn linears(&self) -> BTreeMap<String, (usize, usize)> {
+        self.linears.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -7,10 +7,12 @@
 //! announces it; [`refused`] is the failed result of a spec that did not
 //! pass.
 
+use sha2::{Digest, Sha256};
 use vidflow_connectors::store::OutputStore;
 use vidflow_gpu::pipeline::GenerateRequest;
 use vidflow_job::event::{JobEvent, Stage};
 use vidflow_job::result::{Failure, JobMeta, JobResult};
+use vidflow_job::validate::LoraSource;
 use vidflow_job::validate::MAX_INLINE_IMAGE_BYTES;
 use vidflow_job::{ImageInput, JobError, JobSpec, ValidatedJob};
 
@@ -33,7 +35,11 @@ pub fn prepare(
         date,
     );
     meta.submitted_ms = v.submitted_ms;
-    match to_request(&v, store) {
+    let req = to_request(&v, store).and_then(|mut req| {
+        req.lora = load_lora(ctx, store, &v)?;
+        Ok(req)
+    });
+    match req {
         Ok(req) => {
             ctx.events
                 .emit(&v.tenant, JobEvent::Accepted { job_id: v.job_id });
@@ -92,6 +98,76 @@ pub fn to_request(v: &ValidatedJob, store: &OutputStore) -> Result<GenerateReque
     };
     crate::inputs::add_media(v, store, &mut req)?;
     Ok(req)
+}
+
+/// Largest adapter file a job may name: 1 GiB (a rank-128 adapter on
+/// every linear layer of a 14B model is about 0.8 GB in bf16).
+pub const MAX_LORA_BYTES: u64 = 1 << 30;
+
+/// The job's LoRA adapter, read (capped at [`MAX_LORA_BYTES`]; a key was
+/// confined to the tenant's prefix by validation) and fitted to its model
+/// through the process's adapter cache, which is keyed by the model, the
+/// tenant and the file's hash, so a changed file is read afresh and no
+/// tenant is handed another's parsed adapter.
+fn load_lora(
+    ctx: &StageCtx,
+    store: &OutputStore,
+    v: &ValidatedJob,
+) -> Result<Option<vidflow_gpu::lora::Applied>, StageError> {
+    let Some(l) = &v.lora else {
+        return Ok(None);
+    };
+    let (name, bytes) = match &l.source {
+        LoraSource::Key(k) => {
+            let key_err = |source: ImageKeyError| StageError::MediaKey {
+                field: "lora.key".into(),
+                key: k.clone(),
+                source,
+            };
+            let path = object_store::path::Path::parse(k).map_err(|e| key_err(e.into()))?;
+            let bytes = store
+                .get_capped_blocking(&path, MAX_LORA_BYTES)
+                .map_err(|e| key_err(e.into()))?;
+            (k.clone(), bytes)
+        }
+        LoraSource::Registry { id, path } => {
+            let bytes =
+                read_capped(path, MAX_LORA_BYTES).map_err(|source| StageError::LoraFile {
+                    id: id.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+            (id.clone(), bytes)
+        }
+    };
+    let model = ctx.model(&v.model_id)?;
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key = format!("{}/{}/{sha}", v.model_id, v.tenant);
+    // Entries are immutable once in: a cache whose lock a panic poisoned
+    // is still a valid cache.
+    let adapter = ctx
+        .adapters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_load(&key, || model.load_adapter(&name, &bytes))?;
+    Ok(Some(vidflow_gpu::lora::Applied {
+        adapter,
+        strength: l.strength,
+    }))
+}
+
+/// A file's bytes, refusing one over `cap` before reading it.
+fn read_capped(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > cap {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes, over the {cap}-byte limit"
+        )));
+    }
+    std::fs::read(path)
 }
 
 /// Today's UTC date from the system clock (civil-from-days, no tz crate).

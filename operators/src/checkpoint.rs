@@ -124,6 +124,13 @@ pub fn request_hash(req: &GenerateRequest) -> String {
         }
         h.update(req.image_cond_noise_scale.to_le_bytes());
     }
+    // A job with an adapter: which file, how strongly (jobs without one
+    // keep their hashes).
+    if let Some(l) = &req.lora {
+        h.update(b"l");
+        h.update(l.adapter.sha256.as_bytes());
+        h.update(l.strength.to_le_bytes());
+    }
     hex(&h.finalize()[..16])
 }
 

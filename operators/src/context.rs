@@ -27,7 +27,14 @@ pub struct StageCtx {
     pub cancelled: Arc<Mutex<HashMap<JobKey, Instant>>>,
     /// Denoising checkpoints (off in the embedded CLI).
     pub checkpoints: Option<Checkpoints>,
+    /// LoRA adapters loaded for jobs, by (model, tenant, file hash).
+    pub adapters: Arc<Mutex<vidflow_gpu::lora::AdapterCache>>,
 }
+
+/// Bytes of loaded LoRA adapters a process keeps (least recently used
+/// dropped first): 2 GiB, some dozens of rank-16/32 adapters of a
+/// 14B-class model.
+pub const ADAPTER_CACHE_BYTES: u64 = 2 << 30;
 
 impl StageCtx {
     pub fn new(models: Models, events: EventSink, checkpoints: Option<Checkpoints>) -> StageCtx {
@@ -36,6 +43,9 @@ impl StageCtx {
             events,
             cancelled: Arc::new(Mutex::new(HashMap::new())),
             checkpoints,
+            adapters: Arc::new(Mutex::new(vidflow_gpu::lora::AdapterCache::new(
+                ADAPTER_CACHE_BYTES,
+            ))),
         }
     }
 

@@ -31,6 +31,14 @@ pub enum StageError {
         #[source]
         source: ImageKeyError,
     },
+    /// A registry adapter's file could not be read.
+    #[error("lora `{id}`: {}: {source}", .path.display())]
+    LoraFile {
+        id: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// An input image or video that cannot be used as given.
     #[error("invalid `{field}`: {reason}")]
     Media { field: String, reason: String },

@@ -201,6 +201,7 @@ impl LtxPipeline {
             cond: Some(Box::new(cond)),
             seed: req.seed,
             wan: None,
+            lora: req.lora.clone(),
         })
     }
 }

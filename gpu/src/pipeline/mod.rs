@@ -60,6 +60,8 @@ pub struct LtxPipeline {
     /// Working-set budget of the VAE decode: a clip whose estimated decode
     /// exceeds it is decoded in tiles (`vae::DecodeTiling::plan`).
     pub decode_budget_bytes: u64,
+    /// The transformer's linear layers, for fitting LoRA adapters.
+    pub lora_targets: std::sync::Arc<crate::lora::Targets>,
 }
 
 /// An RGB8 image for image-to-video conditioning, row-major, no padding.
@@ -98,6 +100,8 @@ pub struct GenerateRequest {
     /// Re-noising of strength-1 conditions each step (see
     /// [`IMAGE_COND_NOISE_SCALE`]); 0 holds them exactly.
     pub image_cond_noise_scale: f64,
+    /// A LoRA adapter the job applies (fitted to this model).
+    pub lora: Option<crate::lora::Applied>,
 }
 
 impl Default for GenerateRequest {
@@ -118,6 +122,7 @@ impl Default for GenerateRequest {
             conditions: Vec::new(),
             video_to_video: None,
             image_cond_noise_scale: IMAGE_COND_NOISE_SCALE,
+            lora: None,
         }
     }
 }
@@ -171,6 +176,9 @@ pub struct DenoiseState {
     /// A Wan job's sampler history and image-to-video inputs (its latents
     /// stay `[1, z, F, h, w]`, unpacked); `None` for LTX jobs.
     pub wan: Option<Box<crate::wan::serve::WanState>>,
+    /// The LoRA adapter the job applies (its request names it; not part of
+    /// a checkpoint's snapshot, whose request hash covers it).
+    pub lora: Option<crate::lora::Applied>,
 }
 
 impl DenoiseState {
@@ -259,7 +267,8 @@ impl LtxPipeline {
                 .with_device(device.clone()))
         };
         let tcfg: TransformerConfig = read_config(&sub("transformer").join("config.json"))?;
-        let transformer = LtxTransformer::load(&load("transformer")?, &tcfg)?;
+        let tw = load("transformer")?;
+        let transformer = LtxTransformer::load(&tw, &tcfg)?;
         let vcfg: VaeConfig = read_config(&sub("vae").join("config.json"))?;
         let vae = LtxVae::load(&load("vae")?, &vcfg)?;
         let ecfg: T5Config = read_config(&sub("text_encoder").join("config.json"))?;
@@ -291,6 +300,7 @@ impl LtxPipeline {
             name: dir.display().to_string(),
             device,
             decode_budget_bytes: crate::vae::DEFAULT_DECODE_BUDGET_BYTES,
+            lora_targets: std::sync::Arc::new(tw.linears()),
         };
         p.check_compatible()?;
         Ok(p)
@@ -442,6 +452,7 @@ impl LtxPipeline {
             cond: None,
             seed: req.seed,
             wan: None,
+            lora: req.lora.clone(),
         })
     }
 

@@ -40,6 +40,7 @@ impl LtxPipeline {
         let mut ts: Vec<f32> = Vec::new();
         let mut conds = Vec::new();
         let mut rows = Vec::new();
+        let mut adapters = Vec::new();
         for (st, text) in jobs {
             if !st.same_positions(first) {
                 return Err(GpuError::invalid(
@@ -67,6 +68,7 @@ impl LtxPipeline {
                     .collect(),
             };
             for _ in 0..b {
+                adapters.push(st.lora.clone());
                 xs.push(x.clone());
                 if per_token {
                     ts.extend_from_slice(&tt);
@@ -94,9 +96,7 @@ impl LtxPipeline {
             Some(c) => Positions::Coords(&c.coords),
             None => Positions::Grid(&grid),
         };
-        let v = self
-            .transformer
-            .forward_at(&x, text, &ts, pos)?
+        let v = crate::lora::scoped(adapters, || self.transformer.forward_at(&x, text, &ts, pos))?
             .to_dtype(DType::F32)?;
         let mut out = Vec::with_capacity(jobs.len());
         let mut row = 0;

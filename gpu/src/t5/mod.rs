@@ -228,6 +228,7 @@ fn keep_f32_if_f16(l: Linear) -> Result<Linear> {
         return Ok(Linear {
             weight: l.weight.to_dtype(DType::F32)?,
             bias: None,
+            name: l.name,
         });
     }
     Ok(l)

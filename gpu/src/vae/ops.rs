@@ -80,6 +80,7 @@ impl Params {
         Ok(Linear {
             weight: self.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
             bias: Some(self.get(&format!("{name}.bias"), &[out_dim])?),
+            name: name.into(),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct WanPipeline {
     pub untrained: bool,
     pub name: String,
     pub device: Device,
+    /// The transformer's linear layers, for fitting LoRA adapters.
+    pub lora_targets: std::sync::Arc<crate::lora::Targets>,
 }
 
 /// A Wan job's text conditioning: `[negative, positive]` embeddings when
@@ -91,7 +93,8 @@ impl WanPipeline {
                 .with_device(device.clone()))
         };
         let tcfg: super::WanConfig = read_config(&sub("transformer").join("config.json"))?;
-        let transformer = WanTransformer::load(&load("transformer")?, &tcfg)?;
+        let tw = load("transformer")?;
+        let transformer = WanTransformer::load(&tw, &tcfg)?;
         let vcfg: super::WanVaeConfig = read_config(&sub("vae").join("config.json"))?;
         let vae = WanVae::load(&load("vae")?, &vcfg)?;
         let ecfg: crate::t5::T5Config = read_config(&sub("text_encoder").join("config.json"))?;
@@ -133,6 +136,7 @@ impl WanPipeline {
             untrained: false,
             name: dir.display().to_string(),
             device: device.clone(),
+            lora_targets: std::sync::Arc::new(tw.linears()),
         })
     }
 
@@ -269,6 +273,7 @@ impl WanPipeline {
                 condition,
                 image_tokens,
             })),
+            lora: req.lora.clone(),
         })
     }
 
@@ -319,6 +324,7 @@ impl WanPipeline {
         let mut texts = Vec::new();
         let mut images = Vec::new();
         let mut rows = Vec::new();
+        let mut adapters = Vec::new();
         for (st, text) in jobs {
             if !st.same_positions(first) {
                 return Err(GpuError::invalid(
@@ -344,6 +350,7 @@ impl WanPipeline {
                 None => st.latents.clone(),
             };
             for r in 0..b {
+                adapters.push(st.lora.clone());
                 xs.push(x.clone());
                 ts.push(t);
                 texts.push(text.rows.narrow(0, r, 1)?);
@@ -368,10 +375,10 @@ impl WanPipeline {
         } else {
             Some(Tensor::cat(&images, 0)?)
         };
-        let v = self
-            .transformer
-            .forward(&x, &ts, &text, image.as_ref())?
-            .to_dtype(DType::F32)?;
+        let v = crate::lora::scoped(adapters, || {
+            self.transformer.forward(&x, &ts, &text, image.as_ref())
+        })?
+        .to_dtype(DType::F32)?;
         let mut out = Vec::with_capacity(jobs.len());
         let mut row = 0;
         for ((st, _), b) in jobs.iter().zip(rows) {

@@ -93,6 +93,16 @@ pub fn sampler_config() -> UniPcConfig {
     UniPcConfig::default()
 }
 
+/// The tiny transformer's weights, drawn as its loader asks for them (the
+/// same tensors [`pipeline`] loads).
+pub fn transformer_weights() -> Weights {
+    Weights::seeded(
+        crate::tiny::init_tensor,
+        TINY_WAN_SEED,
+        "builtin tiny wan transformer",
+    )
+}
+
 /// The built-in tiny Wan (byte-level tokenizer, seeded weights), and the
 /// number of parameters it drew.
 pub fn pipeline(i2v: bool) -> Result<(WanPipeline, u64)> {
@@ -140,6 +150,7 @@ pub fn pipeline(i2v: bool) -> Result<(WanPipeline, u64)> {
         }
         .into(),
         device: Device::Cpu,
+        lora_targets: std::sync::Arc::new(tw.linears()),
     };
     Ok((p, params))
 }

@@ -411,14 +411,18 @@ impl WanTransformer {
         let embed = Linear {
             weight: self.patch.reshape((d, k))?,
             bias: Some(self.patch_bias.clone()),
+            // A convolution run as a linear map: no adapter targets it.
+            name: "".into(),
         };
         let x = embed
             .forward(&patches.to_dtype(self.patch.dtype())?)?
             .to_dtype(DType::F32)?;
         let temb = self.time.forward(timestep)?.to_dtype(DType::F32)?;
+        // Per row, as the timestep embedder runs (a job's bits must not
+        // depend on its batch).
         let proj = self
             .time_proj
-            .forward_f32(&crate::kernels::silu(&temb)?)?
+            .forward_f32(&crate::kernels::silu(&temb)?.unsqueeze(1)?)?
             .to_dtype(DType::F32)?
             .reshape((b, 6, d))?;
         let mut ctx = self

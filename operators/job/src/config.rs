@@ -76,6 +76,9 @@ pub struct ModelsConfig {
     pub chain: ChainConfig,
     #[serde(default)]
     pub model: Vec<ModelEntry>,
+    /// Adapters jobs may name by id (`[[lora]]`).
+    #[serde(default)]
+    pub lora: Vec<LoraEntry>,
 }
 
 /// `[chain]` in `configs/models.toml`: a video longer than
@@ -154,6 +157,8 @@ pub struct AdmissionConfig {
     pub worker_host_bytes: u64,
     /// How long videos are cut into passes.
     pub chain: ChainConfig,
+    /// Registry adapters, their paths resolved against the config folder.
+    pub loras: Vec<LoraEntry>,
 }
 
 impl AdmissionConfig {
@@ -207,6 +212,7 @@ impl AdmissionConfig {
             default_model: model.first().map(|m| m.id.clone()),
             chain: ChainConfig::default(),
             model,
+            lora: Vec::new(),
         };
         Self::from_parts(modes, p, models, Path::new("<builtin>"), Path::new("."))
     }
@@ -270,6 +276,23 @@ impl AdmissionConfig {
             return Err(invalid("worker_host_bytes must be > 0".into()));
         }
         models.chain.check().map_err(invalid)?;
+        let mut lora_ids = BTreeSet::new();
+        let mut loras = Vec::new();
+        for l in &models.lora {
+            if l.id.is_empty() || !lora_ids.insert(l.id.clone()) {
+                return Err(invalid(format!("lora id {:?} empty or duplicated", l.id)));
+            }
+            if !seen.contains(&l.model) {
+                return Err(invalid(format!(
+                    "lora {:?} is for model {:?}, which is not configured",
+                    l.id, l.model
+                )));
+            }
+            loras.push(LoraEntry {
+                path: base.join(&l.path),
+                ..l.clone()
+            });
+        }
         let profiles = models
             .model
             .iter()
@@ -282,6 +305,7 @@ impl AdmissionConfig {
             worker_vram_bytes: models.worker_vram_bytes,
             worker_host_bytes: models.worker_host_bytes,
             chain: models.chain,
+            loras,
         })
     }
 

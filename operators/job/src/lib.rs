@@ -34,7 +34,7 @@ pub use event::Stage;
 pub use id::{default_seed, generate_job_id, job_id_timestamp_ms, JobKey};
 pub use media::{JobMedia, MediaInput, MediaKind};
 pub use result::{JobResult, JobStatus, UnknownStatus};
-pub use spec::{ConditionSpec, ExtendSpec, ImageSource, JobKind, JobSpec, Mode, Tier};
+pub use spec::{ConditionSpec, ExtendSpec, ImageSource, JobKind, JobSpec, LoraSpec, Mode, Tier};
 pub use validate::{
     decode_image, fit_frame, fit_rgb8, image_header, validate, ImageHeader, ImageInput,
     ValidatedJob, PRESETS,

@@ -159,6 +159,11 @@ impl TryFrom<&spec::JobSpec> for JobSpec {
             strength: s.strength,
             extend,
             image_cond_noise_scale: s.image_cond_noise_scale,
+            lora: s.lora.as_ref().map(|l| Lora {
+                key: l.key.clone(),
+                id: l.id.clone(),
+                strength: l.strength,
+            }),
         })
     }
 }
@@ -285,6 +290,11 @@ impl TryFrom<JobSpec> for spec::JobSpec {
             strength: p.strength,
             extend,
             image_cond_noise_scale: p.image_cond_noise_scale,
+            lora: p.lora.map(|l| spec::LoraSpec {
+                key: l.key,
+                id: l.id,
+                strength: l.strength,
+            }),
         })
     }
 }

@@ -282,6 +282,19 @@ impl ModelEntry {
     }
 }
 
+/// One `[[lora]]` entry of `configs/models.toml`: an adapter every tenant
+/// may name by `id`, for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraEntry {
+    pub id: String,
+    /// The model id it was trained for.
+    pub model: String,
+    /// A safetensors file (relative paths are relative to the config
+    /// directory).
+    pub path: PathBuf,
+}
+
 /// A model's shapes as its architecture reads them, for the VRAM estimate.
 #[derive(Debug, Clone)]
 pub enum Geometry {

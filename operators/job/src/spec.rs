@@ -139,6 +139,24 @@ pub struct ExtendSpec {
     pub overlap_frames: Option<u32>,
 }
 
+/// A LoRA adapter a job applies: a safetensors file under the tenant's
+/// prefix in the object store (`key`), or one the registry lists (`id`,
+/// `[[lora]]` in `configs/models.toml`): exactly one of the two.
+///
+/// JSON: `{"key": "acme/loras/film-grain.safetensors", "strength": 0.8}`
+/// or `{"id": "film-grain"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Multiplies the adapter's own `alpha / rank`, in (0, 2] (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+}
+
 /// A generation request as submitted. Unknown fields are errors so a typo
 /// (`"step": 30`) is reported instead of silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +220,9 @@ pub struct JobSpec {
     /// latents exactly). Only with `conditions` or `extend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_cond_noise_scale: Option<f64>,
+    /// A LoRA adapter to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 impl JobSpec {
@@ -236,6 +257,7 @@ impl JobSpec {
             strength: None,
             extend: None,
             image_cond_noise_scale: None,
+            lora: None,
         }
     }
 

@@ -58,6 +58,94 @@ pub struct ValidatedJob {
     /// Keyframe conditions, a v2v source or a video to extend.
     #[serde(default)]
     pub media: crate::media::JobMedia,
+    /// The LoRA adapter the job applies: a key under the tenant's prefix,
+    /// or a registry adapter of the job's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraInput>,
+}
+
+/// Where a job's adapter comes from, checked.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraSource {
+    /// An object key under the tenant's prefix.
+    Key(String),
+    /// A `[[lora]]` of the registry, its file resolved.
+    Registry {
+        id: String,
+        path: std::path::PathBuf,
+    },
+}
+
+/// A job's adapter and the strength it applies it with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraInput {
+    pub source: LoraSource,
+    pub strength: f64,
+}
+
+/// Checks a job's `lora` against the tenant and the model's registry
+/// adapters.
+fn check_lora(
+    spec: &JobSpec,
+    cfg: &AdmissionConfig,
+    model_id: &str,
+) -> Result<Option<LoraInput>, JobError> {
+    let Some(l) = &spec.lora else {
+        return Ok(None);
+    };
+    let strength = l.strength.unwrap_or(1.0);
+    if !(strength.is_finite() && strength > 0.0 && strength <= 2.0) {
+        return Err(JobError::invalid(
+            "lora.strength",
+            strength,
+            "must be in (0, 2]",
+        ));
+    }
+    let source = match (&l.key, &l.id) {
+        (Some(key), None) => {
+            check_key("lora.key", key, &spec.tenant)?;
+            LoraSource::Key(key.clone())
+        }
+        (None, Some(id)) => {
+            let Some(e) = cfg
+                .loras
+                .iter()
+                .find(|e| &e.id == id && e.model == model_id)
+            else {
+                let known: Vec<&str> = cfg
+                    .loras
+                    .iter()
+                    .filter(|e| e.model == model_id)
+                    .map(|e| e.id.as_str())
+                    .collect();
+                return Err(JobError::invalid(
+                    "lora.id",
+                    id,
+                    format!(
+                        "is not an adapter of model {model_id:?} (its adapters: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            LoraSource::Registry {
+                id: id.clone(),
+                path: e.path.clone(),
+            }
+        }
+        _ => {
+            return Err(JobError::invalid(
+                "lora",
+                "(given)",
+                "give exactly one of key (an object key) and id (a registry adapter)",
+            ))
+        }
+    };
+    Ok(Some(LoraInput { source, strength }))
 }
 
 /// Checks a spec against the limits and `cfg`, fills in defaults and decodes
@@ -276,6 +364,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         }
     };
     let media = crate::media::validate_media(spec, num_frames, pass_frames)?;
+    let lora = check_lora(spec, cfg, &model_id)?;
     let seed = spec.seed.unwrap_or_else(|| default_seed(&job_id));
     Ok(ValidatedJob {
         job_id,
@@ -297,6 +386,7 @@ pub fn validate(spec: &JobSpec, cfg: &AdmissionConfig) -> Result<ValidatedJob, J
         estimated_vram_bytes: est.total_bytes,
         submitted_ms: None,
         media,
+        lora,
     })
 }
 

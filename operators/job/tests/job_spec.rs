@@ -733,9 +733,15 @@ fn config_dir_loads_and_matches_builtin() {
     assert_eq!(c.worker_vram_bytes, 80 << 30);
     assert_eq!(
         c.model_ids(),
-        vec!["ltx-demo".to_string(), "ltx-tiny".to_string()]
+        ["ltx-demo", "ltx-tiny", "wan-tiny", "wan-tiny-i2v"]
     );
     assert_eq!(c.model_ids(), b.model_ids());
+    for (x, y) in c.models.iter().zip(&b.models) {
+        assert_eq!(
+            (x.architecture, &x.kinds, x.rules),
+            (y.architecture, &y.kinds, y.rules)
+        );
+    }
     assert!(!c.models[0].untrained && c.models[1].untrained);
     assert!(c.models[0].demo.is_some() && c.models[1].demo.is_none());
     for (x, y) in c.models.iter().zip(&b.models) {
@@ -1048,4 +1054,112 @@ fn image_cond_noise_scale_is_a_share_and_needs_a_condition() {
     let spec = JobSpec::from_json(json).unwrap();
     let back = JobSpec::try_from(vidflow_job::proto::JobSpec::try_from(&spec).unwrap()).unwrap();
     assert_eq!(back.image_cond_noise_scale, Some(0.05));
+}
+
+#[test]
+fn a_lora_is_one_key_of_the_tenant_or_one_registry_adapter_of_the_model() {
+    use vidflow_job::validate::LoraSource;
+    use vidflow_job::LoraSpec;
+    let lora = |key: Option<&str>, id: Option<&str>, strength: Option<f64>| {
+        let mut s = t2v();
+        s.lora = Some(LoraSpec {
+            key: key.map(str::to_string),
+            id: id.map(str::to_string),
+            strength,
+        });
+        s
+    };
+    let v = ok(&lora(Some("acme/loras/a.safetensors"), None, Some(0.5)));
+    let l = v.lora.unwrap();
+    assert_eq!(l.source, LoraSource::Key("acme/loras/a.safetensors".into()));
+    assert_eq!(l.strength, 0.5);
+    invalid(
+        &lora(Some("globex/loras/a.safetensors"), None, None),
+        "lora.key",
+        "acme/",
+    );
+    invalid(
+        &lora(Some("acme/a"), Some("x"), None),
+        "lora",
+        "exactly one",
+    );
+    invalid(&lora(None, None, None), "lora", "exactly one");
+    invalid(
+        &lora(Some("acme/a"), None, Some(3.0)),
+        "lora.strength",
+        "(0, 2]",
+    );
+    invalid(
+        &lora(Some("acme/a"), None, Some(0.0)),
+        "lora.strength",
+        "(0, 2]",
+    );
+    let mut cfg = cfg();
+    cfg.loras.push(vidflow_job::config::LoraEntry {
+        id: "grain".into(),
+        model: "ltx-tiny".into(),
+        path: "/adapters/grain.safetensors".into(),
+    });
+    let v = validate(&lora(None, Some("grain"), None), &cfg).unwrap();
+    assert_eq!(
+        v.lora.unwrap().source,
+        LoraSource::Registry {
+            id: "grain".into(),
+            path: "/adapters/grain.safetensors".into()
+        }
+    );
+    invalid_with(&lora(None, Some("nope"), None), &cfg, "lora.id", "grain");
+    // JSON and protobuf carry it alike.
+    let s = lora(Some("acme/loras/a.safetensors"), None, Some(1.5));
+    let p = proto::JobSpec::try_from(&s).unwrap();
+    assert_eq!(JobSpec::try_from(p).unwrap(), s);
+    let j = serde_json::to_string(&s).unwrap();
+    assert!(
+        j.contains(r#""lora":{"key":"acme/loras/a.safetensors","strength":1.5}"#),
+        "{j}"
+    );
+}
+
+#[test]
+fn wan_models_are_validated_by_their_own_rules() {
+    let mut cfg = cfg();
+    let e = vidflow_job::config::ModelEntry::new(
+        "wan-tiny",
+        vidflow_job::config::BUILTIN_WAN_TINY,
+        vidflow_job::config::Architecture::Wan,
+        true,
+    );
+    cfg.models
+        .push(vidflow_job::ModelProfile::resolve(&e, std::path::Path::new(".")).unwrap());
+    let mut s = t2v();
+    s.model = Some("wan-tiny".into());
+    s.resolution = "272x256".into(); // 16k: fine for Wan, not for LTX
+    s.frames = None;
+    s.seconds = Some(1.0);
+    s.fps = None;
+    let v = validate(&s, &cfg).unwrap();
+    assert_eq!(
+        (v.width, v.height, v.num_frames, v.fps),
+        (272, 256, 17, 16.0)
+    );
+    s.frames = Some(13);
+    s.seconds = None;
+    assert_eq!(validate(&s, &cfg).unwrap().num_frames, 13);
+    s.frames = Some(15);
+    invalid_with(&s, &cfg, "frames", "4n+1");
+    s.frames = Some(85);
+    invalid_with(&s, &cfg, "frames", "1..=81");
+    s.frames = Some(17);
+    s.fps = Some(24.0);
+    invalid_with(&s, &cfg, "fps", "16 fps only");
+    s.fps = None;
+    s.resolution = "264x256".into();
+    invalid_with(&s, &cfg, "resolution", "multiple of 16");
+    s.resolution = "256x256".into();
+    s.kind = JobKind::V2v;
+    invalid_with(&s, &cfg, "kind", "serves t2v");
+    // The same size is refused for an LTX model.
+    let mut l = t2v();
+    l.resolution = "272x256".into();
+    invalid(&l, "resolution", "multiple of 32");
 }
