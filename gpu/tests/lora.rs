@@ -163,6 +163,9 @@ fn a_runtime_adapter_equals_the_merged_weights_wan() {
         .unwrap()
         .remove(0);
     let (err, moved) = (max_abs(&with, &want), max_abs(&with, &base));
+    println!(
+        "wan: runtime vs merged max |diff| {err:e}; the adapter moved the velocity by {moved:e}"
+    );
     assert!(err < 1e-4, "runtime vs merged: {err}");
     assert!(
         moved > 100.0 * err.max(1e-6),
@@ -231,6 +234,7 @@ fn a_runtime_adapter_equals_the_merged_weights_ltx() {
         .unwrap()
         .remove(0);
     let err = max_abs(&with, &want);
+    println!("ltx: runtime vs merged max |diff| {err:e}");
     assert!(err < 1e-4, "runtime vs merged: {err}");
 }
 
