@@ -175,7 +175,7 @@ pub struct DenoiseState {
     pub seed: u64,
     /// A Wan job's sampler history and image-to-video inputs (its latents
     /// stay `[1, z, F, h, w]`, unpacked); `None` for LTX jobs.
-    pub wan: Option<Box<crate::wan::serve::WanState>>,
+    pub wan: Option<Box<crate::wan::state::WanState>>,
     /// The LoRA adapter the job applies (its request names it; not part of
     /// a checkpoint's snapshot, whose request hash covers it).
     pub lora: Option<crate::lora::Applied>,
@@ -213,7 +213,7 @@ impl DenoiseState {
     pub fn snapshot(&self) -> Result<Tensor> {
         match &self.wan {
             None => Ok(self.latents.clone()),
-            Some(_) => crate::wan::serve::snapshot(self),
+            Some(w) => crate::wan::state::snapshot(&self.latents, w),
         }
     }
 
@@ -221,7 +221,7 @@ impl DenoiseState {
     pub fn snapshot_dims(&self) -> Vec<usize> {
         match &self.wan {
             None => self.latents.dims().to_vec(),
-            Some(_) => crate::wan::serve::snapshot_dims(self),
+            Some(_) => crate::wan::state::snapshot_dims(self.latents.dims()),
         }
     }
 
@@ -238,14 +238,12 @@ impl DenoiseState {
                 ),
             ));
         }
-        match &self.wan {
-            None => {
-                self.latents = snapshot.clone();
-                self.step = step;
-                Ok(())
-            }
-            Some(_) => crate::wan::serve::restore(self, step, snapshot),
-        }
+        self.latents = match &mut self.wan {
+            None => snapshot.clone(),
+            Some(w) => crate::wan::state::restore(w, step, snapshot)?,
+        };
+        self.step = step;
+        Ok(())
     }
 }
 

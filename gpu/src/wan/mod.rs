@@ -7,6 +7,7 @@
 
 pub mod pipeline;
 pub mod serve;
+pub mod state;
 pub mod tiny;
 pub mod transformer;
 pub mod vae;

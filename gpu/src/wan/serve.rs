@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::pipeline::image_condition;
+pub use super::state::WanState;
 use super::{WanTransformer, WanVae};
 use crate::clip::ClipVisionEncoder;
 use crate::error::{GpuError, Result};
@@ -63,23 +64,6 @@ impl WanText {
         self.rows.dim(0).unwrap_or(0)
     }
 }
-
-/// What a Wan job carries between steps besides its latents: the
-/// sampler's history, and for image-to-video the condition channels and
-/// CLIP tokens the transformer sees every step.
-#[derive(Clone)]
-pub struct WanState {
-    pub sampler: UniPc,
-    /// `[1, 4 + z, F, h, w]`: the first-frame mask and its VAE latents.
-    pub condition: Option<Tensor>,
-    /// `[1, N, image_dim]`: CLIP's penultimate tokens of the image.
-    pub image_tokens: Option<Tensor>,
-}
-
-/// Slots of a Wan checkpoint after the latents: two x0 predictions (the
-/// most UniPC keeps, at order 2) and the last predictor's start (zeros where
-/// the history is shorter).
-const HISTORY_SLOTS: usize = 3;
 
 impl WanPipeline {
     /// Loads a diffusers-format Wan 2.1 checkpoint directory:
@@ -444,50 +428,6 @@ fn wan_state(st: &DenoiseState) -> Result<&WanState> {
     st.wan
         .as_deref()
         .ok_or_else(|| GpuError::invalid("state", "not a Wan job's state"))
-}
-
-/// A checkpoint's tensor for a Wan job: the latents and the sampler's
-/// history stacked on dim 0 (`[1 + HISTORY_SLOTS, z, F, h, w]`).
-pub(crate) fn snapshot(st: &DenoiseState) -> Result<Tensor> {
-    let w = wan_state(st)?;
-    let (x0s, last) = w.sampler.history();
-    let zero = st.latents.zeros_like()?;
-    let mut parts = vec![st.latents.clone()];
-    for i in 0..2 {
-        parts.push(x0s.get(i).cloned().unwrap_or_else(|| zero.clone()));
-    }
-    parts.push(last.cloned().unwrap_or(zero));
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
-/// The dims [`snapshot`] gives for this state.
-pub(crate) fn snapshot_dims(st: &DenoiseState) -> Vec<usize> {
-    let mut d = st.latents.dims().to_vec();
-    d[0] *= 1 + HISTORY_SLOTS;
-    d
-}
-
-/// Puts a [`snapshot`] taken after `step` steps back into a freshly
-/// prepared state.
-pub(crate) fn restore(st: &mut DenoiseState, step: usize, t: &Tensor) -> Result<()> {
-    let kept = wan_state(st)?.sampler.kept_at(step);
-    let latents = t.narrow(0, 0, 1)?;
-    let x0s = (0..kept)
-        .map(|i| t.narrow(0, 1 + i, 1))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let last = if step > 0 {
-        Some(t.narrow(0, 3, 1)?)
-    } else {
-        None
-    };
-    let w = st
-        .wan
-        .as_mut()
-        .ok_or_else(|| GpuError::invalid("state", "not a Wan job's state"))?;
-    w.sampler.resume_at(step, x0s, last)?;
-    st.latents = latents;
-    st.step = step;
-    Ok(())
 }
 
 /// CLIP's input for an RGB8 image: the shorter side scaled to `size`
