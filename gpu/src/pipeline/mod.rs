@@ -24,7 +24,7 @@ pub mod condition;
 mod conditioned;
 mod frames;
 mod memory;
-mod step;
+pub(crate) mod step;
 
 pub use conditioned::{ConditionInput, RgbFrames, VideoToVideo, IMAGE_COND_NOISE_SCALE};
 pub use frames::{pack_latents, postprocess, to_rgb8, unpack_latents};
@@ -155,6 +155,22 @@ pub struct Video {
     pub rgb: Vec<u8>,
     /// Copied from the pipeline: the output of an untrained model.
     pub untrained: bool,
+}
+
+impl Video {
+    /// A VAE's output `[1, 3, F, H, W]` in [-1, 1] as RGB8 frames.
+    pub fn from_decoded(video: &Tensor, fps: f64, untrained: bool) -> Result<Video> {
+        let frames = postprocess(video)?; // [1,F,3,H,W]
+        let (_, f, _, h, w) = frames.dims5()?;
+        Ok(Video {
+            width: w,
+            height: h,
+            frames: f,
+            fps,
+            rgb: to_rgb8(&frames)?,
+            untrained,
+        })
+    }
 }
 
 /// A job's latent state between steps: everything needed to continue.
@@ -570,16 +586,7 @@ impl LtxPipeline {
     /// Denoised latents to the finished clip: VAE decode, then RGB8 frames.
     pub fn decode_video(&self, st: &DenoiseState, req: &GenerateRequest) -> Result<Video> {
         let video = self.decode_latents(st, req)?;
-        let frames = postprocess(&video)?; // [1,F,3,H,W]
-        let (_, f, _, h, w) = frames.dims5()?;
-        Ok(Video {
-            width: w,
-            height: h,
-            frames: f,
-            fps: req.fps,
-            rgb: to_rgb8(&frames)?,
-            untrained: self.untrained,
-        })
+        Video::from_decoded(&video, req.fps, self.untrained)
     }
 }
 

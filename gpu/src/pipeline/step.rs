@@ -10,6 +10,43 @@ use crate::error::{GpuError, Result};
 use crate::scheduler::euler_step;
 use crate::transformer::{Positions, TextCond};
 
+/// Each job's guided velocity from a batched forward's output `v`, whose
+/// rows hold job after job (`rows[i]` of them: 2 with guidance, the
+/// unconditioned first, else 1): `v_u + g (v_c - v_u)`.
+pub(crate) fn guided(v: &Tensor, guidance: &[f64], rows: &[usize]) -> Result<Vec<Tensor>> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut row = 0;
+    for (&g, &b) in guidance.iter().zip(rows) {
+        out.push(if b == 2 {
+            let vu = v.narrow(0, row, 1)?;
+            let vc = v.narrow(0, row + 1, 1)?;
+            (&vu + ((vc - &vu)? * g)?)?
+        } else {
+            v.narrow(0, row, 1)?
+        });
+        row += b;
+    }
+    Ok(out)
+}
+
+impl DenoiseState {
+    /// Rows the job takes in a batched forward (2 with guidance), checked
+    /// against its text conditioning's batch.
+    pub(crate) fn cfg_rows(&self, text_batch: usize) -> Result<usize> {
+        let b = if self.guidance_scale > 1.0 { 2 } else { 1 };
+        if text_batch != b {
+            return Err(GpuError::invalid(
+                "text",
+                format!(
+                    "conditioning has batch {text_batch}, the job needs {b} (guidance {})",
+                    self.guidance_scale
+                ),
+            ));
+        }
+        Ok(b)
+    }
+}
+
 impl LtxPipeline {
     /// One denoising step of one job (the dataflow batches via
     /// `velocity_batched` instead).
@@ -49,17 +86,7 @@ impl LtxPipeline {
                 ));
             }
             let t = st.current_timestep()?;
-            let b = if st.guidance_scale > 1.0 { 2 } else { 1 };
-            if text.batch() != b {
-                return Err(GpuError::invalid(
-                    "text",
-                    format!(
-                        "conditioning has batch {}, the job needs {b} (guidance {})",
-                        text.batch(),
-                        st.guidance_scale
-                    ),
-                ));
-            }
+            let b = st.cfg_rows(text.batch())?;
             let x = st.step_input()?;
             let tt: Vec<f32> = match &st.cond {
                 Some(c) => c.timesteps(t),
@@ -98,20 +125,8 @@ impl LtxPipeline {
         };
         let v = crate::lora::scoped(adapters, || self.transformer.forward_at(&x, text, &ts, pos))?
             .to_dtype(DType::F32)?;
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut row = 0;
-        for ((st, _), b) in jobs.iter().zip(rows) {
-            let vj = if b == 2 {
-                let vu = v.narrow(0, row, 1)?;
-                let vc = v.narrow(0, row + 1, 1)?;
-                (&vu + ((vc - &vu)? * st.guidance_scale)?)?
-            } else {
-                v.narrow(0, row, 1)?
-            };
-            out.push(vj);
-            row += b;
-        }
-        Ok(out)
+        let guidance: Vec<f64> = jobs.iter().map(|(st, _)| st.guidance_scale).collect();
+        guided(&v, &guidance, &rows)
     }
 
     /// Euler update; frozen (conditioning) tokens are kept bit-exact. A

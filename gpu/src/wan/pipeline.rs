@@ -92,21 +92,8 @@ pub fn image_condition(vae: &WanVae, image: &Tensor, frames: usize) -> Result<Te
         .reshape((1, 3, 1, h, w))?;
     let rest = Tensor::zeros((1, 3, frames - 1, h, w), DType::F32, image.device())?;
     let (mean, _) = vae.encode(&Tensor::cat(&[&first, &rest], 2)?)?;
-    let cfg = &vae.config;
-    let z = cfg.z_dim;
-    if cfg.latents_mean.len() != z || cfg.latents_std.len() != z {
-        return Err(GpuError::config(
-            "wan vae config",
-            format!("latents_mean / latents_std need {z} values each"),
-        ));
-    }
-    let stat = |v: &[f64]| -> Result<Tensor> {
-        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Ok(Tensor::from_vec(v, (1, z, 1, 1, 1), image.device())?)
-    };
-    let latents = mean
-        .broadcast_sub(&stat(&cfg.latents_mean)?)?
-        .broadcast_div(&stat(&cfg.latents_std)?)?;
+    let (m, s) = vae.config.latent_stats(image.device())?;
+    let latents = mean.broadcast_sub(&m)?.broadcast_div(&s)?;
     let (_, _, f, lh, lw) = latents.dims5()?;
     let ones = Tensor::ones((1, 4, 1, lh, lw), DType::F32, image.device())?;
     let mask = if f > 1 {

@@ -18,9 +18,7 @@ pub use super::state::WanState;
 use super::{WanTransformer, WanVae};
 use crate::clip::ClipVisionEncoder;
 use crate::error::{GpuError, Result};
-use crate::pipeline::{
-    postprocess, to_rgb8, DenoiseState, GenerateRequest, PromptEmbeds, RgbImage, TextEncoder, Video,
-};
+use crate::pipeline::{DenoiseState, GenerateRequest, PromptEmbeds, RgbImage, TextEncoder, Video};
 use crate::rng::{NoiseRng, STREAM_LATENTS};
 use crate::scheduler::Schedule;
 use crate::transformer::LatentGrid;
@@ -318,17 +316,7 @@ impl WanPipeline {
             }
             let w = wan_state(st)?;
             let t = st.current_timestep()?;
-            let b = if st.guidance_scale > 1.0 { 2 } else { 1 };
-            if text.batch() != b {
-                return Err(GpuError::invalid(
-                    "text",
-                    format!(
-                        "conditioning has batch {}, the job needs {b} (guidance {})",
-                        text.batch(),
-                        st.guidance_scale
-                    ),
-                ));
-            }
+            let b = st.cfg_rows(text.batch())?;
             let x = match &w.condition {
                 Some(c) => Tensor::cat(&[&st.latents, c], 1)?,
                 None => st.latents.clone(),
@@ -363,19 +351,8 @@ impl WanPipeline {
             self.transformer.forward(&x, &ts, &text, image.as_ref())
         })?
         .to_dtype(DType::F32)?;
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut row = 0;
-        for ((st, _), b) in jobs.iter().zip(rows) {
-            out.push(if b == 2 {
-                let vu = v.narrow(0, row, 1)?;
-                let vc = v.narrow(0, row + 1, 1)?;
-                (&vu + ((vc - &vu)? * st.guidance_scale)?)?
-            } else {
-                v.narrow(0, row, 1)?
-            });
-            row += b;
-        }
-        Ok(out)
+        let guidance: Vec<f64> = jobs.iter().map(|(st, _)| st.guidance_scale).collect();
+        crate::pipeline::step::guided(&v, &guidance, &rows)
     }
 
     /// One UniPC step of one job with its guided velocity.
@@ -393,34 +370,14 @@ impl WanPipeline {
     /// Denoised latents to RGB8 frames: de-normalised with the VAE's
     /// per-channel statistics, decoded a latent frame at a time.
     pub fn decode_video(&self, st: &DenoiseState, req: &GenerateRequest) -> Result<Video> {
-        let cfg = &self.vae.config;
-        let z = cfg.z_dim;
-        let stat = |v: &[f64]| -> Result<Tensor> {
-            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Ok(Tensor::from_vec(v, (1, z, 1, 1, 1), &self.device)?)
-        };
-        if cfg.latents_mean.len() != z || cfg.latents_std.len() != z {
-            return Err(GpuError::config(
-                "wan vae config",
-                format!("latents_mean / latents_std need {z} values each"),
-            ));
-        }
+        let (mean, std) = self.vae.config.latent_stats(&self.device)?;
         let latents = st
             .latents
             .to_dtype(DType::F32)?
-            .broadcast_mul(&stat(&cfg.latents_std)?)?
-            .broadcast_add(&stat(&cfg.latents_mean)?)?;
+            .broadcast_mul(&std)?
+            .broadcast_add(&mean)?;
         let (video, _) = self.vae.decode(&latents)?;
-        let frames = postprocess(&video)?;
-        let (_, f, _, h, w) = frames.dims5()?;
-        Ok(Video {
-            width: w,
-            height: h,
-            frames: f,
-            fps: req.fps,
-            rgb: to_rgb8(&frames)?,
-            untrained: self.untrained,
-        })
+        Video::from_decoded(&video, req.fps, self.untrained)
     }
 }
 

@@ -71,6 +71,23 @@ fn down() -> Vec<bool> {
 }
 
 impl WanVaeConfig {
+    /// The per-channel statistics latents are normalised with, as
+    /// `[1, z, 1, 1, 1]` tensors `(mean, std)`.
+    pub fn latent_stats(&self, dev: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let z = self.z_dim;
+        if self.latents_mean.len() != z || self.latents_std.len() != z {
+            return Err(GpuError::config(
+                "wan vae config",
+                format!("latents_mean / latents_std need {z} values each"),
+            ));
+        }
+        let stat = |v: &[f64]| -> Result<Tensor> {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Ok(Tensor::from_vec(v, (1, z, 1, 1, 1), dev)?)
+        };
+        Ok((stat(&self.latents_mean)?, stat(&self.latents_std)?))
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(GpuError::config("wan vae config", m));
         if self.is_residual || self.patch_size.is_some() {
