@@ -186,3 +186,31 @@ fn wan_jobs_that_break_its_rules_are_refused_naming_the_field() {
         assert!(err.contains(field) && err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_wan_checkpoint_directory_generates_with_its_architecture_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wan-ckpt");
+    vidflow_gpu::wan::tiny::write_checkpoint(&dir, false).unwrap();
+    let (o, out) = generate(
+        tmp.path(),
+        &[
+            "a kite over dunes",
+            "--model-dir",
+            dir.to_str().unwrap(),
+            "--architecture",
+            "wan",
+            "--resolution",
+            "256x256",
+            "--seconds",
+            "0.5",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(ffprobe(&out), "h264,256,256,16/1,9");
+}

@@ -171,3 +171,34 @@ fn image_to_video_takes_exactly_one_image_at_the_video_size() {
     let e = t2v.prepare(&req).err().unwrap().to_string();
     assert!(e.contains("4n+1"), "{e}");
 }
+
+#[test]
+fn a_written_checkpoint_loads_from_files_as_the_built_in_model() {
+    for i2v in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        wan::tiny::write_checkpoint(tmp.path(), i2v).unwrap();
+        let files = Model::from(
+            wan::serve::WanPipeline::from_dir_on(tmp.path(), &Device::Cpu, candle_core::DType::F32)
+                .unwrap(),
+        );
+        assert!(files.untrained());
+        let built = model(i2v);
+        let mut req = request(6, 4.0);
+        if i2v {
+            req.image = Some(image(64, 48));
+        }
+        let video = |m: &Model| {
+            let cond = text(m, &req);
+            let mut st = m.prepare(&req).unwrap();
+            while st.step < st.schedule.steps() {
+                m.step(&mut st, &cond).unwrap();
+            }
+            m.decode_video(&st, &req).unwrap().rgb
+        };
+        assert!(
+            video(&files) == video(&built),
+            "i2v {i2v}: files differ from built-in"
+        );
+        assert_eq!(files.lora_targets(), built.lora_targets());
+    }
+}

@@ -296,11 +296,7 @@ impl LtxPipeline {
         };
         // Exported copies of the built-in tiny model say so in their index,
         // so their output keeps its "untrained" label.
-        let untrained = std::fs::read_to_string(dir.join("model_index.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("_vidflow_untrained").and_then(|b| b.as_bool()))
-            .unwrap_or(false);
+        let untrained = index_says_untrained(dir);
         let p = LtxPipeline {
             transformer,
             vae,
@@ -588,6 +584,16 @@ impl LtxPipeline {
         let video = self.decode_latents(st, req)?;
         Video::from_decoded(&video, req.fps, self.untrained)
     }
+}
+
+/// Whether a checkpoint's `model_index.json` marks it as an exported
+/// built-in (untrained) model.
+pub(crate) fn index_says_untrained(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("model_index.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("_vidflow_untrained").and_then(|b| b.as_bool()))
+        .unwrap_or(false)
 }
 
 /// Prompt errors come out of the tokenizer as `prompt`; the negative prompt

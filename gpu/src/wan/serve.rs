@@ -115,7 +115,8 @@ impl WanPipeline {
             },
             clip,
             sampler,
-            untrained: false,
+            // Exported copies of a built-in tiny Wan say so in their index.
+            untrained: crate::pipeline::index_says_untrained(dir),
             name: dir.display().to_string(),
             device: device.clone(),
             lora_targets: std::sync::Arc::new(tw.linears()),

@@ -154,3 +154,78 @@ pub fn pipeline(i2v: bool) -> Result<(WanPipeline, u64)> {
     };
     Ok((p, params))
 }
+
+/// Writes the tiny Wan as a diffusers-format checkpoint directory
+/// (`transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`,
+/// and `image_encoder/` for I2V), so the file-loading path
+/// ([`WanPipeline::from_dir_on`]) can be exercised end to end.
+pub fn write_checkpoint(dir: &std::path::Path, i2v: bool) -> Result<()> {
+    use crate::error::GpuError;
+    let io = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |source| GpuError::Io {
+            path: p.clone(),
+            source,
+        }
+    };
+    let write_json = |p: &std::path::Path, v: &serde_json::Value| -> Result<()> {
+        let text = serde_json::to_string_pretty(v)
+            .map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
+        std::fs::write(p, text).map_err(io(p))
+    };
+    let seeded = || Weights::seeded(crate::tiny::init_tensor, TINY_WAN_SEED, "tiny wan");
+    let mut comps: Vec<(&str, serde_json::Value, Weights, &str)> = Vec::new();
+    let tw = seeded();
+    WanTransformer::load(&tw, &transformer_config(i2v))?;
+    comps.push((
+        "transformer",
+        transformer_json(i2v),
+        tw,
+        "diffusion_pytorch_model.safetensors",
+    ));
+    let vw = seeded();
+    WanVae::load(&vw, &vae_config())?;
+    comps.push(("vae", vae_json(), vw, "diffusion_pytorch_model.safetensors"));
+    let ew = seeded();
+    T5Encoder::load(&ew, &text_config())?;
+    comps.push(("text_encoder", text_json(), ew, "model.safetensors"));
+    if i2v {
+        let cw = seeded();
+        ClipVisionEncoder::load(&cw, &clip_config())?;
+        comps.push(("image_encoder", clip_json(), cw, "model.safetensors"));
+    }
+    for (name, cfg, w, file) in comps {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+        write_json(&d.join("config.json"), &cfg)?;
+        let mut m = std::collections::HashMap::new();
+        for meta in w.metas() {
+            m.insert(meta.name.clone(), w.get(&meta.name, &meta.shape)?);
+        }
+        candle_core::safetensors::save(&m, d.join(file))?;
+    }
+    let tk = dir.join("tokenizer");
+    std::fs::create_dir_all(&tk).map_err(io(&tk))?;
+    write_json(
+        &tk.join("tokenizer_config.json"),
+        &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}),
+    )?;
+    let sc = dir.join("scheduler");
+    std::fs::create_dir_all(&sc).map_err(io(&sc))?;
+    write_json(
+        &sc.join("scheduler_config.json"),
+        &serde_json::json!({
+            "_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0,
+            "prediction_type": "flow_prediction", "use_flow_sigmas": true
+        }),
+    )?;
+    write_json(
+        &dir.join("model_index.json"),
+        &serde_json::json!({
+            "_class_name": if i2v { "WanImageToVideoPipeline" } else { "WanPipeline" },
+            "_vidflow_note": "built-in tiny Wan, UNTRAINED seeded weights",
+            "_vidflow_untrained": true
+        }),
+    )?;
+    Ok(())
+}
