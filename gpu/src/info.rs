@@ -113,6 +113,20 @@ pub struct VramEstimate {
     pub total_bytes: u64,
 }
 
+impl VramEstimate {
+    /// The parts, and their total: weights and latents stay resident, the
+    /// transformer's and the VAE's workspaces are not alive together.
+    fn new(weights: u64, latent: u64, transformer: u64, vae: u64) -> VramEstimate {
+        VramEstimate {
+            weights_bytes: weights,
+            latent_bytes: latent,
+            transformer_workspace_bytes: transformer,
+            vae_workspace_bytes: vae,
+            total_bytes: weights + latent + transformer.max(vae),
+        }
+    }
+}
+
 /// Shape of a generation for the estimate.
 #[derive(Debug, Clone, Copy)]
 pub struct EstimateInput {
@@ -166,15 +180,12 @@ pub fn estimate_vram(
         t.tile.min(latent.2),
     );
     let vae_workspace_bytes = crate::vae::decode_workspace_bytes(v, tile, x.act_bytes);
-    let total_bytes =
-        weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
-    VramEstimate {
+    VramEstimate::new(
         weights_bytes,
         latent_bytes,
         transformer_workspace_bytes,
         vae_workspace_bytes,
-        total_bytes,
-    }
+    )
 }
 
 /// Wan 2.1's VRAM estimate, the same parts as [`estimate_vram`]'s: the
@@ -208,13 +219,10 @@ pub fn estimate_vram_wan(
         * v.dim_mult.first().copied().unwrap_or(1) as u64;
     let pixels = (x.height * x.width) as u64 * TEMPORAL as u64;
     let vae_workspace_bytes = pixels * c * (27 + 2) * x.act_bytes;
-    let total_bytes =
-        weights_bytes + latent_bytes + transformer_workspace_bytes.max(vae_workspace_bytes);
-    VramEstimate {
+    VramEstimate::new(
         weights_bytes,
         latent_bytes,
         transformer_workspace_bytes,
         vae_workspace_bytes,
-        total_bytes,
-    }
+    )
 }

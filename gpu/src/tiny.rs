@@ -156,22 +156,39 @@ pub fn pipeline() -> Result<LtxPipeline> {
     Ok(p)
 }
 
+/// Creates a folder of an exported checkpoint.
+pub(crate) fn create_dir(d: &Path) -> Result<()> {
+    std::fs::create_dir_all(d).map_err(|source| GpuError::Io {
+        path: d.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes one JSON file of an exported checkpoint.
+pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
+    std::fs::write(p, text).map_err(|source| GpuError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The `tokenizer/` folder of an exported tiny model: the ByT5 marker that
+/// is the whole byte-level tokenizer.
+pub(crate) fn write_byte_tokenizer(dir: &Path) -> Result<()> {
+    let tk = dir.join("tokenizer");
+    create_dir(&tk)?;
+    write_json(
+        &tk.join("tokenizer_config.json"),
+        &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}),
+    )
+}
+
 /// Writes the tiny model as a diffusers-format checkpoint directory, so the
 /// file-loading path (configs, safetensors, tokenizer marker) can be
 /// exercised end to end and corrupted on purpose in tests.
 pub fn write_checkpoint(dir: &Path) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| GpuError::Io {
-            path: p.clone(),
-            source,
-        }
-    };
-    let write_json = |p: &Path, v: &serde_json::Value| -> Result<()> {
-        let text = serde_json::to_string_pretty(v)
-            .map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
-        std::fs::write(p, text).map_err(io(p))
-    };
     let comps: [(&str, serde_json::Value, Vec<(String, Vec<usize>)>, &str); 3] = [
         (
             "transformer",
@@ -194,7 +211,7 @@ pub fn write_checkpoint(dir: &Path) -> Result<()> {
     ];
     for (name, cfg, shapes, file) in comps {
         let d = dir.join(name);
-        std::fs::create_dir_all(&d).map_err(io(&d))?;
+        create_dir(&d)?;
         write_json(&d.join("config.json"), &cfg)?;
         let mut m = HashMap::new();
         for (n, s) in &shapes {
@@ -202,14 +219,9 @@ pub fn write_checkpoint(dir: &Path) -> Result<()> {
         }
         candle_core::safetensors::save(&m, d.join(file))?;
     }
-    let tk = dir.join("tokenizer");
-    std::fs::create_dir_all(&tk).map_err(io(&tk))?;
-    write_json(
-        &tk.join("tokenizer_config.json"),
-        &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}),
-    )?;
+    write_byte_tokenizer(dir)?;
     let sc = dir.join("scheduler");
-    std::fs::create_dir_all(&sc).map_err(io(&sc))?;
+    create_dir(&sc)?;
     write_json(
         &sc.join("scheduler_config.json"),
         &serde_json::to_value(SchedulerConfig::default()).unwrap_or_default(),

@@ -160,19 +160,7 @@ pub fn pipeline(i2v: bool) -> Result<(WanPipeline, u64)> {
 /// and `image_encoder/` for I2V), so the file-loading path
 /// ([`WanPipeline::from_dir_on`]) can be exercised end to end.
 pub fn write_checkpoint(dir: &std::path::Path, i2v: bool) -> Result<()> {
-    use crate::error::GpuError;
-    let io = |p: &std::path::Path| {
-        let p = p.to_path_buf();
-        move |source| GpuError::Io {
-            path: p.clone(),
-            source,
-        }
-    };
-    let write_json = |p: &std::path::Path, v: &serde_json::Value| -> Result<()> {
-        let text = serde_json::to_string_pretty(v)
-            .map_err(|e| GpuError::config(p.display().to_string(), e.to_string()))?;
-        std::fs::write(p, text).map_err(io(p))
-    };
+    use crate::tiny::{create_dir, write_byte_tokenizer, write_json};
     let seeded = || Weights::seeded(crate::tiny::init_tensor, TINY_WAN_SEED, "tiny wan");
     let mut comps: Vec<(&str, serde_json::Value, Weights, &str)> = Vec::new();
     let tw = seeded();
@@ -196,7 +184,7 @@ pub fn write_checkpoint(dir: &std::path::Path, i2v: bool) -> Result<()> {
     }
     for (name, cfg, w, file) in comps {
         let d = dir.join(name);
-        std::fs::create_dir_all(&d).map_err(io(&d))?;
+        create_dir(&d)?;
         write_json(&d.join("config.json"), &cfg)?;
         let mut m = std::collections::HashMap::new();
         for meta in w.metas() {
@@ -204,14 +192,9 @@ pub fn write_checkpoint(dir: &std::path::Path, i2v: bool) -> Result<()> {
         }
         candle_core::safetensors::save(&m, d.join(file))?;
     }
-    let tk = dir.join("tokenizer");
-    std::fs::create_dir_all(&tk).map_err(io(&tk))?;
-    write_json(
-        &tk.join("tokenizer_config.json"),
-        &serde_json::json!({"tokenizer_class": "ByT5Tokenizer"}),
-    )?;
+    write_byte_tokenizer(dir)?;
     let sc = dir.join("scheduler");
-    std::fs::create_dir_all(&sc).map_err(io(&sc))?;
+    create_dir(&sc)?;
     write_json(
         &sc.join("scheduler_config.json"),
         &serde_json::json!({
