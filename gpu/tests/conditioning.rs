@@ -306,3 +306,54 @@ fn bad_conditions_are_refused_naming_the_field() {
     });
     assert!(e.contains("video_to_video.strength"), "{e}");
 }
+
+/// A video condition at a later frame (the reference's prefix path): its
+/// first two latent frames become extra tokens at the condition's own
+/// positions, and the latent frames after that prefix are blended in place
+/// into the video's latents. At strength 1 with no re-noising, both hold
+/// their encoding exactly to the end, and the unconditioned frames move.
+#[test]
+fn a_later_video_condition_keeps_its_prefix_as_tokens_and_blends_the_rest_in_place() {
+    let p = tiny::pipeline().unwrap();
+    let clip = frames(96, 64, 17, 6);
+    let req = GenerateRequest {
+        num_frames: 33,
+        conditions: vec![ConditionInput {
+            frames: clip.clone(),
+            frame_index: 8,
+            strength: 1.0,
+        }],
+        image_cond_noise_scale: 0.0,
+        ..base()
+    };
+    let st = run(&p, &req);
+    let g = st.grid;
+    let hw = g.height * g.width;
+    assert_eq!(g.frames, 5, "33 frames are 5 latent frames");
+    let z = encoded(&p, &clip, 0, req.seed);
+    assert_eq!(z.dim(2).unwrap(), 3, "17 frames are 3 latent frames");
+    let cond = st.cond.as_ref().unwrap();
+    assert_eq!(cond.extra, 2 * hw, "a two-latent-frame prefix of tokens");
+    // The prefix tokens are the clip's first two latent frames.
+    let prefix = vidflow_gpu::pipeline::pack_latents(&z.narrow(2, 0, 2).unwrap()).unwrap();
+    assert_eq!(
+        vals(&st.latents.narrow(1, 0, cond.extra).unwrap()),
+        vals(&prefix)
+    );
+    // Frame 8 is latent frame 1; after the prefix (latent frames 1-2), the
+    // clip's third latent frame lands in place at latent frame 3.
+    let video = st.video_latents().unwrap();
+    let third = vidflow_gpu::pipeline::pack_latents(&z.narrow(2, 2, 1).unwrap()).unwrap();
+    assert_eq!(vals(&video.narrow(1, 3 * hw, hw).unwrap()), vals(&third));
+    let mask = &cond.mask[cond.extra..];
+    for f in 0..g.frames {
+        let held = if f == 3 { 1.0 } else { 0.0 };
+        assert!(
+            mask[f * hw..(f + 1) * hw].iter().all(|m| *m == held),
+            "frame {f}"
+        );
+    }
+    // Unconditioned latent frames were denoised away from where they began.
+    let init = cond.init.narrow(1, cond.extra, hw).unwrap();
+    assert_ne!(vals(&init), vals(&video.narrow(1, 0, hw).unwrap()));
+}
