@@ -5,16 +5,18 @@
 #             `openh264` crate silently builds a ~2x slower C-only encoder)
 #   openssl - makes the test CA and certificates for the TLS tests (the
 #             private broker's amqps listener, the gRPC API over TLS)
+#   chromium, chromium-driver - the headless browser (and its WebDriver)
+#             the web console's test drives; nothing is downloaded at test time
 # Idempotent: does nothing (and touches no network) when all are present;
 # runs `apt-get update` only when something must be installed.
 # Needs root (or passwordless sudo) when something is missing.
 set -euo pipefail
 
 # package -> command it provides
-declare -A PROVIDES=([ffmpeg]=ffprobe [nasm]=nasm [openssl]=openssl)
+declare -A PROVIDES=([ffmpeg]=ffprobe [nasm]=nasm [openssl]=openssl [chromium]=chromium [chromium-driver]=chromedriver)
 
 missing=()
-for pkg in ffmpeg nasm openssl; do
+for pkg in ffmpeg nasm openssl chromium chromium-driver; do
   if command -v "${PROVIDES[$pkg]}" >/dev/null 2>&1; then
     echo "setup-system: ${PROVIDES[$pkg]} present (package $pkg): nothing to do"
   else

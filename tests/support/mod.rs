@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod fleet;
+pub mod http;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -100,7 +101,7 @@ impl Setup {
         let keys = tmp.path().join("keys.toml");
         std::fs::write(&keys, "").unwrap();
         let toml = format!(
-            "[amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+            "[amqp]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [auth]\nkeys_file = \"{}\"\n\n\
              [[auth.key]]\ntenant = \"acme\"\nsha256 = \"{}\"\n\n[[auth.key]]\ntenant = \"globex\"\nsha256 = \"{}\"\n\n\
              [engine]\nout_dir = \"{}\"\n{extra}\n",
@@ -209,10 +210,13 @@ impl Setup {
                             .map(|a| a.split(';').next().unwrap_or("").trim().to_string())
                     };
                     let grpc = after("gRPC API on ").map(|a| format!("http://{a}"));
+                    let http = after("HTTP API on ")
+                        .map(|a| a.split(' ').next().unwrap_or("").to_string());
                     let metrics = after("metrics on ");
                     return Serve {
                         child,
                         grpc,
+                        http,
                         metrics,
                         log,
                         lines: rx,
@@ -227,6 +231,7 @@ impl Setup {
                     return Serve {
                         child,
                         grpc: None,
+                        http: None,
                         metrics: None,
                         log,
                         lines: rx,
@@ -294,6 +299,8 @@ pub struct Serve {
     pub child: Child,
     /// `http://127.0.0.1:PORT` of the gRPC API.
     pub grpc: Option<String>,
+    /// `http://127.0.0.1:PORT` of the HTTP API and console.
+    pub http: Option<String>,
     /// `http://127.0.0.1:PORT/metrics`.
     pub metrics: Option<String>,
     pub log: PathBuf,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
-use vidflow_job::event::{EventEnvelope, JobEvent};
+use vidflow_job::event::{EventEnvelope, JobEvent, Stage};
 
 use super::pb::{JobState, JobStatus};
 use vidflow_job::ledger::JobRecord;
@@ -58,6 +58,7 @@ impl JobTable {
             tenant: tenant.to_string(),
             state: JobState::Queued as i32,
             updated_ms: vidflow_job::event::now_ms(),
+            created_ms: vidflow_job::event::now_ms(),
             ..Default::default()
         };
         jobs.insert(slot(tenant, job_id), s.clone());
@@ -65,6 +66,15 @@ impl JobTable {
         drop(jobs);
         let _ = self.changes.send(s);
         None
+    }
+
+    /// Sets when the job was submitted (the time its summary records).
+    pub fn set_created(&self, tenant: &str, job_id: &str, created_ms: u64) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            if let Some(s) = jobs.get_mut(&slot(tenant, job_id)) {
+                s.created_ms = created_ms;
+            }
+        }
     }
 
     /// Forgets a queued entry whose publish failed.
@@ -87,6 +97,9 @@ impl JobTable {
                 job_id: id.clone(),
                 tenant: env.tenant.clone(),
                 state: JobState::Queued as i32,
+                // Submitted elsewhere: the first event seen is the best
+                // estimate of when.
+                created_ms: env.ts_ms,
                 ..Default::default()
             });
         let done = is_terminal(s.state());
@@ -111,6 +124,7 @@ impl JobTable {
                 s.step = *step as u32;
                 s.total_steps = *total as u32;
                 s.eta_s = *eta_s;
+                s.progress = s.progress.max(progress_at(*stage, *step, *total));
             }
             JobEvent::Completed {
                 key,
@@ -121,6 +135,7 @@ impl JobTable {
             } => {
                 s.set_state(JobState::Completed);
                 s.stage = "output".into();
+                s.progress = 100;
                 s.step = s.total_steps;
                 s.eta_s = Some(0.0);
                 s.output_key = key.clone();
@@ -175,6 +190,18 @@ impl JobTable {
     }
 }
 
+/// A progress event's share of the job, 0-99: the denoising steps done
+/// (other stages report 0/1 or 1/1 of themselves, so they only say where
+/// the job is: decoding and output come after every step). 100 is kept for
+/// the stored video.
+fn progress_at(stage: Stage, step: usize, total: usize) -> u32 {
+    match stage {
+        Stage::Denoise if total > 0 => (99 * step.min(total) / total) as u32,
+        Stage::Decode | Stage::Output => 99,
+        _ => 0,
+    }
+}
+
 /// Jobs are keyed by tenant and id: two tenants may use the same job id
 /// and never see each other's job.
 fn slot(tenant: &str, job_id: &str) -> String {
@@ -202,6 +229,8 @@ pub fn status_from_record(r: &JobRecord) -> JobStatus {
         error: r.error.clone().unwrap_or_default(),
         untrained: r.untrained,
         updated_ms: r.finished_ms,
+        created_ms: r.job.as_ref().map(|j| j.submitted_ms).unwrap_or(0),
+        progress: if state == JobState::Completed { 100 } else { 0 },
     }
 }
 
@@ -281,5 +310,51 @@ mod tests {
         assert_eq!(t.get("a", "j").unwrap().state(), JobState::Completed);
         assert_eq!(t.get("b", "j").unwrap().state(), JobState::Failed);
         assert_eq!(t.of_tenant("a").len(), 1);
+    }
+
+    #[test]
+    fn progress_counts_denoising_steps_and_never_goes_back() {
+        let t = JobTable::default();
+        let at = |stage: Stage, step: usize, total: usize, ts: u64| {
+            t.apply(&env(
+                "a",
+                JobEvent::Progress {
+                    job_id: "j".into(),
+                    stage,
+                    step,
+                    total,
+                    eta_s: None,
+                    batch: 1,
+                },
+                ts,
+            ));
+            t.get("a", "j").unwrap().progress
+        };
+        assert_eq!(
+            at(Stage::Safety, 0, 1, 1),
+            0,
+            "the prompt check comes first"
+        );
+        assert_eq!(at(Stage::Denoise, 1, 4, 2), 24);
+        assert_eq!(at(Stage::Denoise, 4, 4, 3), 99);
+        assert_eq!(at(Stage::Decode, 0, 1, 4), 99);
+        assert_eq!(
+            at(Stage::Safety, 0, 1, 5),
+            99,
+            "the frame check comes after"
+        );
+        assert_eq!(at(Stage::Queued, 0, 1, 6), 99);
+        t.apply(&env(
+            "a",
+            JobEvent::Completed {
+                job_id: "j".into(),
+                key: "k".into(),
+                size: 1,
+                sha256: "h".into(),
+                untrained: false,
+            },
+            7,
+        ));
+        assert_eq!(t.get("a", "j").unwrap().progress, 100);
     }
 }

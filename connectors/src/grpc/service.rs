@@ -1,20 +1,17 @@
 //! `JobService` handlers and the API-key check.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use vidflow_job::{validate, JobSpec};
+use vidflow_job::JobSpec;
 
 use super::pb::job_service_server::JobService;
 use super::pb::{JobRef, JobStatus, ListReply, ListRequest, SubmitReply, SubmitRequest};
-use super::table::{is_terminal, status_from_record};
-use super::ApiDeps;
-use crate::amqp::Control;
+use crate::api::table::is_terminal;
+use crate::api::{ApiDeps, ApiError, Jobs};
 use crate::auth::KeyStore;
 
 /// The authenticated tenant, put on each request by [`authenticate`].
@@ -54,41 +51,30 @@ fn tenant_of<T>(req: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::unauthenticated("missing API key"))
 }
 
-/// The job id a client key stands for: the same (tenant, key) always gives
-/// the same id, across API processes and restarts, so a retried Submit
-/// can never make a second job.
-pub fn client_job_id(tenant: &str, client_key: &str) -> String {
-    let d = Sha256::digest(format!("{tenant}\n{client_key}").as_bytes());
-    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("ck-{hex}")
-}
-
 pub struct Api {
-    deps: Arc<ApiDeps>,
+    jobs: Jobs,
 }
 
 impl Api {
     pub fn new(deps: ApiDeps) -> Api {
         Api {
-            deps: Arc::new(deps),
+            jobs: Jobs::new(deps),
         }
+    }
+
+    /// The same handlers over shared dependencies (the HTTP API's).
+    pub fn with_jobs(jobs: Jobs) -> Api {
+        Api { jobs }
     }
 }
 
-/// The job's status if `tenant` owns it: the live table first, then the
-/// durable record. Another tenant's job is indistinguishable from none.
-async fn lookup(deps: &ApiDeps, tenant: &str, job_id: &str) -> Result<JobStatus, Status> {
-    if let Some(s) = deps.table.get(tenant, job_id) {
-        return Ok(s);
-    }
-    let not_found = || Status::not_found(format!("job {job_id:?} not found"));
-    if !vidflow_job::id::is_safe_id(job_id) {
-        return Err(not_found());
-    }
-    match deps.state.read_record(tenant, job_id).await {
-        Ok(Some(r)) => Ok(status_from_record(&r)),
-        Ok(None) => Err(not_found()),
-        Err(e) => Err(Status::internal(format!("reading the job record: {e}"))),
+fn status(e: ApiError) -> Status {
+    match e {
+        ApiError::Invalid { message, .. } => Status::invalid_argument(message),
+        ApiError::NotFound(id) => Status::not_found(format!("job {id:?} not found")),
+        ApiError::Conflict(m) => Status::failed_precondition(m),
+        ApiError::Unavailable(m) => Status::unavailable(m),
+        ApiError::Internal(m) => Status::internal(m),
     }
 }
 
@@ -100,61 +86,27 @@ impl JobService for Api {
         let tenant = tenant_of(&req)?;
         let SubmitRequest { spec, client_key } = req.into_inner();
         let spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let mut spec =
-            JobSpec::try_from(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if spec.tenant.is_empty() {
-            spec.tenant = tenant.clone();
-        } else if spec.tenant != tenant {
-            return Err(Status::invalid_argument(format!(
-                "invalid tenant = {:?}: must be empty or the API key's tenant",
-                spec.tenant
-            )));
-        }
-        if !client_key.is_empty() {
-            if spec.job_id.is_some() {
-                return Err(Status::invalid_argument(
-                    "client_key: give either client_key or spec.job_id, not both",
-                ));
-            }
-            if client_key.len() > 256 {
-                return Err(Status::invalid_argument("client_key: at most 256 bytes"));
-            }
-            spec.job_id = Some(client_job_id(&tenant, &client_key));
-        }
-        let job_id = spec.ensure_job_id().to_string();
-        validate(&spec, &self.deps.admission)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if self.deps.table.insert_queued(&tenant, &job_id).is_some() {
-            return Ok(Response::new(SubmitReply {
-                job_id,
-                duplicate: true,
-            }));
-        }
-        // Finished before this API process knew of it.
-        if let Ok(Some(_)) = self.deps.state.read_record(&tenant, &job_id).await {
-            self.deps.table.remove(&tenant, &job_id);
-            return Ok(Response::new(SubmitReply {
-                job_id,
-                duplicate: true,
-            }));
-        }
-        if let Err(e) = self.deps.publisher.publish_job(&spec).await {
-            self.deps.table.remove(&tenant, &job_id);
-            return Err(Status::unavailable(format!(
-                "could not enqueue the job (nothing was queued; retry): {e}"
-            )));
-        }
-        tracing::info!(job_id = %job_id, tenant = %tenant, "job submitted over gRPC");
+        let spec = JobSpec::try_from(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = (!client_key.is_empty()).then_some(client_key.as_str());
+        let s = self
+            .jobs
+            .submit(&tenant, spec, key, "grpc")
+            .await
+            .map_err(status)?;
         Ok(Response::new(SubmitReply {
-            job_id,
-            duplicate: false,
+            job_id: s.job_id,
+            duplicate: s.duplicate,
         }))
     }
 
     async fn get(&self, req: Request<JobRef>) -> Result<Response<JobStatus>, Status> {
         let tenant = tenant_of(&req)?;
         let id = req.into_inner().job_id;
-        lookup(&self.deps, &tenant, &id).await.map(Response::new)
+        self.jobs
+            .lookup(&tenant, &id)
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     type WatchStream = WatchStream;
@@ -163,10 +115,10 @@ impl JobService for Api {
         let tenant = tenant_of(&req)?;
         let id = req.into_inner().job_id;
         // Subscribe before reading, so no change falls in between.
-        let mut changes = self.deps.table.subscribe();
-        let first = lookup(&self.deps, &tenant, &id).await?;
+        let mut changes = self.jobs.deps.table.subscribe();
+        let first = self.jobs.lookup(&tenant, &id).await.map_err(status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let deps = self.deps.clone();
+        let deps = self.jobs.deps.clone();
         tokio::spawn(async move {
             let mut last = first;
             if tx.send(Ok(last.clone())).await.is_err() || is_terminal(last.state()) {
@@ -205,20 +157,11 @@ impl JobService for Api {
     async fn cancel(&self, req: Request<JobRef>) -> Result<Response<JobStatus>, Status> {
         let tenant = tenant_of(&req)?;
         let id = req.into_inner().job_id;
-        let s = lookup(&self.deps, &tenant, &id).await?;
-        if is_terminal(s.state()) {
-            return Ok(Response::new(s));
-        }
-        self.deps
-            .publisher
-            .publish_control(&Control::Cancel {
-                tenant: tenant.clone(),
-                job_id: id.clone(),
-            })
+        self.jobs
+            .cancel(&tenant, &id, "grpc")
             .await
-            .map_err(|e| Status::unavailable(format!("could not send the cancel: {e}")))?;
-        tracing::info!(job_id = %id, tenant = %tenant, "cancel requested over gRPC");
-        Ok(Response::new(s))
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
@@ -227,26 +170,7 @@ impl JobService for Api {
             0 => 100,
             n => n as usize,
         };
-        let mut by_id = std::collections::HashMap::new();
-        let records = self
-            .deps
-            .state
-            .list_records(&tenant)
-            .await
-            .map_err(|e| Status::internal(format!("listing job records: {e}")))?;
-        for r in records {
-            by_id.insert(r.job_id.clone(), status_from_record(&r));
-        }
-        for s in self.deps.table.of_tenant(&tenant) {
-            // A record is final; the table may only add jobs still running.
-            by_id.entry(s.job_id.clone()).or_insert(s);
-        }
-        let mut jobs: Vec<JobStatus> = by_id.into_values().collect();
-        jobs.sort_by(|a, b| {
-            b.updated_ms
-                .cmp(&a.updated_ms)
-                .then(a.job_id.cmp(&b.job_id))
-        });
+        let mut jobs = self.jobs.list(&tenant).await.map_err(status)?;
         jobs.truncate(limit);
         Ok(Response::new(ListReply { jobs }))
     }
@@ -256,15 +180,6 @@ impl JobService for Api {
 mod tests {
     use super::*;
     use crate::auth::{hash_key, KeyEntry};
-
-    #[test]
-    fn client_keys_map_to_stable_per_tenant_ids() {
-        let a = client_job_id("acme", "order-1");
-        assert_eq!(a, client_job_id("acme", "order-1"));
-        assert_ne!(a, client_job_id("globex", "order-1"));
-        assert_ne!(a, client_job_id("acme", "order-2"));
-        assert!(vidflow_job::id::is_safe_id(&a), "{a}");
-    }
 
     #[test]
     fn keys_are_checked() {

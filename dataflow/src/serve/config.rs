@@ -21,6 +21,8 @@ pub struct ServeConfig {
     #[serde(default)]
     pub grpc: GrpcConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
     pub engine: EngineSection,
@@ -154,6 +156,50 @@ impl Default for GrpcConfig {
             listen: default_listen(),
             tls: None,
         }
+    }
+}
+
+/// `[http]`: the `/v1/videos` HTTP API and the web console
+/// (`docs/SERVING.md` "HTTP API"), with the same keys as gRPC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve HTTP at all (a worker-only process sets false).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address; port 0 picks a free port (printed at start).
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Largest request body (a JSON or multipart create, its first-frame
+    /// image included); larger is refused with 413 before it is read. An
+    /// inline image travels base64 in the job message, so this must leave
+    /// the message under `[amqp] max_message_bytes` (checked at start).
+    #[serde(default = "default_http_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_http_body() -> usize {
+    5 << 20
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: default_http_listen(),
+            max_body_bytes: default_http_body(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The job message a body of `max_body_bytes` can become: base64 of
+    /// the image (4/3) plus the other fields.
+    pub fn largest_message(&self) -> usize {
+        self.max_body_bytes / 3 * 4 + 64 * 1024
     }
 }
 

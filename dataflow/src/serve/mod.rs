@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::unbounded_channel;
 use vidflow_connectors::amqp::Publisher;
-use vidflow_connectors::grpc::{self, ApiDeps, JobTable};
+use vidflow_connectors::grpc::{self, ApiDeps, JobTable, Jobs};
 use vidflow_connectors::lapin::Acker;
 use vidflow_connectors::sinks::Sinks;
 use vidflow_connectors::state::{Backend, StateStore};
@@ -62,7 +62,7 @@ pub enum ServeError {
     Auth(#[from] vidflow_connectors::auth::AuthError),
     #[error("engine: {0}")]
     Engine(#[from] crate::DataflowError),
-    #[error("gRPC listen address {addr}: {source}")]
+    #[error("listen address {addr}: {source}")]
     Listen {
         addr: String,
         #[source]
@@ -70,6 +70,8 @@ pub enum ServeError {
     },
     #[error("gRPC API: {0}")]
     Api(#[from] vidflow_connectors::grpc::ApiError),
+    #[error("HTTP API: {0}")]
+    Http(#[source] std::io::Error),
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("runtime: {0}")]
@@ -110,6 +112,7 @@ pub(crate) enum Outbound {
 #[derive(Clone, Debug, Default)]
 pub struct Ready {
     pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -125,6 +128,20 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         Some(t) => Some(t.read()?),
         None => None,
     };
+    if cfg.http.enabled && cfg.http.largest_message() > cfg.amqp.max_message_bytes {
+        return Err(ServeError::Config {
+            path: "[http] max_body_bytes".into(),
+            source: format!(
+                "{} bytes of body can become a {}-byte job message (base64 of an image), \
+                 over [amqp] max_message_bytes = {}: lower it to at most {}",
+                cfg.http.max_body_bytes,
+                cfg.http.largest_message(),
+                cfg.amqp.max_message_bytes,
+                cfg.amqp.max_message_bytes.saturating_sub(64 * 1024) / 4 * 3
+            )
+            .into(),
+        });
+    }
     let admission = cfg.admission()?;
     let keys = Arc::new(cfg.keys()?);
     let pricing = Arc::new(cfg.pricing()?);
@@ -303,17 +320,12 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             stop.clone(),
         ));
 
-        // The API.
+        // The APIs: gRPC and HTTP over the same handlers and job table.
         let mut api_addr = None;
+        let mut http_addr = None;
         let mut api_task = None;
-        if cfg.grpc.enabled {
-            let listener = tokio::net::TcpListener::bind(&cfg.grpc.listen)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    addr: cfg.grpc.listen.clone(),
-                    source,
-                })?;
-            api_addr = listener.local_addr().ok();
+        let mut http_task = None;
+        if cfg.grpc.enabled || cfg.http.enabled {
             let table = Arc::new(JobTable::default());
             tokio::spawn(grpc::follow_events(
                 url.clone(),
@@ -322,19 +334,52 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
                 table.clone(),
                 stop.clone(),
             ));
-            let deps = ApiDeps {
+            let jobs = Jobs::new(ApiDeps {
                 keys: keys.clone(),
                 admission: Arc::new(admission.clone()),
                 state: state.clone(),
                 publisher: Arc::new(Publisher::new(&url, "vidflow-api", topo.clone())),
                 table,
-            };
-            let stop_api = stop.clone();
-            api_task = Some(tokio::spawn(grpc::serve_api(listener, deps, grpc_tls, async move {
-                while !stop_api.load(Ordering::SeqCst) {
+                store: store.clone(),
+            });
+            let until_stop = |stop: Arc<AtomicBool>| async move {
+                while !stop.load(Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            })));
+            };
+            if cfg.grpc.enabled {
+                let listener = tokio::net::TcpListener::bind(&cfg.grpc.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: cfg.grpc.listen.clone(),
+                        source,
+                    })?;
+                api_addr = listener.local_addr().ok();
+                api_task = Some(tokio::spawn(grpc::serve_api(
+                    listener,
+                    jobs.clone(),
+                    grpc_tls,
+                    until_stop(stop.clone()),
+                )));
+            }
+            if cfg.http.enabled {
+                let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: cfg.http.listen.clone(),
+                        source,
+                    })?;
+                http_addr = listener.local_addr().ok();
+                let opts = vidflow_connectors::http::HttpOptions {
+                    max_body_bytes: cfg.http.max_body_bytes,
+                };
+                http_task = Some(tokio::spawn(vidflow_connectors::http::serve_http(
+                    listener,
+                    jobs,
+                    opts,
+                    until_stop(stop.clone()),
+                )));
+            }
         }
 
         let sess = session::Session {
@@ -364,6 +409,7 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
             Some(Box::new(move || {
                 on_ready(Ready {
                     grpc: api_addr,
+                    http: http_addr,
                     metrics: metrics_addr,
                 })
             })),
@@ -373,6 +419,11 @@ pub fn run_serve(cfg: ServeConfig, on_ready: OnReady) -> Result<(), ServeError> 
         let s = sinks.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush()).await {
             tracing::error!(error = %e, "final analytics roll failed (the outbox is rolled at next start)");
+        }
+        if let Some(t) = http_task {
+            if let Ok(Err(e)) = t.await {
+                return Err(ServeError::Http(e));
+            }
         }
         if let Some(t) = api_task {
             if let Ok(Err(e)) = t.await {

@@ -283,38 +283,7 @@ impl JobSpec {
                 reason: "a job spec is a JSON object".into(),
             });
         }
-        match serde_path_to_error::deserialize::<_, JobSpec>(&value) {
-            Ok(spec) => Ok(spec),
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let msg = strip_position(&inner.to_string());
-                // Unknown/missing fields are reported at the parent path;
-                // the field's name is in the message between backticks.
-                let named = msg
-                    .strip_prefix("unknown field `")
-                    .or_else(|| msg.strip_prefix("missing field `"))
-                    .and_then(|rest| rest.split('`').next())
-                    .map(str::to_string);
-                let field = match named {
-                    Some(name) if path == "." => name,
-                    Some(name) if path == name || path.ends_with(&format!(".{name}")) => {
-                        path.clone()
-                    }
-                    Some(name) => format!("{path}.{name}"),
-                    None => path.clone(),
-                };
-                let value = lookup(&value, &path)
-                    .map(|v| display_value(&v.to_string()))
-                    .filter(|_| path != ".")
-                    .unwrap_or_else(|| "-".to_string());
-                Err(JobError::Invalid {
-                    field,
-                    value,
-                    reason: msg,
-                })
-            }
-        }
+        deserialize_named(&value)
     }
 
     pub fn to_json(&self) -> String {
@@ -349,4 +318,42 @@ fn lookup<'a>(root: &'a serde_json::Value, path: &str) -> Option<&'a serde_json:
         };
     }
     Some(v)
+}
+
+/// Deserializes `value` into `T`, naming the field at fault the way job
+/// specs do (`conditions[0].frame_index`, or the unknown/missing field's
+/// own name): every front door that takes JSON reports errors alike.
+pub fn deserialize_named<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, JobError> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = strip_position(&inner.to_string());
+            // Unknown/missing fields are reported at the parent path;
+            // the field's name is in the message between backticks.
+            let named = msg
+                .strip_prefix("unknown field `")
+                .or_else(|| msg.strip_prefix("missing field `"))
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string);
+            let field = match named {
+                Some(name) if path == "." => name,
+                Some(name) if path == name || path.ends_with(&format!(".{name}")) => path.clone(),
+                Some(name) => format!("{path}.{name}"),
+                None => path.clone(),
+            };
+            let value = lookup(value, &path)
+                .map(|v| display_value(&v.to_string()))
+                .filter(|_| path != ".")
+                .unwrap_or_else(|| "-".to_string());
+            Err(JobError::Invalid {
+                field,
+                value,
+                reason: msg,
+            })
+        }
+    }
 }
