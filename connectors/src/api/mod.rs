@@ -6,6 +6,10 @@
 //! who may see or cancel a job.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 use vidflow_job::{validate, AdmissionConfig, JobSpec, ValidatedJob};
@@ -153,20 +157,18 @@ impl Jobs {
         }
         let job_id = spec.ensure_job_id().to_string();
         let job: ValidatedJob = validate(&spec, &self.deps.admission)?;
-        if self.deps.table.insert_queued(tenant, &job_id).is_some() {
-            let meta = meta::read(&self.deps.store, tenant, &job_id)
-                .await
-                .ok()
-                .flatten();
-            return Ok(Submitted {
-                job_id,
-                duplicate: true,
-                meta,
-            });
-        }
-        // Finished before this API process knew of it.
-        if let Ok(Some(_)) = self.deps.state.read_record(tenant, &job_id).await {
+        // Known here already, or finished before this API process knew of
+        // it: an idempotent resubmit, nothing new is queued.
+        let known = self.deps.table.insert_queued(tenant, &job_id).is_some();
+        let finished = !known
+            && matches!(
+                self.deps.state.read_record(tenant, &job_id).await,
+                Ok(Some(_))
+            );
+        if finished {
             self.deps.table.remove(tenant, &job_id);
+        }
+        if known || finished {
             let meta = meta::read(&self.deps.store, tenant, &job_id)
                 .await
                 .ok()
@@ -215,6 +217,50 @@ impl Jobs {
             Ok(None) => Err(ApiError::NotFound(job_id.to_string())),
             Err(e) => Err(ApiError::Internal(format!("reading the job record: {e}"))),
         }
+    }
+
+    /// The job's status now, then on every change and at least once a
+    /// second while nothing changes (a queued job, a long step), until it
+    /// has finished or the receiver is dropped. Both APIs stream this.
+    pub async fn watch(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<mpsc::Receiver<JobStatus>, ApiError> {
+        // Subscribe before reading, so no change falls in between.
+        let mut changes = self.deps.table.subscribe();
+        let first = self.lookup(tenant, job_id).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let (deps, tenant, id) = (self.deps.clone(), tenant.to_string(), job_id.to_string());
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(last.clone()).await.is_err() || is_terminal(last.state()) {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                let next = tokio::select! {
+                    c = changes.recv() => match c {
+                        Ok(s) if s.tenant == tenant && s.job_id == id => s,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => match deps.table.get(&tenant, &id) {
+                            Some(s) => s,
+                            None => continue,
+                        },
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => deps.table.get(&tenant, &id).unwrap_or_else(|| last.clone()),
+                    _ = tx.closed() => return,
+                };
+                last = next;
+                if tx.send(last.clone()).await.is_err() || is_terminal(last.state()) {
+                    return;
+                }
+                tick.reset();
+            }
+        });
+        Ok(rx)
     }
 
     /// Asks every serve process to stop the job before its next step.

@@ -1,16 +1,13 @@
 //! `JobService` handlers and the API-key check.
 
 use std::pin::Pin;
-use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use vidflow_job::JobSpec;
 
 use super::pb::job_service_server::JobService;
 use super::pb::{JobRef, JobStatus, ListReply, ListRequest, SubmitReply, SubmitRequest};
-use crate::api::table::is_terminal;
 use crate::api::{ApiDeps, ApiError, Jobs};
 use crate::auth::KeyStore;
 
@@ -114,43 +111,9 @@ impl JobService for Api {
     async fn watch(&self, req: Request<JobRef>) -> Result<Response<WatchStream>, Status> {
         let tenant = tenant_of(&req)?;
         let id = req.into_inner().job_id;
-        // Subscribe before reading, so no change falls in between.
-        let mut changes = self.jobs.deps.table.subscribe();
-        let first = self.jobs.lookup(&tenant, &id).await.map_err(status)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let deps = self.jobs.deps.clone();
-        tokio::spawn(async move {
-            let mut last = first;
-            if tx.send(Ok(last.clone())).await.is_err() || is_terminal(last.state()) {
-                return;
-            }
-            // Progress at least every second, even when no event arrives
-            // (queued jobs, a long step).
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                let next = tokio::select! {
-                    c = changes.recv() => match c {
-                        Ok(s) if s.tenant == tenant && s.job_id == id => s,
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(_)) => match deps.table.get(&tenant, &id) {
-                            Some(s) => s,
-                            None => continue,
-                        },
-                        Err(RecvError::Closed) => return,
-                    },
-                    _ = tick.tick() => deps.table.get(&tenant, &id).unwrap_or_else(|| last.clone()),
-                    _ = tx.closed() => return,
-                };
-                last = next;
-                if tx.send(Ok(last.clone())).await.is_err() || is_terminal(last.state()) {
-                    return;
-                }
-                tick.reset();
-            }
-        });
+        let rx = self.jobs.watch(&tenant, &id).await.map_err(status)?;
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
         )))
     }
 

@@ -5,18 +5,15 @@
 //! the job and the connection are alive), until the job has finished.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
 use super::auth::Caller;
 use super::videos::video_of;
 use super::{AppState, HttpError};
-use crate::api::pb::JobStatus;
 
 fn event(v: &super::Video) -> Event {
     Event::default()
@@ -32,42 +29,29 @@ pub async fn stream(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     let tenant = caller.tenant;
-    // Subscribe before reading, so no change falls in between.
-    let mut changes = st.jobs.deps.table.subscribe();
-    let first = st.jobs.lookup(&tenant, &id).await?;
-    let first_video = video_of(&st, &tenant, &first, false).await?;
+    let mut statuses = st.jobs.watch(&tenant, &id).await?;
+    // The first object is built before answering, so a bad summary is an
+    // error status rather than an empty stream.
+    let first = match statuses.recv().await {
+        Some(s) => video_of(&st, &tenant, &s, false).await?,
+        None => return Err(crate::api::ApiError::NotFound(id).into()),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
     tokio::spawn(async move {
-        let done = first_video.status.is_terminal();
-        if tx.send(Ok(event(&first_video))).await.is_err() || done {
-            return;
-        }
-        let mut last: JobStatus = first;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
+        let mut v = first;
         loop {
-            let next = tokio::select! {
-                c = changes.recv() => match c {
-                    Ok(s) if s.tenant == tenant && s.job_id == id => s,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => match st.jobs.deps.table.get(&tenant, &id) {
-                        Some(s) => s,
-                        None => continue,
-                    },
-                    Err(RecvError::Closed) => return,
-                },
-                _ = tick.tick() => st.jobs.deps.table.get(&tenant, &id).unwrap_or_else(|| last.clone()),
-                _ = tx.closed() => return,
-            };
-            last = next;
-            let Ok(v) = video_of(&st, &tenant, &last, false).await else {
-                return;
-            };
-            let done = v.status.is_terminal();
-            if tx.send(Ok(event(&v))).await.is_err() || done {
+            if tx.send(Ok(event(&v))).await.is_err() || v.status.is_terminal() {
                 return;
             }
-            tick.reset();
+            let next = tokio::select! {
+                s = statuses.recv() => s,
+                _ = tx.closed() => return,
+            };
+            let Some(s) = next else { return };
+            match video_of(&st, &tenant, &s, false).await {
+                Ok(next) => v = next,
+                Err(_) => return,
+            }
         }
     });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
