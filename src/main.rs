@@ -87,6 +87,7 @@ fn main() {
         // Colour codes only on a terminal: logs in files stay greppable.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    vidflow_connectors::install_crypto_provider();
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Model { cmd } => model_cmd::run(cmd),

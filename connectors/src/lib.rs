@@ -21,6 +21,18 @@ pub mod state;
 pub mod store;
 
 pub use error::OutputError;
+
+/// Makes ring the process's TLS crypto provider (the gRPC API's and
+/// clients' TLS, the S3 client). rustls picks one by itself only when
+/// exactly one is compiled in; a build that also links aws-lc-rs (a test
+/// build whose dev-dependencies bring it) would otherwise refuse every TLS
+/// handshake. Call at start; a second call changes nothing.
+pub fn install_crypto_provider() {
+    // ring has no post-quantum key exchange (hence rustls's deprecation
+    // note); the other provider, aws-lc-rs, is a C build we avoid.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use mp4::encode_mp4;
 pub use store::{output_key, OutputStore, StoredObject};
 

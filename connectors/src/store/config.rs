@@ -126,11 +126,7 @@ impl OutputStore {
             ));
         }
         // Already installed (a second store, or TLS set up earlier) is fine.
-        // ring has no post-quantum key exchange (hence rustls's deprecation
-        // note); the only other provider, aws-lc-rs, is the C build this
-        // configuration avoids.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let io = io_runtime()?.handle().clone();
         let mut b = AmazonS3Builder::new()
             .with_http_connector(object_store::client::SpawnedReqwestConnector::new(io))
