@@ -105,12 +105,7 @@ pub async fn download(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    if let Some(k) = q.keys().find(|k| *k != "variant") {
-        return Err(HttpError::invalid(
-            k,
-            format!("unknown query parameter `{k}`"),
-        ));
-    }
+    HttpError::only_params(&q, &["variant"])?;
     let thumbnail = match q.get("variant").map(String::as_str) {
         None | Some("video") => false,
         Some("thumbnail") => true,

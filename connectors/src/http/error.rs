@@ -35,6 +35,20 @@ impl HttpError {
         }
     }
 
+    /// A 400 naming the first query parameter not in `known`.
+    pub fn only_params(
+        q: &std::collections::HashMap<String, String>,
+        known: &[&str],
+    ) -> Result<(), HttpError> {
+        match q.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(HttpError::invalid(
+                k,
+                format!("unknown query parameter `{k}`"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
     }

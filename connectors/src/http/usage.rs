@@ -46,12 +46,7 @@ pub async fn usage(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Usage>, HttpError> {
-    if let Some(k) = q.keys().find(|k| *k != "days") {
-        return Err(HttpError::invalid(
-            k,
-            format!("unknown query parameter `{k}`"),
-        ));
-    }
+    HttpError::only_params(&q, &["days"])?;
     let days = match q.get("days") {
         None => 30,
         Some(v) => match v.parse::<u32>() {

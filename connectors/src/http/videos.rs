@@ -171,12 +171,7 @@ pub async fn retrieve(
             ))
         }
     };
-    if let Some(k) = q.keys().find(|k| *k != "include") {
-        return Err(HttpError::invalid(
-            k,
-            format!("unknown query parameter `{k}`"),
-        ));
-    }
+    HttpError::only_params(&q, &["include"])?;
     let s = st.jobs.lookup(&caller.tenant, &id).await?;
     Ok(Json(video_of(&st, &caller.tenant, &s, details).await?))
 }
@@ -215,15 +210,7 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<VideoList>, HttpError> {
-    if let Some(k) = q
-        .keys()
-        .find(|k| !["after", "limit", "order"].contains(&k.as_str()))
-    {
-        return Err(HttpError::invalid(
-            k,
-            format!("unknown query parameter `{k}`"),
-        ));
-    }
+    HttpError::only_params(&q, &["after", "limit", "order"])?;
     let limit = match q.get("limit") {
         None => 20,
         Some(v) => match v.parse::<usize>() {
